@@ -1,0 +1,60 @@
+# Meltemi. `make demo` and `make test` work on a fresh machine: they install what they need.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+export MELTEMI_CACHE ?= $(HOME)/.cache/meltemi
+export PATH := $(MELTEMI_CACHE)/bin:$(PATH)
+
+# Plugin binaries shipped beside the host, by package.
+PLUGINS := ./registries/zookeeper/cmd/meltemi-registry-zookeeper
+TOOLS := ./e2e/cmd/dubbo-seed
+
+.PHONY: all build test demo demo-down bench generate lint fmt clean tools
+
+all: build
+
+## build: the host, its plugins and the demo tools into bin/
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/meltemi $(PLUGINS) $(TOOLS)
+
+## tools: install the Debian packages the tests and demo need
+tools:
+	e2e/infra/tools.sh apt
+
+## test: unit tests plus e2e tests against real kube-apiserver, etcd and ZooKeeper
+test: tools build
+	e2e/test.sh
+
+## demo: local ZooKeeper + kube-apiserver, seeded Dubbo providers, meltemi, ServiceEntries listed
+demo: tools build
+	e2e/demo.sh
+
+## demo-down: stop everything the demo started
+demo-down:
+	e2e/demo-down.sh
+
+## bench: run the benchmarks and write BENCHMARKS.md
+bench: tools build
+	e2e/bench.sh
+
+## generate: regenerate the plugin protocol's Go code from its .proto
+generate:
+	GOBIN=$(MELTEMI_CACHE)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(MELTEMI_CACHE)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+	command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
+	protoc -I plugins/proto --go_out=plugins/proto --go_opt=paths=source_relative \
+		--go-grpc_out=plugins/proto --go-grpc_opt=paths=source_relative registry/v1/registry.proto
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

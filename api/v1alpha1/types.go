@@ -1,0 +1,72 @@
+// Package v1alpha1 is the meltemi.io/v1alpha1 API: ServiceRegistry objects configure which
+// registries Meltemi reads, and the ownership labels every written object carries.
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Group and version of Meltemi's API.
+const (
+	Group   = "meltemi.io"
+	Version = "v1alpha1"
+)
+
+// ServiceRegistryResource is the resource served for ServiceRegistry.
+var ServiceRegistryResource = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "serviceregistries"}
+
+// ServiceRegistry configures one external registry.
+type ServiceRegistry struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              ServiceRegistrySpec   `json:"spec"`
+	Status            ServiceRegistryStatus `json:"status,omitempty"`
+}
+
+// ServiceRegistryList is a list of ServiceRegistry.
+type ServiceRegistryList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ServiceRegistry `json:"items"`
+}
+
+// ServiceRegistrySpec says which plugin serves the registry and how to reach it.
+type ServiceRegistrySpec struct {
+	// Kind selects the plugin binary meltemi-registry-<kind>.
+	Kind string `json:"kind"`
+	// Address of the registry, plugin specific (e.g. "zk1:2181,zk2:2181").
+	Address string `json:"address"`
+	// Options are passed to the plugin, which validates them.
+	Options map[string]string `json:"options,omitempty"`
+	// CredentialsSecretRef names a Secret in the registry's namespace whose keys are passed
+	// to the plugin as secret options (e.g. username, password, token).
+	CredentialsSecretRef *SecretReference `json:"credentialsSecretRef,omitempty"`
+	// PluginSHA256 pins the plugin binary: a binary with another checksum is refused.
+	PluginSHA256 string `json:"pluginSHA256,omitempty"`
+}
+
+// SecretReference names a Secret.
+type SecretReference struct {
+	Name string `json:"name"`
+}
+
+// ServiceRegistryStatus is written by Meltemi.
+type ServiceRegistryStatus struct {
+	Connected     bool         `json:"connected"`
+	Synced        bool         `json:"synced"`
+	PluginVersion string       `json:"pluginVersion,omitempty"`
+	Services      int          `json:"services"`
+	Instances     int          `json:"instances"`
+	Restarts      int          `json:"restarts,omitempty"`
+	LastError     string       `json:"lastError,omitempty"`
+	LastSyncTime  *metav1.Time `json:"lastSyncTime,omitempty"`
+	// RejectedItems lists the most recent registry items that could not be used, and why.
+	RejectedItems []RejectedItem `json:"rejectedItems,omitempty"`
+}
+
+// RejectedItem is one registry item that was skipped.
+type RejectedItem struct {
+	Item   string `json:"item"`
+	Reason string `json:"reason"`
+}

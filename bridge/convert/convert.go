@@ -1,0 +1,237 @@
+// Package convert turns registry services into Istio objects. It is pure: the same input
+// always gives byte-identical output, whatever order registries listed things in.
+package convert
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+)
+
+// Options shape the output.
+type Options struct {
+	// Namespace receives the ServiceEntries.
+	Namespace string
+	// Protocols maps a registry protocol ("dubbo") to the port name prefix that selects the
+	// mesh's protocol handling ("tcp-metaprotocol-dubbo"); merged over DefaultProtocols.
+	Protocols map[string]string
+	// UnknownProtocol is the prefix for protocols not in Protocols; "tcp" (opaque) by default.
+	UnknownProtocol string
+}
+
+// DefaultProtocols follow Istio's and Aeraki's port-name protocol selection.
+var DefaultProtocols = map[string]string{
+	"dubbo":  "tcp-metaprotocol-dubbo",
+	"thrift": "tcp-metaprotocol-thrift",
+	"tri":    "grpc-tri",
+	"grpc":   "grpc",
+	"http":   "http",
+	"rest":   "http",
+	"http2":  "http2",
+	"redis":  "tcp-redis",
+	"tcp":    "tcp",
+}
+
+func (o Options) prefix(protocol string) string {
+	if p, ok := o.Protocols[protocol]; ok {
+		return p
+	}
+	if p, ok := DefaultProtocols[protocol]; ok {
+		return p
+	}
+	return cmp.Or(o.UnknownProtocol, "tcp")
+}
+
+// istioProtocol is the ServiceEntry port protocol matching a port name prefix.
+func istioProtocol(prefix string) string {
+	switch first, _, _ := strings.Cut(prefix, "-"); first {
+	case "grpc":
+		return "GRPC"
+	case "http":
+		return "HTTP"
+	case "http2":
+		return "HTTP2"
+	case "https":
+		return "HTTPS"
+	case "tls":
+		return "TLS"
+	}
+	return "TCP"
+}
+
+// ServiceEntry builds the ServiceEntry for host from every service that claims it. It
+// returns nil when no instance is left: the ServiceEntry should then not exist.
+func ServiceEntry(host string, services []model.Service, opt Options) *istio.ServiceEntry {
+	registries := map[string]struct{}{}
+	portUse := map[string]map[uint32]int{} // prefix -> port -> instances using it
+	var total int
+	for _, svc := range services {
+		for _, in := range svc.Instances {
+			registries[svc.Registry] = struct{}{}
+			p := opt.prefix(in.Protocol)
+			if portUse[p] == nil {
+				portUse[p] = map[uint32]int{}
+			}
+			portUse[p][in.Port]++
+			total++
+		}
+	}
+	if total == 0 {
+		return nil
+	}
+
+	// One service port per protocol, numbered by the port most instances use; instances on
+	// another port keep theirs through the endpoint's port map, so none is lost.
+	ports := make([]istio.ServicePort, 0, len(portUse))
+	number := map[string]uint32{}
+	for _, p := range slices.Sorted(maps.Keys(portUse)) {
+		n := mostUsed(portUse[p])
+		number[p] = n
+		ports = append(ports, istio.ServicePort{Number: n, Protocol: istioProtocol(p), Name: fmt.Sprintf("%s-%d", p, n)})
+	}
+	// Two protocols on the same number would make Istio reject the object; keep the first.
+	ports = slices.CompactFunc(ports, func(a, b istio.ServicePort) bool { return a.Number == b.Number })
+
+	endpoints := buildEndpoints(services, opt, ports, number)
+
+	names := slices.Sorted(maps.Keys(registries))
+	se := &istio.ServiceEntry{
+		TypeMeta: metav1.TypeMeta{APIVersion: istio.ServiceEntryKind.GroupVersion().String(), Kind: istio.ServiceEntryKind.Kind},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      host, // a valid host is a valid object name
+			Namespace: opt.Namespace,
+			Labels: map[string]string{
+				v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue,
+				v1alpha1.LabelRegistry:  registryLabel(names),
+			},
+		},
+		Spec: istio.ServiceEntrySpec{
+			Hosts:      []string{host},
+			Ports:      ports,
+			Location:   istio.MeshInternal,
+			Resolution: istio.ResolutionStatic,
+			Endpoints:  endpoints,
+		},
+	}
+	if len(names) > 1 {
+		se.Annotations = map[string]string{v1alpha1.AnnotationRegistries: strings.Join(names, ",")}
+	}
+	return se
+}
+
+// buildEndpoints makes one endpoint per workload: the instances of one registry at one address
+// with the same labels share an endpoint whose port map lists each protocol's port (only
+// where it differs from the service port). A second instance of the same protocol at that
+// address (two processes on one machine) gets an endpoint of its own.
+func buildEndpoints(services []model.Service, opt Options, ports []istio.ServicePort, number map[string]uint32) []istio.WorkloadEntry {
+	type workload struct {
+		registry, address, labels, locality string
+		weight                              uint32
+	}
+	groups := map[workload][]int{} // -> indexes into endpoints
+	var endpoints []istio.WorkloadEntry
+	var served []map[string]bool // port names each endpoint already serves
+	for _, svc := range services {
+		for _, in := range svc.Instances {
+			p := opt.prefix(in.Protocol)
+			name := portName(ports, number[p], p)
+			key := workload{svc.Registry, in.Address, model.LabelString(in.Labels), in.Locality, in.Weight}
+			idx := -1
+			for _, i := range groups[key] {
+				if !served[i][name] {
+					idx = i
+					break
+				}
+			}
+			if idx < 0 {
+				ep := istio.WorkloadEntry{Address: in.Address, Locality: in.Locality, Weight: in.Weight}
+				ep.Labels = make(map[string]string, len(in.Labels)+1)
+				maps.Copy(ep.Labels, in.Labels)
+				ep.Labels[v1alpha1.LabelRegistry] = svc.Registry
+				endpoints = append(endpoints, ep)
+				served = append(served, map[string]bool{})
+				idx = len(endpoints) - 1
+				groups[key] = append(groups[key], idx)
+			}
+			served[idx][name] = true
+			if in.Port != servicePort(ports, name) {
+				if endpoints[idx].Ports == nil {
+					endpoints[idx].Ports = map[string]uint32{}
+				}
+				endpoints[idx].Ports[name] = in.Port
+			}
+		}
+	}
+	// Input is already in registry, key and instance order; a stable sort by address keeps
+	// that order among equal addresses, so output is canonical.
+	slices.SortStableFunc(endpoints, compareEndpoints)
+	return endpoints
+}
+
+func servicePort(ports []istio.ServicePort, name string) uint32 {
+	for _, p := range ports {
+		if p.Name == name {
+			return p.Number
+		}
+	}
+	return 0
+}
+
+func portName(ports []istio.ServicePort, n uint32, prefix string) string {
+	want := fmt.Sprintf("%s-%d", prefix, n)
+	for _, p := range ports {
+		if p.Name == want {
+			return want
+		}
+	}
+	for _, p := range ports {
+		if p.Number == n {
+			return p.Name
+		}
+	}
+	return want
+}
+
+func mostUsed(use map[uint32]int) uint32 {
+	var best uint32
+	for port, n := range use {
+		if best == 0 || n > use[best] || n == use[best] && port < best {
+			best = port
+		}
+	}
+	return best
+}
+
+func compareEndpoints(a, b istio.WorkloadEntry) int {
+	return cmp.Or(
+		cmp.Compare(a.Address, b.Address),
+		cmp.Compare(firstPort(a.Ports), firstPort(b.Ports)),
+	)
+}
+
+func firstPort(m map[string]uint32) uint32 {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		return m[k]
+	}
+	return 0
+}
+
+// registryLabel is a valid label value naming the registries of an object: the name itself
+// for one registry, a short hash for several (the full list is in an annotation).
+func registryLabel(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	sum := sha256.Sum256([]byte(strings.Join(names, ",")))
+	return "multi-" + hex.EncodeToString(sum[:6])
+}

@@ -1,0 +1,179 @@
+package convert
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func dubbo(addr string, port uint32, labels map[string]string) model.Instance {
+	return model.Instance{Address: addr, Port: port, Protocol: "dubbo", Labels: labels}
+}
+
+func TestServiceEntryGolden(t *testing.T) {
+	opt := Options{Namespace: "meltemi-system"}
+	tests := []struct {
+		name     string
+		host     string
+		services []model.Service
+		opt      Options
+	}{
+		{
+			name: "dubbo-two-providers",
+			host: "org.apache.dubbo.demo.demoservice",
+			services: []model.Service{{
+				Registry: "zk", Key: "dubbo:org.apache.dubbo.demo.DemoService", Host: "org.apache.dubbo.demo.demoservice",
+				Instances: []model.Instance{
+					dubbo("10.0.0.2", 20880, map[string]string{"version": "1.0.0", "group": "g1", "application": "demo"}),
+					dubbo("10.0.0.1", 20880, map[string]string{"version": "2.0.0", "application": "demo"}),
+				},
+			}},
+			opt: opt,
+		},
+		{
+			name: "instances-on-different-ports",
+			host: "svc.example",
+			services: []model.Service{{
+				Registry: "nacos", Key: "svc", Host: "svc.example",
+				Instances: []model.Instance{
+					dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.2", 20880, nil), dubbo("10.0.0.3", 20881, nil),
+				},
+			}},
+			opt: opt,
+		},
+		{
+			name: "several-protocols-and-unknown",
+			host: "multi.example",
+			services: []model.Service{{
+				Registry: "zk", Key: "multi", Host: "multi.example",
+				Instances: []model.Instance{
+					dubbo("10.0.0.1", 20880, nil),
+					{Address: "10.0.0.1", Port: 50051, Protocol: "tri"},
+					{Address: "10.0.0.1", Port: 9000, Protocol: "weird"},
+					{Address: "10.0.0.2", Port: 8080, Protocol: "http", Weight: 50, Locality: "eu/west-1/a"},
+				},
+			}},
+			opt: opt,
+		},
+		{
+			name: "two-processes-on-one-machine",
+			host: "proc.example",
+			services: []model.Service{{
+				Registry: "zk", Key: "p", Host: "proc.example",
+				Instances: []model.Instance{
+					dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.1", 20881, nil),
+					{Address: "10.0.0.1", Port: 50051, Protocol: "tri"}, dubbo("10.0.0.2", 20880, nil),
+				},
+			}},
+			opt: opt,
+		},
+		{
+			name: "merged-from-two-registries",
+			host: "shared.example",
+			services: []model.Service{
+				{Registry: "nacos", Key: "a", Host: "shared.example", Instances: []model.Instance{dubbo("10.0.0.9", 20880, nil)}},
+				{Registry: "zk", Key: "b", Host: "shared.example", Instances: []model.Instance{dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.9", 20880, nil)}},
+			},
+			opt: opt,
+		},
+		{
+			name: "custom-protocol-mapping",
+			host: "thrift.example",
+			services: []model.Service{{
+				Registry: "consul", Key: "t", Host: "thrift.example",
+				Instances: []model.Instance{{Address: "10.0.0.1", Port: 9090, Protocol: "thrift"}, {Address: "10.0.0.2", Port: 7000, Protocol: ""}},
+			}},
+			opt: Options{Namespace: "mesh", Protocols: map[string]string{"thrift": "tcp-thrift"}, UnknownProtocol: "tcp-opaque"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			se := ServiceEntry(tc.host, tc.services, tc.opt)
+			if se == nil {
+				t.Fatal("got no ServiceEntry")
+			}
+			got, err := yaml.Marshal(se)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, filepath.Join("testdata", tc.name+".yaml"), got)
+
+			// Output must not depend on the order the registry listed instances in.
+			reversed := make([]model.Service, len(tc.services))
+			for i, s := range tc.services {
+				s.Instances = append([]model.Instance(nil), s.Instances...)
+				for l, r := 0, len(s.Instances)-1; l < r; l, r = l+1, r-1 {
+					s.Instances[l], s.Instances[r] = s.Instances[r], s.Instances[l]
+				}
+				s.Normalize()
+				reversed[i] = s
+			}
+			for i := range tc.services {
+				tc.services[i].Normalize()
+			}
+			a, _ := yaml.Marshal(ServiceEntry(tc.host, tc.services, tc.opt))
+			b, _ := yaml.Marshal(ServiceEntry(tc.host, reversed, tc.opt))
+			if string(a) != string(b) {
+				t.Errorf("output depends on instance order:\n%s\n---\n%s", a, b)
+			}
+		})
+	}
+}
+
+func TestServiceEntryNoInstances(t *testing.T) {
+	svc := []model.Service{{Registry: "zk", Key: "k", Host: "h.example"}}
+	if se := ServiceEntry("h.example", svc, Options{}); se != nil {
+		t.Fatalf("want nil for a service without instances, got %+v", se)
+	}
+	if se := ServiceEntry("h.example", nil, Options{}); se != nil {
+		t.Fatalf("want nil for no services, got %+v", se)
+	}
+}
+
+func TestPortNames(t *testing.T) {
+	tests := []struct {
+		protocol string
+		opt      Options
+		want     string
+		istio    string
+	}{
+		{"dubbo", Options{}, "tcp-metaprotocol-dubbo-20880", "TCP"},
+		{"thrift", Options{}, "tcp-metaprotocol-thrift-20880", "TCP"},
+		{"tri", Options{}, "grpc-tri-20880", "GRPC"},
+		{"http", Options{}, "http-20880", "HTTP"},
+		{"", Options{}, "tcp-20880", "TCP"},
+		{"mystery", Options{UnknownProtocol: "tcp-dubbo"}, "tcp-dubbo-20880", "TCP"},
+		{"dubbo", Options{Protocols: map[string]string{"dubbo": "tcp-dubbo"}}, "tcp-dubbo-20880", "TCP"},
+	}
+	for _, tc := range tests {
+		se := ServiceEntry("h.example", []model.Service{{Registry: "r", Key: "k", Host: "h.example",
+			Instances: []model.Instance{{Address: "10.0.0.1", Port: 20880, Protocol: tc.protocol}}}}, tc.opt)
+		if got := se.Spec.Ports[0]; got.Name != tc.want || got.Protocol != tc.istio {
+			t.Errorf("protocol %q: got port %s/%s, want %s/%s", tc.protocol, got.Name, got.Protocol, tc.want, tc.istio)
+		}
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if string(want) != string(got) {
+		t.Errorf("%s differs from output:\n--- want\n%s\n--- got\n%s", path, want, got)
+	}
+}

@@ -1,0 +1,100 @@
+// Package model holds Meltemi's view of registry services: what plugins report, validated, and
+// indexed by the mesh host they become. It has no I/O.
+package model
+
+import (
+	"maps"
+	"slices"
+)
+
+// Service is the complete state of one registry service as a plugin reports it.
+type Service struct {
+	// Registry is the name of the ServiceRegistry that reported the service; set by the host.
+	Registry string
+	// Key is stable and unique within the registry.
+	Key string
+	// Host is the DNS name the mesh knows the service by. Services of several registries may
+	// share a host; they are merged into one ServiceEntry.
+	Host      string
+	Labels    map[string]string
+	Instances []Instance
+}
+
+// Instance is one endpoint of a service.
+type Instance struct {
+	Address string
+	Port    uint32
+	// Protocol is the application protocol as the registry names it ("dubbo", "tri", "http").
+	Protocol string
+	Labels   map[string]string
+	// Weight is relative; 0 means unset.
+	Weight uint32
+	// Locality is Istio's "region/zone/subzone", empty when unknown.
+	Locality string
+}
+
+// Equal reports whether two services have the same content. Instance order matters: plugins
+// and the store keep instances sorted (see Normalize), so equal content compares equal.
+func (s Service) Equal(o Service) bool {
+	return s.Registry == o.Registry && s.Key == o.Key && s.Host == o.Host &&
+		maps.Equal(s.Labels, o.Labels) &&
+		slices.EqualFunc(s.Instances, o.Instances, Instance.Equal)
+}
+
+// Equal reports whether two instances have the same content.
+func (i Instance) Equal(o Instance) bool {
+	return i.Address == o.Address && i.Port == o.Port && i.Protocol == o.Protocol &&
+		i.Weight == o.Weight && i.Locality == o.Locality && maps.Equal(i.Labels, o.Labels)
+}
+
+// Normalize sorts instances into a canonical order so that equal content compares equal and
+// converts to identical output, whatever order the registry listed them in.
+func (s *Service) Normalize() {
+	slices.SortFunc(s.Instances, compareInstances)
+	// Registries may list one provider twice (e.g. two URLs differing only in volatile
+	// parameters that were dropped); one endpoint is enough.
+	s.Instances = slices.CompactFunc(s.Instances, Instance.Equal)
+}
+
+func compareInstances(a, b Instance) int {
+	if c := compareStrings(a.Address, b.Address); c != 0 {
+		return c
+	}
+	if a.Port != b.Port {
+		if a.Port < b.Port {
+			return -1
+		}
+		return 1
+	}
+	if c := compareStrings(a.Protocol, b.Protocol); c != 0 {
+		return c
+	}
+	return compareStrings(LabelString(a.Labels), LabelString(b.Labels))
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// LabelString is a canonical string form of a label set, for comparing and keying.
+func LabelString(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	n := 0
+	for _, k := range keys {
+		n += len(k) + len(m[k]) + 2
+	}
+	b := make([]byte, 0, n)
+	for _, k := range keys {
+		b = append(b, k...)
+		b = append(b, '=')
+		b = append(b, m[k]...)
+		b = append(b, ',')
+	}
+	return string(b)
+}

@@ -1,0 +1,189 @@
+package registries
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/host"
+)
+
+// ClusterSource reads ServiceRegistry objects from the cluster, keeps the manager in step
+// with them and writes their status.
+type ClusterSource struct {
+	Dynamic   dynamic.Interface
+	Kube      kubernetes.Interface
+	Namespace string // "" for all namespaces
+	Manager   *Manager
+	// Counts and Rejections feed the status; usually the controller's store and rejections.
+	Counts         func(registry string) (services, instances int)
+	Rejections     func(registry string) []model.Rejection
+	StatusInterval time.Duration
+	Logger         *slog.Logger
+
+	lister cache.GenericLister
+	last   map[string]host.Registration
+}
+
+// Run watches until ctx ends. It returns after the first full list has been applied when
+// synced is non-nil (closed then), so callers can wait for a complete configuration.
+func (s *ClusterSource) Run(ctx context.Context, synced chan<- struct{}) error {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.StatusInterval <= 0 {
+		s.StatusInterval = 5 * time.Second
+	}
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.Dynamic, 5*time.Minute, s.Namespace, nil)
+	inf := factory.ForResource(v1alpha1.ServiceRegistryResource)
+	s.lister = inf.Lister()
+	changed := make(chan struct{}, 1)
+	notify := func(any) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    notify,
+		UpdateFunc: func(_, obj any) { notify(obj) },
+		DeleteFunc: notify,
+	}); err != nil {
+		return fmt.Errorf("watching ServiceRegistries: %w", err)
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+		return fmt.Errorf("ServiceRegistry informer did not sync: %w", ctx.Err())
+	}
+	s.apply(ctx)
+	if synced != nil {
+		close(synced)
+	}
+	ticker := time.NewTicker(s.StatusInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+			s.apply(ctx)
+		case <-ticker.C:
+			s.writeStatus(ctx)
+		}
+	}
+}
+
+func (s *ClusterSource) objects() []*unstructured.Unstructured {
+	objs, err := s.lister.List(labels.Everything())
+	if err != nil {
+		s.Logger.Error("listing ServiceRegistries", "error", err)
+		return nil
+	}
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// apply resolves every ServiceRegistry on its own: one that cannot be resolved (bad spec,
+// missing Secret) keeps its previous, working registration, so a configuration mistake never
+// deletes what the registry already provides.
+func (s *ClusterSource) apply(ctx context.Context) {
+	next := map[string]host.Registration{}
+	for _, u := range s.objects() {
+		sr, err := FromUnstructured(u)
+		if err == nil {
+			var regs []host.Registration
+			regs, err = Resolve(ctx, s.Kube, []v1alpha1.ServiceRegistry{sr})
+			if err == nil {
+				if _, dup := next[sr.Name]; dup {
+					err = fmt.Errorf("ServiceRegistry name %q is used in several namespaces; names must be unique", sr.Name)
+				} else {
+					next[sr.Name] = regs[0]
+					continue
+				}
+			}
+		}
+		s.Logger.Error("ServiceRegistry not usable; keeping its previous configuration if any", "registry", u.GetName(), "namespace", u.GetNamespace(), "error", err)
+		if prev, ok := s.last[u.GetName()]; ok {
+			next[u.GetName()] = prev
+		}
+	}
+	if reflect.DeepEqual(next, s.last) {
+		return
+	}
+	s.last = next
+	regs := make([]host.Registration, 0, len(next))
+	for _, r := range next {
+		regs = append(regs, r)
+	}
+	s.Manager.Apply(ctx, regs)
+	s.writeStatus(ctx)
+}
+
+func (s *ClusterSource) writeStatus(ctx context.Context) {
+	statuses := s.Manager.Statuses()
+	for _, u := range s.objects() {
+		st, ok := statuses[u.GetName()]
+		if !ok {
+			continue
+		}
+		status := v1alpha1.ServiceRegistryStatus{
+			Connected: st.Connected, Synced: st.Synced, PluginVersion: st.PluginVersion,
+			Restarts: st.Restarts, LastError: st.Message,
+		}
+		if s.Counts != nil {
+			status.Services, status.Instances = s.Counts(u.GetName())
+		}
+		if !st.LastSync.IsZero() {
+			t := metav1.NewTime(st.LastSync.Truncate(time.Second))
+			status.LastSyncTime = &t
+		}
+		if s.Rejections != nil {
+			for _, r := range s.Rejections(u.GetName()) {
+				status.RejectedItems = append(status.RejectedItems, v1alpha1.RejectedItem{Item: r.Item, Reason: r.Reason})
+			}
+		}
+		want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
+		if err != nil {
+			continue
+		}
+		if current, _, _ := unstructured.NestedMap(u.Object, "status"); reflect.DeepEqual(normalize(current), normalize(want)) {
+			continue
+		}
+		obj := u.DeepCopy()
+		obj.Object["status"] = want
+		if _, err := s.Dynamic.Resource(v1alpha1.ServiceRegistryResource).Namespace(u.GetNamespace()).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+			s.Logger.Warn("updating ServiceRegistry status", "registry", u.GetName(), "error", err)
+		}
+	}
+}
+
+// normalize makes numbers comparable between a decoded object (int64) and a converted one.
+func normalize(m map[string]any) map[string]any {
+	out, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&struct {
+		M map[string]any `json:"m"`
+	}{m})
+	if err != nil {
+		return m
+	}
+	inner, _ := out["m"].(map[string]any)
+	return inner
+}

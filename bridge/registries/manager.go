@@ -1,0 +1,117 @@
+package registries
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+
+	"github.com/meltemi-mesh/meltemi/plugins/host"
+)
+
+// Controller is the part of bridge/controller the manager drives.
+type Controller interface {
+	host.Sink
+	// SetExpected names every configured registry: deletions wait until all have synced.
+	SetExpected(names []string)
+	// RemoveRegistry forgets a registry that is no longer configured.
+	RemoveRegistry(name string)
+}
+
+// Manager keeps one supervised plugin running per configured registry.
+type Manager struct {
+	cfg  host.Config
+	ctrl Controller
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*running
+}
+
+type running struct {
+	reg    host.Registration
+	sup    *host.Supervisor
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewManager returns a manager starting plugins with cfg and reporting to ctrl.
+func NewManager(cfg host.Config, ctrl Controller) *Manager {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{cfg: cfg, ctrl: ctrl, log: log, running: map[string]*running{}}
+}
+
+// Apply makes the running plugins match regs: new registries start, changed ones restart
+// (their services stay in place until the new snapshot replaces them), removed ones stop and
+// their services are forgotten.
+func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := make(map[string]host.Registration, len(regs))
+	names := make([]string, 0, len(regs))
+	for _, r := range regs {
+		want[r.Name] = r
+		names = append(names, r.Name)
+	}
+	m.ctrl.SetExpected(names)
+	for name, r := range m.running {
+		if w, ok := want[name]; ok && reflect.DeepEqual(w, r.reg) {
+			continue
+		}
+		r.cancel()
+		<-r.done
+		delete(m.running, name)
+		if _, still := want[name]; !still {
+			m.log.Info("registry removed; its objects will be deleted", "registry", name)
+			m.ctrl.RemoveRegistry(name)
+		} else {
+			m.log.Info("registry configuration changed; restarting its plugin", "registry", name)
+		}
+	}
+	for name, reg := range want {
+		if _, ok := m.running[name]; ok {
+			continue
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		r := &running{reg: reg, sup: host.NewSupervisor(m.cfg, reg, m.ctrl), cancel: cancel, done: make(chan struct{})}
+		m.running[name] = r
+		go func() {
+			defer close(r.done)
+			r.sup.Run(rctx)
+		}()
+	}
+}
+
+// Statuses returns the supervisors' statuses by registry name.
+func (m *Manager) Statuses() map[string]host.Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]host.Status, len(m.running))
+	for name, r := range m.running {
+		out[name] = r.sup.Status()
+	}
+	return out
+}
+
+// Names returns the configured registry names.
+func (m *Manager) Names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.running))
+}
+
+// Stop stops every plugin and waits for them.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, r := range m.running {
+		r.cancel()
+		<-r.done
+		delete(m.running, name)
+	}
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meltemi-mesh/meltemi/bridge/controller"
+	"github.com/meltemi-mesh/meltemi/bridge/convert"
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/protocol"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
+)
+
+func pluginProtocol() int { return protocol.Version }
+
+type runFlags struct {
+	kubeconfig        string
+	configFile        string
+	registryNamespace string
+	namespace         string
+	pluginDir         string
+	listen            string
+	debounce          time.Duration
+	maxDelay          time.Duration
+	qps               float64
+	burst             int
+	workers           int
+	logLevel          string
+	logFormat         string
+}
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
+	fs.StringVar(&f.configFile, "config", "", "YAML file of ServiceRegistry objects; when empty, ServiceRegistries are read from the cluster")
+	fs.StringVar(&f.registryNamespace, "registry-namespace", "", "namespace to read ServiceRegistries from (default: all namespaces)")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace the ServiceEntries are written to")
+	fs.StringVar(&f.pluginDir, "plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> plugin binaries")
+	fs.StringVar(&f.listen, "listen", ":9090", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "quiet time after a registry change before objects are written")
+	fs.DurationVar(&f.maxDelay, "max-delay", 500*time.Millisecond, "longest a stream of changes may postpone a write")
+	fs.Float64Var(&f.qps, "kube-write-qps", 200, "client-side limit on writes per second to the API server")
+	fs.IntVar(&f.burst, "kube-write-burst", 400, "burst allowed above --kube-write-qps")
+	fs.IntVar(&f.workers, "workers", 8, "concurrent object writers")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client configuration: %w", err)
+	}
+	cfg.UserAgent = "meltemi/" + version
+	// Reads are served by informers; writes are limited by the reconciler's own bucket.
+	cfg.QPS, cfg.Burst = 1000, 2000
+	return cfg, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	var f runFlags
+	fs := flag.NewFlagSet("meltemi run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating dynamic client: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating client: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rec, err := synckube.New(synckube.Config{
+		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind()}, Namespace: f.namespace,
+		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
+	})
+	if err != nil {
+		return err
+	}
+	ctrl := controller.New(controller.Config{
+		Convert:  convert.Options{Namespace: f.namespace},
+		Debounce: f.debounce, MaxDelay: f.maxDelay, Logger: log.With("component", "controller"),
+	}, model.NewStore(), rec, nil)
+	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
+	defer mgr.Stop()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	goRun := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	goRun("reconciler", func() error { return rec.Run(ctx) })
+	goRun("controller", func() error { ctrl.Run(ctx); return nil })
+
+	configured := make(chan struct{})
+	if f.configFile != "" {
+		srs, err := registries.LoadFile(f.configFile)
+		if err != nil {
+			return err
+		}
+		regs, err := registries.Resolve(ctx, kube, srs)
+		if err != nil {
+			return err
+		}
+		log.Info("registries loaded from file", "file", f.configFile, "registries", len(regs))
+		mgr.Apply(ctx, regs)
+		close(configured)
+	} else {
+		src := &registries.ClusterSource{
+			Dynamic: dyn, Kube: kube, Namespace: f.registryNamespace, Manager: mgr,
+			Counts: ctrl.Store().Counts, Rejections: func(r string) []model.Rejection { _, rej := ctrl.RegistryStatus(r); return rej },
+			Logger: log.With("component", "registries"),
+		}
+		goRun("registry source", func() error { return src.Run(ctx, configured) })
+	}
+
+	ready := func() error {
+		select {
+		case <-configured:
+		default:
+			return errors.New("registry configuration not loaded yet")
+		}
+		if !rec.Synced() {
+			return errors.New("object caches not synced yet")
+		}
+		if !ctrl.DeletesAllowed() {
+			return errors.New("waiting for every registry's first snapshot")
+		}
+		return nil
+	}
+	if f.listen != "" {
+		srv, err := serveHTTP(f.listen, reg, ready, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown(context.Background()) //nolint:errcheck // best effort at exit
+	}
+	log.Info("meltemi started", "version", version, "namespace", f.namespace, "pluginDir", f.pluginDir)
+	<-ctx.Done()
+	mgr.Stop()
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	log.Info("meltemi stopped")
+	return nil
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, ready func() error, log *slog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "error", err)
+		}
+	}()
+	return srv, nil
+}
+
+func envOr(key, def string) string {
+	if v, ok := lookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meltemi-mesh/meltemi/bridge/controller"
+	"github.com/meltemi-mesh/meltemi/bridge/convert"
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/plugins/host"
+)
+
+var lookupEnv = os.LookupEnv
+
+func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "list" {
+		fmt.Fprintln(stderr, "usage: meltemi plugins list [--plugin-dir DIR]")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("meltemi plugins list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
+	if err := fs.Parse(args[1:]); err != nil {
+		return errUsage
+	}
+	found, err := host.Discover(*dir)
+	if err != nil {
+		return err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tVERSION\tSHA256\tCAPABILITIES\tPATH")
+	for _, kind := range slices.Sorted(maps.Keys(found)) {
+		path := found[kind]
+		sum, err := host.FileChecksum(path)
+		if err != nil {
+			sum = "error: " + err.Error()
+		}
+		version, caps := "", ""
+		dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		desc, err := host.Describe(dctx, path, "", quiet)
+		cancel()
+		if err != nil {
+			version = "error: " + err.Error()
+		} else {
+			version, caps = desc.GetVersion(), strings.Join(desc.GetCapabilities(), ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", kind, version, sum, caps, path)
+	}
+	return tw.Flush()
+}
+
+// collector is a Writer that keeps desired objects in memory, for convert.
+type collector struct {
+	mu   sync.Mutex
+	objs map[string]*unstructured.Unstructured
+}
+
+func (c *collector) Set(obj *unstructured.Unstructured) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.objs[obj.GetKind()+"/"+obj.GetName()] = obj
+	return nil
+}
+
+func (c *collector) Unset(gvk schema.GroupVersionKind, _, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.objs, gvk.Kind+"/"+name)
+}
+
+func (c *collector) AllowDeletes() {}
+
+func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("meltemi convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML file of ServiceRegistry objects (required)")
+	output := fs.String("o", "yaml", "output format: yaml or json")
+	namespace := fs.String("namespace", "meltemi-system", "namespace the ServiceEntries would be written to")
+	pluginDir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for every registry's first snapshot")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if *configFile == "" {
+		fmt.Fprintln(stderr, "meltemi convert: --config is required")
+		return errUsage
+	}
+	if *output != "yaml" && *output != "json" {
+		return fmt.Errorf("-o must be yaml or json, not %q", *output)
+	}
+	srs, err := registries.LoadFile(*configFile)
+	if err != nil {
+		return err
+	}
+	regs, err := registries.Resolve(ctx, nil, srs)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	out := &collector{objs: map[string]*unstructured.Unstructured{}}
+	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, model.NewStore(), out, nil)
+	mgr := registries.NewManager(host.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	go ctrl.Run(ctx)
+	mgr.Apply(ctx, regs)
+	defer mgr.Stop()
+	for !ctrl.DeletesAllowed() {
+		select {
+		case <-ctx.Done():
+			var pending []string
+			for name, st := range mgr.Statuses() {
+				if !st.Synced {
+					pending = append(pending, fmt.Sprintf("%s (%s)", name, st.Message))
+				}
+			}
+			return fmt.Errorf("registries did not sync within %s: %s", *timeout, strings.Join(pending, ", "))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	for i, key := range slices.Sorted(maps.Keys(out.objs)) {
+		if err := printObject(stdout, out.objs[key].Object, *output, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printObject(w io.Writer, obj map[string]any, format string, i int) error {
+	if format == "json" {
+		data, err := json.MarshalIndent(obj, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
+		return err
+	}
+	data, err := yaml.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	if i > 0 {
+		fmt.Fprintln(w, "---")
+	}
+	_, err = w.Write(data)
+	return err
+}

@@ -1,0 +1,215 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
+)
+
+var (
+	serviceEntries  = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"}
+	serviceRegistry = schema.GroupVersionResource{Group: "meltemi.io", Version: "v1alpha1", Resource: "serviceregistries"}
+)
+
+// cluster is a test's view of the API server: clients and a namespace of its own.
+type cluster struct {
+	env       *harness.Env
+	dyn       dynamic.Interface
+	kube      kubernetes.Interface
+	namespace string
+}
+
+func newCluster(t *testing.T, env *harness.Env) *cluster {
+	t.Helper()
+	env.RequireComponent(t, harness.KubeAPIServer)
+	cfg := env.RestConfig(t)
+	c := &cluster{env: env, dyn: dynamic.NewForConfigOrDie(cfg), kube: kubernetes.NewForConfigOrDie(cfg)}
+	c.namespace = fmt.Sprintf("e2e-%s-%04x", strings.ToLower(sanitize(t.Name())), rand.IntN(1<<16))
+	ctx := context.Background()
+	if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = c.kube.CoreV1().Namespaces().Delete(context.Background(), c.namespace, metav1.DeleteOptions{})
+	})
+	return c
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+		if b.Len() >= 30 {
+			break
+		}
+	}
+	return b.String()
+}
+
+func (c *cluster) serviceEntries(t *testing.T) map[string]*unstructured.Unstructured {
+	t.Helper()
+	list, err := c.dyn.Resource(serviceEntries).Namespace(c.namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("listing ServiceEntries: %v", err)
+	}
+	out := map[string]*unstructured.Unstructured{}
+	for i := range list.Items {
+		out[list.Items[i].GetName()] = &list.Items[i]
+	}
+	return out
+}
+
+func (c *cluster) getServiceEntry(name string) (*unstructured.Unstructured, error) {
+	return c.dyn.Resource(serviceEntries).Namespace(c.namespace).Get(context.Background(), name, metav1.GetOptions{})
+}
+
+func (c *cluster) create(t *testing.T, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	out, err := c.dyn.Resource(gvr).Namespace(c.namespace).Create(context.Background(), obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating %s %s: %v", obj.GetKind(), obj.GetName(), err)
+	}
+	return out
+}
+
+// bridge is a running meltemi host process.
+type bridge struct {
+	cmd     *exec.Cmd
+	addr    string
+	logs    *syncBuffer
+	stopped chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startBridge runs meltemi with args (plus kubeconfig, namespace, plugin dir and a free
+// listen port) until the test ends; its log is printed when the test fails.
+func startBridge(t *testing.T, c *cluster, args ...string) *bridge {
+	t.Helper()
+	addr := freeAddr(t)
+	all := append([]string{"run", "--kubeconfig", c.env.Kubeconfig, "--namespace", c.namespace,
+		"--plugin-dir", binDir, "--listen", addr, "--log-format", "text", "--log-level", "debug"}, args...)
+	cmd := exec.Command(filepath.Join(binDir, "meltemi"), all...)
+	b := &bridge{cmd: cmd, addr: addr, logs: &syncBuffer{}, stopped: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = b.logs, b.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting meltemi: %v", err)
+	}
+	go func() { _ = cmd.Wait(); close(b.stopped) }()
+	t.Cleanup(func() {
+		b.stop(t)
+		if t.Failed() {
+			t.Logf("meltemi log:\n%s", b.logs.String())
+		}
+	})
+	return b
+}
+
+func (b *bridge) stop(t *testing.T) {
+	select {
+	case <-b.stopped:
+		return
+	default:
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.stopped:
+	case <-time.After(15 * time.Second):
+		t.Errorf("meltemi did not stop within 15s of SIGTERM")
+		_ = b.cmd.Process.Kill()
+		<-b.stopped
+	}
+}
+
+// waitReady waits for /readyz to answer ok.
+func (b *bridge) waitReady(t *testing.T, env *harness.Env) {
+	t.Helper()
+	env.Eventually(t, 60*time.Second, func() error {
+		select {
+		case <-b.stopped:
+			t.Fatalf("meltemi exited: %v\n%s", b.cmd.ProcessState, b.logs.String())
+		default:
+		}
+		resp, err := http.Get("http://" + b.addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
+		}
+		return nil
+	})
+}
+
+func (b *bridge) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + b.addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make demo`: a local ZooKeeper and kube-apiserver (with Istio's CRDs), a few Dubbo providers
+# registered the way Dubbo does, and Meltemi bridging them; ends by listing the ServiceEntries.
+# Everything keeps running for poking around; `make demo-down` stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export MELTEMI_E2E_STATE=${MELTEMI_DEMO_STATE:-/tmp/meltemi-demo}
+BIN=${MELTEMI_BIN_DIR:-$PWD/bin}
+NS=meltemi-system
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "starting ZooKeeper and kube-apiserver (first run builds kube-apiserver: about 4 minutes)"
+e2e/infra/up.sh kube-apiserver zookeeper
+# shellcheck disable=SC1091
+. "$MELTEMI_E2E_STATE/env"
+kc() { kubectl --kubeconfig "$KUBECONFIG" "$@"; }
+
+say "seeding Dubbo providers in ZooKeeper ($MELTEMI_ZK_ADDR)"
+stop_pid() {
+  local f=$1
+  if [ -f "$f" ]; then
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  fi
+}
+stop_pid "$MELTEMI_E2E_STATE/pids/dubbo-seed.pid"
+nohup "$BIN/dubbo-seed" --zk "$MELTEMI_ZK_ADDR" >"$MELTEMI_E2E_STATE/logs/dubbo-seed.log" 2>&1 &
+echo $! >"$MELTEMI_E2E_STATE/pids/dubbo-seed.pid"
+
+say "configuring the registry as a ServiceRegistry"
+kc get namespace "$NS" >/dev/null 2>&1 || kc create namespace "$NS"
+kc apply -f - <<YAML
+apiVersion: meltemi.io/v1alpha1
+kind: ServiceRegistry
+metadata:
+  name: demo-zookeeper
+  namespace: $NS
+spec:
+  kind: zookeeper
+  address: $MELTEMI_ZK_ADDR
+  options:
+    roots: dubbo
+YAML
+
+say "starting meltemi"
+stop_pid "$MELTEMI_E2E_STATE/pids/meltemi.pid"
+nohup "$BIN/meltemi" run --kubeconfig "$KUBECONFIG" --namespace "$NS" --plugin-dir "$BIN" \
+  --listen 127.0.0.1:19090 --log-format text >"$MELTEMI_E2E_STATE/logs/meltemi.log" 2>&1 &
+echo $! >"$MELTEMI_E2E_STATE/pids/meltemi.pid"
+for _ in $(seq 1 120); do
+  if [ "$(curl -s http://127.0.0.1:19090/readyz)" = ok ]; then break; fi
+  kill -0 "$(cat "$MELTEMI_E2E_STATE/pids/meltemi.pid")" 2>/dev/null || {
+    tail -n 30 "$MELTEMI_E2E_STATE/logs/meltemi.log"
+    echo "meltemi exited" >&2
+    exit 1
+  }
+  sleep 0.5
+done
+[ "$(curl -s http://127.0.0.1:19090/readyz)" = ok ] || { echo "meltemi did not become ready" >&2; exit 1; }
+sleep 1
+
+say "kubectl get serviceentries -A"
+kc get serviceentries -A -o wide
+say "kubectl get serviceregistries -A"
+kc get serviceregistries -A
+cat <<TXT
+
+Poke around with:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get serviceentries -n $NS -o yaml
+  curl -s http://127.0.0.1:19090/metrics | grep ^meltemi_
+  tail -f $MELTEMI_E2E_STATE/logs/meltemi.log
+Stop everything with: make demo-down
+TXT

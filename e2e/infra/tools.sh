@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Installs or builds the real servers the e2e tests and the demo run against, and caches the
+# built binaries outside the repository, keyed by version, so warm runs only check for them.
+#
+#   e2e/infra/tools.sh [component...]      components: apt kube-apiserver istio-crds consul polaris helm
+#   e2e/infra/tools.sh path <component>    prints where a component's binary or file lives
+#
+# Nothing here downloads prebuilt binaries: Debian packages come through apt-get, everything
+# else is compiled from the Go module proxy in a throw-away wrapper module.
+set -euo pipefail
+
+CACHE=${MELTEMI_CACHE:-$HOME/.cache/meltemi}
+KUBE_VERSION=v1.35.4
+KUBE_STAGING_VERSION=v0.35.4
+ISTIO_API_VERSION=v1.31.1
+CONSUL_VERSION=v1.22.6
+POLARIS_VERSION=v1.18.1
+HELM_VERSION=v3.19.0
+APT_PACKAGES=(zookeeper etcd-server openssl curl netcat-openbsd)
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+path_of() {
+  case "$1" in
+    kube-apiserver) echo "$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver" ;;
+    istio-crds) echo "$CACHE/istio-api-$ISTIO_API_VERSION/crds.yaml" ;;
+    consul) echo "$CACHE/consul-$CONSUL_VERSION/consul" ;;
+    polaris) echo "$CACHE/polaris-$POLARIS_VERSION/polaris-server" ;;
+    polaris-conf) echo "$CACHE/polaris-$POLARIS_VERSION/polaris-server.yaml" ;;
+    helm) echo "$CACHE/helm-$HELM_VERSION/helm" ;;
+    etcd) command -v etcd || echo /usr/bin/etcd ;;
+    zookeeper-jar) echo /usr/share/java/zookeeper.jar ;;
+    *) echo "unknown component: $1" >&2; return 2 ;;
+  esac
+}
+
+ensure_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# wrapper_build DIR OUTPUT PACKAGE LDFLAGS -- writes DIR/go.mod (already prepared by the caller)
+# and builds PACKAGE into OUTPUT atomically, so an interrupted build never leaves a half binary.
+wrapper_build() {
+  local dir=$1 out=$2 pkg=$3 ldflags=$4
+  (cd "$dir" && { GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true; })
+  (cd "$dir" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+  mv "$out.tmp" "$out"
+}
+
+ensure_kube_apiserver() {
+  local out; out=$(path_of kube-apiserver)
+  [ -x "$out" ] && return 0
+  log "building kube-apiserver $KUBE_VERSION (cold: about 4 minutes)"
+  local dir="$CACHE/build/kube-apiserver-$KUBE_VERSION"
+  mkdir -p "$dir" "$(dirname "$out")"
+  local modfile
+  modfile=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo "module meltemi.local/kube-apiserver-build"
+    echo "go 1.25"
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo "replace ("
+    # k8s.io/kubernetes pins its staging modules to ./staging; a dependency's replaces are
+    # ignored, so point each at its published version instead.
+    sed -n '/^replace (/,/^)/p' "$modfile" | awk '/=> \.\/staging/ {print "\t" $1 " => " $1 " '"$KUBE_STAGING_VERSION"'"}'
+    echo ")"
+  } > "$dir/go.mod"
+  cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+  local v=k8s.io/component-base/version
+  (cd "$dir" && { GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" >/dev/null 2>&1 || true; })
+  wrapper_build "$dir" "$out" k8s.io/kubernetes/cmd/kube-apiserver \
+    "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=35"
+}
+
+ensure_istio_crds() {
+  local out; out=$(path_of istio-crds)
+  [ -s "$out" ] && return 0
+  mkdir -p "$(dirname "$out")"
+  local dir
+  dir=$(cd "$(dirname "$out")" && GOFLAGS=-mod=mod go mod download -json "istio.io/api@$ISTIO_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+ensure_consul() {
+  local out; out=$(path_of consul)
+  [ -x "$out" ] && return 0
+  log "building consul $CONSUL_VERSION (cold: about 4 minutes)"
+  local dir="$CACHE/build/consul-$CONSUL_VERSION"
+  mkdir -p "$dir" "$(dirname "$out")"
+  cat > "$dir/go.mod" <<GOMOD
+module meltemi.local/consul-build
+
+go 1.25
+
+require (
+	github.com/hashicorp/consul $CONSUL_VERSION
+	github.com/hashicorp/consul/api v1.33.4
+	github.com/hashicorp/consul/sdk v0.17.2
+	github.com/hashicorp/consul/proto-public v0.7.2
+	github.com/hashicorp/consul/envoyextensions v0.9.4
+	github.com/hashicorp/consul/troubleshoot v0.8.5
+)
+GOMOD
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/hashicorp/consul"\n' > "$dir/tools.go"
+  # The checksum database does not serve these three submodules.
+  export GONOSUMDB=github.com/hashicorp/consul/proto-public,github.com/hashicorp/consul/troubleshoot,github.com/hashicorp/consul/envoyextensions
+  wrapper_build "$dir" "$out" github.com/hashicorp/consul "-s -w"
+}
+
+ensure_polaris() {
+  local out; out=$(path_of polaris)
+  [ -x "$out" ] && [ -s "$(path_of polaris-conf)" ] && return 0
+  log "building polaris $POLARIS_VERSION (cold: about 1 minute)"
+  local dir="$CACHE/build/polaris-$POLARIS_VERSION"
+  mkdir -p "$dir" "$(dirname "$out")"
+  cat > "$dir/go.mod" <<GOMOD
+module meltemi.local/polaris-build
+
+go 1.25
+
+require github.com/polarismesh/polaris $POLARIS_VERSION
+
+replace gopkg.in/yaml.v2 => gopkg.in/yaml.v2 v2.2.2
+GOMOD
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/polarismesh/polaris"\n' > "$dir/tools.go"
+  wrapper_build "$dir" "$out" github.com/polarismesh/polaris "-s -w"
+  local src
+  src=$(cd "$dir" && go list -m -f '{{.Dir}}' github.com/polarismesh/polaris)
+  sed 's/0\.0\.0\.0/127.0.0.1/g' "$src/release/conf/polaris-server.yaml" > "$(path_of polaris-conf)"
+}
+
+ensure_helm() {
+  local out; out=$(path_of helm)
+  [ -x "$out" ] && return 0
+  log "building helm $HELM_VERSION"
+  mkdir -p "$(dirname "$out")"
+  GOBIN="$(dirname "$out")" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+main() {
+  if [ "${1:-}" = path ]; then path_of "$2"; return; fi
+  [ $# -eq 0 ] && set -- apt kube-apiserver istio-crds
+  for c in "$@"; do
+    case "$c" in
+      apt) ensure_apt ;;
+      kube-apiserver) ensure_kube_apiserver ;;
+      istio-crds) ensure_istio_crds ;;
+      consul) ensure_consul ;;
+      polaris) ensure_polaris ;;
+      helm) ensure_helm ;;
+      *) log "unknown component $c"; exit 2 ;;
+    esac
+  done
+}
+main "$@"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make test`: unit tests and the e2e tests on real servers. Starts the servers the tests
+# need (building them on a cold machine), runs every test with MELTEMI_E2E=1 so a missing
+# server fails instead of skipping, and stops what it started, also when a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMPONENTS=(${MELTEMI_TEST_COMPONENTS:-kube-apiserver zookeeper})
+export MELTEMI_E2E=1
+export MELTEMI_E2E_STATE=${MELTEMI_E2E_STATE:-/tmp/meltemi-e2e}
+export MELTEMI_BIN_DIR=${MELTEMI_BIN_DIR:-$PWD/bin}
+
+# Components already running (e.g. a developer's) are reused and left running.
+already=""
+if [ -f "$MELTEMI_E2E_STATE/env" ]; then
+  already=$(. "$MELTEMI_E2E_STATE/env" && echo "${MELTEMI_E2E_COMPONENTS:-}")
+fi
+started=()
+for c in "${COMPONENTS[@]}"; do
+  case " $already " in *" $c "*) ;; *) started+=("$c") ;; esac
+done
+[ "${#started[@]}" -gt 0 ] && [[ " ${started[*]} " == *" kube-apiserver "* ]] && started+=(etcd)
+cleanup() {
+  if [ "${#started[@]}" -gt 0 ]; then
+    e2e/infra/down.sh "${started[@]}" || true
+  fi
+}
+trap cleanup EXIT
+
+e2e/infra/up.sh "${COMPONENTS[@]}"
+
+GO_TEST_FLAGS=(-count=1 ${GO_TEST_FLAGS:-})
+# Packages with integration tests share the servers; the e2e package restarts them, so it
+# runs on its own after the others.
+mapfile -t pkgs < <(go list ./... | grep -v '/e2e$')
+echo "== unit and integration tests"
+go test "${GO_TEST_FLAGS[@]}" -timeout 20m "${pkgs[@]}"
+echo "== e2e tests"
+go test "${GO_TEST_FLAGS[@]}" -timeout 20m -v ./e2e/

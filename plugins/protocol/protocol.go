@@ -1,0 +1,93 @@
+// Package protocol is the wire side of the registry plugin contract shared by the host
+// (plugins/host) and the SDK (plugins/sdk): the go-plugin handshake, the protocol versions,
+// and conversions between the generated messages and bridge/model.
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
+)
+
+// Version is the plugin protocol version this build speaks (plugins/proto/registry/v1).
+const Version = 1
+
+// PluginName is the name under which the registry service is dispensed.
+const PluginName = "registry"
+
+// BinaryPrefix names registry plugin executables: meltemi-registry-<kind>.
+const BinaryPrefix = "meltemi-registry-"
+
+// Handshake is checked before anything else: the cookie keeps a plugin binary from being run
+// by hand by mistake (it then prints a hint and exits). It is not a security measure.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  Version,
+	MagicCookieKey:   "MELTEMI_REGISTRY_PLUGIN",
+	MagicCookieValue: "d1f1c0a5-5a1e-4bb0-9f4e-3c0e1b7d6b2a",
+}
+
+// servedVersion can be changed at link time (-X) to build a plugin that speaks another
+// protocol version; only the tests for version negotiation do that.
+var servedVersion = strconv.Itoa(Version)
+
+// ServedVersion is the protocol version a plugin built from this module serves.
+func ServedVersion() int {
+	v, err := strconv.Atoi(servedVersion)
+	if err != nil {
+		return Version
+	}
+	return v
+}
+
+// GRPCPlugin adapts the Registry service to go-plugin. Impl is set on the plugin side only.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl registryv1.RegistryServer
+}
+
+// GRPCServer registers the plugin's implementation.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return fmt.Errorf("registry plugin has no implementation")
+	}
+	registryv1.RegisterRegistryServer(s, p.Impl)
+	return nil
+}
+
+// GRPCClient returns the client the host uses.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return registryv1.NewRegistryClient(c), nil
+}
+
+// ToProto converts a model service to its wire form.
+func ToProto(s model.Service) *registryv1.Service {
+	out := &registryv1.Service{Key: s.Key, Host: s.Host, Labels: s.Labels, Instances: make([]*registryv1.Instance, len(s.Instances))}
+	for i, in := range s.Instances {
+		out.Instances[i] = &registryv1.Instance{
+			Address: in.Address, Port: in.Port, Protocol: in.Protocol,
+			Labels: in.Labels, Weight: in.Weight, Locality: in.Locality,
+		}
+	}
+	return out
+}
+
+// FromProto converts a wire service into the model, for registry.
+func FromProto(registry string, s *registryv1.Service) model.Service {
+	out := model.Service{Registry: registry, Key: s.GetKey(), Host: s.GetHost(), Labels: s.GetLabels(), Instances: make([]model.Instance, 0, len(s.GetInstances()))}
+	for _, in := range s.GetInstances() {
+		if in == nil {
+			continue
+		}
+		out.Instances = append(out.Instances, model.Instance{
+			Address: in.GetAddress(), Port: in.GetPort(), Protocol: in.GetProtocol(),
+			Labels: in.GetLabels(), Weight: in.GetWeight(), Locality: in.GetLocality(),
+		})
+	}
+	return out
+}

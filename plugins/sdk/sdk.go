@@ -1,0 +1,143 @@
+// Package sdk is everything a registry plugin author needs: implement Plugin and call Serve.
+// go-plugin, gRPC and the wire format stay behind this package.
+//
+//	func main() { sdk.Serve(&myRegistry{}) }
+//
+// See docs/plugin-authors.md for a walk-through.
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+)
+
+// Service and Instance are what a plugin reports; see bridge/model for the fields.
+type (
+	Service  = model.Service
+	Instance = model.Instance
+)
+
+// Plugin is implemented by a registry plugin.
+type Plugin interface {
+	// Describe names the plugin and the options it accepts.
+	Describe() Description
+	// Configure validates and stores the registry's configuration. Return FieldErrors for
+	// problems with particular options, so users see which field is wrong.
+	Configure(ctx context.Context, cfg Config) error
+	// Watch reports the registry's services through e until ctx is done: first a complete
+	// Snapshot, then Upserts and Deletes. It should keep retrying its registry connection
+	// itself (reporting e.Health), and return only when ctx ends or on an unrecoverable error;
+	// the host restarts a plugin whose Watch failed. Watch may be called again after the
+	// host reconnects; each call must start with a new Snapshot.
+	Watch(ctx context.Context, e Emitter) error
+}
+
+// Description tells the host what a plugin is.
+type Description struct {
+	Kind         string
+	Version      string
+	Capabilities []string
+	Options      []Option
+}
+
+// OptionType is the type of an option's value.
+type OptionType int
+
+// Option types.
+const (
+	String OptionType = iota + 1
+	Int
+	Bool
+	Duration
+	List
+)
+
+// Option describes one configuration option.
+type Option struct {
+	Name        string
+	Description string
+	Type        OptionType
+	Required    bool
+	Default     string
+	// Secret options arrive in Config.Secrets and must never be logged.
+	Secret bool
+}
+
+// Config is a registry's configuration.
+type Config struct {
+	// Registry is the name of the ServiceRegistry this plugin serves.
+	Registry string
+	Address  string
+	Options  map[string]string
+	// Secrets holds credentials. Never log them or put them into errors.
+	Secrets map[string]string
+}
+
+// Emitter carries a plugin's reports to the host. Calls block while the host is busy
+// (back-pressure); they are safe for concurrent use.
+type Emitter interface {
+	// Snapshot reports the complete state of the registry; services not in it are removed.
+	Snapshot(services []Service)
+	// Upsert reports the complete current state of one service.
+	Upsert(svc Service)
+	// Delete reports that a service is gone.
+	Delete(key string)
+	// Health reports whether the plugin can reach its registry.
+	Health(connected bool, message string)
+	// Reject reports a registry item that could not be understood.
+	Reject(item, reason string)
+}
+
+// FieldError is a problem with one configuration option.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+// FieldErrors is returned by Configure when options are invalid.
+type FieldErrors []FieldError
+
+func (fe FieldErrors) Error() string {
+	parts := make([]string, len(fe))
+	for i, e := range fe {
+		parts[i] = e.Field + ": " + e.Message
+	}
+	return "invalid configuration: " + strings.Join(parts, "; ")
+}
+
+// AsFieldErrors unwraps err into field errors; a plain error becomes one for field "".
+func AsFieldErrors(err error) FieldErrors {
+	var fe FieldErrors
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return FieldErrors{{Message: err.Error()}}
+}
+
+// Logger returns the plugin's logger. Its records are forwarded into the host's log, tagged
+// with the registry's name.
+func Logger() *slog.Logger { return logger }
+
+var logger = slog.New(newHostLogHandler(os.Stderr))
+
+func (t OptionType) String() string {
+	switch t {
+	case String:
+		return "string"
+	case Int:
+		return "int"
+	case Bool:
+		return "bool"
+	case Duration:
+		return "duration"
+	case List:
+		return "list"
+	}
+	return fmt.Sprintf("OptionType(%d)", int(t))
+}

@@ -1,0 +1,437 @@
+package zookeeper
+
+import (
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+)
+
+// kind says what a watched ZooKeeper node holds.
+type kind uint8
+
+const (
+	kindRoot         kind = iota + 1 // /<root>: children are interfaces
+	kindProviders                    // /<root>/<interface>/providers: children are provider URLs
+	kindServices                     // /services: children are applications
+	kindApp                          // /services/<app>: children are instance ids
+	kindInstance                     // /services/<app>/<id>: data is instance JSON
+	kindMapping                      // /<root>/mapping: children are interfaces
+	kindMappingEntry                 // /<root>/mapping/<interface>: data is application names (not watched)
+)
+
+// mayBeMissing is true for nodes that can appear after we first look: they get an exists
+// watch while missing.
+func (k kind) mayBeMissing() bool {
+	return k == kindRoot || k == kindProviders || k == kindServices || k == kindMapping
+}
+
+// node is one ZooKeeper path the watcher reads, and what it belongs to.
+type node struct {
+	kind  kind
+	path  string
+	root  string      // kindRoot, kindMapping, kindMappingEntry
+	iface *ifaceState // kindProviders
+	app   *appState   // kindApp, kindInstance
+	id    string      // kindInstance: instance id; kindMappingEntry: interface
+}
+
+type rootState struct {
+	name   string
+	ifaces map[string]*ifaceState // by raw (URL-encoded) child name
+	bad    map[string]bool        // child names rejected already
+}
+
+type ifaceState struct {
+	key, name string
+	node      *node
+	providers map[string]provider // by child name, which is the whole provider URL
+}
+
+// provider is a parsed provider node. A child's name never changes, so it is parsed once.
+type provider struct {
+	inst model.Instance
+	ok   bool
+}
+
+type appState struct {
+	key, name string
+	node      *node
+	instances map[string]*appInstance // by instance id (child name)
+}
+
+type appInstance struct {
+	node      *node
+	endpoints []model.Instance
+}
+
+// tree is the registry content the watcher knows, rebuilt from scratch for every snapshot.
+type tree struct {
+	cfg     *config
+	nodes   map[string]*node
+	rootsBy map[string]*rootState
+	ifaces  map[string]*ifaceState // by service key
+	apps    map[string]*appState   // by application name
+	mapping map[string]map[string]string
+	changed map[string]bool // service keys whose content may have changed
+}
+
+func newTree(cfg *config) *tree {
+	return &tree{
+		cfg: cfg, nodes: map[string]*node{}, rootsBy: map[string]*rootState{},
+		ifaces: map[string]*ifaceState{}, apps: map[string]*appState{},
+		mapping: map[string]map[string]string{}, changed: map[string]bool{},
+	}
+}
+
+// roots registers and returns the nodes a listing starts from.
+func (t *tree) roots() []*node {
+	var out []*node
+	for _, r := range t.cfg.roots {
+		if t.cfg.interfaces() {
+			t.rootsBy[r] = &rootState{name: r, ifaces: map[string]*ifaceState{}, bad: map[string]bool{}}
+			out = append(out, t.add(&node{kind: kindRoot, path: t.cfg.path(r), root: r}))
+		}
+		if t.cfg.applications() {
+			t.mapping[r] = map[string]string{}
+			out = append(out, t.add(&node{kind: kindMapping, path: t.cfg.path(r, "mapping"), root: r}))
+		}
+	}
+	if t.cfg.applications() {
+		out = append(out, t.add(&node{kind: kindServices, path: t.cfg.path(servicesRoot)}))
+	}
+	return out
+}
+
+func (t *tree) add(n *node) *node {
+	t.nodes[n.path] = n
+	return n
+}
+
+func (t *tree) remove(n *node) {
+	if n != nil && t.nodes[n.path] == n {
+		delete(t.nodes, n.path)
+	}
+}
+
+func (t *tree) lookup(path string) *node {
+	if t == nil {
+		return nil
+	}
+	return t.nodes[path]
+}
+
+func (t *tree) takeChanged() []string {
+	keys := slices.Sorted(maps.Keys(t.changed))
+	clear(t.changed)
+	return keys
+}
+
+// keys returns every service key the tree knows, sorted.
+func (t *tree) keys() []string {
+	keys := make([]string, 0, len(t.ifaces)+len(t.apps))
+	for k := range t.ifaces {
+		keys = append(keys, k)
+	}
+	for _, a := range t.apps {
+		keys = append(keys, a.key)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (t *tree) mappings() int {
+	n := 0
+	for _, m := range t.mapping {
+		n += len(m)
+	}
+	return n
+}
+
+// apply records a successful read and returns the nodes it revealed, to be read next.
+func (t *tree) apply(r readResult, w *watcher) []*node {
+	n := r.n
+	switch n.kind {
+	case kindRoot:
+		return t.applyRoot(n, r.children, w)
+	case kindProviders:
+		t.applyProviders(n.iface, r.children, w)
+	case kindServices:
+		return t.applyServices(n, r.children)
+	case kindApp:
+		return t.applyApp(n.app, r.children)
+	case kindInstance:
+		t.applyInstance(n, r, w)
+	case kindMapping:
+		return t.applyMapping(n, r.children)
+	case kindMappingEntry:
+		if !r.absent {
+			apps := strings.TrimSpace(clip(string(r.data), 1024))
+			t.mapping[n.root][n.id] = apps
+			w.log.Debug("interface mapped to applications", "root", n.root, "interface", n.id, "applications", apps)
+		}
+	}
+	return nil
+}
+
+func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
+	rs := t.rootsBy[n.root]
+	present := make(map[string]bool, len(children))
+	for _, c := range children {
+		if !reservedRootChildren[c] {
+			present[c] = true
+		}
+	}
+	for raw, is := range rs.ifaces {
+		if !present[raw] {
+			t.removeIface(rs, raw, is)
+		}
+	}
+	for raw := range rs.bad {
+		if !present[raw] {
+			delete(rs.bad, raw)
+		}
+	}
+	var next []*node
+	for _, raw := range children {
+		if !present[raw] || rs.ifaces[raw] != nil || rs.bad[raw] {
+			continue
+		}
+		name, err := url.QueryUnescape(raw)
+		if err == nil && (!utf8.ValidString(name) || strings.TrimSpace(name) == "") {
+			err = fmt.Errorf("decodes to an empty or non-UTF-8 name")
+		}
+		key := n.root + ":" + name
+		if err == nil && t.ifaces[key] != nil {
+			err = fmt.Errorf("interface %s is also registered under another encoding of its name", quote(name, 128))
+		}
+		if err != nil {
+			rs.bad[raw] = true
+			w.reject(n.path+"/"+raw, "interface node name: "+err.Error())
+			continue
+		}
+		is := &ifaceState{key: key, name: name, providers: map[string]provider{}}
+		is.node = t.add(&node{kind: kindProviders, path: t.cfg.path(n.root, raw, "providers"), iface: is})
+		rs.ifaces[raw] = is
+		t.ifaces[key] = is
+		next = append(next, is.node)
+	}
+	return next
+}
+
+func (t *tree) removeIface(rs *rootState, raw string, is *ifaceState) {
+	t.remove(is.node)
+	delete(rs.ifaces, raw)
+	delete(t.ifaces, is.key)
+	t.changed[is.key] = true
+}
+
+func (t *tree) applyProviders(is *ifaceState, children []string, w *watcher) {
+	present := make(map[string]bool, len(children))
+	for _, c := range children {
+		present[c] = true
+	}
+	for c, p := range is.providers {
+		if !present[c] {
+			delete(is.providers, c)
+			if p.ok {
+				t.changed[is.key] = true
+			}
+		}
+	}
+	for _, c := range children {
+		if _, seen := is.providers[c]; seen {
+			continue
+		}
+		p := t.parseProvider(is, c, w)
+		is.providers[c] = p
+		if p.ok {
+			t.changed[is.key] = true
+		}
+	}
+}
+
+func (t *tree) parseProvider(is *ifaceState, child string, w *watcher) provider {
+	item := is.node.path + "/" + child
+	u, err := ParseProviderURL(child)
+	if err != nil {
+		w.reject(item, err.Error())
+		return provider{}
+	}
+	if u.Interface != is.name {
+		w.reject(item, fmt.Sprintf("URL is for interface %s, not %s", quote(u.Interface, 128), quote(is.name, 128)))
+		return provider{}
+	}
+	inst, skip := providerInstance(u)
+	if skip != "" {
+		w.log.Debug("ignoring provider node", "path", clip(item, 256), "why", skip)
+		return provider{}
+	}
+	return provider{inst: inst, ok: true}
+}
+
+func (t *tree) applyServices(n *node, children []string) []*node {
+	present := make(map[string]bool, len(children))
+	for _, c := range children {
+		present[c] = true
+	}
+	for name, as := range t.apps {
+		if !present[name] {
+			for _, in := range as.instances {
+				t.remove(in.node)
+			}
+			t.remove(as.node)
+			delete(t.apps, name)
+			t.changed[as.key] = true
+		}
+	}
+	var next []*node
+	for _, name := range children {
+		if t.apps[name] != nil {
+			continue
+		}
+		as := &appState{key: appKeyPrefix + ":" + name, name: name, instances: map[string]*appInstance{}}
+		as.node = t.add(&node{kind: kindApp, path: n.path + "/" + name, app: as})
+		t.apps[name] = as
+		next = append(next, as.node)
+	}
+	return next
+}
+
+func (t *tree) applyApp(as *appState, children []string) []*node {
+	present := make(map[string]bool, len(children))
+	for _, c := range children {
+		present[c] = true
+	}
+	for id, in := range as.instances {
+		if !present[id] {
+			t.remove(in.node)
+			delete(as.instances, id)
+			t.changed[as.key] = true
+		}
+	}
+	var next []*node
+	for _, id := range children {
+		if as.instances[id] != nil {
+			continue
+		}
+		in := &appInstance{}
+		in.node = t.add(&node{kind: kindInstance, path: as.node.path + "/" + id, app: as, id: id})
+		as.instances[id] = in
+		next = append(next, in.node)
+	}
+	return next
+}
+
+func (t *tree) applyInstance(n *node, r readResult, w *watcher) {
+	as := n.app
+	in := as.instances[n.id]
+	if in == nil || in.node != n {
+		return
+	}
+	t.changed[as.key] = true
+	if r.absent {
+		t.remove(n)
+		delete(as.instances, n.id)
+		return
+	}
+	ai, err := ParseInstanceJSON(r.data)
+	if err != nil {
+		in.endpoints = nil
+		w.reject(n.path, err.Error())
+		return
+	}
+	in.endpoints = appInstances(as.name, ai)
+}
+
+func (t *tree) applyMapping(n *node, children []string) []*node {
+	m := t.mapping[n.root]
+	present := make(map[string]bool, len(children))
+	for _, c := range children {
+		present[c] = true
+	}
+	for iface := range m {
+		if !present[iface] {
+			delete(m, iface)
+		}
+	}
+	var next []*node
+	for _, iface := range children {
+		if _, ok := m[iface]; ok {
+			continue
+		}
+		m[iface] = ""
+		next = append(next, &node{kind: kindMappingEntry, path: n.path + "/" + iface, root: n.root, id: iface})
+	}
+	return next
+}
+
+// service builds the current state of a service. reason is non-empty when the service
+// exists but cannot be reported (its host is invalid); a service without usable endpoints
+// comes back with no instances.
+func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason string, dropped []model.Rejection) {
+	var (
+		insts []model.Instance
+		vars  HostVars
+	)
+	if is := t.ifaces[key]; is != nil {
+		insts = make([]model.Instance, 0, len(is.providers))
+		for _, p := range is.providers {
+			if p.ok {
+				insts = append(insts, p.inst)
+			}
+		}
+		vars = HostVars{
+			Interface:   is.name,
+			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
+			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
+			Application: shared(insts, func(i model.Instance) string { return i.Labels["application"] }),
+			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
+		}
+	} else if as := t.apps[strings.TrimPrefix(key, appKeyPrefix+":")]; as != nil && as.key == key {
+		for _, in := range as.instances {
+			insts = append(insts, in.endpoints...)
+		}
+		vars = HostVars{
+			Application: as.name,
+			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
+		}
+	}
+	if len(insts) == 0 {
+		return sdk.Service{Key: key}, "", nil
+	}
+	h, err := host.render(vars)
+	if err != nil {
+		return sdk.Service{}, err.Error(), nil
+	}
+	// The parsers already keep invalid endpoints out; should one slip through, it is dropped
+	// and reported here rather than sent.
+	valid, rejections, ok := model.Validate(sdk.Service{Key: key, Host: h, Instances: insts})
+	if !ok {
+		reasons := make([]string, len(rejections))
+		for i, r := range rejections {
+			reasons[i] = r.Reason
+		}
+		return sdk.Service{}, strings.Join(reasons, "; "), nil
+	}
+	return valid, "", rejections
+}
+
+// shared returns the value every instance has, or "" when they differ.
+func shared(insts []model.Instance, f func(model.Instance) string) string {
+	if len(insts) == 0 {
+		return ""
+	}
+	v := f(insts[0])
+	for _, in := range insts[1:] {
+		if f(in) != v {
+			return ""
+		}
+	}
+	return v
+}

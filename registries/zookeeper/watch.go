@@ -1,0 +1,589 @@
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+)
+
+// readConcurrency bounds the ZooKeeper reads in flight during one refresh. The client
+// pipelines them over its single connection, so a listing costs about one round trip per
+// readConcurrency nodes.
+const readConcurrency = 32
+
+// Backoff for retries the client library does not do itself (resolving servers, reads that
+// failed for reasons other than the connection).
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// watchStats are counters of a running watch, read by tests and benchmarks.
+type watchStats struct {
+	// watches is the number of watches outstanding (one per path and watch type at most).
+	watches atomic.Int64
+	// duplicateWatches counts watches set while the same watch was still outstanding; it
+	// stays 0 unless the bookkeeping is wrong.
+	duplicateWatches atomic.Int64
+	snapshots        atomic.Int64
+	sessions         atomic.Int64
+	reads            atomic.Int64
+}
+
+// wtype is a set of ZooKeeper watch types, as the client library tracks them.
+type wtype uint8
+
+const (
+	wChild wtype = 1 << iota // getChildren watch
+	wData                    // getData, or exists on an existing node
+	wExist                   // exists on a missing node
+)
+
+// fired returns the watch types an event triggers (the client library's own rule).
+func fired(t zk.EventType) wtype {
+	switch t {
+	case zk.EventNodeCreated:
+		return wExist
+	case zk.EventNodeDataChanged:
+		return wExist | wData
+	case zk.EventNodeChildrenChanged:
+		return wChild
+	case zk.EventNodeDeleted, zk.EventNotWatching:
+		return wChild | wData | wExist
+	}
+	return 0
+}
+
+// watcher runs one Watch call: one ZooKeeper client, its sessions, and what was emitted.
+type watcher struct {
+	cfg   *config
+	e     sdk.Emitter
+	log   *slog.Logger
+	stats *watchStats
+
+	conn   *zk.Conn
+	events eventQueue
+
+	// Session state, changed only by the run loop.
+	connected  bool  // a session is established and the connection is up
+	authed     bool  // credentials were accepted once; the client re-sends them itself
+	armSession int64 // session in which the watches in armed were set
+	synced     int64 // session the tree was listed in; 0 until the first snapshot
+	health     struct {
+		reported bool
+		ok       bool
+		msg      string
+	}
+
+	// armed holds the outstanding watches by path. ZooKeeper watches fire once and the client
+	// cannot remove them, so a path's watch is set again only after it fired.
+	armed map[string]wtype
+
+	t       *tree
+	dirty   map[string]*node // nodes to read again
+	pending map[string]*node // nodes whose last read failed
+	readErr map[string]string
+	emitted map[string]sdk.Service
+	badHost map[string]string // service key -> reason its host was rejected
+	rejects [][2]string       // rejections to report after the current refresh
+
+	backoff time.Duration
+	retry   *time.Timer
+}
+
+func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
+	return &watcher{
+		cfg: cfg, e: e, stats: stats,
+		log:     sdk.Logger().With("registry", cfg.registry, "zookeeper", strings.Join(cfg.servers, ",")+cfg.chroot),
+		armed:   map[string]wtype{},
+		dirty:   map[string]*node{},
+		pending: map[string]*node{},
+		readErr: map[string]string{},
+		emitted: map[string]sdk.Service{},
+		badHost: map[string]string{},
+		events:  eventQueue{notify: make(chan struct{}, 1)},
+	}
+}
+
+// eventQueue receives the client's events without ever blocking it (its callback must not
+// block) and keeps their order, which the run loop relies on.
+type eventQueue struct {
+	mu     sync.Mutex
+	evs    []zk.Event
+	notify chan struct{}
+}
+
+func (q *eventQueue) push(ev zk.Event) {
+	q.mu.Lock()
+	q.evs = append(q.evs, ev)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *eventQueue) drain() []zk.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	evs := q.evs
+	q.evs = nil
+	return evs
+}
+
+// zkLogger forwards the client library's messages at debug level.
+type zkLogger struct{ l *slog.Logger }
+
+func (z zkLogger) Printf(format string, args ...any) {
+	z.l.Debug("zk client: " + fmt.Sprintf(format, args...))
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	w.setHealth(false, "connecting to ZooKeeper at "+strings.Join(w.cfg.servers, ","))
+	w.retry = time.NewTimer(time.Hour)
+	w.retry.Stop()
+	defer w.retry.Stop()
+
+	for w.conn == nil {
+		conn, _, err := zk.Connect(w.cfg.servers, w.cfg.sessionTimeout,
+			zk.WithEventCallback(w.events.push),
+			zk.WithLogger(zkLogger{w.log}),
+			zk.WithLogInfo(false))
+		if err == nil {
+			w.conn = conn
+			break
+		}
+		w.setHealth(false, "resolving ZooKeeper servers: "+err.Error())
+		if !sleep(ctx, w.nextBackoff()) {
+			return nil
+		}
+	}
+	w.backoff = 0
+	stop := context.AfterFunc(ctx, w.conn.Close) // unblocks reads in flight
+	defer stop()
+	defer w.conn.Close()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.events.notify:
+		case <-w.retry.C:
+			w.markPending()
+		}
+		for _, ev := range w.events.drain() {
+			w.handle(ev)
+		}
+		if !w.connected || ctx.Err() != nil {
+			continue
+		}
+		if !w.authed && !w.authenticate() {
+			continue
+		}
+		if w.synced != w.armSession {
+			w.fullSync(ctx)
+		} else if len(w.dirty) > 0 {
+			w.incremental()
+		}
+	}
+}
+
+// handle applies one client event to the session state and the watch bookkeeping.
+func (w *watcher) handle(ev zk.Event) {
+	if ev.Type == zk.EventSession {
+		w.sessionEvent(ev.State)
+		return
+	}
+	if ev.Path == "" {
+		return
+	}
+	if f := fired(ev.Type); f != 0 && w.armed[ev.Path]&f != 0 {
+		if w.armed[ev.Path] &^= f; w.armed[ev.Path] == 0 {
+			delete(w.armed, ev.Path)
+		}
+		w.stats.watches.Store(int64(len(w.armed)))
+	}
+	if ev.Type == zk.EventNotWatching {
+		return // watches of a lost session: the new session re-lists everything
+	}
+	if n := w.t.lookup(ev.Path); n != nil {
+		w.dirty[ev.Path] = n
+	}
+}
+
+func (w *watcher) sessionEvent(state zk.State) {
+	switch state {
+	case zk.StateHasSession:
+		sid := w.conn.SessionID()
+		if sid == 0 {
+			return // lost again already; a later event follows
+		}
+		w.connected = true
+		if sid != w.armSession {
+			// A new session has none of the old one's watches.
+			w.stats.sessions.Add(1)
+			if w.armSession != 0 {
+				w.log.Info("new ZooKeeper session; listing everything again", "session", fmt.Sprintf("%#x", sid))
+			}
+			w.armSession = sid
+			w.clearWatches()
+			return
+		}
+		w.log.Info("reconnected to ZooKeeper; session and watches kept", "session", fmt.Sprintf("%#x", sid))
+		w.markPending()
+		if w.synced == sid {
+			w.setHealth(true, "")
+		}
+	case zk.StateExpired:
+		w.connected = false
+		w.clearWatches()
+		w.log.Warn("ZooKeeper session expired")
+		w.setHealth(false, "ZooKeeper session expired; reconnecting with a new session")
+	case zk.StateAuthFailed:
+		w.connected = false
+		w.setHealth(false, "ZooKeeper rejected the credentials")
+	case zk.StateDisconnected, zk.StateConnecting:
+		if w.connected {
+			w.log.Warn("disconnected from ZooKeeper; reconnecting", "sessionTimeout", w.cfg.sessionTimeout)
+			w.setHealth(false, fmt.Sprintf("disconnected from ZooKeeper; reconnecting (the session survives %s)", w.cfg.sessionTimeout))
+		}
+		w.connected = false
+	}
+}
+
+func (w *watcher) clearWatches() {
+	clear(w.armed)
+	w.stats.watches.Store(0)
+}
+
+// authenticate adds the digest credentials once; the client re-sends them on reconnects.
+func (w *watcher) authenticate() bool {
+	if w.cfg.auth == "" {
+		w.authed = true
+		return true
+	}
+	if err := w.conn.AddAuth("digest", []byte(w.cfg.auth)); err != nil {
+		if isConnErr(err) {
+			return false // retried when the session is back
+		}
+		w.log.Error("ZooKeeper authentication failed", "error", err)
+		w.setHealth(false, "ZooKeeper authentication failed: "+err.Error())
+		w.scheduleRetry()
+		return false
+	}
+	w.authed = true
+	return true
+}
+
+// fullSync lists everything under a fresh tree and reports it as one snapshot.
+func (w *watcher) fullSync(ctx context.Context) {
+	start := time.Now()
+	session := w.armSession
+	w.t = newTree(w.cfg)
+	w.rejects = nil
+	clear(w.dirty)
+	clear(w.pending)
+	clear(w.readErr)
+	clear(w.badHost)
+
+	if err := w.refresh(w.t.roots()); err != nil {
+		clear(w.t.changed)
+		w.rejects = nil
+		if ctx.Err() == nil {
+			w.log.Info("listing ZooKeeper interrupted; retrying when connected", "error", err)
+		}
+		return
+	}
+	if w.armSession != session {
+		return // the session changed while listing; a new listing follows
+	}
+	services := make([]sdk.Service, 0, len(w.t.ifaces)+len(w.t.apps))
+	clear(w.emitted)
+	instances := 0
+	for _, key := range w.t.keys() {
+		if svc, ok := w.build(key); ok {
+			services = append(services, svc)
+			w.emitted[key] = svc
+			instances += len(svc.Instances)
+		}
+	}
+	clear(w.t.changed)
+	w.e.Snapshot(services)
+	w.flushRejects()
+	w.synced = session
+	w.stats.snapshots.Add(1)
+	w.setHealth(true, "")
+	w.log.Info("listed ZooKeeper", "services", len(services), "instances", instances,
+		"interfaces", len(w.t.ifaces), "applications", len(w.t.apps), "mappings", w.t.mappings(),
+		"watches", len(w.armed), "session", fmt.Sprintf("%#x", session), "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// incremental reads the nodes that changed and reports the services they belong to.
+func (w *watcher) incremental() {
+	work := make([]*node, 0, len(w.dirty))
+	for p, n := range w.dirty {
+		if w.t.nodes[p] == n {
+			work = append(work, n)
+		}
+	}
+	clear(w.dirty)
+	if err := w.refresh(work); err != nil {
+		w.log.Debug("reading ZooKeeper interrupted; retrying when connected", "error", err)
+	}
+	for _, key := range w.t.takeChanged() {
+		svc, ok := w.build(key)
+		prev, had := w.emitted[key]
+		switch {
+		case ok && (!had || !prev.Equal(svc)):
+			w.e.Upsert(svc)
+			w.emitted[key] = svc
+		case !ok && had:
+			w.e.Delete(key)
+			delete(w.emitted, key)
+		}
+	}
+	w.flushRejects()
+}
+
+// refresh reads the given nodes and, level by level, the new nodes their contents reveal.
+// Reads run in parallel; their results are applied in this goroutine only after all of a
+// level's reads returned, so a watch is always recorded before any event it can cause is
+// handled. It returns an error only for connection problems; a node that fails otherwise is
+// reported and retried with backoff.
+func (w *watcher) refresh(work []*node) error {
+	var connErr error
+	for len(work) > 0 {
+		results := w.readAll(work)
+		work = work[:0:0]
+		for _, r := range results {
+			w.record(r.n.path, r.armed)
+			if r.err != nil {
+				w.pending[r.n.path] = r.n
+				if isConnErr(r.err) {
+					connErr = r.err
+					continue
+				}
+				if w.readErr[r.n.path] != r.err.Error() {
+					w.readErr[r.n.path] = r.err.Error()
+					w.reject(r.n.path, "cannot read: "+r.err.Error())
+					w.log.Warn("cannot read ZooKeeper node; retrying", "path", r.n.path, "error", r.err)
+				}
+				w.scheduleRetry()
+				continue
+			}
+			delete(w.readErr, r.n.path)
+			delete(w.pending, r.n.path)
+			if w.t.nodes[r.n.path] != r.n && r.n.kind != kindMappingEntry {
+				continue // removed while it was being read
+			}
+			work = append(work, w.t.apply(r, w)...)
+		}
+		if connErr != nil {
+			// The connection is gone: what is left is read when the session is back.
+			for _, n := range work {
+				w.pending[n.path] = n
+			}
+			break
+		}
+	}
+	if connErr == nil && len(w.pending) == 0 {
+		w.backoff = 0
+	}
+	return connErr
+}
+
+// record notes the watches a read set.
+func (w *watcher) record(path string, set wtype) {
+	if set == 0 {
+		return
+	}
+	if w.armed[path]&set != 0 {
+		w.stats.duplicateWatches.Add(1)
+		w.log.Error("watch set twice; this is a bug", "path", path)
+	}
+	w.armed[path] |= set
+	w.stats.watches.Store(int64(len(w.armed)))
+}
+
+// readAll runs the reads with bounded concurrency; results keep the order of work.
+func (w *watcher) readAll(work []*node) []readResult {
+	results := make([]readResult, len(work))
+	if len(work) == 1 {
+		results[0] = w.read(work[0], w.armed[work[0].path])
+		return results
+	}
+	have := make([]wtype, len(work))
+	for i, n := range work {
+		have[i] = w.armed[n.path]
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(readConcurrency, len(work)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(work); i = int(next.Add(1) - 1) {
+				results[i] = w.read(work[i], have[i])
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+type readResult struct {
+	n        *node
+	children []string
+	data     []byte
+	absent   bool
+	armed    wtype // watches this read set
+	err      error
+}
+
+// read reads one node, setting the watch it needs unless that watch is still outstanding.
+func (w *watcher) read(n *node, have wtype) readResult {
+	w.stats.reads.Add(1)
+	r := readResult{n: n}
+	var err error
+	switch n.kind {
+	case kindInstance:
+		if have&wData == 0 {
+			var set bool
+			r.data, set, err = getW(w.conn, n.path)
+			if set {
+				r.armed |= wData
+			}
+		} else {
+			r.data, _, err = w.conn.Get(n.path)
+		}
+	case kindMappingEntry:
+		r.data, _, err = w.conn.Get(n.path)
+	default:
+		r.children, r.armed, err = w.children(n, have)
+	}
+	if errors.Is(err, zk.ErrNoNode) {
+		r.absent, err = true, nil
+	}
+	r.err = err
+	return r
+}
+
+func getW(c *zk.Conn, path string) ([]byte, bool, error) {
+	data, _, _, err := c.GetW(path)
+	return data, err == nil, err
+}
+
+// children lists a node's children with a child watch. A missing node that may appear later
+// gets an exists watch instead, so its creation is noticed.
+func (w *watcher) children(n *node, have wtype) ([]string, wtype, error) {
+	var set wtype
+	for range 2 {
+		var ch []string
+		var err error
+		if (have|set)&wChild == 0 {
+			ch, _, _, err = w.conn.ChildrenW(n.path)
+			if err == nil {
+				set |= wChild
+			}
+		} else {
+			ch, _, err = w.conn.Children(n.path)
+		}
+		if !errors.Is(err, zk.ErrNoNode) {
+			return ch, set, err
+		}
+		if !n.kind.mayBeMissing() || (have|set)&(wExist|wData) != 0 {
+			return nil, set, err
+		}
+		exists, _, _, err := w.conn.ExistsW(n.path)
+		if err != nil {
+			return nil, set, err
+		}
+		if !exists {
+			return nil, set | wExist, zk.ErrNoNode
+		}
+		set |= wData // created meanwhile: the exists call left a data watch; list again
+	}
+	return nil, set, zk.ErrNoNode
+}
+
+func isConnErr(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrClosing) ||
+		errors.Is(err, zk.ErrSessionMoved)
+}
+
+// build computes a service's current state; ok is false when it has no usable endpoint.
+func (w *watcher) build(key string) (sdk.Service, bool) {
+	svc, reason, dropped := w.t.service(key, w.cfg.host)
+	for _, r := range dropped {
+		w.reject(r.Item, r.Reason)
+	}
+	if reason != "" {
+		if w.badHost[key] != reason {
+			w.badHost[key] = reason
+			w.reject(key, reason)
+		}
+		return sdk.Service{}, false
+	}
+	delete(w.badHost, key)
+	if len(svc.Instances) == 0 {
+		return sdk.Service{}, false
+	}
+	return svc, true
+}
+
+func (w *watcher) reject(item, reason string) {
+	w.rejects = append(w.rejects, [2]string{clip(item, 256), clip(reason, 512)})
+}
+
+func (w *watcher) flushRejects() {
+	for _, r := range w.rejects {
+		w.log.Warn("rejected registry item", "item", r[0], "reason", r[1])
+		w.e.Reject(r[0], r[1])
+	}
+	w.rejects = nil
+}
+
+func (w *watcher) setHealth(ok bool, msg string) {
+	if w.health.reported && w.health.ok == ok && w.health.msg == msg {
+		return
+	}
+	w.health.reported, w.health.ok, w.health.msg = true, ok, msg
+	w.e.Health(ok, msg)
+}
+
+func (w *watcher) scheduleRetry() {
+	w.retry.Reset(w.nextBackoff())
+}
+
+// markPending queues the nodes whose reads failed for another attempt.
+func (w *watcher) markPending() {
+	for p, n := range w.pending {
+		w.dirty[p] = n
+	}
+	clear(w.pending)
+}
+
+func (w *watcher) nextBackoff() time.Duration {
+	w.backoff = min(max(2*w.backoff, minBackoff), maxBackoff)
+	return w.backoff/2 + rand.N(w.backoff/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,493 @@
+package zookeeper
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+)
+
+// These tests run the plugin in process against a real ZooKeeper (MELTEMI_ZK_ADDR). Each test
+// works below its own chroot, so tests never see each other's nodes.
+
+const (
+	demoIface = "org.apache.dubbo.demo.DemoService"
+	wait      = 20 * time.Second
+)
+
+func TestIntegrationInterfaceLifecycle(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	const other = "com.example.Outer$Inner"
+	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.10", 20880, demoIface, "version=1.0.0&group=g1&weight=50"))
+	w.register("dubbo", other, providerURL("tri", "2001:db8::5", 50051, other, "version=2.0.0"))
+	// Dubbo's other categories and the metadata/mapping nodes are not providers.
+	w.ensure(chroot + "/dubbo/" + javaURLEncode(demoIface) + "/consumers")
+	w.createEphemeral("/dubbo/"+javaURLEncode(demoIface)+"/consumers", javaURLEncode("consumer://10.0.0.3/"+demoIface+"?category=consumers&side=consumer"), nil)
+	w.createEphemeral("/dubbo/"+javaURLEncode(demoIface)+"/configurators", javaURLEncode("override://0.0.0.0/"+demoIface+"?category=configurators&weight=1"), nil)
+	w.ensure(chroot + "/dubbo/metadata/" + demoIface)
+	w.ensure(chroot + "/dubbo/config/dubbo")
+	// An interface with no providers node yet.
+	w.ensure(chroot + "/dubbo/com.example.Later")
+
+	r := startPlugin(t, addr+chroot, nil, nil)
+	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	snap := r.rec.since(i)[0].services
+	if len(snap) != 2 || snap[0].Key != "dubbo:"+other || snap[1].Key != "dubbo:"+demoIface {
+		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+	}
+	checkValid(t, snap...)
+	demo := snap[1]
+	if demo.Host != "org.apache.dubbo.demo.demoservice" || len(demo.Instances) != 1 {
+		t.Fatalf("demo service = %+v", demo)
+	}
+	in := demo.Instances[0]
+	wantLabels := map[string]string{"application": "demo-provider", "version": "1.0.0", "group": "g1"}
+	if in.Address != "192.168.1.10" || in.Port != 20880 || in.Protocol != "dubbo" || in.Weight != 50 || !maps.Equal(in.Labels, wantLabels) {
+		t.Fatalf("demo instance = %+v", in)
+	}
+	if got := snap[0]; got.Host != "com.example.outer-inner" || got.Instances[0].Address != "2001:db8::5" || got.Instances[0].Protocol != "tri" {
+		t.Fatalf("inner-class service = %+v", got)
+	}
+	r.rec.waitFor(t, 0, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+
+	// A second provider, in another group: one upsert with both.
+	m := r.rec.mark()
+	second := w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.11", 20880, demoIface, "version=1.0.0&group=g2"))
+	i = r.rec.waitFor(t, m, wait, "upsert with 2 instances", upsertWith("dubbo:"+demoIface, 2))
+	checkValid(t, r.rec.since(i)[0].svc)
+
+	// The provider node of a later interface appears.
+	m = r.rec.mark()
+	w.register("dubbo", "com.example.Later", providerURL("dubbo", "10.0.0.8", 20880, "com.example.Later", ""))
+	r.rec.waitFor(t, m, wait, "upsert of the later interface", upsertWith("dubbo:com.example.Later", 1))
+
+	// Removing one provider: an upsert with one left.
+	m = r.rec.mark()
+	w.delete(second)
+	i = r.rec.waitFor(t, m, wait, "upsert with 1 instance", upsertWith("dubbo:"+demoIface, 1))
+	if got := r.rec.since(i)[0].svc.Instances[0].Labels["group"]; got != "g1" {
+		t.Fatalf("remaining instance has group %q, want g1", got)
+	}
+
+	// Removing the last provider deletes the service; its neighbours are untouched.
+	m = r.rec.mark()
+	for _, p := range providerNodes(t, w, chroot, "dubbo", demoIface) {
+		w.delete(p)
+	}
+	r.rec.waitFor(t, m, wait, "delete", deleteOf("dubbo:"+demoIface))
+	if _, ok := r.rec.service("dubbo:" + other); !ok {
+		t.Fatal("neighbour service disappeared")
+	}
+
+	// The whole interface node removed as well: nothing more to say, the service is gone.
+	// Re-registering brings it back.
+	w.deleteTree(chroot + "/dubbo/" + javaURLEncode(demoIface))
+	m = r.rec.mark()
+	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.12", 20880, demoIface, ""))
+	r.rec.waitFor(t, m, wait, "re-registered interface", upsertWith("dubbo:"+demoIface, 1))
+
+	for _, ev := range r.rec.since(0) {
+		if ev.kind == "reject" {
+			t.Errorf("unexpected rejection %s: %s", ev.key, ev.msg)
+		}
+	}
+}
+
+// providerNodes lists an interface's provider node paths (below the chroot).
+func providerNodes(t *testing.T, w *dubboWriter, chroot, root, iface string) []string {
+	t.Helper()
+	children, _, err := w.conn.Children(chroot + providersPath(root, iface))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, len(children))
+	for i, c := range children {
+		out[i] = providersPath(root, iface) + "/" + c
+	}
+	return out
+}
+
+func TestIntegrationRejectsMalformedProviders(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	pp := providersPath("dubbo", demoIface)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	bad := map[string]string{
+		"garbage":    "this-is-not-a-url",
+		"badport":    javaURLEncode(providerURL("dubbo", "10.0.0.2", 99999, demoIface, "")),
+		"hostname":   javaURLEncode("dubbo://provider.local:20880/" + demoIface + "?interface=" + demoIface),
+		"noiface":    javaURLEncode("dubbo://10.0.0.3:20880?application=x"),
+		"otheriface": javaURLEncode(providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", "")),
+		"huge":       javaURLEncode(providerURL("dubbo", "10.0.0.5", 20880, demoIface, "x="+strings.Repeat("y", maxItemBytes))),
+		"badescape":  "dubbo%3A%2F%2F10.0.0.6%3A20880%2Fa%ZZ",
+	}
+	for _, name := range slices.Sorted(maps.Keys(bad)) {
+		w.createEphemeral(pp, bad[name], nil)
+	}
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.9", 20880, demoIface, ""))
+	// A consumer URL among providers is ignored, not rejected.
+	w.createEphemeral(pp, javaURLEncode("dubbo://10.0.0.7:20880/"+demoIface+"?side=consumer"), nil)
+	// An interface whose node name does not decode.
+	w.ensure(chroot + "/dubbo/com.example.%ZZ/providers")
+	w.register("dubbo", "com.example.Fine", providerURL("dubbo", "10.0.0.10", 20880, "com.example.Fine", ""))
+
+	r := startPlugin(t, addr+chroot, nil, nil)
+	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	snap := r.rec.since(i)[0].services
+	if len(snap) != 2 {
+		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+	}
+	checkValid(t, snap...)
+	if s := snap[1]; s.Key != "dubbo:"+demoIface || len(s.Instances) != 2 || s.Instances[0].Address != "10.0.0.1" || s.Instances[1].Address != "10.0.0.9" {
+		t.Fatalf("good providers not emitted:\n%s", r.rec.dump(0))
+	}
+	for _, name := range slices.Sorted(maps.Keys(bad)) {
+		r.rec.waitFor(t, 0, wait, "rejection of "+name, rejectOf(chroot+pp+"/"+bad[name][:min(40, len(bad[name]))]))
+	}
+	r.rec.waitFor(t, 0, wait, "rejection of the bad interface name", rejectOf("com.example.%ZZ"))
+	rejects := 0
+	for _, ev := range r.rec.since(0) {
+		if ev.kind == "reject" {
+			rejects++
+			if len(ev.key) > 260 {
+				t.Errorf("rejected item not truncated: %d bytes", len(ev.key))
+			}
+		}
+	}
+	if rejects != len(bad)+1 {
+		t.Fatalf("%d rejections, want %d:\n%s", rejects, len(bad)+1, r.rec.dump(0))
+	}
+
+	// A malformed node added later is rejected once; a good one still comes through.
+	m := r.rec.mark()
+	w.createEphemeral(pp, javaURLEncode("dubbo://10.0.0.11:0/"+demoIface), nil)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.12", 20880, demoIface, ""))
+	r.rec.waitFor(t, m, wait, "upsert with 3 instances", upsertWith("dubbo:"+demoIface, 3))
+	r.rec.waitFor(t, m, wait, "rejection of the port-0 provider", rejectOf("10.0.0.11"))
+	for _, ev := range r.rec.since(m) {
+		if ev.kind == "reject" && !strings.Contains(ev.key, "10.0.0.11") {
+			t.Errorf("known bad item rejected again: %s", ev.key)
+		}
+	}
+}
+
+func TestIntegrationApplicationLevel(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.10", 20880, demoIface, ""))
+	w.ensure(chroot + "/dubbo/mapping/" + demoIface)
+	w.set("/dubbo/mapping/"+demoIface, []byte("demo-provider"))
+	first := w.registerApp("demo-provider", "192.168.1.10", 20880, dubbo3Instance)
+
+	r := startPlugin(t, addr+chroot, map[string]string{"mode": "both"}, nil)
+	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	snap := r.rec.since(i)[0].services
+	if len(snap) != 2 || snap[0].Key != "app:demo-provider" || snap[1].Key != "dubbo:"+demoIface {
+		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+	}
+	checkValid(t, snap...)
+	app := snap[0]
+	if app.Host != "demo-provider" || len(app.Instances) != 2 {
+		t.Fatalf("app service = %+v", app)
+	}
+	wantLabels := map[string]string{"application": "demo-provider", "revision": "a1b2c3d4e5f6"}
+	if a, b := app.Instances[0], app.Instances[1]; a.Protocol != "dubbo" || a.Port != 20880 || b.Protocol != "tri" || b.Port != 50051 || !maps.Equal(a.Labels, wantLabels) {
+		t.Fatalf("app instances = %+v", app.Instances)
+	}
+
+	// A second instance: one upsert with four endpoints.
+	m := r.rec.mark()
+	second := w.registerApp("demo-provider", "192.168.1.11", 20880, strings.ReplaceAll(dubbo3Instance, "192.168.1.10", "192.168.1.11"))
+	r.rec.waitFor(t, m, wait, "upsert with 4 endpoints", upsertWith("app:demo-provider", 4))
+
+	// A metadata change (new revision) of an instance is seen through its data watch.
+	m = r.rec.mark()
+	w.set(first, []byte(strings.ReplaceAll(dubbo3Instance, "a1b2c3d4e5f6", "ffff0000")))
+	r.rec.waitFor(t, m, wait, "upsert with the new revision", func(ev event, _ map[string]sdk.Service) bool {
+		if ev.kind != "upsert" || ev.key != "app:demo-provider" {
+			return false
+		}
+		revs := map[string]int{}
+		for _, in := range ev.svc.Instances {
+			revs[in.Labels["revision"]]++
+		}
+		return revs["ffff0000"] == 2 && revs["a1b2c3d4e5f6"] == 2
+	})
+
+	// Malformed instance data is rejected; the others stay.
+	m = r.rec.mark()
+	w.registerApp("demo-provider", "192.168.1.12", 20880, `{"address":"192.168.1.12","port":`)
+	r.rec.waitFor(t, m, wait, "rejection", rejectOf("192.168.1.12"))
+	if s, _ := r.rec.service("app:demo-provider"); len(s.Instances) != 4 {
+		t.Fatalf("app service has %d endpoints after a bad instance, want 4", len(s.Instances))
+	}
+
+	// Another application appears; instances go away; the last one deletes the service.
+	m = r.rec.mark()
+	w.registerApp("Billing_App", "10.1.0.1", 20880, instanceJSON("10.1.0.1", 20880, nil))
+	i = r.rec.waitFor(t, m, wait, "new application", upsertWith("app:Billing_App", 1))
+	if h := r.rec.since(i)[0].svc.Host; h != "billing-app" {
+		t.Fatalf("host = %q, want billing-app", h)
+	}
+	m = r.rec.mark()
+	w.delete(second)
+	r.rec.waitFor(t, m, wait, "upsert with 2 endpoints", upsertWith("app:demo-provider", 2))
+	m = r.rec.mark()
+	w.delete(first)
+	w.delete("/services/demo-provider/192.168.1.12:20880")
+	r.rec.waitFor(t, m, wait, "delete of the application", deleteOf("app:demo-provider"))
+}
+
+func TestIntegrationSessionExpiry(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	w.register("dubbo", "com.example.Kept", providerURL("dubbo", "10.0.0.2", 20880, "com.example.Kept", ""))
+	proxy := newProxy(t, addr)
+
+	r := startPlugin(t, proxy.addr()+chroot, map[string]string{"sessionTimeout": "4s"}, nil)
+	r.rec.waitFor(t, 0, wait, "first snapshot", isSnapshot)
+	firstSession := proxy.session()
+	watchesBefore := r.p.stats.watches.Load()
+
+	// Expire the plugin's session, then change the registry while the plugin is between
+	// sessions: the change must come in the new snapshot, and nothing may be deleted.
+	m := r.rec.mark()
+	if err := proxy.expireSession(); err != nil {
+		t.Fatalf("expiring the session: %v", err)
+	}
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.3", 20880, demoIface, ""))
+	i := r.rec.waitFor(t, m, wait, "second snapshot", isSnapshot)
+	snap := r.rec.since(i)[0].services
+	if len(snap) != 2 || len(snap[1].Instances) != 2 {
+		t.Fatalf("second snapshot:\n%s", r.rec.dump(m))
+	}
+	if proxy.session() == firstSession {
+		t.Fatal("the session did not change")
+	}
+	sawUnhealthy := false
+	for _, ev := range r.rec.since(m)[:i-m] {
+		switch ev.kind {
+		case "delete":
+			t.Fatalf("delete %s between the snapshots", ev.key)
+		case "health":
+			sawUnhealthy = sawUnhealthy || !ev.ok
+		}
+	}
+	if !sawUnhealthy {
+		t.Errorf("no unhealthy report while the session was lost:\n%s", r.rec.dump(m))
+	}
+	r.rec.waitFor(t, i, wait, "healthy again", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+	if got := r.p.stats.snapshots.Load(); got != 2 {
+		t.Fatalf("%d snapshots, want 2", got)
+	}
+	if got := r.p.stats.watches.Load(); got != watchesBefore {
+		t.Fatalf("%d watches after the new session, want %d as before", got, watchesBefore)
+	}
+
+	// The new session's watches work.
+	m = r.rec.mark()
+	w.register("dubbo", "com.example.Kept", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Kept", ""))
+	r.rec.waitFor(t, m, wait, "upsert after the new session", upsertWith("dubbo:com.example.Kept", 2))
+}
+
+func TestIntegrationDisconnectKeepsSession(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	proxy := newProxy(t, addr)
+
+	r := startPlugin(t, proxy.addr()+chroot, map[string]string{"sessionTimeout": "20s"}, nil)
+	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	session := proxy.session()
+
+	// A short outage: the plugin reports it, and a change made meanwhile arrives as an
+	// ordinary upsert after the reconnect (the client re-sets its watches).
+	m := r.rec.mark()
+	proxy.block()
+	r.rec.waitFor(t, m, wait, "unhealthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && !ev.ok })
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.2", 20880, demoIface, ""))
+	time.Sleep(500 * time.Millisecond)
+	proxy.unblock()
+	r.rec.waitFor(t, m, wait, "upsert after reconnect", upsertWith("dubbo:"+demoIface, 2))
+	r.rec.waitFor(t, m, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+	for _, ev := range r.rec.since(m) {
+		if ev.kind == "snapshot" || ev.kind == "delete" {
+			t.Fatalf("unexpected %s after a reconnect within the session:\n%s", ev.kind, r.rec.dump(m))
+		}
+	}
+	if proxy.session() != session {
+		t.Fatal("the session changed")
+	}
+}
+
+func TestIntegrationZooKeeperDownAtStart(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	proxy := newProxy(t, addr)
+	proxy.block()
+
+	r := startPlugin(t, proxy.addr()+chroot, nil, nil)
+	r.rec.waitFor(t, 0, wait, "unhealthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && !ev.ok })
+	time.Sleep(2500 * time.Millisecond) // several connection attempts
+	for _, ev := range r.rec.since(0) {
+		if ev.kind != "health" || ev.ok {
+			t.Fatalf("unexpected event while ZooKeeper is unreachable:\n%s", r.rec.dump(0))
+		}
+	}
+	proxy.unblock()
+	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	if snap := r.rec.since(i)[0].services; len(snap) != 1 {
+		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+	}
+	r.rec.waitFor(t, i, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+}
+
+func TestIntegrationWatchesDoNotGrow(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	w.register("dubbo", "com.example.Stable", providerURL("dubbo", "10.0.0.2", 20880, "com.example.Stable", ""))
+	w.registerApp("demo-provider", "10.0.0.1", 20880, instanceJSON("10.0.0.1", 20880, nil))
+
+	r := startPlugin(t, addr+chroot, map[string]string{"mode": "both"}, nil)
+	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	before := r.p.stats.watches.Load()
+	serverBefore, connsBefore, haveServer := zkWatchCount(t, addr)
+
+	// 100 add/remove cycles of a provider, each seen by the plugin.
+	for c := range 100 {
+		m := r.rec.mark()
+		p := w.register("dubbo", demoIface, providerURL("dubbo", "10.0.1.1", 20880+c%10, demoIface, ""))
+		r.rec.waitFor(t, m, wait, fmt.Sprintf("cycle %d: add", c), upsertWith("dubbo:"+demoIface, 2))
+		m = r.rec.mark()
+		w.delete(p)
+		r.rec.waitFor(t, m, wait, fmt.Sprintf("cycle %d: remove", c), upsertWith("dubbo:"+demoIface, 1))
+	}
+	// Whole interfaces and application instances coming and going.
+	for c := range 20 {
+		iface := fmt.Sprintf("com.example.Churn%d", c%3)
+		m := r.rec.mark()
+		p := w.register("dubbo", iface, providerURL("dubbo", "10.0.2.1", 20880, iface, ""))
+		r.rec.waitFor(t, m, wait, "churn interface", upsertWith("dubbo:"+iface, 1))
+		inst := w.registerApp("demo-provider", "10.0.2.1", 20880, instanceJSON("10.0.2.1", 20880, nil))
+		r.rec.waitFor(t, m, wait, "churn instance", upsertWith("app:demo-provider", 2))
+		m = r.rec.mark()
+		w.delete(p)
+		w.deleteTree(chroot + "/dubbo/" + javaURLEncode(iface))
+		w.delete(inst)
+		r.rec.waitFor(t, m, wait, "churn interface gone", deleteOf("dubbo:"+iface))
+		r.rec.waitFor(t, m, wait, "churn instance gone", upsertWith("app:demo-provider", 1))
+	}
+	// Let the last events settle, then compare.
+	deadline := time.Now().Add(5 * time.Second)
+	for r.p.stats.watches.Load() != before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	after := r.p.stats.watches.Load()
+	t.Logf("plugin watches: %d before churn, %d after; %d reads", before, after, r.p.stats.reads.Load())
+	if after != before {
+		t.Fatalf("watches grew under churn: %d before, %d after", before, after)
+	}
+	if d := r.p.stats.duplicateWatches.Load(); d != 0 {
+		t.Fatalf("%d watches were set twice", d)
+	}
+	// The server agrees, provided nobody else is using it meanwhile.
+	if serverAfter, connsAfter, ok := zkWatchCount(t, addr); haveServer && ok {
+		t.Logf("server watches: %d before churn, %d after (%d/%d connections)", serverBefore, serverAfter, connsBefore, connsAfter)
+		if connsBefore == 2 && connsAfter == 2 && serverAfter != serverBefore {
+			t.Fatalf("server watch count changed under churn: %d before, %d after", serverBefore, serverAfter)
+		}
+	}
+}
+
+func TestIntegrationDigestAuth(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", "com.example.Open", providerURL("dubbo", "10.0.0.1", 20880, "com.example.Open", ""))
+	// A protected interface, readable by the digest user only.
+	protected := chroot + "/dubbo/com.example.Secret"
+	w.ensure(protected)
+	acl := zk.DigestACL(zk.PermAll, "meltemi", "s3cret-pw")
+	if _, err := w.conn.Create(protected+"/providers", nil, 0, acl); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.conn.AddAuth("digest", []byte("meltemi:s3cret-pw")); err != nil {
+		t.Fatal(err)
+	}
+	w.createEphemeral("/dubbo/com.example.Secret/providers", javaURLEncode(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
+
+	t.Run("with credentials", func(t *testing.T) {
+		r := startPlugin(t, addr+chroot, nil, map[string]string{"username": "meltemi", "password": "s3cret-pw"})
+		i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+		if snap := r.rec.since(i)[0].services; len(snap) != 2 {
+			t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		}
+		for _, ev := range r.rec.since(0) {
+			if strings.Contains(ev.msg, "s3cret-pw") || strings.Contains(ev.key, "s3cret-pw") {
+				t.Fatalf("password leaked in an event: %+v", ev)
+			}
+		}
+	})
+	t.Run("without credentials", func(t *testing.T) {
+		r := startPlugin(t, addr+chroot, nil, nil)
+		i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+		if snap := r.rec.since(i)[0].services; len(snap) != 1 || snap[0].Key != "dubbo:com.example.Open" {
+			t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		}
+		r.rec.waitFor(t, 0, wait, "rejection of the protected node", func(ev event, _ map[string]sdk.Service) bool {
+			return ev.kind == "reject" && strings.Contains(ev.key, "com.example.Secret") && strings.Contains(ev.msg, "not authenticated")
+		})
+	})
+}
+
+func TestIntegrationRootsAndTemplate(t *testing.T) {
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, "version=1.0.0"))
+	w.register("prod/dubbo", demoIface, providerURL("dubbo", "10.0.0.2", 20880, demoIface, "version=1.0.0"))
+	w.register("prod/dubbo", "com.example.Mixed", providerURL("dubbo", "10.0.0.3", 20880, "com.example.Mixed", "version=1"))
+	w.register("prod/dubbo", "com.example.Mixed", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Mixed", "version=2"))
+	w.register("ignored", "com.example.Ignored", providerURL("dubbo", "10.0.0.5", 20880, "com.example.Ignored", ""))
+
+	r := startPlugin(t, addr+chroot, map[string]string{
+		"roots":        "dubbo,/prod/dubbo/",
+		"hostTemplate": "{{.Interface}}.v{{.Version}}.{{.Protocol}}",
+	}, nil)
+	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	snap := r.rec.since(i)[0].services
+	keys := make([]string, len(snap))
+	hosts := map[string]string{}
+	for j, s := range snap {
+		keys[j] = s.Key
+		hosts[s.Key] = s.Host
+	}
+	// com.example.Mixed has no common version: ".v." has an empty label, so it is rejected.
+	want := []string{"dubbo:" + demoIface, "prod/dubbo:" + demoIface}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("snapshot keys = %v, want %v\n%s", keys, want, r.rec.dump(0))
+	}
+	if h := hosts["dubbo:"+demoIface]; h != "org.apache.dubbo.demo.demoservice.v1.0.0.dubbo" {
+		t.Fatalf("host = %q", h)
+	}
+	r.rec.waitFor(t, 0, wait, "rejection of the mixed-version host", func(ev event, _ map[string]sdk.Service) bool {
+		return ev.kind == "reject" && ev.key == "prod/dubbo:com.example.Mixed" && strings.Contains(ev.msg, "empty DNS label")
+	})
+}

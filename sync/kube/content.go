@@ -1,0 +1,281 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+)
+
+// Labels and annotations that mark and describe the objects Meltemi writes.
+const (
+	// LabelManagedBy marks every object the reconciler writes; objects without it (set to
+	// ManagedByValue) are never modified or deleted.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on owned objects.
+	ManagedByValue = "meltemi"
+	// LabelRegistry names the registry an object was converted from; the caller sets it.
+	LabelRegistry = "meltemi.io/registry"
+	// AnnotationContentHash holds the hash of an object's desired content (see ContentHash).
+	AnnotationContentHash = "meltemi.io/content-hash"
+)
+
+// DefaultMaxObjectBytes is the largest JSON encoding of an object the reconciler writes: etcd's
+// default request limit (1.5 MiB). Larger objects are refused; the caller splits them (for
+// ServiceEntries: endpoints moved into WorkloadEntries).
+const DefaultMaxObjectBytes = 1536 * 1024
+
+// ErrTooLarge is returned (wrapped) by Set for an object whose JSON exceeds the size limit.
+var ErrTooLarge = errors.New("object too large")
+
+// nonContent reports the top-level fields that are not part of an object's content.
+func nonContent(field string) bool {
+	switch field {
+	case "apiVersion", "kind", "metadata", "status":
+		return true
+	}
+	return false
+}
+
+// desiredObject is a normalised desired object ready to be applied.
+type desiredObject struct {
+	obj  *unstructured.Unstructured // apiVersion, kind, metadata{name,namespace,labels,annotations}, content
+	hash string
+	size int // bytes of the JSON apply body (without resourceVersion)
+}
+
+// normalize turns a caller's object into the form that is hashed, compared and applied:
+//   - values are round-tripped through JSON, so Go ints, int32s and structs-as-maps become the
+//     int64/float64/map[string]any forms that objects decoded from the API server have;
+//   - metadata is reduced to name, namespace, labels and annotations (server-populated fields
+//     such as resourceVersion, uid or managedFields and any status are dropped);
+//   - the ownership labels are added (overriding a caller's value for them);
+//   - the content hash annotation is computed and set.
+func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, maxBytes int) (*desiredObject, error) {
+	raw, err := json.Marshal(in.Object)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
+	}
+	var m map[string]any
+	if err := utiljson.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", describe(in), err)
+	}
+	u := &unstructured.Unstructured{Object: make(map[string]any, len(m))}
+	for k, v := range m {
+		if k == "metadata" || k == "status" {
+			continue
+		}
+		u.Object[k] = v
+	}
+	u.SetName(in.GetName())
+	u.SetNamespace(in.GetNamespace())
+
+	labels := in.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels = maps.Clone(labels)
+	labels[LabelManagedBy] = ManagedByValue
+	maps.Copy(labels, ownerLabels)
+	u.SetLabels(labels)
+
+	annotations := maps.Clone(in.GetAnnotations())
+	delete(annotations, AnnotationContentHash)
+	if len(annotations) > 0 {
+		u.SetAnnotations(annotations)
+	}
+
+	hash := ContentHash(u)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationContentHash] = hash
+	u.SetAnnotations(annotations)
+
+	body, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
+	}
+	if maxBytes > 0 && len(body) > maxBytes {
+		return &desiredObject{obj: u, hash: hash, size: len(body)}, fmt.Errorf(
+			"%w: %s encodes to %d bytes, over the limit of %d bytes (etcd's request limit); split it (e.g. move endpoints into WorkloadEntries)",
+			ErrTooLarge, describe(in), len(body), maxBytes)
+	}
+	return &desiredObject{obj: u, hash: hash, size: len(body)}, nil
+}
+
+// ContentHash is the hex SHA-256 of the canonical JSON of an object's labels, its annotations
+// except AnnotationContentHash, and its content (every top-level field except apiVersion, kind,
+// metadata and status). encoding/json writes map keys sorted, so equal content gives equal
+// bytes; callers pass objects whose numbers are int64/float64 as decoded from JSON.
+func ContentHash(u *unstructured.Unstructured) string {
+	labels := u.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	annotations := maps.Clone(u.GetAnnotations())
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	delete(annotations, AnnotationContentHash)
+	content := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		if !nonContent(k) {
+			content[k] = v
+		}
+	}
+	b, err := json.Marshal(map[string]any{"labels": labels, "annotations": annotations, "content": content})
+	if err != nil {
+		// Only values that cannot come out of a JSON decode fail to encode.
+		panic(fmt.Sprintf("content hash of %s: %v", describe(u), err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// applyBody is the server-side apply request body; a non-empty resourceVersion makes the apply
+// conditional on the object still being at that version.
+func (d *desiredObject) applyBody(resourceVersion string) ([]byte, error) {
+	if resourceVersion == "" {
+		return json.Marshal(d.obj.Object)
+	}
+	obj := maps.Clone(d.obj.Object)
+	md := maps.Clone(obj["metadata"].(map[string]any))
+	md["resourceVersion"] = resourceVersion
+	obj["metadata"] = md
+	return json.Marshal(obj)
+}
+
+// inSync reports whether a live owned object already carries the desired state: same content
+// hash annotation, every desired label and annotation present with its value, and the desired
+// content contained in the live content (see contains). Fields the server defaults are
+// tolerated; a changed value, a removed field or a list of another length is drift.
+func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
+	liveAnn := live.GetAnnotations()
+	if liveAnn[AnnotationContentHash] != d.hash {
+		return false
+	}
+	for k, v := range d.obj.GetAnnotations() {
+		if lv, ok := liveAnn[k]; !ok || lv != v {
+			return false
+		}
+	}
+	liveLabels := live.GetLabels()
+	for k, v := range d.obj.GetLabels() {
+		if lv, ok := liveLabels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	for k, v := range d.obj.Object {
+		if nonContent(k) {
+			continue
+		}
+		lv, ok := live.Object[k]
+		if !ok {
+			if isEmpty(v) {
+				continue
+			}
+			return false
+		}
+		if !contains(v, lv) {
+			return false
+		}
+	}
+	return true
+}
+
+// contains reports whether got holds want: maps hold every key of want (extra keys, such as
+// server defaults, are allowed), lists have the same length and hold want's items in order,
+// scalars are equal (numbers compared by value).
+func contains(want, got any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return got == nil && len(w) == 0
+		}
+		for k, wv := range w {
+			gv, ok := g[k]
+			if !ok {
+				if isEmpty(wv) {
+					continue
+				}
+				return false
+			}
+			if !contains(wv, gv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			return got == nil && len(w) == 0
+		}
+		if len(g) != len(w) {
+			return false
+		}
+		for i := range w {
+			if !contains(w[i], g[i]) {
+				return false
+			}
+		}
+		return true
+	case nil:
+		return got == nil
+	case string, bool:
+		return want == got
+	case int64:
+		if g, ok := got.(int64); ok {
+			return w == g
+		}
+		gf, ok := number(got)
+		return ok && float64(w) == gf
+	default:
+		wf, wok := number(want)
+		gf, gok := number(got)
+		if wok && gok {
+			return wf == gf
+		}
+		return want == got
+	}
+}
+
+// isEmpty reports values that the API server may drop without changing meaning.
+func isEmpty(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		return len(x) == 0
+	case []any:
+		return len(x) == 0
+	}
+	return false
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return float64(x), true
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	}
+	return 0, false
+}
+
+func describe(u *unstructured.Unstructured) string {
+	if ns := u.GetNamespace(); ns != "" {
+		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
+	}
+	return fmt.Sprintf("%s %s", u.GetKind(), u.GetName())
+}

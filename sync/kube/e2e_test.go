@@ -1,0 +1,560 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// These tests run against the real kube-apiserver with Istio's CRDs started by
+// e2e/infra/up.sh kube-apiserver. Without it they skip, unless MELTEMI_E2E=1.
+
+func (ke *kubeEnv) get(t testing.TB, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	u, err := ke.admin.Resource(seGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("get %s/%s: %v", ns, name, err)
+	}
+	return u
+}
+
+func (ke *kubeEnv) create(t testing.TB, u *unstructured.Unstructured) *unstructured.Unstructured {
+	t.Helper()
+	out, err := ke.admin.Resource(seGVR).Namespace(u.GetNamespace()).Create(context.Background(), u, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create %s: %v", describe(u), err)
+	}
+	return out
+}
+
+func foreignEntry(ns, name string, labels map[string]string) *unstructured.Unstructured {
+	u := serviceEntry(ns, name, 2, "foreign")
+	u.SetLabels(labels)
+	return u
+}
+
+func endpointVersion(t testing.TB, u *unstructured.Unstructured) string {
+	t.Helper()
+	eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+	if len(eps) == 0 {
+		t.Fatalf("%s has no endpoints", describe(u))
+	}
+	v, _, _ := unstructured.NestedString(eps[0].(map[string]any), "labels", "version")
+	return v
+}
+
+func TestE2ECreateNoopAndChange(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+
+	const n = 20
+	for i := range n {
+		if err := rr.Set(serviceEntry(ns, fmt.Sprintf("svc-%d", i), 10, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.waitIdle(t)
+	if got := wc.snapshot(); got["PATCH"] != n || wc.total() != n {
+		t.Fatalf("initial sync: writes %v, want %d PATCH (server-side apply) only", got, n)
+	}
+	for i := range n {
+		name := fmt.Sprintf("svc-%d", i)
+		live := ke.get(t, ns, name)
+		if live == nil {
+			t.Fatalf("%s not created", name)
+		}
+		labels := live.GetLabels()
+		if labels[LabelManagedBy] != ManagedByValue || labels[LabelRegistry] != "zk-test" {
+			t.Errorf("%s labels %v", name, labels)
+		}
+		d, err := normalize(serviceEntry(ns, name, 10, "1.0.0"), nil, DefaultMaxObjectBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := live.GetAnnotations()[AnnotationContentHash]; h != d.hash || h != ContentHash(live) {
+			t.Errorf("%s hash annotation %q, want %q (recomputed from live %q)", name, h, d.hash, ContentHash(live))
+		}
+		for _, mf := range live.GetManagedFields() {
+			if mf.Manager != "meltemi" || mf.Operation != metav1.ManagedFieldsOperationApply {
+				t.Errorf("%s has managed fields of %s/%s; want only meltemi/Apply", name, mf.Manager, mf.Operation)
+			}
+		}
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_writes_total", map[string]string{"verb": "apply", "kind": "ServiceEntry"}); got != n {
+		t.Errorf("meltemi_sync_writes_total{verb=apply} = %v, want %d", got, n)
+	}
+
+	// The same content again, right away (the informer may not have seen our writes yet) and
+	// once the cache has caught up: no API writes at all.
+	for round := range 2 {
+		before := wc.total()
+		noops := rr.Stats().Noops
+		for i := range n {
+			if err := rr.Set(serviceEntry(ns, fmt.Sprintf("svc-%d", i), 10, "1.0.0")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rr.waitIdle(t)
+		if got := wc.total() - before; got != 0 {
+			t.Fatalf("round %d: unchanged Set made %d writes (%v)", round, got, wc.snapshot())
+		}
+		if got := rr.Stats().Noops - noops; got < n {
+			t.Errorf("round %d: %d no-ops counted, want >= %d", round, got, n)
+		}
+		rr.settle(t)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_noop_total", map[string]string{"kind": "ServiceEntry"}); got < 2*n {
+		t.Errorf("meltemi_sync_noop_total = %v, want >= %d", got, 2*n)
+	}
+
+	// One changed object: one apply.
+	before := wc.total()
+	if err := rr.Set(serviceEntry(ns, "svc-3", 10, "2.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.waitIdle(t)
+	if got := wc.snapshot(); wc.total()-before != 1 || got["PATCH"] != n+1 {
+		t.Fatalf("change: %d writes (%v), want exactly one apply", wc.total()-before, got)
+	}
+	live := ke.get(t, ns, "svc-3")
+	if v := endpointVersion(t, live); v != "2.0.0" {
+		t.Errorf("svc-3 endpoint version %q after change", v)
+	}
+	if live.GetAnnotations()[AnnotationContentHash] != ContentHash(live) {
+		t.Errorf("svc-3 hash annotation not updated")
+	}
+	if s := rr.Stats(); s.Applies != n+1 || s.Creates != n || s.Errors != 0 || s.Deletes != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestE2EDeletesOnlyAfterAllowDeletes(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	// A leftover of an earlier run: owned, desired by nobody now.
+	leftover := serviceEntry(ns, "leftover", 1, "0.9")
+	leftover.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelRegistry: "zk-test"})
+	ke.create(t, leftover)
+
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	for _, name := range []string{"keep", "drop"} {
+		if err := rr.Set(serviceEntry(ns, name, 3, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.settle(t)
+	rr.Unset(ServiceEntryKind().GVK, ns, "drop")
+	rr.waitIdle(t)
+	time.Sleep(200 * time.Millisecond) // give a wrong delete every chance to happen
+	rr.waitIdle(t)
+	for _, name := range []string{"keep", "drop", "leftover"} {
+		if ke.get(t, ns, name) == nil {
+			t.Fatalf("%s deleted before AllowDeletes", name)
+		}
+	}
+	if got := wc.snapshot()["DELETE"]; got != 0 {
+		t.Fatalf("%d deletes before AllowDeletes", got)
+	}
+	if s := rr.Stats(); s.PendingDeletes != 2 {
+		t.Errorf("pending deletes %d, want 2 (drop, leftover)", s.PendingDeletes)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_pending_deletes", nil); got != 2 {
+		t.Errorf("meltemi_sync_pending_deletes = %v, want 2", got)
+	}
+
+	rr.AllowDeletes()
+	rr.waitIdle(t)
+	eventually(t, 30*time.Second, func() error {
+		for _, name := range []string{"drop", "leftover"} {
+			if ke.get(t, ns, name) != nil {
+				return fmt.Errorf("%s still exists", name)
+			}
+		}
+		return nil
+	})
+	if ke.get(t, ns, "keep") == nil {
+		t.Fatal("desired object deleted")
+	}
+	rr.settle(t)
+	if got := wc.snapshot()["DELETE"]; got != 2 {
+		t.Errorf("%d DELETE requests, want 2", got)
+	}
+	if s := rr.Stats(); s.Deletes != 2 || s.PendingDeletes != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_pending_deletes", nil); got != 0 {
+		t.Errorf("meltemi_sync_pending_deletes = %v after AllowDeletes", got)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_writes_total", map[string]string{"verb": "delete"}); got != 2 {
+		t.Errorf("meltemi_sync_writes_total{verb=delete} = %v", got)
+	}
+}
+
+func TestE2EForeignObjectWithDesiredName(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	foreign := ke.create(t, foreignEntry(ns, "taken", map[string]string{"team": "payments"}))
+
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	for _, name := range []string{"taken", "free"} {
+		if err := rr.Set(serviceEntry(ns, name, 3, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.AllowDeletes()
+	rr.waitIdle(t)
+	// The conflicting key is retried with backoff; let a few retries happen.
+	eventually(t, 10*time.Second, func() error {
+		if n := rr.Stats().ForeignConflicts; n < 3 {
+			return fmt.Errorf("%d conflicts so far", n)
+		}
+		return nil
+	})
+	if ke.get(t, ns, "free") == nil {
+		t.Fatal("the conflict blocked another object")
+	}
+	live := ke.get(t, ns, "taken")
+	if live.GetResourceVersion() != foreign.GetResourceVersion() || live.GetLabels()[LabelManagedBy] != "" {
+		t.Fatalf("foreign object modified: rv %s -> %s, labels %v", foreign.GetResourceVersion(), live.GetResourceVersion(), live.GetLabels())
+	}
+	if got := wc.total(); got != 1 {
+		t.Errorf("%d writes (%v), want 1 (free)", got, wc.snapshot())
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_conflicts_total", map[string]string{"kind": "ServiceEntry"}); got < 3 {
+		t.Errorf("meltemi_sync_conflicts_total = %v", got)
+	}
+	events := rr.events.list()
+	if len(events) != 1 || !strings.Contains(events[0], ReasonForeignObject) || !strings.Contains(events[0], ns+"/taken") {
+		t.Errorf("events %q, want one %s for taken", events, ReasonForeignObject)
+	}
+	if s := rr.Stats(); s.Errors != 0 {
+		t.Errorf("conflicts counted as errors: %+v", s)
+	}
+
+	// The foreign object goes away: the desired one is created promptly.
+	if err := ke.admin.Resource(seGVR).Namespace(ns).Delete(context.Background(), "taken", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		u := ke.get(t, ns, "taken")
+		if u == nil || u.GetLabels()[LabelManagedBy] != ManagedByValue {
+			return errors.New("taken not yet created by the reconciler")
+		}
+		return nil
+	})
+}
+
+func TestE2EForeignObjectsElsewhereUntouched(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	plain := ke.create(t, foreignEntry(ns, "someone-else", nil))
+	other := ke.create(t, foreignEntry(ns, "helm-owned", map[string]string{LabelManagedBy: "Helm", LabelRegistry: "zk-test"}))
+
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	if err := rr.Set(serviceEntry(ns, "mine", 3, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.AllowDeletes()
+	rr.settle(t)
+	rr.resync() // a periodic full pass must not touch them either
+	rr.settle(t)
+	for _, want := range []*unstructured.Unstructured{plain, other} {
+		live := ke.get(t, ns, want.GetName())
+		if live == nil || live.GetResourceVersion() != want.GetResourceVersion() {
+			t.Errorf("foreign %s modified or deleted", want.GetName())
+		}
+	}
+	if got := wc.total(); got != 1 {
+		t.Errorf("%d writes (%v), want 1", got, wc.snapshot())
+	}
+	if s := rr.Stats(); s.PendingDeletes != 0 || s.ForeignConflicts != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestE2EDriftReverted(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, _ := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	if err := rr.Set(serviceEntry(ns, "drifty", 3, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.settle(t)
+
+	edits := []struct {
+		name string
+		edit func(u *unstructured.Unstructured)
+	}{
+		{"spec value", func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "MESH_EXTERNAL", "spec", "location")
+		}},
+		{"endpoint removed", func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			_ = unstructured.SetNestedSlice(u.Object, eps[1:], "spec", "endpoints")
+		}},
+		{"registry label removed", func(u *unstructured.Unstructured) {
+			l := u.GetLabels()
+			delete(l, LabelRegistry)
+			u.SetLabels(l)
+		}},
+		{"hash annotation changed", func(u *unstructured.Unstructured) {
+			a := u.GetAnnotations()
+			a[AnnotationContentHash] = "tampered"
+			u.SetAnnotations(a)
+		}},
+	}
+	for _, e := range edits {
+		applies := rr.Stats().Applies
+		live := ke.get(t, ns, "drifty")
+		e.edit(live)
+		if _, err := ke.admin.Resource(seGVR).Namespace(ns).Update(context.Background(), live, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+			t.Fatalf("%s: %v", e.name, err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			u := ke.get(t, ns, "drifty")
+			d, _ := normalize(serviceEntry(ns, "drifty", 3, "1.0.0"), nil, DefaultMaxObjectBytes)
+			if !inSync(d, u) {
+				return fmt.Errorf("%s: not reverted yet", e.name)
+			}
+			return nil
+		})
+		rr.settle(t)
+		if got := rr.Stats().Applies - applies; got != 1 {
+			t.Errorf("%s: %d applies to revert, want 1", e.name, got)
+		}
+	}
+}
+
+func TestE2EDeletedDesiredObjectRecreated(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, _ := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	if err := rr.Set(serviceEntry(ns, "phoenix", 3, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.settle(t)
+	old := ke.get(t, ns, "phoenix")
+	if err := ke.admin.Resource(seGVR).Namespace(ns).Delete(context.Background(), "phoenix", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		u := ke.get(t, ns, "phoenix")
+		if u == nil || u.GetUID() == old.GetUID() {
+			return errors.New("not recreated yet")
+		}
+		if u.GetLabels()[LabelManagedBy] != ManagedByValue {
+			return errors.New("recreated without the ownership label")
+		}
+		return nil
+	})
+	rr.settle(t)
+	if s := rr.Stats(); s.Creates != 2 || s.Deletes != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestE2ERestartMakesNoWrites(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	const n = 50
+	setAll := func(r *running) {
+		for i := range n {
+			if err := r.Set(serviceEntry(ns, fmt.Sprintf("svc-%d", i), 10, "1.0.0")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	client1, wc1 := ke.countedClient(t)
+	first := newReconciler(t, client1, ns, nil).start(t)
+	setAll(first)
+	first.AllowDeletes()
+	first.settle(t)
+	first.stop(t)
+	if wc1.total() != n {
+		t.Fatalf("first run: %d writes", wc1.total())
+	}
+
+	// A new process: desired state delivered before and after the caches sync.
+	client2, wc2 := ke.countedClient(t)
+	second := newReconciler(t, client2, ns, nil)
+	setAll(second)
+	second.start(t)
+	second.waitIdle(t)
+	setAll(second)
+	second.AllowDeletes()
+	second.settle(t)
+	if got := wc2.total(); got != 0 {
+		t.Fatalf("restart with unchanged desired state made %d writes (%v)", got, wc2.snapshot())
+	}
+	if s := second.Stats(); s.Noops < 2*n || s.Applies != 0 || s.Deletes != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestE2EBurstOfSetsMakesOneWrite(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil)
+	for v := range 50 {
+		if err := rr.Set(serviceEntry(ns, "bursty", 3, fmt.Sprintf("1.0.%d", v))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.start(t)
+	rr.settle(t)
+	if got := wc.total(); got != 1 {
+		t.Fatalf("%d writes for a burst of 50 Sets, want 1", got)
+	}
+	if v := endpointVersion(t, ke.get(t, ns, "bursty")); v != "1.0.49" {
+		t.Errorf("version %q, want the latest 1.0.49", v)
+	}
+}
+
+func TestE2EObjectThatStopsBeingOwned(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	for _, name := range []string{"adopted", "orphan"} {
+		if err := rr.Set(serviceEntry(ns, name, 3, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.settle(t)
+	writes := wc.acceptedWrites()
+	// Someone takes both objects over by dropping the ownership label.
+	taken := map[string]string{}
+	for _, name := range []string{"adopted", "orphan"} {
+		u := ke.get(t, ns, name)
+		u.SetLabels(map[string]string{"team": "payments"})
+		out, err := ke.admin.Resource(seGVR).Namespace(ns).Update(context.Background(), u, metav1.UpdateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken[name] = out.GetResourceVersion()
+	}
+	rr.Unset(ServiceEntryKind().GVK, ns, "orphan")
+	rr.AllowDeletes()
+	eventually(t, 10*time.Second, func() error {
+		if rr.Stats().ForeignConflicts == 0 {
+			return errors.New("no conflict yet")
+		}
+		return nil
+	})
+	rr.settle(t)
+	for name, rv := range taken {
+		if u := ke.get(t, ns, name); u == nil || u.GetResourceVersion() != rv {
+			t.Errorf("%s touched after it stopped being owned", name)
+		}
+	}
+	// A write decided on a cache that had not seen the takeover yet is rejected by its
+	// precondition; none may succeed.
+	if got := wc.acceptedWrites() - writes; got != 0 {
+		t.Errorf("%d writes to objects no longer owned succeeded (requests %v)", got, wc.snapshot())
+	}
+}
+
+func TestE2EOversizedObjectRefused(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, func(c *Config) { c.MaxObjectBytes = 4096 }).start(t)
+	if err := rr.Set(serviceEntry(ns, "big", 3, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.settle(t)
+	err := rr.Set(serviceEntry(ns, "big", 200, "2.0.0"))
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "WorkloadEntries") {
+		t.Fatalf("Set of an oversized object: %v", err)
+	}
+	rr.AllowDeletes()
+	rr.settle(t)
+	if got := wc.total(); got != 1 {
+		t.Errorf("%d writes, want 1 (the first, small version)", got)
+	}
+	if u := ke.get(t, ns, "big"); u == nil || endpointVersion(t, u) != "1.0.0" {
+		t.Errorf("the existing object was changed or deleted after a refused Set")
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_refused_total", map[string]string{"reason": "too_large"}); got != 1 {
+		t.Errorf("meltemi_sync_refused_total = %v", got)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_errors_total", nil); got != 1 {
+		t.Errorf("meltemi_sync_errors_total = %v", got)
+	}
+	if ev := rr.events.list(); len(ev) != 1 || !strings.Contains(ev[0], ReasonObjectTooLarge) {
+		t.Errorf("events %q", ev)
+	}
+}
+
+// The write preconditions the safety argument rests on, checked against the real server:
+// an update carries the resourceVersion it was decided on, a create is not forced.
+func TestE2EWritePreconditions(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, _ := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	if err := rr.Set(serviceEntry(ns, "racy", 3, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	rr.settle(t)
+	rr.stop(t) // the checks below call apply directly; no worker may race them
+	stale := ke.get(t, ns, "racy")
+	// Someone else changes it after we read it.
+	fresh := stale.DeepCopy()
+	fresh.SetLabels(map[string]string{"team": "payments"})
+	if _, err := ke.admin.Resource(seGVR).Namespace(ns).Update(context.Background(), fresh, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := normalize(serviceEntry(ns, "racy", 3, "2.0.0"), nil, DefaultMaxObjectBytes)
+	k := objKey{kind: 0, namespace: ns, name: "racy"}
+	if err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); !errors.Is(err, errStale) {
+		t.Fatalf("update with a stale resourceVersion: %v, want a conflict", err)
+	}
+	// A foreign object appears under a name the cache had as free.
+	foreign := ke.create(t, foreignEntry(ns, "raced", map[string]string{"team": "payments"}))
+	d2, _ := normalize(serviceEntry(ns, "raced", 3, "1.0.0"), nil, DefaultMaxObjectBytes)
+	if err := rr.apply(context.Background(), objKey{kind: 0, namespace: ns, name: "raced"}, d2, false, ""); !errors.Is(err, errStale) {
+		t.Fatalf("create over a foreign object: %v, want a conflict", err)
+	}
+	if u := ke.get(t, ns, "raced"); u.GetResourceVersion() != foreign.GetResourceVersion() {
+		t.Errorf("foreign object modified by an unforced create")
+	}
+	// An owned object deleted by someone else while we thought it existed: the server ignores
+	// the resourceVersion of an apply that creates, so the desired object is simply created
+	// again (what the reconciler wants anyway). A foreign object created in between would
+	// have another resourceVersion and fail the apply, as above.
+	if err := ke.admin.Resource(seGVR).Namespace(ns).Delete(context.Background(), "racy", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); err != nil {
+		t.Errorf("conditional apply to a deleted object: %v", err)
+	}
+	if u := ke.get(t, ns, "racy"); u == nil || u.GetLabels()[LabelManagedBy] != ManagedByValue {
+		t.Errorf("conditional apply to a deleted object did not create it")
+	}
+	// Deletes carry the UID they were decided on.
+	uid := types.UID("00000000-0000-0000-0000-000000000000")
+	err := client.Resource(seGVR).Namespace(ns).Delete(context.Background(), "raced", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if !apierrors.IsConflict(err) {
+		t.Errorf("delete with a wrong UID precondition: %v, want a conflict", err)
+	}
+}

@@ -1,0 +1,551 @@
+// Package kube is the owned-object reconciler: it makes the cluster match a set of desired
+// objects (Istio ServiceEntries, WorkloadEntries, EnvoyFilters — any kind given by GVK and
+// resource) while touching only objects Meltemi owns.
+//
+// The host calls Set and Unset as its desired state changes and AllowDeletes once every source
+// has delivered its first complete snapshot. The reconciler
+//   - reads current state only from informer caches (one unfiltered dynamic informer per kind,
+//     with foreign objects reduced to their identity by a transform), so deciding that an
+//     object is already in sync costs no API call;
+//   - writes with server-side apply under one field manager, and skips objects whose cached
+//     copy carries the desired content hash (annotation meltemi.io/content-hash) and content;
+//   - never modifies or deletes an object without app.kubernetes.io/managed-by=meltemi: a
+//     desired name taken by such an object is refused (metric, event) and retried with backoff;
+//   - deletes owned objects nobody desires only after AllowDeletes, with a UID precondition;
+//   - re-applies owned objects that drifted and re-creates desired objects that were deleted.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Kind is a namespaced resource the reconciler manages.
+type Kind struct {
+	GVK      schema.GroupVersionKind
+	Resource string // plural resource name, e.g. "serviceentries"
+}
+
+// ServiceEntryKind is Istio's networking.istio.io/v1 ServiceEntry.
+func ServiceEntryKind() Kind {
+	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "ServiceEntry"}, Resource: "serviceentries"}
+}
+
+// WorkloadEntryKind is Istio's networking.istio.io/v1 WorkloadEntry.
+func WorkloadEntryKind() Kind {
+	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "WorkloadEntry"}, Resource: "workloadentries"}
+}
+
+// EnvoyFilterKind is Istio's networking.istio.io/v1alpha3 EnvoyFilter.
+func EnvoyFilterKind() Kind {
+	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}, Resource: "envoyfilters"}
+}
+
+// Event types and reasons passed to Config.Recorder.
+const (
+	EventTypeWarning     = "Warning"
+	ReasonForeignObject  = "NameTakenByForeignObject"
+	ReasonObjectTooLarge = "ObjectTooLarge"
+)
+
+// Config configures a Reconciler. Client, Kinds and Registerer are required.
+type Config struct {
+	Client dynamic.Interface
+	Kinds  []Kind
+	// Namespace limits the reconciler to one namespace; "" means all namespaces.
+	Namespace string
+	// FieldManager is the server-side apply field manager; default "meltemi".
+	FieldManager string
+	// OwnerLabels, when set, narrow ownership: they are added to every written object, and an
+	// object counts as owned only if it carries them as well as managed-by=meltemi. Use it to
+	// run several independent Meltemi instances in one cluster.
+	OwnerLabels map[string]string
+	// Workers is the number of concurrent reconcile workers; default 8.
+	Workers int
+	// QPS and Burst bound the rate of writes (applies and deletes) with a token bucket;
+	// defaults 200 and 400. Reads go through informers and are not counted.
+	QPS   float32
+	Burst int
+	// ResyncPeriod is how often every desired and owned object is re-checked against the cache
+	// (no API call for objects in sync); default 10 minutes, negative disables.
+	ResyncPeriod time.Duration
+	// MaxObjectBytes is the largest JSON encoding written; default DefaultMaxObjectBytes.
+	MaxObjectBytes int
+	// MaxRetryDelay caps the exponential retry backoff; default 5 minutes.
+	MaxRetryDelay time.Duration
+	Registerer    prometheus.Registerer
+	Logger        *slog.Logger
+	// Recorder, when set, is told about refusals (foreign name conflicts, oversized objects).
+	// Its signature matches k8s.io/client-go/tools/record.EventRecorder.Event.
+	Recorder func(obj runtime.Object, eventType, reason, message string)
+}
+
+// Stats are cumulative counters since New, plus two current values.
+type Stats struct {
+	Applies          int64 // successful server-side applies (creates and updates)
+	Creates          int64 // applies of objects absent from the cache
+	Deletes          int64 // successful deletes of owned orphans
+	Noops            int64 // reconciliations that needed no write
+	Errors           int64 // failed writes and refused (oversized) objects
+	ForeignConflicts int64 // refusals because a foreign object holds a desired name
+	StaleRetries     int64 // writes rejected by a precondition (409) and retried
+	PendingDeletes   int   // owned orphans kept until AllowDeletes
+	QueueDepth       int   // keys queued (not counting those waiting out a backoff)
+}
+
+// objKey identifies an object: kind index into Config.Kinds, namespace and name.
+type objKey struct {
+	kind      int
+	namespace string
+	name      string
+}
+
+type kindState struct {
+	Kind
+	gvr      schema.GroupVersionResource
+	label    string // metric label: the Kind
+	informer cache.SharedIndexInformer
+	client   dynamic.NamespaceableResourceInterface
+}
+
+// desiredState is what the host asked for under one key.
+type desiredState struct {
+	d       *desiredObject
+	refused error // non-nil: Set was refused (too large); the cluster object is left as it is
+}
+
+// writeRecord remembers the reconciler's last write to a key until the informer has shown it,
+// so that a cache lagging behind our own writes neither causes a duplicate write nor hides a
+// needed one.
+type writeRecord struct {
+	deleted         bool
+	hash            string // content hash applied (when !deleted)
+	resourceVersion string // returned by the apply (when !deleted)
+	uid             types.UID
+	at              time.Time
+}
+
+// observeTimeout bounds how long a write record is trusted over the informer cache.
+const observeTimeout = 30 * time.Second
+
+// Reconciler keeps owned objects in the cluster equal to the desired set. Create it with New
+// and start it with Run.
+type Reconciler struct {
+	cfg     Config
+	log     *slog.Logger
+	kinds   []*kindState
+	byGVK   map[schema.GroupVersionKind]int
+	queue   workqueue.TypedRateLimitingInterface[objKey]
+	qm      *queueMetrics
+	limiter *rate.Limiter
+	m       *metrics
+
+	mu        sync.RWMutex
+	desired   map[objKey]*desiredState
+	lastWrite map[objKey]*writeRecord
+	pending   map[objKey]struct{}  // owned orphans kept while deletes are not allowed
+	conflicts map[objKey]types.UID // foreign object last reported per key (one event per object)
+
+	allowDeletes atomic.Bool
+	started      atomic.Bool
+	synced       chan struct{}
+
+	applies, creates, deletes, noops, errs, foreign, stale atomic.Int64
+}
+
+// New validates cfg, fills in defaults and sets up informers and the work queue. Nothing talks
+// to the API server until Run.
+func New(cfg Config) (*Reconciler, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("kube reconciler: Config.Client is required")
+	}
+	if len(cfg.Kinds) == 0 {
+		return nil, errors.New("kube reconciler: Config.Kinds is empty")
+	}
+	if cfg.Registerer == nil {
+		return nil, errors.New("kube reconciler: Config.Registerer is required")
+	}
+	if cfg.FieldManager == "" {
+		cfg.FieldManager = "meltemi"
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.QPS <= 0 {
+		cfg.QPS = 200
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 400
+	}
+	if cfg.ResyncPeriod == 0 {
+		cfg.ResyncPeriod = 10 * time.Minute
+	}
+	if cfg.MaxObjectBytes <= 0 {
+		cfg.MaxObjectBytes = DefaultMaxObjectBytes
+	}
+	if cfg.MaxRetryDelay <= 0 {
+		cfg.MaxRetryDelay = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for k, v := range cfg.OwnerLabels {
+		if k == LabelManagedBy || v == "" {
+			return nil, fmt.Errorf("kube reconciler: invalid owner label %q=%q", k, v)
+		}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("kube reconciler: registering metrics: %w", err)
+	}
+	r := &Reconciler{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		byGVK:     map[schema.GroupVersionKind]int{},
+		limiter:   rate.NewLimiter(rate.Limit(cfg.QPS), cfg.Burst),
+		m:         m,
+		desired:   map[objKey]*desiredState{},
+		lastWrite: map[objKey]*writeRecord{},
+		pending:   map[objKey]struct{}{},
+		conflicts: map[objKey]types.UID{},
+		synced:    make(chan struct{}),
+	}
+	r.qm = &queueMetrics{depth: m.queueDepth}
+	r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[objKey](10*time.Millisecond, cfg.MaxRetryDelay),
+		workqueue.TypedRateLimitingQueueConfig[objKey]{Name: "meltemi-sync", MetricsProvider: r.qm},
+	)
+	for i, k := range cfg.Kinds {
+		if k.Resource == "" || k.GVK.Kind == "" || k.GVK.Version == "" {
+			return nil, fmt.Errorf("kube reconciler: incomplete kind %+v", k)
+		}
+		if _, dup := r.byGVK[k.GVK]; dup {
+			return nil, fmt.Errorf("kube reconciler: kind %s listed twice", k.GVK)
+		}
+		r.byGVK[k.GVK] = i
+		gvr := k.GVK.GroupVersion().WithResource(k.Resource)
+		// One unfiltered informer per kind: owned objects are kept whole, foreign ones are cut
+		// down to their identity by the transform, so names taken by foreign objects are known
+		// without extra GETs at the memory cost of metadata only.
+		inf := dynamicinformer.NewFilteredDynamicInformer(cfg.Client, gvr, cfg.Namespace, 0, cache.Indexers{}, nil).Informer()
+		if err := inf.SetTransform(r.transform); err != nil {
+			return nil, err
+		}
+		idx := i
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { r.onEvent(idx, nil, obj, false) },
+			UpdateFunc: func(old, obj any) { r.onEvent(idx, old, obj, false) },
+			DeleteFunc: func(obj any) { r.onEvent(idx, nil, obj, true) },
+		}); err != nil {
+			return nil, err
+		}
+		r.kinds = append(r.kinds, &kindState{Kind: k, gvr: gvr, label: k.GVK.Kind, informer: inf, client: cfg.Client.Resource(gvr)})
+	}
+	return r, nil
+}
+
+// Run starts the informers, waits for their caches to sync, then runs the workers until ctx is
+// done. It returns nil after a clean shutdown. A Reconciler runs once.
+func (r *Reconciler) Run(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return errors.New("kube reconciler: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer r.queue.ShutDown()
+
+	hasSynced := make([]cache.InformerSynced, 0, len(r.kinds))
+	for _, ks := range r.kinds {
+		wg.Go(func() { ks.informer.RunWithContext(ctx) })
+		hasSynced = append(hasSynced, ks.informer.HasSynced)
+	}
+	start := time.Now()
+	if !cache.WaitForCacheSync(ctx.Done(), hasSynced...) {
+		return nil // ctx done before the caches synced
+	}
+	r.log.Info("kube reconciler caches synced", "kinds", len(r.kinds), "namespace", r.cfg.Namespace,
+		"took", time.Since(start).Round(time.Millisecond))
+	close(r.synced)
+
+	for range r.cfg.Workers {
+		wg.Go(func() {
+			for r.processNext(ctx) {
+			}
+		})
+	}
+	if r.cfg.ResyncPeriod > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(r.cfg.ResyncPeriod)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					r.resync()
+				}
+			}
+		})
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// Set makes obj the desired state for its (kind, namespace, name), replacing any previous one.
+// The object is normalised (see the package doc); the caller keeps ownership of obj. Set
+// returns an error, and changes nothing, for an unknown kind or a missing name or namespace.
+// An object over the size limit is refused with an error wrapping ErrTooLarge: nothing is
+// written for that key and an existing cluster object is left as it is (not deleted) until a
+// later Set or Unset.
+func (r *Reconciler) Set(obj *unstructured.Unstructured) error {
+	k, err := r.key(obj.GroupVersionKind(), obj.GetNamespace(), obj.GetName())
+	if err != nil {
+		return err
+	}
+	d, err := normalize(obj, r.cfg.OwnerLabels, r.cfg.MaxObjectBytes)
+	if errors.Is(err, ErrTooLarge) {
+		ks := r.kinds[k.kind]
+		r.m.refused.WithLabelValues(ks.label, "too_large").Inc()
+		r.m.errors.WithLabelValues(ks.label).Inc()
+		r.errs.Add(1)
+		r.log.Error("refusing oversized object", "kind", ks.label, "namespace", k.namespace, "name", k.name,
+			"bytes", d.size, "limit", r.cfg.MaxObjectBytes)
+		r.record(d.obj, EventTypeWarning, ReasonObjectTooLarge, err.Error())
+		r.mu.Lock()
+		r.desired[k] = &desiredState{refused: err}
+		r.mu.Unlock()
+		r.enqueue(k)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.desired[k] = &desiredState{d: d}
+	r.mu.Unlock()
+	r.enqueue(k)
+	return nil
+}
+
+// Unset removes the desired state of an object. The owned cluster object becomes an orphan,
+// deleted once deletes are allowed.
+func (r *Reconciler) Unset(gvk schema.GroupVersionKind, namespace, name string) {
+	k, err := r.key(gvk, namespace, name)
+	if err != nil {
+		r.log.Error("kube reconciler: Unset ignored", "err", err)
+		return
+	}
+	r.mu.Lock()
+	_, had := r.desired[k]
+	delete(r.desired, k)
+	r.mu.Unlock()
+	if had {
+		r.enqueue(k)
+	}
+}
+
+// AllowDeletes enables deleting owned objects that are not desired. Call it once every source
+// has delivered its first complete snapshot; before that, such orphans are kept and counted
+// (meltemi_sync_pending_deletes).
+func (r *Reconciler) AllowDeletes() {
+	if !r.allowDeletes.CompareAndSwap(false, true) {
+		return
+	}
+	r.mu.RLock()
+	keys := make([]objKey, 0, len(r.pending))
+	for k := range r.pending {
+		keys = append(keys, k)
+	}
+	r.mu.RUnlock()
+	r.log.Info("kube reconciler deletes allowed", "pendingDeletes", len(keys))
+	for _, k := range keys {
+		r.enqueue(k)
+	}
+	// Orphans whose first reconcile has not run yet are in the queue already; they will see
+	// the flag.
+}
+
+// WaitIdle blocks until the caches have synced, no key is queued and no reconcile is in flight,
+// or ctx is done. Keys waiting out a retry backoff (e.g. names held by foreign objects) do not
+// count, and informer events for writes just made may still arrive afterwards (they find the
+// objects in sync).
+func (r *Reconciler) WaitIdle(ctx context.Context) error {
+	select {
+	case <-r.synced:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if r.qm.outstanding.Load() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Synced reports whether the informer caches have synced (Run got past its start).
+func (r *Reconciler) Synced() bool {
+	select {
+	case <-r.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats returns the counters.
+func (r *Reconciler) Stats() Stats {
+	r.mu.RLock()
+	pending := len(r.pending)
+	r.mu.RUnlock()
+	return Stats{
+		Applies:          r.applies.Load(),
+		Creates:          r.creates.Load(),
+		Deletes:          r.deletes.Load(),
+		Noops:            r.noops.Load(),
+		Errors:           r.errs.Load(),
+		ForeignConflicts: r.foreign.Load(),
+		StaleRetries:     r.stale.Load(),
+		PendingDeletes:   pending,
+		QueueDepth:       r.queue.Len(),
+	}
+}
+
+func (r *Reconciler) key(gvk schema.GroupVersionKind, namespace, name string) (objKey, error) {
+	i, ok := r.byGVK[gvk]
+	if !ok {
+		return objKey{}, fmt.Errorf("kube reconciler: kind %s is not configured", gvk)
+	}
+	if name == "" {
+		return objKey{}, fmt.Errorf("kube reconciler: %s without a name", gvk.Kind)
+	}
+	if namespace == "" {
+		return objKey{}, fmt.Errorf("kube reconciler: %s %q without a namespace", gvk.Kind, name)
+	}
+	if r.cfg.Namespace != "" && namespace != r.cfg.Namespace {
+		return objKey{}, fmt.Errorf("kube reconciler: %s %s/%s is outside namespace %q", gvk.Kind, namespace, name, r.cfg.Namespace)
+	}
+	return objKey{kind: i, namespace: namespace, name: name}, nil
+}
+
+func (r *Reconciler) enqueue(k objKey) { r.queue.Add(k) }
+
+func (r *Reconciler) record(obj runtime.Object, eventType, reason, message string) {
+	if r.cfg.Recorder != nil && obj != nil {
+		r.cfg.Recorder(obj, eventType, reason, message)
+	}
+}
+
+// owned reports whether a cluster object belongs to this reconciler.
+func (r *Reconciler) owned(u *unstructured.Unstructured) bool {
+	labels := u.GetLabels()
+	if labels[LabelManagedBy] != ManagedByValue {
+		return false
+	}
+	for k, v := range r.cfg.OwnerLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// transform runs on every object before it enters an informer cache. Owned objects lose only
+// their managedFields; foreign objects keep just what the ownership decision needs.
+func (r *Reconciler) transform(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	if r.owned(u) {
+		u.SetManagedFields(nil)
+		return u, nil
+	}
+	s := &unstructured.Unstructured{Object: map[string]any{}}
+	s.SetAPIVersion(u.GetAPIVersion())
+	s.SetKind(u.GetKind())
+	s.SetNamespace(u.GetNamespace())
+	s.SetName(u.GetName())
+	s.SetUID(u.GetUID())
+	s.SetResourceVersion(u.GetResourceVersion())
+	s.SetLabels(u.GetLabels())
+	s.SetDeletionTimestamp(u.GetDeletionTimestamp())
+	return s, nil
+}
+
+// onEvent handles informer notifications: it retires write records the cache has caught up
+// with and queues keys that may need work (owned objects, and any object under a desired name).
+func (r *Reconciler) onEvent(kind int, oldObj, obj any, deleted bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	k := objKey{kind: kind, namespace: u.GetNamespace(), name: u.GetName()}
+	r.mu.Lock()
+	if w := r.lastWrite[k]; w != nil && observes(w, u, deleted) {
+		delete(r.lastWrite, k)
+	}
+	_, desired := r.desired[k]
+	_, pending := r.pending[k]
+	r.mu.Unlock()
+	wasOwned := false
+	if o, ok := oldObj.(*unstructured.Unstructured); ok {
+		wasOwned = r.owned(o)
+	}
+	if desired || pending || wasOwned || r.owned(u) {
+		r.enqueue(k)
+	}
+}
+
+// resync queues every desired key and every owned object in the caches.
+func (r *Reconciler) resync() {
+	now := time.Now()
+	r.mu.Lock()
+	keys := make([]objKey, 0, len(r.desired))
+	for k := range r.desired {
+		keys = append(keys, k)
+	}
+	for k, w := range r.lastWrite {
+		if now.Sub(w.at) > observeTimeout {
+			delete(r.lastWrite, k)
+		}
+	}
+	r.mu.Unlock()
+	for i, ks := range r.kinds {
+		for _, obj := range ks.informer.GetStore().List() {
+			if u, ok := obj.(*unstructured.Unstructured); ok && r.owned(u) {
+				keys = append(keys, objKey{kind: i, namespace: u.GetNamespace(), name: u.GetName()})
+			}
+		}
+	}
+	for _, k := range keys {
+		r.enqueue(k)
+	}
+}

@@ -1,0 +1,449 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/client-go/dynamic/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/util/workqueue"
+)
+
+func mustNormalize(t *testing.T, u *unstructured.Unstructured) *desiredObject {
+	t.Helper()
+	d, err := normalize(u, nil, DefaultMaxObjectBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// asLive returns what the API server would hand back for a desired object: decoded from JSON,
+// with server fields added.
+func asLive(t *testing.T, d *desiredObject) *unstructured.Unstructured {
+	t.Helper()
+	body, err := d.applyBody("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := utiljson.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetUID("uid-1")
+	u.SetResourceVersion("42")
+	u.SetGeneration(1)
+	u.SetCreationTimestamp(metav1.Now())
+	return u
+}
+
+func TestContentHashCanonical(t *testing.T) {
+	base := mustNormalize(t, serviceEntry("ns", "a", 3, "1.0.0"))
+
+	// Go ints instead of int64, keys built in another order, server metadata and status:
+	// same hash.
+	other := serviceEntry("ns", "a", 3, "1.0.0")
+	spec := other.Object["spec"].(map[string]any)
+	spec["ports"] = []any{map[string]any{"protocol": "TCP", "name": "tcp-metaprotocol-dubbo-20880", "number": int(20880)}}
+	other.SetResourceVersion("7")
+	other.SetUID("x")
+	other.SetGeneration(3)
+	other.Object["status"] = map[string]any{"conditions": []any{}}
+	other.SetAnnotations(map[string]string{AnnotationContentHash: "stale"})
+	if got := mustNormalize(t, other).hash; got != base.hash {
+		t.Errorf("equivalent objects hash differently: %s vs %s", got, base.hash)
+	}
+	// The hash of a live copy equals the stored annotation.
+	if got := ContentHash(asLive(t, base)); got != base.hash {
+		t.Errorf("ContentHash(live) %s != desired %s", got, base.hash)
+	}
+	if base.obj.GetAnnotations()[AnnotationContentHash] != base.hash {
+		t.Errorf("hash annotation not set")
+	}
+
+	changes := map[string]func(u *unstructured.Unstructured){
+		"spec value": func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "DNS", "spec", "resolution")
+		},
+		"label": func(u *unstructured.Unstructured) {
+			u.SetLabels(map[string]string{LabelRegistry: "other"})
+		},
+		"annotation": func(u *unstructured.Unstructured) {
+			u.SetAnnotations(map[string]string{"meltemi.io/source": "x"})
+		},
+		"endpoint order": func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			eps[0], eps[1] = eps[1], eps[0]
+			_ = unstructured.SetNestedSlice(u.Object, eps, "spec", "endpoints")
+		},
+		"number type": func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "20880", "spec", "ports")
+		},
+	}
+	for name, change := range changes {
+		u := serviceEntry("ns", "a", 3, "1.0.0")
+		change(u)
+		if mustNormalize(t, u).hash == base.hash {
+			t.Errorf("%s: hash unchanged", name)
+		}
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	in := serviceEntry("ns", "a", 2, "1.0.0")
+	in.SetLabels(map[string]string{LabelRegistry: "zk", LabelManagedBy: "someone"})
+	in.SetFinalizers([]string{"x"})
+	d, err := normalize(in, map[string]string{"meltemi.io/instance": "prod"}, DefaultMaxObjectBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{LabelRegistry: "zk", LabelManagedBy: ManagedByValue, "meltemi.io/instance": "prod"}
+	if got := d.obj.GetLabels(); len(got) != len(want) || got[LabelManagedBy] != ManagedByValue || got["meltemi.io/instance"] != "prod" || got[LabelRegistry] != "zk" {
+		t.Errorf("labels %v, want %v", got, want)
+	}
+	md := d.obj.Object["metadata"].(map[string]any)
+	for k := range md {
+		switch k {
+		case "name", "namespace", "labels", "annotations":
+		default:
+			t.Errorf("metadata field %q kept", k)
+		}
+	}
+	if in.GetLabels()[LabelManagedBy] != "someone" {
+		t.Errorf("normalize modified the caller's object")
+	}
+	if _, ok := d.obj.Object["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)["number"].(int64); !ok {
+		t.Errorf("numbers not normalised to int64")
+	}
+	body, _ := d.applyBody("123")
+	if !strings.Contains(string(body), `"resourceVersion":"123"`) {
+		t.Errorf("apply body lacks the resourceVersion precondition: %s", body)
+	}
+	if _, ok := d.obj.Object["metadata"].(map[string]any)["resourceVersion"]; ok {
+		t.Errorf("applyBody modified the desired object")
+	}
+
+	_, err = normalize(serviceEntry("ns", "big", 200, "1.0.0"), nil, 4096)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "ServiceEntry ns/big") {
+		t.Errorf("oversized object: %v", err)
+	}
+}
+
+func TestInSync(t *testing.T) {
+	d := mustNormalize(t, serviceEntry("ns", "a", 3, "1.0.0"))
+	if !inSync(d, asLive(t, d)) {
+		t.Fatal("live copy of the desired object is not in sync")
+	}
+	tolerated := map[string]func(u *unstructured.Unstructured){
+		"server default in spec": func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedStringSlice(u.Object, []string{"*"}, "spec", "exportTo")
+		},
+		"default inside list item": func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			eps[0].(map[string]any)["weight"] = int64(1)
+			_ = unstructured.SetNestedSlice(u.Object, eps, "spec", "endpoints")
+		},
+		"extra label and annotation": func(u *unstructured.Unstructured) {
+			l := u.GetLabels()
+			l["team"] = "x"
+			u.SetLabels(l)
+			a := u.GetAnnotations()
+			a["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+			u.SetAnnotations(a)
+		},
+		"float for int": func(u *unstructured.Unstructured) {
+			ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
+			ports[0].(map[string]any)["number"] = float64(20880)
+			_ = unstructured.SetNestedSlice(u.Object, ports, "spec", "ports")
+		},
+		"status": func(u *unstructured.Unstructured) {
+			u.Object["status"] = map[string]any{"x": "y"}
+		},
+	}
+	for name, change := range tolerated {
+		live := asLive(t, d)
+		change(live)
+		if !inSync(d, live) {
+			t.Errorf("%s: reported as drift", name)
+		}
+	}
+	drift := map[string]func(u *unstructured.Unstructured){
+		"spec value": func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "MESH_EXTERNAL", "spec", "location")
+		},
+		"endpoint removed": func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			_ = unstructured.SetNestedSlice(u.Object, eps[1:], "spec", "endpoints")
+		},
+		"endpoint added": func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			_ = unstructured.SetNestedSlice(u.Object, append(eps, map[string]any{"address": "1.1.1.1"}), "spec", "endpoints")
+		},
+		"nested value": func(u *unstructured.Unstructured) {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			eps[2].(map[string]any)["labels"].(map[string]any)["version"] = "9"
+			_ = unstructured.SetNestedSlice(u.Object, eps, "spec", "endpoints")
+		},
+		"spec removed": func(u *unstructured.Unstructured) { delete(u.Object, "spec") },
+		"label removed": func(u *unstructured.Unstructured) {
+			l := u.GetLabels()
+			delete(l, LabelRegistry)
+			u.SetLabels(l)
+		},
+		"label changed": func(u *unstructured.Unstructured) {
+			l := u.GetLabels()
+			l[LabelRegistry] = "other"
+			u.SetLabels(l)
+		},
+		"hash annotation": func(u *unstructured.Unstructured) {
+			u.SetAnnotations(map[string]string{AnnotationContentHash: "x"})
+		},
+		"number": func(u *unstructured.Unstructured) {
+			ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
+			ports[0].(map[string]any)["number"] = int64(20881)
+			_ = unstructured.SetNestedSlice(u.Object, ports, "spec", "ports")
+		},
+	}
+	for name, change := range drift {
+		live := asLive(t, d)
+		change(live)
+		if inSync(d, live) {
+			t.Errorf("%s: not detected as drift", name)
+		}
+	}
+}
+
+// The idle accounting WaitIdle relies on: the workqueue calls the metrics provider once per key
+// that becomes dirty and once per finished key, under its lock.
+func TestQueueIdleAccounting(t *testing.T) {
+	qm := &queueMetrics{depth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "d"})}
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Millisecond, time.Second),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "t", MetricsProvider: qm})
+	defer q.ShutDown()
+	check := func(step string, want int64) {
+		t.Helper()
+		if got := qm.outstanding.Load(); got != want {
+			t.Fatalf("%s: outstanding %d, want %d", step, got, want)
+		}
+	}
+	q.Add("a")
+	q.Add("a")
+	q.Add("b")
+	check("two keys, one added twice", 2)
+	k, _ := q.Get()
+	check("one in flight", 2)
+	q.Add(k) // dirty again while processing
+	check("re-added while in flight", 3)
+	q.Done(k)
+	check("done, re-queued", 2)
+	for range 2 {
+		k, _ := q.Get()
+		q.Done(k)
+	}
+	check("all done", 0)
+	q.AddAfter("c", time.Hour)
+	q.AddRateLimited("d")
+	check("delayed keys are not outstanding", 0)
+	time.Sleep(20 * time.Millisecond) // "d" becomes ready
+	check("ready retry", 1)
+}
+
+// fakeCluster is a fake dynamic client whose server-side apply upserts the applied object.
+type fakeCluster struct {
+	*fake.FakeDynamicClient
+	mu      sync.Mutex
+	applies []string
+	deletes []string
+}
+
+func newFakeCluster(t *testing.T, objs ...runtime.Object) *fakeCluster {
+	t.Helper()
+	// Seed objects as decoded from JSON (int64 numbers), as the tracker deep-copies them.
+	for i, o := range objs {
+		b, err := o.(*unstructured.Unstructured).MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(b); err != nil {
+			t.Fatal(err)
+		}
+		objs[i] = u
+	}
+	c := &fakeCluster{FakeDynamicClient: fake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{seGVR: "ServiceEntryList"}, objs...)}
+	tracker := c.Tracker()
+	c.PrependReactor("patch", "serviceentries", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		pa := a.(clienttesting.PatchAction)
+		if pa.GetPatchType() != types.ApplyPatchType {
+			return false, nil, nil
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(pa.GetPatch()); err != nil {
+			return true, nil, err
+		}
+		u.SetResourceVersion("")
+		c.mu.Lock()
+		c.applies = append(c.applies, pa.GetNamespace()+"/"+pa.GetName())
+		c.mu.Unlock()
+		_, err := tracker.Get(seGVR, pa.GetNamespace(), pa.GetName())
+		switch {
+		case apierrors.IsNotFound(err):
+			u.SetUID(types.UID("uid-" + pa.GetName()))
+			err = tracker.Create(seGVR, u, pa.GetNamespace())
+		case err == nil:
+			err = tracker.Update(seGVR, u, pa.GetNamespace())
+		}
+		if err != nil {
+			return true, nil, err
+		}
+		out, err := tracker.Get(seGVR, pa.GetNamespace(), pa.GetName())
+		return true, out, err
+	})
+	c.PrependReactor("delete", "serviceentries", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		c.mu.Lock()
+		c.deletes = append(c.deletes, a.(clienttesting.DeleteAction).GetNamespace()+"/"+a.(clienttesting.DeleteAction).GetName())
+		c.mu.Unlock()
+		return false, nil, nil
+	})
+	return c
+}
+
+func (c *fakeCluster) writes() (applies, deletes []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.applies...), append([]string(nil), c.deletes...)
+}
+
+func (c *fakeCluster) get(t *testing.T, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	u, err := c.Resource(seGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestFakeOwnershipDecisions(t *testing.T) {
+	foreign := serviceEntry("ns", "foreign-same-name", 1, "f")
+	foreign.SetLabels(map[string]string{"team": "x"})
+	helm := serviceEntry("ns", "helm", 1, "f")
+	helm.SetLabels(map[string]string{LabelManagedBy: "Helm"})
+	orphan := serviceEntry("ns", "orphan", 1, "old")
+	orphan.SetLabels(map[string]string{LabelManagedBy: ManagedByValue})
+	orphan.SetUID("uid-orphan")
+	c := newFakeCluster(t, foreign, helm, orphan)
+
+	rr := newReconciler(t, c, "ns", nil)
+	for _, name := range []string{"foreign-same-name", "new"} {
+		if err := rr.Set(serviceEntry("ns", name, 2, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.start(t)
+	rr.waitIdle(t)
+	eventually(t, 5*time.Second, func() error {
+		if rr.Stats().ForeignConflicts == 0 {
+			return errors.New("no conflict counted")
+		}
+		return nil
+	})
+	applies, deletes := c.writes()
+	if len(applies) != 1 || applies[0] != "ns/new" || len(deletes) != 0 {
+		t.Fatalf("applies %v deletes %v; want only ns/new applied", applies, deletes)
+	}
+	if got := c.get(t, "ns", "new"); got.GetLabels()[LabelManagedBy] != ManagedByValue || got.GetAnnotations()[AnnotationContentHash] == "" {
+		t.Errorf("written object lacks ownership label or hash: %v %v", got.GetLabels(), got.GetAnnotations())
+	}
+	if s := rr.Stats(); s.PendingDeletes != 1 {
+		t.Errorf("pending deletes %d, want 1 (orphan)", s.PendingDeletes)
+	}
+
+	rr.AllowDeletes()
+	eventually(t, 5*time.Second, func() error {
+		if c.get(t, "ns", "orphan") != nil {
+			return errors.New("orphan not deleted")
+		}
+		return nil
+	})
+	rr.settle(t)
+	applies, deletes = c.writes()
+	if len(applies) != 1 || len(deletes) != 1 || deletes[0] != "ns/orphan" {
+		t.Errorf("applies %v deletes %v; want only ns/orphan deleted", applies, deletes)
+	}
+	for _, name := range []string{"foreign-same-name", "helm"} {
+		if c.get(t, "ns", name) == nil {
+			t.Errorf("foreign %s deleted", name)
+		}
+	}
+	if got := c.get(t, "ns", "foreign-same-name"); got.GetLabels()[LabelManagedBy] != "" {
+		t.Errorf("foreign object modified")
+	}
+}
+
+func TestFakeOwnerLabelsNarrowOwnership(t *testing.T) {
+	// Owned by another Meltemi instance: managed-by=meltemi but another instance label.
+	other := serviceEntry("ns", "other-instance", 1, "x")
+	other.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, "meltemi.io/instance": "b"})
+	c := newFakeCluster(t, other)
+	rr := newReconciler(t, c, "ns", func(cfg *Config) { cfg.OwnerLabels = map[string]string{"meltemi.io/instance": "a"} })
+	if err := rr.Set(serviceEntry("ns", "mine", 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	rr.start(t)
+	rr.AllowDeletes()
+	rr.settle(t)
+	if c.get(t, "ns", "other-instance") == nil {
+		t.Fatal("another instance's object deleted")
+	}
+	if got := c.get(t, "ns", "mine").GetLabels()["meltemi.io/instance"]; got != "a" {
+		t.Errorf("owner label not written: %q", got)
+	}
+}
+
+func TestSetValidation(t *testing.T) {
+	c := newFakeCluster(t)
+	rr := newReconciler(t, c, "ns", func(cfg *Config) { cfg.MaxObjectBytes = 4096 })
+	wrongKind := serviceEntry("ns", "a", 1, "1")
+	wrongKind.SetAPIVersion("networking.istio.io/v1beta1")
+	noNS := serviceEntry("", "a", 1, "1")
+	otherNS := serviceEntry("elsewhere", "a", 1, "1")
+	noName := serviceEntry("ns", "", 1, "1")
+	for name, u := range map[string]*unstructured.Unstructured{"kind": wrongKind, "no namespace": noNS, "other namespace": otherNS, "no name": noName} {
+		if err := rr.Set(u); err == nil {
+			t.Errorf("%s: Set accepted it", name)
+		}
+	}
+	if err := rr.Set(serviceEntry("ns", "big", 200, "1")); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversized: %v", err)
+	}
+	rr.start(t)
+	rr.AllowDeletes()
+	rr.settle(t)
+	if applies, deletes := c.writes(); len(applies)+len(deletes) != 0 {
+		t.Errorf("writes %v %v", applies, deletes)
+	}
+	if s := rr.Stats(); s.Errors != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if _, err := New(Config{Client: c, Kinds: []Kind{ServiceEntryKind()}, Registerer: rr.reg}); err == nil {
+		t.Errorf("second reconciler on the same registry accepted")
+	}
+}
