@@ -12,3 +12,7 @@ const (
 	// AnnotationContentHash lets the reconciler detect no-op writes without calling the API.
 	AnnotationContentHash = "meltemi.io/content-hash"
 )
+
+// LabelService marks the WorkloadEntries of one host; the host's ServiceEntry selects them
+// with it when it has too many instances to carry them inline.
+const LabelService = "meltemi.io/service"

@@ -44,6 +44,9 @@ type ServiceRegistrySpec struct {
 	CredentialsSecretRef *SecretReference `json:"credentialsSecretRef,omitempty"`
 	// PluginSHA256 pins the plugin binary: a binary with another checksum is refused.
 	PluginSHA256 string `json:"pluginSHA256,omitempty"`
+	// KeepLastNonEmpty holds a service's last non-empty instance list when the registry
+	// suddenly reports it empty or gone, guarding against registries that lose their data.
+	KeepLastNonEmpty bool `json:"keepLastNonEmpty,omitempty"`
 }
 
 // SecretReference names a Secret.

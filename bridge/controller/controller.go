@@ -6,6 +6,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -54,16 +55,21 @@ type Controller struct {
 	firstDirty time.Time
 	lastDirty  time.Time
 	wake       chan struct{}
+	configured bool            // SetRegistries was called: expected is complete
 	expected   map[string]bool // registry -> synced
-	status     map[string]host.Status
-	rejections map[string][]model.Rejection
-	deletesOK  bool
-	flushed    chan struct{} // closed and replaced after each flush, for WaitFlushed
+	// keepLastNonEmpty holds the registries whose services never drop to empty.
+	keepLastNonEmpty map[string]bool
+	status           map[string]host.Status
+	rejections       map[string][]model.Rejection
+	deletesOK        bool
+	// workloadEntries remembers the WorkloadEntry names written per host, to unset those a
+	// host no longer has; only the flush loop touches it.
+	workloadEntries map[string]map[string]bool
 }
 
-// New returns a controller writing through w. expected lists every configured registry:
-// deletions are held back until each of them has synced.
-func New(cfg Config, store *model.Store, w Writer, expected []string) *Controller {
+// New returns a controller writing through w. Until SetRegistries names the configured
+// registries, and each of them has synced, deletions are held back.
+func New(cfg Config, store *model.Store, w Writer) *Controller {
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = 50 * time.Millisecond
 	}
@@ -77,10 +83,7 @@ func New(cfg Config, store *model.Store, w Writer, expected []string) *Controlle
 		cfg: cfg, store: store, writer: w, log: cfg.Logger,
 		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1),
 		expected: map[string]bool{}, status: map[string]host.Status{}, rejections: map[string][]model.Rejection{},
-		flushed: make(chan struct{}),
-	}
-	for _, r := range expected {
-		c.expected[r] = false
+		workloadEntries: map[string]map[string]bool{},
 	}
 	return c
 }
@@ -90,14 +93,39 @@ func (c *Controller) Store() *model.Store { return c.store }
 
 // Replace implements host.Sink.
 func (c *Controller) Replace(registry string, services []model.Service, keep []string) {
-	c.markDirty(c.store.Replace(registry, services, keep))
+	present := make(map[string]bool, len(services))
+	kept := services[:0:0]
+	for _, svc := range services {
+		present[svc.Key] = true
+		if len(svc.Instances) == 0 && c.holdsEmpty(registry, svc.Key) {
+			keep = append(keep, svc.Key)
+			continue
+		}
+		kept = append(kept, svc)
+	}
+	for _, key := range c.store.Keys(registry) {
+		if !present[key] && c.holdsEmpty(registry, key) {
+			keep = append(keep, key)
+		}
+	}
+	c.markDirty(c.store.Replace(registry, kept, keep))
 }
 
 // Upsert implements host.Sink.
-func (c *Controller) Upsert(svc model.Service) { c.markDirty(c.store.Upsert(svc)) }
+func (c *Controller) Upsert(svc model.Service) {
+	if len(svc.Instances) == 0 && c.holdsEmpty(svc.Registry, svc.Key) {
+		return
+	}
+	c.markDirty(c.store.Upsert(svc))
+}
 
 // Delete implements host.Sink.
-func (c *Controller) Delete(registry, key string) { c.markDirty(c.store.Delete(registry, key)) }
+func (c *Controller) Delete(registry, key string) {
+	if c.holdsEmpty(registry, key) {
+		return
+	}
+	c.markDirty(c.store.Delete(registry, key))
+}
 
 // Reject implements host.Sink; the last rejections per registry are kept for status.
 func (c *Controller) Reject(r model.Rejection) {
@@ -140,6 +168,9 @@ func (c *Controller) AllSynced() bool {
 }
 
 func (c *Controller) allSyncedLocked() bool {
+	if !c.configured {
+		return false
+	}
 	for _, synced := range c.expected {
 		if !synced {
 			return false
@@ -234,26 +265,45 @@ func (c *Controller) flushIfDue() time.Duration {
 		c.mu.Unlock()
 		c.log.Info("every registry synced; deleting orphaned objects is now allowed")
 	}
-	if len(hosts) > 0 || allowDeletes {
-		c.mu.Lock()
-		close(c.flushed)
-		c.flushed = make(chan struct{})
-		c.mu.Unlock()
-	}
 	return time.Hour
 }
 
+// write hands the desired objects of host h to the writer, and unsets those it no longer
+// has (the ServiceEntry when no instance is left, WorkloadEntries of removed instances).
 func (c *Controller) write(h string) error {
-	se := convert.ServiceEntry(h, c.store.ForHost(h), c.cfg.Convert)
-	if se == nil {
-		c.writer.Unset(istio.ServiceEntryKind, c.cfg.Convert.Namespace, h)
-		return nil
+	res := convert.Convert(convert.Input{Host: h, Services: c.store.ForHost(h)}, c.cfg.Convert)
+	ns := c.cfg.Convert.Namespace
+	prev := c.workloadEntries[h]
+	next := map[string]bool{}
+	var errs []error
+	if res == nil {
+		c.writer.Unset(istio.ServiceEntryKind, ns, h)
+	} else {
+		for _, we := range res.WorkloadEntries {
+			next[we.Name] = true
+			errs = append(errs, c.set(we))
+		}
+		errs = append(errs, c.set(res.ServiceEntry))
 	}
-	obj, err := ToUnstructured(se)
+	for name := range prev {
+		if !next[name] {
+			c.writer.Unset(istio.WorkloadEntryKind, ns, name)
+		}
+	}
+	if len(next) == 0 {
+		delete(c.workloadEntries, h)
+	} else {
+		c.workloadEntries[h] = next
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) set(obj any) error {
+	u, err := ToUnstructured(obj)
 	if err != nil {
 		return err
 	}
-	return c.writer.Set(obj)
+	return c.writer.Set(u)
 }
 
 // ToUnstructured converts a typed object for the dynamic client.
@@ -269,16 +319,35 @@ func ToUnstructured(obj any) (*unstructured.Unstructured, error) {
 	return u, nil
 }
 
-// SetExpected names every configured registry; registries not yet synced hold back deletes.
-func (c *Controller) SetExpected(names []string) {
+// SetRegistries names every configured registry (those not yet synced hold back deletes)
+// and takes their host-side policies.
+func (c *Controller) SetRegistries(regs []host.Registration) {
 	c.mu.Lock()
-	next := make(map[string]bool, len(names))
-	for _, n := range names {
-		next[n] = c.expected[n]
+	next := make(map[string]bool, len(regs))
+	keep := make(map[string]bool, len(regs))
+	for _, r := range regs {
+		next[r.Name] = c.expected[r.Name]
+		keep[r.Name] = r.KeepLastNonEmpty
 	}
-	c.expected = next
+	c.expected, c.keepLastNonEmpty, c.configured = next, keep, true
 	c.mu.Unlock()
 	c.poke()
+}
+
+// holdsEmpty reports whether an empty or missing report for registry's service key must be
+// ignored because the registry keeps last non-empty state and the store has instances.
+func (c *Controller) holdsEmpty(registry, key string) bool {
+	c.mu.Lock()
+	keep := c.keepLastNonEmpty[registry]
+	c.mu.Unlock()
+	if !keep {
+		return false
+	}
+	if prev, ok := c.store.Get(registry, key); ok && len(prev.Instances) > 0 {
+		c.log.Warn("registry reported a service empty; keeping its last instances (keepLastNonEmpty)", "registry", registry, "service", key, "instances", len(prev.Instances))
+		return true
+	}
+	return false
 }
 
 // RemoveRegistry forgets a registry that is no longer configured; its hosts are rewritten

@@ -27,6 +27,30 @@ type Options struct {
 	Protocols map[string]string
 	// UnknownProtocol is the prefix for protocols not in Protocols; "tcp" (opaque) by default.
 	UnknownProtocol string
+	// MaxInlineEndpoints is the most endpoints a ServiceEntry carries itself; above it the
+	// instances become WorkloadEntries selected by the ServiceEntry's workloadSelector, which
+	// keeps the object under Istio's 4096-endpoint and etcd's size limits. 0 means
+	// DefaultMaxInlineEndpoints.
+	MaxInlineEndpoints int
+}
+
+// DefaultMaxInlineEndpoints keeps ServiceEntries well below Istio's limit of 4096 endpoints.
+const DefaultMaxInlineEndpoints = 1000
+
+// Input is everything known about one mesh host.
+type Input struct {
+	Host string
+	// Services are every registry service claiming Host, in registry and key order.
+	Services []model.Service
+	// VIP is the virtual IP allocated to the host; empty for none.
+	VIP string
+}
+
+// Result is the desired state for one host: a ServiceEntry, and WorkloadEntries when the
+// host has more instances than a ServiceEntry should carry inline.
+type Result struct {
+	ServiceEntry    *istio.ServiceEntry
+	WorkloadEntries []*istio.WorkloadEntryObject
 }
 
 // DefaultProtocols follow Istio's and Aeraki's port-name protocol selection.
@@ -69,9 +93,10 @@ func istioProtocol(prefix string) string {
 	return "TCP"
 }
 
-// ServiceEntry builds the ServiceEntry for host from every service that claims it. It
-// returns nil when no instance is left: the ServiceEntry should then not exist.
-func ServiceEntry(host string, services []model.Service, opt Options) *istio.ServiceEntry {
+// Convert builds the desired objects for one host from every service that claims it. It
+// returns nil when no instance is left: then no object for the host should exist.
+func Convert(in Input, opt Options) *Result {
+	host, services := in.Host, in.Services
 	registries := map[string]struct{}{}
 	portUse := map[string]map[uint32]int{} // prefix -> port -> instances using it
 	var total int
@@ -94,13 +119,18 @@ func ServiceEntry(host string, services []model.Service, opt Options) *istio.Ser
 	// another port keep theirs through the endpoint's port map, so none is lost.
 	ports := make([]istio.ServicePort, 0, len(portUse))
 	number := map[string]uint32{}
+	taken := map[uint32]bool{}
 	for _, p := range slices.Sorted(maps.Keys(portUse)) {
 		n := mostUsed(portUse[p])
 		number[p] = n
+		// Two protocols on one number would make Istio reject the object; the first keeps it
+		// and the other protocol's instances are served through it (see portName).
+		if taken[n] {
+			continue
+		}
+		taken[n] = true
 		ports = append(ports, istio.ServicePort{Number: n, Protocol: istioProtocol(p), Name: fmt.Sprintf("%s-%d", p, n)})
 	}
-	// Two protocols on the same number would make Istio reject the object; keep the first.
-	ports = slices.CompactFunc(ports, func(a, b istio.ServicePort) bool { return a.Number == b.Number })
 
 	endpoints := buildEndpoints(services, opt, ports, number)
 
@@ -120,13 +150,79 @@ func ServiceEntry(host string, services []model.Service, opt Options) *istio.Ser
 			Ports:      ports,
 			Location:   istio.MeshInternal,
 			Resolution: istio.ResolutionStatic,
-			Endpoints:  endpoints,
 		},
+	}
+	if in.VIP != "" {
+		se.Spec.Addresses = []string{in.VIP}
 	}
 	if len(names) > 1 {
 		se.Annotations = map[string]string{v1alpha1.AnnotationRegistries: strings.Join(names, ",")}
 	}
-	return se
+	limit := opt.MaxInlineEndpoints
+	if limit <= 0 {
+		limit = DefaultMaxInlineEndpoints
+	}
+	if len(endpoints) <= limit {
+		se.Spec.Endpoints = endpoints
+		return &Result{ServiceEntry: se}
+	}
+	selector := map[string]string{v1alpha1.LabelService: labelValue(host)}
+	se.Spec.WorkloadSelector = &istio.WorkloadSelector{Labels: selector}
+	return &Result{ServiceEntry: se, WorkloadEntries: workloadEntries(se, endpoints, selector)}
+}
+
+// workloadEntries turns endpoints into WorkloadEntry objects named stably by what identifies
+// an endpoint (registry, address and port map), so a changed label updates the same object.
+func workloadEntries(se *istio.ServiceEntry, endpoints []istio.WorkloadEntry, selector map[string]string) []*istio.WorkloadEntryObject {
+	out := make([]*istio.WorkloadEntryObject, 0, len(endpoints))
+	seen := map[string]int{}
+	for _, ep := range endpoints {
+		id := ep.Labels[v1alpha1.LabelRegistry] + "|" + ep.Address
+		for _, k := range slices.Sorted(maps.Keys(ep.Ports)) {
+			id += fmt.Sprintf("|%s=%d", k, ep.Ports[k])
+		}
+		// Identical endpoints (same address, ports and registry, other labels) stay distinct.
+		seen[id]++
+		if n := seen[id]; n > 1 {
+			id += fmt.Sprintf("|#%d", n)
+		}
+		sum := sha256.Sum256([]byte(id))
+		ep.Labels = withLabels(ep.Labels, selector)
+		out = append(out, &istio.WorkloadEntryObject{
+			TypeMeta: metav1.TypeMeta{APIVersion: istio.WorkloadEntryKind.GroupVersion().String(), Kind: istio.WorkloadEntryKind.Kind},
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        truncateName(se.Name, 253-11) + "-" + hex.EncodeToString(sum[:5]),
+				Namespace:   se.Namespace,
+				Labels:      withLabels(se.Labels, selector),
+				Annotations: maps.Clone(se.Annotations),
+			},
+			Spec: ep,
+		})
+	}
+	return out
+}
+
+func withLabels(a, b map[string]string) map[string]string {
+	out := maps.Clone(a)
+	maps.Copy(out, b)
+	return out
+}
+
+func truncateName(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.TrimRight(s[:n], ".-")
+}
+
+// labelValue is host as a valid label value: itself when it fits in 63 characters,
+// otherwise a prefix and a hash.
+func labelValue(host string) string {
+	if len(host) <= 63 {
+		return host
+	}
+	sum := sha256.Sum256([]byte(host))
+	return strings.TrimRight(host[:50], ".-") + "-" + hex.EncodeToString(sum[:6])
 }
 
 // buildEndpoints makes one endpoint per workload: the instances of one registry at one address

@@ -23,6 +23,7 @@ func TestServiceEntryGolden(t *testing.T) {
 		name     string
 		host     string
 		services []model.Service
+		vip      string
 		opt      Options
 	}{
 		{
@@ -84,6 +85,29 @@ func TestServiceEntryGolden(t *testing.T) {
 			opt: opt,
 		},
 		{
+			name: "vip-and-workload-entries-above-limit",
+			host: "big.example",
+			vip:  "240.240.0.7",
+			services: []model.Service{{
+				Registry: "zk", Key: "big", Host: "big.example",
+				Instances: []model.Instance{
+					dubbo("10.0.0.1", 20880, map[string]string{"version": "1"}),
+					dubbo("10.0.0.2", 20880, map[string]string{"version": "2"}),
+					dubbo("10.0.0.3", 20881, nil),
+				},
+			}},
+			opt: Options{Namespace: "mesh", MaxInlineEndpoints: 2},
+		},
+		{
+			name: "port-number-shared-by-two-protocols",
+			host: "clash.example",
+			services: []model.Service{{
+				Registry: "zk", Key: "c", Host: "clash.example",
+				Instances: []model.Instance{dubbo("10.0.0.1", 8080, nil), {Address: "10.0.0.2", Port: 8080, Protocol: "http"}},
+			}},
+			opt: opt,
+		},
+		{
 			name: "custom-protocol-mapping",
 			host: "thrift.example",
 			services: []model.Service{{
@@ -95,11 +119,11 @@ func TestServiceEntryGolden(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			se := ServiceEntry(tc.host, tc.services, tc.opt)
-			if se == nil {
-				t.Fatal("got no ServiceEntry")
+			res := Convert(Input{Host: tc.host, Services: tc.services, VIP: tc.vip}, tc.opt)
+			if res == nil {
+				t.Fatal("got no objects")
 			}
-			got, err := yaml.Marshal(se)
+			got, err := marshalResult(res)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,8 +142,8 @@ func TestServiceEntryGolden(t *testing.T) {
 			for i := range tc.services {
 				tc.services[i].Normalize()
 			}
-			a, _ := yaml.Marshal(ServiceEntry(tc.host, tc.services, tc.opt))
-			b, _ := yaml.Marshal(ServiceEntry(tc.host, reversed, tc.opt))
+			a, _ := marshalResult(Convert(Input{Host: tc.host, Services: tc.services, VIP: tc.vip}, tc.opt))
+			b, _ := marshalResult(Convert(Input{Host: tc.host, Services: reversed, VIP: tc.vip}, tc.opt))
 			if string(a) != string(b) {
 				t.Errorf("output depends on instance order:\n%s\n---\n%s", a, b)
 			}
@@ -129,11 +153,11 @@ func TestServiceEntryGolden(t *testing.T) {
 
 func TestServiceEntryNoInstances(t *testing.T) {
 	svc := []model.Service{{Registry: "zk", Key: "k", Host: "h.example"}}
-	if se := ServiceEntry("h.example", svc, Options{}); se != nil {
-		t.Fatalf("want nil for a service without instances, got %+v", se)
+	if res := Convert(Input{Host: "h.example", Services: svc}, Options{}); res != nil {
+		t.Fatalf("want nil for a service without instances, got %+v", res)
 	}
-	if se := ServiceEntry("h.example", nil, Options{}); se != nil {
-		t.Fatalf("want nil for no services, got %+v", se)
+	if res := Convert(Input{Host: "h.example"}, Options{}); res != nil {
+		t.Fatalf("want nil for no services, got %+v", res)
 	}
 }
 
@@ -153,12 +177,29 @@ func TestPortNames(t *testing.T) {
 		{"dubbo", Options{Protocols: map[string]string{"dubbo": "tcp-dubbo"}}, "tcp-dubbo-20880", "TCP"},
 	}
 	for _, tc := range tests {
-		se := ServiceEntry("h.example", []model.Service{{Registry: "r", Key: "k", Host: "h.example",
-			Instances: []model.Instance{{Address: "10.0.0.1", Port: 20880, Protocol: tc.protocol}}}}, tc.opt)
-		if got := se.Spec.Ports[0]; got.Name != tc.want || got.Protocol != tc.istio {
+		res := Convert(Input{Host: "h.example", Services: []model.Service{{Registry: "r", Key: "k", Host: "h.example",
+			Instances: []model.Instance{{Address: "10.0.0.1", Port: 20880, Protocol: tc.protocol}}}}}, tc.opt)
+		if got := res.ServiceEntry.Spec.Ports[0]; got.Name != tc.want || got.Protocol != tc.istio {
 			t.Errorf("protocol %q: got port %s/%s, want %s/%s", tc.protocol, got.Name, got.Protocol, tc.want, tc.istio)
 		}
 	}
+}
+
+// marshalResult renders a result as one YAML stream: the ServiceEntry, then its
+// WorkloadEntries.
+func marshalResult(res *Result) ([]byte, error) {
+	out, err := yaml.Marshal(res.ServiceEntry)
+	if err != nil {
+		return nil, err
+	}
+	for _, we := range res.WorkloadEntries {
+		b, err := yaml.Marshal(we)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, "---\n"...), b...)
+	}
+	return out, nil
 }
 
 func golden(t *testing.T, path string, got []byte) {

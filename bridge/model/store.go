@@ -104,6 +104,21 @@ func (s *Store) RemoveRegistry(registry string) []string {
 	return s.Replace(registry, nil, nil)
 }
 
+// Get returns one service.
+func (s *Store) Get(registry, key string) (Service, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	svc, ok := s.registries[registry][key]
+	return svc, ok
+}
+
+// Keys returns the service keys of a registry, sorted.
+func (s *Store) Keys(registry string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return sortedKeys(s.registries[registry])
+}
+
 // ForHost returns every service that claims host, ordered by registry and key.
 func (s *Store) ForHost(host string) []Service {
 	s.mu.RLock()

@@ -14,8 +14,9 @@ import (
 // Controller is the part of bridge/controller the manager drives.
 type Controller interface {
 	host.Sink
-	// SetExpected names every configured registry: deletions wait until all have synced.
-	SetExpected(names []string)
+	// SetRegistries names every configured registry (deletions wait until all have synced)
+	// and sets their host-side policies.
+	SetRegistries(regs []host.Registration)
 	// RemoveRegistry forgets a registry that is no longer configured.
 	RemoveRegistry(name string)
 }
@@ -53,12 +54,10 @@ func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	want := make(map[string]host.Registration, len(regs))
-	names := make([]string, 0, len(regs))
 	for _, r := range regs {
 		want[r.Name] = r
-		names = append(names, r.Name)
 	}
-	m.ctrl.SetExpected(names)
+	m.ctrl.SetRegistries(regs)
 	for name, r := range m.running {
 		if w, ok := want[name]; ok && reflect.DeepEqual(w, r.reg) {
 			continue

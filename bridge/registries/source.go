@@ -109,7 +109,7 @@ func Resolve(ctx context.Context, secrets kubernetes.Interface, srs []v1alpha1.S
 		seen[sr.Name] = sr.Namespace
 		reg := host.Registration{
 			Name: sr.Name, Kind: sr.Spec.Kind, Address: sr.Spec.Address,
-			Options: sr.Spec.Options, Checksum: sr.Spec.PluginSHA256,
+			Options: sr.Spec.Options, Checksum: sr.Spec.PluginSHA256, KeepLastNonEmpty: sr.Spec.KeepLastNonEmpty,
 		}
 		if ref := sr.Spec.CredentialsSecretRef; ref != nil {
 			if secrets == nil {

@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec, err := synckube.New(synckube.Config{
-		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind()}, Namespace: f.namespace,
+		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
 		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
 	})
 	if err != nil {
@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	ctrl := controller.New(controller.Config{
 		Convert:  convert.Options{Namespace: f.namespace},
 		Debounce: f.debounce, MaxDelay: f.maxDelay, Logger: log.With("component", "controller"),
-	}, model.NewStore(), rec, nil)
+	}, model.NewStore(), rec)
 	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
 	defer mgr.Stop()
 

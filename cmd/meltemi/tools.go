@@ -115,7 +115,7 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	out := &collector{objs: map[string]*unstructured.Unstructured{}}
-	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, model.NewStore(), out, nil)
+	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, model.NewStore(), out)
 	mgr := registries.NewManager(host.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -35,6 +35,8 @@ type Registration struct {
 	Secrets map[string]string
 	// Checksum is the expected hex SHA-256 of the plugin binary; empty skips the check.
 	Checksum string
+	// KeepLastNonEmpty is host-side policy, not passed to the plugin: see ServiceRegistrySpec.
+	KeepLastNonEmpty bool
 }
 
 // Status is what the host knows about one registry's plugin.

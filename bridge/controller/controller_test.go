@@ -1,0 +1,264 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/meltemi-mesh/meltemi/bridge/convert"
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/host"
+)
+
+// recorder is a Writer that records calls; the controller's contract with sync/kube is only
+// these calls, so recording them tests the controller's logic completely.
+type recorder struct {
+	mu      sync.Mutex
+	objects map[string]*unstructured.Unstructured // kind/name -> last Set
+	sets    int
+	unsets  []string
+	deletes bool
+}
+
+func newRecorder() *recorder { return &recorder{objects: map[string]*unstructured.Unstructured{}} }
+
+func (r *recorder) Set(obj *unstructured.Unstructured) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sets++
+	r.objects[obj.GetKind()+"/"+obj.GetName()] = obj
+	return nil
+}
+
+func (r *recorder) Unset(gvk schema.GroupVersionKind, _, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.objects, gvk.Kind+"/"+name)
+	r.unsets = append(r.unsets, gvk.Kind+"/"+name)
+}
+
+func (r *recorder) AllowDeletes() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deletes = true
+}
+
+func (r *recorder) snapshot() (map[string]*unstructured.Unstructured, int, []string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	objs := make(map[string]*unstructured.Unstructured, len(r.objects))
+	for k, v := range r.objects {
+		objs[k] = v
+	}
+	return objs, r.sets, slices.Clone(r.unsets), r.deletes
+}
+
+func start(t *testing.T, cfg Config) (*Controller, *recorder) {
+	t.Helper()
+	rec := newRecorder()
+	if cfg.Debounce == 0 {
+		cfg.Debounce = 5 * time.Millisecond
+	}
+	cfg.Convert.Namespace = "ns"
+	c := New(cfg, model.NewStore(), rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, rec
+}
+
+func svc(registry, key, host string, addrs ...string) model.Service {
+	s := model.Service{Registry: registry, Key: key, Host: host}
+	for _, a := range addrs {
+		s.Instances = append(s.Instances, model.Instance{Address: a, Port: 20880, Protocol: "dubbo"})
+	}
+	return s
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func endpointCount(obj *unstructured.Unstructured) int {
+	eps, _, _ := unstructured.NestedSlice(obj.Object, "spec", "endpoints")
+	return len(eps)
+}
+
+func TestDeletesWaitForEveryRegistry(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries([]host.Registration{{Name: "a"}, {Name: "b"}})
+	c.Replace("a", []model.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
+	c.Status("a", host.Status{Synced: true})
+	eventually(t, "ServiceEntry of a", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/one.example"] != nil })
+	time.Sleep(30 * time.Millisecond)
+	if _, _, _, deletes := rec.snapshot(); deletes {
+		t.Fatal("deletes allowed while registry b has not synced")
+	}
+	if c.DeletesAllowed() {
+		t.Fatal("DeletesAllowed true before every registry synced")
+	}
+	c.Status("b", host.Status{Synced: true})
+	eventually(t, "AllowDeletes", func() bool { _, _, _, d := rec.snapshot(); return d })
+	if !c.DeletesAllowed() {
+		t.Fatal("DeletesAllowed false after every registry synced")
+	}
+}
+
+func TestNoDeletesBeforeRegistriesAreKnown(t *testing.T) {
+	c, rec := start(t, Config{})
+	time.Sleep(30 * time.Millisecond)
+	if _, _, _, deletes := rec.snapshot(); deletes || c.DeletesAllowed() {
+		t.Fatal("deletes allowed before the registry configuration was loaded")
+	}
+}
+
+func TestBurstIsCoalescedPerHost(t *testing.T) {
+	c, rec := start(t, Config{Debounce: 40 * time.Millisecond, MaxDelay: time.Second})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	addrs := []string{}
+	for i := range 50 {
+		addrs = append(addrs, fmt.Sprintf("10.0.0.%d", i+1))
+		c.Upsert(svc("zk", "k", "burst.example", addrs...))
+	}
+	eventually(t, "50 endpoints", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/burst.example"]
+		return o != nil && endpointCount(o) == 50
+	})
+	if _, sets, _, _ := rec.snapshot(); sets != 1 {
+		t.Fatalf("50 changes to one host made %d writes, want 1", sets)
+	}
+}
+
+func TestMaxDelayBoundsAStreamOfChanges(t *testing.T) {
+	c, rec := start(t, Config{Debounce: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	begin := time.Now()
+	written := false
+	for i := 0; time.Since(begin) < 400*time.Millisecond; i++ {
+		c.Upsert(svc("zk", "k", "stream.example", fmt.Sprintf("10.0.%d.%d", i/200, i%200+1)))
+		time.Sleep(10 * time.Millisecond) // always inside the debounce window
+		if objs, _, _, _ := rec.snapshot(); objs["ServiceEntry/stream.example"] != nil {
+			written = true
+			break
+		}
+	}
+	if !written {
+		t.Fatal("a steady stream of changes postponed the write past MaxDelay")
+	}
+}
+
+func TestIdenticalSnapshotWritesNothing(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	services := []model.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2")}
+	c.Replace("zk", services, nil)
+	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
+	_, before, _, _ := rec.snapshot()
+	c.Replace("zk", services, nil) // e.g. a restarted plugin's first snapshot
+	time.Sleep(30 * time.Millisecond)
+	if _, after, _, _ := rec.snapshot(); after != before {
+		t.Fatalf("identical snapshot made %d writes", after-before)
+	}
+}
+
+func TestSnapshotRemovesMissingAndKeepsUnusable(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2"), svc("zk", "c", "c.example", "10.0.0.3")}, nil)
+	eventually(t, "three ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 3 })
+	// b is gone; c was sent but unusable this time and must keep its state.
+	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1")}, []string{"c"})
+	eventually(t, "b unset", func() bool {
+		_, _, unsets, _ := rec.snapshot()
+		return slices.Contains(unsets, "ServiceEntry/b.example")
+	})
+	objs, _, unsets, _ := rec.snapshot()
+	if objs["ServiceEntry/c.example"] == nil || slices.Contains(unsets, "ServiceEntry/c.example") {
+		t.Fatal("a service sent unusable in a snapshot lost its state")
+	}
+}
+
+func TestKeepLastNonEmpty(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries([]host.Registration{{Name: "guarded", KeepLastNonEmpty: true}, {Name: "plain"}})
+	c.Replace("guarded", []model.Service{svc("guarded", "g", "g.example", "10.0.0.1")}, nil)
+	c.Replace("plain", []model.Service{svc("plain", "p", "p.example", "10.0.0.2")}, nil)
+	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
+
+	c.Upsert(svc("guarded", "g", "g.example")) // suddenly empty
+	c.Delete("guarded", "g")                   // suddenly gone
+	c.Replace("guarded", nil, nil)             // a snapshot without it
+	c.Upsert(svc("plain", "p", "p.example"))   // the unguarded registry really empties
+	eventually(t, "p unset", func() bool {
+		_, _, unsets, _ := rec.snapshot()
+		return slices.Contains(unsets, "ServiceEntry/p.example")
+	})
+	objs, _, _, _ := rec.snapshot()
+	if o := objs["ServiceEntry/g.example"]; o == nil || endpointCount(o) != 1 {
+		t.Fatalf("guarded service lost its last instances: %v", o)
+	}
+	// A real change (non-empty) still goes through.
+	c.Upsert(svc("guarded", "g", "g.example", "10.0.0.7", "10.0.0.8"))
+	eventually(t, "guarded update", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/g.example"]
+		return o != nil && endpointCount(o) == 2
+	})
+}
+
+func TestMergedHostAndRegistryRemoval(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries([]host.Registration{{Name: "nacos"}, {Name: "zk"}})
+	c.Upsert(svc("zk", "a", "shared.example", "10.0.0.1"))
+	c.Upsert(svc("nacos", "b", "shared.example", "10.0.0.2"))
+	eventually(t, "merged endpoints", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/shared.example"]
+		return o != nil && endpointCount(o) == 2
+	})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.RemoveRegistry("nacos")
+	eventually(t, "nacos endpoints gone", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/shared.example"]
+		return o != nil && endpointCount(o) == 1
+	})
+}
+
+func TestWorkloadEntriesFollowInstances(t *testing.T) {
+	c, rec := start(t, Config{Convert: convert.Options{MaxInlineEndpoints: 2}})
+	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.Upsert(svc("zk", "big", "big.example", "10.0.0.1", "10.0.0.2", "10.0.0.3"))
+	countWE := func() int {
+		objs, _, _, _ := rec.snapshot()
+		n := 0
+		for k := range objs {
+			if len(k) > 14 && k[:14] == "WorkloadEntry/" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "3 WorkloadEntries", func() bool { return countWE() == 3 })
+	c.Upsert(svc("zk", "big", "big.example", "10.0.0.1", "10.0.0.2"))
+	eventually(t, "back inline", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/big.example"]
+		return countWE() == 0 && o != nil && endpointCount(o) == 2
+	})
+}

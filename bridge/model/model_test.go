@@ -1,0 +1,110 @@
+package model
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	good := Instance{Address: "10.0.0.1", Port: 20880, Protocol: "dubbo", Labels: map[string]string{"version": "1.0.0"}}
+	tests := []struct {
+		name       string
+		svc        Service
+		ok         bool
+		instances  int
+		rejections int
+		reason     string
+	}{
+		{"valid", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{good}}, true, 1, 0, ""},
+		{"empty key", Service{Registry: "r", Host: "a.example"}, false, 0, 1, "key is empty"},
+		{"empty host", Service{Registry: "r", Key: "k"}, false, 0, 1, "empty"},
+		{"upper-case host", Service{Registry: "r", Key: "k", Host: "A.example"}, false, 0, 1, "not a DNS name"},
+		{"host with colon", Service{Registry: "r", Key: "k", Host: "providers:a:b"}, false, 0, 1, "not a DNS name"},
+		{"long host", Service{Registry: "r", Key: "k", Host: strings.Repeat("a", 254)}, false, 0, 1, "longer than"},
+		{"bad address", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{good, {Address: "not-an-ip", Port: 1}}}, true, 1, 1, "not an IP"},
+		{"port zero", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{{Address: "10.0.0.2", Port: 0}}}, true, 0, 1, "out of range"},
+		{"port too big", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{{Address: "10.0.0.2", Port: 70000}}}, true, 0, 1, "out of range"},
+		{"unspecified address", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{{Address: "0.0.0.0", Port: 1}}}, true, 0, 1, "cannot be an endpoint"},
+		{"bad protocol", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{{Address: "10.0.0.2", Port: 1, Protocol: "Dub bo"}}}, true, 0, 1, "protocol"},
+		{"ipv6", Service{Registry: "r", Key: "k", Host: "a.example", Instances: []Instance{{Address: "fd00::1", Port: 1}}}, true, 1, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, rej, ok := Validate(tc.svc)
+			if ok != tc.ok || len(got.Instances) != tc.instances || len(rej) != tc.rejections {
+				t.Fatalf("ok=%v instances=%d rejections=%v; want ok=%v instances=%d rejections=%d", ok, len(got.Instances), rej, tc.ok, tc.instances, tc.rejections)
+			}
+			if tc.reason != "" && !strings.Contains(rej[0].Reason, tc.reason) {
+				t.Errorf("reason %q does not mention %q", rej[0].Reason, tc.reason)
+			}
+		})
+	}
+}
+
+func TestFilterLabels(t *testing.T) {
+	in := map[string]string{
+		"version": "1.0.0", "group": "", "bad key!": "x", "long": strings.Repeat("v", 64),
+		"methods": "a,b", "example.com/ok": "yes",
+	}
+	kept, dropped := FilterLabels(in)
+	want := map[string]string{"version": "1.0.0", "group": "", "example.com/ok": "yes"}
+	if len(kept) != len(want) {
+		t.Fatalf("kept %v, want %v", kept, want)
+	}
+	for k, v := range want {
+		if kept[k] != v {
+			t.Errorf("kept[%q] = %q, want %q", k, kept[k], v)
+		}
+	}
+	slices.Sort(dropped)
+	if !slices.Equal(dropped, []string{"bad key!", "long", "methods"}) {
+		t.Errorf("dropped %v", dropped)
+	}
+}
+
+func TestStoreReportsOnlyRealChanges(t *testing.T) {
+	s := NewStore()
+	a := Service{Registry: "zk", Key: "a", Host: "a.example", Instances: []Instance{{Address: "10.0.0.1", Port: 1}}}
+	if got := s.Upsert(a); !slices.Equal(got, []string{"a.example"}) {
+		t.Fatalf("first upsert changed %v", got)
+	}
+	if got := s.Upsert(a); got != nil {
+		t.Fatalf("identical upsert changed %v", got)
+	}
+	moved := a
+	moved.Host = "b.example"
+	if got := s.Upsert(moved); !slices.Equal(got, []string{"a.example", "b.example"}) {
+		t.Fatalf("host move changed %v", got)
+	}
+	if got := s.ForHost("a.example"); len(got) != 0 {
+		t.Fatalf("old host still has %v", got)
+	}
+	other := Service{Registry: "nacos", Key: "x", Host: "b.example"}
+	s.Upsert(other)
+	if got := s.ForHost("b.example"); len(got) != 2 || got[0].Registry != "nacos" || got[1].Registry != "zk" {
+		t.Fatalf("ForHost order: %v", got)
+	}
+	if got := s.Replace("zk", []Service{moved}, nil); len(got) != 0 {
+		t.Fatalf("identical snapshot changed %v", got)
+	}
+	if got := s.Replace("zk", nil, []string{"a"}); len(got) != 0 {
+		t.Fatalf("kept key was deleted: %v", got)
+	}
+	if got := s.Replace("zk", nil, nil); !slices.Equal(got, []string{"b.example"}) {
+		t.Fatalf("empty snapshot changed %v", got)
+	}
+	if svc, n := s.Counts("nacos"); svc != 1 || n != 0 {
+		t.Fatalf("counts = %d, %d", svc, n)
+	}
+}
+
+func TestNormalizeIsOrderIndependent(t *testing.T) {
+	a := Service{Instances: []Instance{{Address: "10.0.0.2", Port: 1}, {Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}, {Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}}}
+	b := Service{Instances: []Instance{{Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}, {Address: "10.0.0.2", Port: 1}}}
+	a.Normalize()
+	b.Normalize()
+	if !a.Equal(b) {
+		t.Fatalf("normalized services differ:\n%v\n%v", a, b)
+	}
+}
