@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unique"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 )
@@ -59,7 +60,7 @@ func parseDecodedURL(raw string) (ProviderURL, error) {
 	if !isProtocol(scheme) {
 		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", quote(scheme, 32))
 	}
-	u.Protocol = scheme
+	u.Protocol = intern(scheme)
 
 	rest, query, _ := strings.Cut(rest, "?")
 	authority, path, _ := strings.Cut(rest, "/")
@@ -188,16 +189,29 @@ func providerInstance(u ProviderURL) (inst model.Instance, skip string) {
 // providerLabels keeps the parameters that make valid, stable Kubernetes labels. version,
 // group and application keep their plain names so that Istio subsets can select them.
 func providerLabels(params map[string]string) map[string]string {
-	labels := make(map[string]string, len(params))
+	var labels map[string]string
 	for k, v := range params {
-		if v == "" || droppedParams[k] {
+		if v == "" || droppedParams[k] || !isLabelKey(k) || !isLabelValue(v) {
 			continue
 		}
-		labels[k] = v
+		if labels == nil {
+			labels = make(map[string]string, 4)
+		}
+		labels[intern(k)] = intern(v)
 	}
-	kept, _ := model.FilterLabels(labels)
-	return kept
+	if len(labels) > maxProviderLabels {
+		labels, _ = model.FilterLabels(labels) // keeps a deterministic subset
+	}
+	return labels
 }
+
+// maxProviderLabels is model.FilterLabels' bound; past it, FilterLabels picks the subset.
+const maxProviderLabels = 64
+
+// intern returns the canonical copy of a string that is kept for long: label keys and values
+// repeat across thousands of providers, and as substrings of a provider URL they would keep
+// the whole URL alive.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // quote renders untrusted text for an error message: quoted, at most n bytes, valid UTF-8.
 func quote(s string, n int) string {

@@ -210,9 +210,9 @@ func jsonError(err error) string {
 
 // appInstances turns a parsed application instance into endpoints, one per protocol and port.
 func appInstances(app string, ai AppInstance) []model.Instance {
-	labels := map[string]string{"application": app}
+	labels := map[string]string{"application": intern(app)}
 	if ai.Revision != "" {
-		labels["revision"] = ai.Revision
+		labels["revision"] = intern(ai.Revision)
 	}
 	labels, _ = model.FilterLabels(labels)
 	out := make([]model.Instance, 0, len(ai.Endpoints))

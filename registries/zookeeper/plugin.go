@@ -135,6 +135,13 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 	if len(c.roots) == 0 && !hasFieldError(o, optRoots) {
 		o.Fail(optRoots, "needs at least one root")
 	}
+	for _, a := range c.roots {
+		for _, b := range c.roots {
+			if strings.HasPrefix(b, a+"/") {
+				o.Fail(optRoots, fmt.Sprintf("%q is inside %q; roots must not overlap", b, a))
+			}
+		}
+	}
 
 	switch c.mode = strings.ToLower(o.String(optMode)); c.mode {
 	case ModeInterface, ModeApplication, ModeBoth:

@@ -78,6 +78,7 @@ func TestConfigure(t *testing.T) {
 		{name: "bad mode", cfg: sdk.Config{Address: "zk", Options: map[string]string{"mode": "service"}}, wantErr: []string{"mode"}},
 		{name: "empty roots", cfg: sdk.Config{Address: "zk", Options: map[string]string{"roots": " , "}}, wantErr: []string{"roots"}},
 		{name: "reserved root", cfg: sdk.Config{Address: "zk", Options: map[string]string{"roots": "app"}}, wantErr: []string{"roots"}},
+		{name: "overlapping roots", cfg: sdk.Config{Address: "zk", Options: map[string]string{"roots": "dubbo,dubbo/prod"}}, wantErr: []string{"roots"}},
 		{name: "bad root", cfg: sdk.Config{Address: "zk", Options: map[string]string{"roots": "a/../b"}}, wantErr: []string{"roots"}},
 		{name: "bad template", cfg: sdk.Config{Address: "zk", Options: map[string]string{"hostTemplate": "{{.Nope}}"}}, wantErr: []string{"hostTemplate"}},
 		{name: "bad timeout", cfg: sdk.Config{Address: "zk", Options: map[string]string{"sessionTimeout": "soon"}}, wantErr: []string{"sessionTimeout"}},

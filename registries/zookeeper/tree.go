@@ -23,12 +23,13 @@ const (
 	kindInstance                     // /services/<app>/<id>: data is instance JSON
 	kindMapping                      // /<root>/mapping: children are interfaces
 	kindMappingEntry                 // /<root>/mapping/<interface>: data is application names (not watched)
+	kindIfaceDir                     // /<root>/<interface>: watched while its providers node is missing
 )
 
-// mayBeMissing is true for nodes that can appear after we first look: they get an exists
-// watch while missing.
+// mayBeMissing is true for configured nodes that can appear after we first look: they get an
+// exists watch while missing.
 func (k kind) mayBeMissing() bool {
-	return k == kindRoot || k == kindProviders || k == kindServices || k == kindMapping
+	return k == kindRoot || k == kindServices || k == kindMapping
 }
 
 // node is one ZooKeeper path the watcher reads, and what it belongs to.
@@ -36,7 +37,7 @@ type node struct {
 	kind  kind
 	path  string
 	root  string      // kindRoot, kindMapping, kindMappingEntry
-	iface *ifaceState // kindProviders
+	iface *ifaceState // kindProviders, kindIfaceDir
 	app   *appState   // kindApp, kindInstance
 	id    string      // kindInstance: instance id; kindMappingEntry: interface
 }
@@ -49,14 +50,24 @@ type rootState struct {
 
 type ifaceState struct {
 	key, name string
-	node      *node
+	node      *node               // the providers node
+	dir       *node               // the interface node
 	providers map[string]provider // by child name, which is the whole provider URL
+	// labelSets shares one label map among the providers that have the same labels (usually
+	// all of an interface's providers of one version); counted, so churn cannot grow it.
+	labelSets map[string]*labelSet
+}
+
+type labelSet struct {
+	labels map[string]string
+	refs   int
 }
 
 // provider is a parsed provider node. A child's name never changes, so it is parsed once.
 type provider struct {
-	inst model.Instance
-	ok   bool
+	inst     model.Instance
+	ok       bool
+	labelKey string
 }
 
 type appState struct {
@@ -160,7 +171,7 @@ func (t *tree) apply(r readResult, w *watcher) []*node {
 	case kindRoot:
 		return t.applyRoot(n, r.children, w)
 	case kindProviders:
-		t.applyProviders(n.iface, r.children, w)
+		t.applyProviders(n.iface, r.children, r.parsed, w)
 	case kindServices:
 		return t.applyServices(n, r.children)
 	case kindApp:
@@ -215,8 +226,9 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 			w.reject(n.path+"/"+raw, "interface node name: "+err.Error())
 			continue
 		}
-		is := &ifaceState{key: key, name: name, providers: map[string]provider{}}
+		is := &ifaceState{key: key, name: name, providers: map[string]provider{}, labelSets: map[string]*labelSet{}}
 		is.node = t.add(&node{kind: kindProviders, path: t.cfg.path(n.root, raw, "providers"), iface: is})
+		is.dir = t.add(&node{kind: kindIfaceDir, path: t.cfg.path(n.root, raw), iface: is})
 		rs.ifaces[raw] = is
 		t.ifaces[key] = is
 		next = append(next, is.node)
@@ -226,12 +238,13 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 
 func (t *tree) removeIface(rs *rootState, raw string, is *ifaceState) {
 	t.remove(is.node)
+	t.remove(is.dir)
 	delete(rs.ifaces, raw)
 	delete(t.ifaces, is.key)
 	t.changed[is.key] = true
 }
 
-func (t *tree) applyProviders(is *ifaceState, children []string, w *watcher) {
+func (t *tree) applyProviders(is *ifaceState, children []string, parsed map[string]parsedChild, w *watcher) {
 	present := make(map[string]bool, len(children))
 	for _, c := range children {
 		present[c] = true
@@ -241,6 +254,11 @@ func (t *tree) applyProviders(is *ifaceState, children []string, w *watcher) {
 			delete(is.providers, c)
 			if p.ok {
 				t.changed[is.key] = true
+				if ls := is.labelSets[p.labelKey]; ls != nil {
+					if ls.refs--; ls.refs == 0 {
+						delete(is.labelSets, p.labelKey)
+					}
+				}
 			}
 		}
 	}
@@ -248,31 +266,80 @@ func (t *tree) applyProviders(is *ifaceState, children []string, w *watcher) {
 		if _, seen := is.providers[c]; seen {
 			continue
 		}
-		p := t.parseProvider(is, c, w)
-		is.providers[c] = p
+		pc, ok := parsed[c]
+		if !ok {
+			pc = parseProviderChild(is.name, c)
+		}
+		switch {
+		case pc.reject != "":
+			w.reject(is.node.path+"/"+c, pc.reject)
+		case pc.skip != "":
+			w.log.Debug("ignoring provider node", "path", clip(is.node.path+"/"+c, 256), "why", pc.skip)
+		}
+		p := pc.provider
 		if p.ok {
 			t.changed[is.key] = true
+			if ls := is.labelSets[p.labelKey]; ls != nil {
+				p.inst.Labels = ls.labels
+				ls.refs++
+			} else {
+				is.labelSets[p.labelKey] = &labelSet{labels: p.inst.Labels, refs: 1}
+			}
 		}
+		is.providers[c] = p
 	}
 }
 
-func (t *tree) parseProvider(is *ifaceState, child string, w *watcher) provider {
-	item := is.node.path + "/" + child
+// labelKey is a canonical form of a label set. Label keys contain neither '=' nor NUL.
+func labelKey(labels map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// parsedChild is a provider node parsed, with why it is not used if it is not.
+type parsedChild struct {
+	provider
+	reject string
+	skip   string
+}
+
+// parseProviderChild parses the provider node child of interface iface. It is pure, so the
+// read workers run it for the nodes they list.
+func parseProviderChild(iface, child string) parsedChild {
 	u, err := ParseProviderURL(child)
 	if err != nil {
-		w.reject(item, err.Error())
-		return provider{}
+		return parsedChild{reject: err.Error()}
 	}
-	if u.Interface != is.name {
-		w.reject(item, fmt.Sprintf("URL is for interface %s, not %s", quote(u.Interface, 128), quote(is.name, 128)))
-		return provider{}
+	if u.Interface != iface {
+		return parsedChild{reject: fmt.Sprintf("URL is for interface %s, not %s", quote(u.Interface, 128), quote(iface, 128))}
 	}
 	inst, skip := providerInstance(u)
 	if skip != "" {
-		w.log.Debug("ignoring provider node", "path", clip(item, 256), "why", skip)
-		return provider{}
+		return parsedChild{skip: skip}
 	}
-	return provider{inst: inst, ok: true}
+	return parsedChild{provider: provider{inst: inst, ok: true, labelKey: labelKey(inst.Labels)}}
+}
+
+// parseNew parses the children that is does not know yet. It only reads the tree, so it can
+// run in a read worker while the run loop waits.
+func parseNew(is *ifaceState, children []string) map[string]parsedChild {
+	var out map[string]parsedChild
+	for _, c := range children {
+		if _, seen := is.providers[c]; seen {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]parsedChild)
+		}
+		out[c] = parseProviderChild(is.name, c)
+	}
+	return out
 }
 
 func (t *tree) applyServices(n *node, children []string) []*node {
@@ -374,7 +441,7 @@ func (t *tree) applyMapping(n *node, children []string) []*node {
 // service builds the current state of a service. reason is non-empty when the service
 // exists but cannot be reported (its host is invalid); a service without usable endpoints
 // comes back with no instances.
-func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason string, dropped []model.Rejection) {
+func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason string) {
 	var (
 		insts []model.Instance
 		vars  HostVars
@@ -403,23 +470,17 @@ func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason 
 		}
 	}
 	if len(insts) == 0 {
-		return sdk.Service{Key: key}, "", nil
+		return sdk.Service{Key: key}, ""
 	}
 	h, err := host.render(vars)
 	if err != nil {
-		return sdk.Service{}, err.Error(), nil
+		return sdk.Service{}, err.Error()
 	}
-	// The parsers already keep invalid endpoints out; should one slip through, it is dropped
-	// and reported here rather than sent.
-	valid, rejections, ok := model.Validate(sdk.Service{Key: key, Host: h, Instances: insts})
-	if !ok {
-		reasons := make([]string, len(rejections))
-		for i, r := range rejections {
-			reasons[i] = r.Reason
-		}
-		return sdk.Service{}, strings.Join(reasons, "; "), nil
-	}
-	return valid, "", rejections
+	// The parsers emit only endpoints that pass model.Validate (the table and fuzz tests check
+	// it), and the host validates again; here they only get their canonical order.
+	svc = sdk.Service{Key: key, Host: h, Instances: insts}
+	svc.Normalize()
+	return svc, ""
 }
 
 // shared returns the value every instance has, or "" when they differ.

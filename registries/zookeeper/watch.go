@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,13 +155,14 @@ func (w *watcher) run(ctx context.Context) error {
 	w.retry.Stop()
 	defer w.retry.Stop()
 
+	var clientDone <-chan zk.Event
 	for w.conn == nil {
-		conn, _, err := zk.Connect(w.cfg.servers, w.cfg.sessionTimeout,
+		conn, evs, err := zk.Connect(w.cfg.servers, w.cfg.sessionTimeout,
 			zk.WithEventCallback(w.events.push),
 			zk.WithLogger(zkLogger{w.log}),
 			zk.WithLogInfo(false))
 		if err == nil {
-			w.conn = conn
+			w.conn, clientDone = conn, evs
 			break
 		}
 		w.setHealth(false, "resolving ZooKeeper servers: "+err.Error())
@@ -171,7 +173,24 @@ func (w *watcher) run(ctx context.Context) error {
 	w.backoff = 0
 	stop := context.AfterFunc(ctx, w.conn.Close) // unblocks reads in flight
 	defer stop()
-	defer w.conn.Close()
+	defer func() {
+		// Return only once the client has stopped (it closes its event channel then), so no
+		// goroutine of this watch outlives it. Events come through the callback; the channel
+		// is only drained here.
+		w.conn.Close()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case _, ok := <-clientDone:
+				if !ok {
+					return
+				}
+			case <-timeout:
+				w.log.Warn("ZooKeeper client did not stop within 5s")
+				return
+			}
+		}
+	}()
 
 	for {
 		select {
@@ -217,7 +236,10 @@ func (w *watcher) handle(ev zk.Event) {
 		return // watches of a lost session: the new session re-lists everything
 	}
 	if n := w.t.lookup(ev.Path); n != nil {
-		w.dirty[ev.Path] = n
+		if n.kind == kindIfaceDir {
+			n = n.iface.node // the interface node changed: look for its providers again
+		}
+		w.dirty[n.path] = n
 	}
 }
 
@@ -301,11 +323,9 @@ func (w *watcher) fullSync(ctx context.Context) {
 		w.rejects = nil
 		if ctx.Err() == nil {
 			w.log.Info("listing ZooKeeper interrupted; retrying when connected", "error", err)
+			w.scheduleRetry() // normally the reconnect comes first
 		}
 		return
-	}
-	if w.armSession != session {
-		return // the session changed while listing; a new listing follows
 	}
 	services := make([]sdk.Service, 0, len(w.t.ifaces)+len(w.t.apps))
 	clear(w.emitted)
@@ -339,6 +359,7 @@ func (w *watcher) incremental() {
 	clear(w.dirty)
 	if err := w.refresh(work); err != nil {
 		w.log.Debug("reading ZooKeeper interrupted; retrying when connected", "error", err)
+		w.scheduleRetry() // normally the reconnect comes first
 	}
 	for _, key := range w.t.takeChanged() {
 		svc, ok := w.build(key)
@@ -366,7 +387,9 @@ func (w *watcher) refresh(work []*node) error {
 		results := w.readAll(work)
 		work = work[:0:0]
 		for _, r := range results {
-			w.record(r.n.path, r.armed)
+			for _, a := range r.armed {
+				w.record(a.path, a.set)
+			}
 			if r.err != nil {
 				w.pending[r.n.path] = r.n
 				if isConnErr(r.err) {
@@ -415,23 +438,20 @@ func (w *watcher) record(path string, set wtype) {
 	w.stats.watches.Store(int64(len(w.armed)))
 }
 
-// readAll runs the reads with bounded concurrency; results keep the order of work.
+// readAll runs the reads with bounded concurrency; results keep the order of work. The
+// reads only look at armed: it is not written until they all returned.
 func (w *watcher) readAll(work []*node) []readResult {
 	results := make([]readResult, len(work))
 	if len(work) == 1 {
-		results[0] = w.read(work[0], w.armed[work[0].path])
+		results[0] = w.read(work[0])
 		return results
-	}
-	have := make([]wtype, len(work))
-	for i, n := range work {
-		have[i] = w.armed[n.path]
 	}
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	for range min(readConcurrency, len(work)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(work); i = int(next.Add(1) - 1) {
-				results[i] = w.read(work[i], have[i])
+				results[i] = w.read(work[i])
 			}
 		})
 	}
@@ -444,30 +464,45 @@ type readResult struct {
 	children []string
 	data     []byte
 	absent   bool
-	armed    wtype // watches this read set
+	armed    []arm                  // watches this read set
+	parsed   map[string]parsedChild // new provider nodes, parsed by the worker
 	err      error
 }
 
+type arm struct {
+	path string
+	set  wtype
+}
+
 // read reads one node, setting the watch it needs unless that watch is still outstanding.
-func (w *watcher) read(n *node, have wtype) readResult {
+func (w *watcher) read(n *node) readResult {
 	w.stats.reads.Add(1)
 	r := readResult{n: n}
 	var err error
 	switch n.kind {
 	case kindInstance:
-		if have&wData == 0 {
+		if w.armed[n.path]&wData == 0 {
 			var set bool
 			r.data, set, err = getW(w.conn, n.path)
 			if set {
-				r.armed |= wData
+				r.armed = append(r.armed, arm{n.path, wData})
 			}
 		} else {
 			r.data, _, err = w.conn.Get(n.path)
 		}
 	case kindMappingEntry:
 		r.data, _, err = w.conn.Get(n.path)
+	case kindProviders:
+		r.children, r.armed, err = w.providers(n)
+		if err == nil {
+			r.parsed = parseNew(n.iface, r.children)
+		}
 	default:
-		r.children, r.armed, err = w.children(n, have)
+		var set wtype
+		r.children, set, err = w.children(n)
+		if set != 0 {
+			r.armed = append(r.armed, arm{n.path, set})
+		}
 	}
 	if errors.Is(err, zk.ErrNoNode) {
 		r.absent, err = true, nil
@@ -481,25 +516,30 @@ func getW(c *zk.Conn, path string) ([]byte, bool, error) {
 	return data, err == nil, err
 }
 
-// children lists a node's children with a child watch. A missing node that may appear later
-// gets an exists watch instead, so its creation is noticed.
-func (w *watcher) children(n *node, have wtype) ([]string, wtype, error) {
+// listW lists path's children, with a child watch unless one is outstanding already.
+func (w *watcher) listW(path string, have wtype) ([]string, wtype, error) {
+	if have&wChild != 0 {
+		ch, _, err := w.conn.Children(path)
+		return ch, 0, err
+	}
+	ch, _, _, err := w.conn.ChildrenW(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	return ch, wChild, nil
+}
+
+// children lists a node's children with a child watch. A missing configured node (a root,
+// /services, a mapping directory) gets an exists watch instead, so its creation is noticed.
+func (w *watcher) children(n *node) ([]string, wtype, error) {
 	var set wtype
 	for range 2 {
-		var ch []string
-		var err error
-		if (have|set)&wChild == 0 {
-			ch, _, _, err = w.conn.ChildrenW(n.path)
-			if err == nil {
-				set |= wChild
-			}
-		} else {
-			ch, _, err = w.conn.Children(n.path)
-		}
+		ch, s, err := w.listW(n.path, w.armed[n.path]|set)
+		set |= s
 		if !errors.Is(err, zk.ErrNoNode) {
 			return ch, set, err
 		}
-		if !n.kind.mayBeMissing() || (have|set)&(wExist|wData) != 0 {
+		if !n.kind.mayBeMissing() || (w.armed[n.path]|set)&(wExist|wData) != 0 {
 			return nil, set, err
 		}
 		exists, _, _, err := w.conn.ExistsW(n.path)
@@ -514,6 +554,36 @@ func (w *watcher) children(n *node, have wtype) ([]string, wtype, error) {
 	return nil, set, zk.ErrNoNode
 }
 
+// providers lists an interface's providers. While the providers node is missing, the
+// interface node gets a child watch, which fires when providers appears or the interface
+// node goes. An exists watch would do too, but it would outlive a deleted interface.
+func (w *watcher) providers(n *node) ([]string, []arm, error) {
+	var arms []arm
+	dir := n.path[:strings.LastIndexByte(n.path, '/')]
+	for range 2 {
+		ch, set, err := w.listW(n.path, w.armed[n.path])
+		if set != 0 {
+			arms = append(arms, arm{n.path, set})
+		}
+		if !errors.Is(err, zk.ErrNoNode) {
+			return ch, arms, err
+		}
+		if w.armed[dir]&wChild != 0 || len(arms) > 0 && arms[len(arms)-1].path == dir {
+			return nil, arms, zk.ErrNoNode
+		}
+		siblings, set, err := w.listW(dir, 0)
+		if err != nil {
+			return nil, arms, err // the interface node is gone too; the root's watch says so
+		}
+		arms = append(arms, arm{dir, set})
+		if !slices.Contains(siblings, "providers") {
+			return nil, arms, zk.ErrNoNode
+		}
+		// providers was created meanwhile: list it again.
+	}
+	return nil, arms, zk.ErrNoNode
+}
+
 func isConnErr(err error) bool {
 	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
 		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrClosing) ||
@@ -522,10 +592,7 @@ func isConnErr(err error) bool {
 
 // build computes a service's current state; ok is false when it has no usable endpoint.
 func (w *watcher) build(key string) (sdk.Service, bool) {
-	svc, reason, dropped := w.t.service(key, w.cfg.host)
-	for _, r := range dropped {
-		w.reject(r.Item, r.Reason)
-	}
+	svc, reason := w.t.service(key, w.cfg.host)
 	if reason != "" {
 		if w.badHost[key] != reason {
 			w.badHost[key] = reason

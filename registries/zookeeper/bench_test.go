@@ -1,0 +1,275 @@
+package zookeeper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+)
+
+func BenchmarkParseProviderURL(b *testing.B) {
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(sampleEncoded)))
+		for b.Loop() {
+			if _, err := ParseProviderURL(sampleEncoded); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse+instance", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(sampleEncoded)))
+		for b.Loop() {
+			u, err := ParseProviderURL(sampleEncoded)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, skip := providerInstance(u); skip != "" {
+				b.Fatal(skip)
+			}
+		}
+	})
+}
+
+func BenchmarkParseInstanceJSON(b *testing.B) {
+	b.ReportAllocs()
+	data := []byte(dubbo3Instance)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := ParseInstanceJSON(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// countingEmitter signals snapshots and keeps nothing, so memory measurements see only what
+// the plugin itself holds.
+type countingEmitter struct {
+	snapshots chan []sdk.Service
+	upserts   atomic.Int64
+}
+
+func (c *countingEmitter) Snapshot(s []sdk.Service) { c.snapshots <- s }
+func (c *countingEmitter) Upsert(sdk.Service)       { c.upserts.Add(1) }
+func (c *countingEmitter) Delete(string)            {}
+func (c *countingEmitter) Health(bool, string)      {}
+func (c *countingEmitter) Reject(string, string)    {}
+
+// BenchmarkInitialListing measures connecting and listing N interfaces with 10 providers each
+// (N from MELTEMI_BENCH_ZK_INTERFACES, default 1000) until the snapshot is emitted.
+func BenchmarkInitialListing(b *testing.B) {
+	addr := zkAddr(b)
+	n := 1000
+	if v := os.Getenv("MELTEMI_BENCH_ZK_INTERFACES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("MELTEMI_BENCH_ZK_INTERFACES=%q is not a positive number", v)
+		}
+	}
+	const perIface = 10
+	chroot := fmt.Sprintf("/meltemi-bench-%08x", rand.Uint32())
+	start := time.Now()
+	populate(b, addr, chroot, n, perIface)
+	b.Logf("populated %d interfaces × %d providers in %s", n, perIface, time.Since(start).Round(time.Millisecond))
+
+	var retained, listed float64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		p := New().(*Plugin)
+		if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
+			b.Fatal(err)
+		}
+		e := &countingEmitter{snapshots: make(chan []sdk.Service, 1)}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		b.StartTimer()
+
+		go func() { done <- p.Watch(ctx, e) }()
+		var snap []sdk.Service
+		select {
+		case snap = <-e.snapshots:
+		case <-time.After(10 * time.Minute):
+			b.Fatal("no snapshot within 10 minutes")
+		}
+
+		b.StopTimer()
+		instances := 0
+		for _, s := range snap {
+			instances += len(s.Instances)
+		}
+		if len(snap) != n || instances != n*perIface {
+			b.Fatalf("snapshot has %d services and %d instances, want %d and %d", len(snap), instances, n, n*perIface)
+		}
+		// What the running plugin holds: the heap while it runs minus the heap once it stopped.
+		snap = nil
+		listed = float64(p.stats.reads.Load())
+		running := heapAfterGC()
+		cancel()
+		<-done
+		p = nil
+		stopped := heapAfterGC()
+		b.Logf("heap running %d MiB, stopped %d MiB", running>>20, stopped>>20)
+		retained = float64(running-stopped) / (1 << 20)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n), "interfaces")
+	b.ReportMetric(float64(n*perIface), "instances")
+	b.ReportMetric(retained, "retained-MiB")
+	b.ReportMetric(listed, "reads")
+}
+
+func heapAfterGC() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// populate writes n interfaces with perIface ephemeral providers each below chroot, in
+// parallel multi-operations, and removes them when the benchmark ends.
+func populate(b *testing.B, addr, chroot string, n, perIface int) {
+	b.Helper()
+	conn, _, err := zk.Connect(strings.Split(addr, ","), 30*time.Second, zk.WithLogInfo(false), zk.WithLogger(quietLogger{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	acl := zk.WorldACL(zk.PermAll)
+	for _, p := range []string{chroot, chroot + "/dubbo"} {
+		if _, err := conn.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			b.Fatal(err)
+		}
+	}
+	ifacePath := func(i int) string {
+		return chroot + "/dubbo/" + javaURLEncode(fmt.Sprintf("com.example.bench.Service%05d", i))
+	}
+	const batch = 20 // interfaces per multi-operation
+	providers := make([][]string, n)
+	parallel(b, n, batch, func(lo, hi int) error {
+		var ops []any
+		for i := lo; i < hi; i++ {
+			iface := fmt.Sprintf("com.example.bench.Service%05d", i)
+			p := ifacePath(i)
+			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl}, &zk.CreateRequest{Path: p + "/providers", Acl: acl})
+			for j := range perIface {
+				u := providerURL("dubbo", fmt.Sprintf("10.%d.%d.%d", j, i/250%250, i%250+1), 20880, iface, "version=1.0.0&group=bench")
+				providers[i] = append(providers[i], p+"/providers/"+javaURLEncode(u))
+				ops = append(ops, &zk.CreateRequest{Path: providers[i][j], Acl: acl, Flags: zk.FlagEphemeral})
+			}
+		}
+		_, err := conn.Multi(ops...)
+		return err
+	})
+	b.Cleanup(func() {
+		// Delete the ephemeral providers explicitly rather than by closing the session: the
+		// server logs a session's close together with every ephemeral path it removes, and a
+		// transaction larger than its jute.maxbuffer (1 MiB) cannot be replayed at restart.
+		defer conn.Close()
+		parallel(b, n, batch, func(lo, hi int) error {
+			var ops []any
+			for i := lo; i < hi; i++ {
+				for _, p := range providers[i] {
+					ops = append(ops, &zk.DeleteRequest{Path: p, Version: -1})
+				}
+				ops = append(ops, &zk.DeleteRequest{Path: ifacePath(i) + "/providers", Version: -1}, &zk.DeleteRequest{Path: ifacePath(i), Version: -1})
+			}
+			_, err := conn.Multi(ops...)
+			return err
+		})
+		for _, p := range []string{chroot + "/dubbo", chroot} {
+			if err := conn.Delete(p, -1); err != nil {
+				b.Logf("cleanup: delete %s: %v", p, err)
+			}
+		}
+	})
+}
+
+// parallel runs f over [0,n) in chunks of size on a few goroutines.
+func parallel(b *testing.B, n, size int, f func(lo, hi int) error) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	var once sync.Once
+	var firstErr error
+	for range 8 {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(int64(size))) - size
+				if lo >= n {
+					return
+				}
+				if err := f(lo, min(lo+size, n)); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+}
+
+// BenchmarkWatchLatency measures the time from a registry change (the start of the
+// ZooKeeper write) to the plugin's Upsert of the service, alternating an added and a removed
+// provider. It reports the 50th and 99th percentiles.
+func BenchmarkWatchLatency(b *testing.B) {
+	addr := zkAddr(b)
+	chroot := testChroot(b)
+	w := newWriter(b, addr, chroot)
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
+	for i := range 50 { // a little company, so the listing is not trivial
+		iface := fmt.Sprintf("com.example.Other%d", i)
+		w.register("dubbo", iface, providerURL("dubbo", "10.0.0.2", 20880, iface, ""))
+	}
+	r := startPlugin(b, addr+chroot, nil, nil)
+	r.rec.waitFor(b, 0, wait, "snapshot", isSnapshot)
+
+	latencies := make([]time.Duration, 0, b.N)
+	writes := make([]time.Duration, 0, b.N)
+	added := ""
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m := r.rec.mark()
+		start := time.Now()
+		want := 2
+		if added == "" {
+			added = w.register("dubbo", demoIface, providerURL("dubbo", "10.0.1.1", 20880+i%100, demoIface, ""))
+		} else {
+			w.delete(added)
+			added, want = "", 1
+		}
+		writes = append(writes, time.Since(start))
+		j := r.rec.waitFor(b, m, wait, "upsert", upsertWith("dubbo:"+demoIface, want))
+		latencies = append(latencies, r.rec.since(j)[0].at.Sub(start))
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(percentile(latencies, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(latencies, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(writes, 50)), "write-p50-ms")
+}
+
+func percentile(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+}
