@@ -8,16 +8,27 @@ export MELTEMI_CACHE ?= $(HOME)/.cache/meltemi
 export PATH := $(MELTEMI_CACHE)/bin:$(PATH)
 
 # Plugin binaries shipped beside the host, by package.
-PLUGINS := ./registries/zookeeper/cmd/meltemi-registry-zookeeper
+PLUGINS := ./registries/zookeeper/cmd/meltemi-registry-zookeeper ./registries/etcd/cmd/meltemi-registry-etcd ./registries/synthetic/cmd/meltemi-registry-synthetic ./registries/consul/cmd/meltemi-registry-consul ./registries/nacos/cmd/meltemi-registry-nacos
 TOOLS := ./e2e/cmd/dubbo-seed
 
-.PHONY: all build test demo demo-down bench generate lint fmt clean tools
+.PHONY: all build test demo demo-down bench generate lint fmt clean tools image helm-lint
 
 all: build
 
 ## build: the host, its plugins and the demo tools into bin/
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/meltemi $(PLUGINS) $(TOOLS)
+
+## image: the container image with the host and its plugins (IMAGE=...; needs a Docker engine)
+IMAGE ?= ghcr.io/meltemi-mesh/meltemi:$(VERSION)
+image:
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start one, or build the Dockerfile with another OCI builder" >&2; exit 1; }
+	docker build --build-arg VERSION=$(VERSION) --build-arg PLUGINS="$(filter-out %-synthetic,$(PLUGINS))" -t $(IMAGE) .
+
+## helm-lint: lint the chart with helm built from the Go module proxy (cached)
+helm-lint:
+	e2e/infra/tools.sh helm
+	"$$(e2e/infra/tools.sh path helm)" lint --strict charts/meltemi
 
 ## tools: install the Debian packages the tests and demo need
 tools:

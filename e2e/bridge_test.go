@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,9 +126,20 @@ func (s *syncBuffer) String() string {
 // listen port) until the test ends; its log is printed when the test fails.
 func startBridge(t *testing.T, c *cluster, args ...string) *bridge {
 	t.Helper()
+	return startBridgeAs(t, c, c.env.Kubeconfig, args...)
+}
+
+// startBridgeAs is startBridge with another identity's kubeconfig.
+func startBridgeAs(t *testing.T, c *cluster, kubeconfig string, args ...string) *bridge {
+	t.Helper()
 	addr := freeAddr(t)
-	all := append([]string{"run", "--kubeconfig", c.env.Kubeconfig, "--namespace", c.namespace,
+	all := append([]string{"run", "--kubeconfig", kubeconfig, "--namespace", c.namespace,
 		"--plugin-dir", binDir, "--listen", addr, "--log-format", "text", "--log-level", "debug"}, args...)
+	// By default the traffic translator watches the whole cluster and serves xDS on a fixed
+	// port: only hosts of tests that configure it (their namespace, a free port) get it.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--traffic") || strings.HasPrefix(a, "--xds-") }) {
+		all = append(all, "--traffic=false")
+	}
 	cmd := exec.Command(filepath.Join(binDir, "meltemi"), all...)
 	b := &bridge{cmd: cmd, addr: addr, logs: &syncBuffer{}, stopped: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = b.logs, b.logs

@@ -38,6 +38,10 @@ func runMain(m *testing.M) int {
 // Plugins built for the tests, by kind.
 var pluginPackages = map[string]string{
 	"zookeeper": "./registries/zookeeper/cmd/meltemi-registry-zookeeper",
+	"consul":    "./registries/consul/cmd/meltemi-registry-consul",
+	"etcd":      "./registries/etcd/cmd/meltemi-registry-etcd",
+	"synthetic": "./registries/synthetic/cmd/meltemi-registry-synthetic",
+	"nacos":     "./registries/nacos/cmd/meltemi-registry-nacos",
 }
 
 func buildBinaries(dir string) error {

@@ -11,24 +11,11 @@ export MELTEMI_E2E_STATE=${MELTEMI_E2E_STATE:-/tmp/meltemi-e2e}
 export MELTEMI_BIN_DIR=${MELTEMI_BIN_DIR:-$PWD/bin}
 
 # Components already running (e.g. a developer's) are reused and left running.
-already=""
-if [ -f "$MELTEMI_E2E_STATE/env" ]; then
-  already=$(. "$MELTEMI_E2E_STATE/env" && echo "${MELTEMI_E2E_COMPONENTS:-}")
-fi
-started=()
-for c in "${COMPONENTS[@]}"; do
-  case " $already " in *" $c "*) ;; *) started+=("$c") ;; esac
-done
-[ "${#started[@]}" -gt 0 ] && [[ " ${started[*]} " == *" kube-apiserver "* ]] && started+=(etcd)
-cleanup() {
-  if [ "${#started[@]}" -gt 0 ]; then
-    e2e/infra/down.sh "${started[@]}" || true
-  fi
-}
-trap cleanup EXIT
+# shellcheck source=infra/session.sh
+. e2e/infra/session.sh
+session_up "${COMPONENTS[@]}"
 
-e2e/infra/up.sh "${COMPONENTS[@]}"
-
+e2e/infra/tools.sh helm # the chart tests run helm
 GO_TEST_FLAGS=(-count=1 ${GO_TEST_FLAGS:-})
 # Packages with integration tests share the servers; the e2e package restarts them, so it
 # runs on its own after the others.

@@ -21,6 +21,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/vip"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
@@ -40,7 +41,9 @@ type Config struct {
 	// Debounce is the quiet time after the last change before changed hosts are written;
 	// MaxDelay bounds how long a steady stream of changes can postpone a write.
 	Debounce, MaxDelay time.Duration
-	Logger             *slog.Logger
+	// VIPs, when set, gives every ServiceEntry a virtual IP.
+	VIPs   *vip.Allocator
+	Logger *slog.Logger
 }
 
 // Controller implements host.Sink.
@@ -271,13 +274,24 @@ func (c *Controller) flushIfDue() time.Duration {
 // write hands the desired objects of host h to the writer, and unsets those it no longer
 // has (the ServiceEntry when no instance is left, WorkloadEntries of removed instances).
 func (c *Controller) write(h string) error {
-	res := convert.Convert(convert.Input{Host: h, Services: c.store.ForHost(h)}, c.cfg.Convert)
+	in := convert.Input{Host: h, Services: c.store.ForHost(h)}
+	if c.cfg.VIPs != nil && hasInstances(in.Services) {
+		addr, err := c.cfg.VIPs.Assign(h)
+		if err != nil {
+			c.log.Error("no virtual IP for host", "host", h, "error", err)
+		}
+		in.VIP = addr
+	}
+	res := convert.Convert(in, c.cfg.Convert)
 	ns := c.cfg.Convert.Namespace
 	prev := c.workloadEntries[h]
 	next := map[string]bool{}
 	var errs []error
 	if res == nil {
 		c.writer.Unset(istio.ServiceEntryKind, ns, h)
+		if c.cfg.VIPs != nil {
+			c.cfg.VIPs.Release(h)
+		}
 	} else {
 		for _, we := range res.WorkloadEntries {
 			next[we.Name] = true
@@ -296,6 +310,15 @@ func (c *Controller) write(h string) error {
 		c.workloadEntries[h] = next
 	}
 	return errors.Join(errs...)
+}
+
+func hasInstances(services []model.Service) bool {
+	for _, s := range services {
+		if len(s.Instances) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Controller) set(obj any) error {

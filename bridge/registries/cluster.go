@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -34,9 +35,18 @@ type ClusterSource struct {
 	Rejections     func(registry string) []model.Rejection
 	StatusInterval time.Duration
 	Logger         *slog.Logger
+	// Events, when set, records connection loss and recovery, first sync and rejected items
+	// as Kubernetes Events on the ServiceRegistry.
+	Events record.EventRecorder
 
-	lister cache.GenericLister
-	last   map[string]host.Registration
+	lister   cache.GenericLister
+	last     map[string]host.Registration
+	reported map[string]reported // what events were last emitted for, per registry
+}
+
+type reported struct {
+	connected, synced bool
+	rejections        int // rejected items seen so far
 }
 
 // Run watches until ctx ends. It returns after the first full list has been applied when
@@ -145,6 +155,11 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 		if !ok {
 			continue
 		}
+		var rejections []model.Rejection
+		if s.Rejections != nil {
+			rejections = s.Rejections(u.GetName())
+		}
+		s.recordEvents(u, st, rejections)
 		status := v1alpha1.ServiceRegistryStatus{
 			Connected: st.Connected, Synced: st.Synced, PluginVersion: st.PluginVersion,
 			Restarts: st.Restarts, LastError: st.Message,
@@ -156,10 +171,8 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 			t := metav1.NewTime(st.LastSync.Truncate(time.Second))
 			status.LastSyncTime = &t
 		}
-		if s.Rejections != nil {
-			for _, r := range s.Rejections(u.GetName()) {
-				status.RejectedItems = append(status.RejectedItems, v1alpha1.RejectedItem{Item: r.Item, Reason: r.Reason})
-			}
+		for _, r := range rejections {
+			status.RejectedItems = append(status.RejectedItems, v1alpha1.RejectedItem{Item: r.Item, Reason: r.Reason})
 		}
 		want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
 		if err != nil {
@@ -174,6 +187,33 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 			s.Logger.Warn("updating ServiceRegistry status", "registry", u.GetName(), "error", err)
 		}
 	}
+}
+
+// recordEvents emits an Event for each change worth a user's attention since the last call.
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st host.Status, rejections []model.Rejection) {
+	if s.Events == nil {
+		return
+	}
+	if s.reported == nil {
+		s.reported = map[string]reported{}
+	}
+	name := obj.GetName()
+	prev, seen := s.reported[name]
+	switch {
+	case st.Connected && seen && !prev.connected:
+		s.Events.Event(obj, "Normal", "RegistryConnected", "registry reachable again")
+	case !st.Connected && (!seen || prev.connected) && st.Message != "":
+		s.Events.Eventf(obj, "Warning", "RegistryUnreachable", "registry unreachable, keeping its last-known services: %s", st.Message)
+	}
+	if st.Synced && !prev.synced {
+		s.Events.Event(obj, "Normal", "Synced", "first complete snapshot received")
+	}
+	// The controller keeps the most recent rejections; report those not reported yet.
+	if n := len(rejections); n > 0 && n != prev.rejections {
+		last := rejections[n-1]
+		s.Events.Eventf(obj, "Warning", "ItemRejected", "%d registry item(s) rejected; latest %s: %s", n, last.Item, last.Reason)
+	}
+	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: len(rejections)}
 }
 
 // normalize makes numbers comparable between a decoded object (int64) and a converted one.

@@ -5,6 +5,8 @@
 //	meltemi version                  print the version
 //	meltemi plugins list             list plugin binaries found
 //	meltemi convert --config FILE    print the ServiceEntries the registries in FILE would yield
+//	meltemi routes explain --host H --port P --attr method=sayHello …
+//	                                 print the route and cluster such a request takes
 package main
 
 import (
@@ -50,6 +52,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return pluginsCmd(ctx, args, stdout, stderr)
 	case "convert":
 		return convertCmd(ctx, args, stdout, stderr)
+	case "routes":
+		return routesCmd(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -65,6 +69,7 @@ Commands:
   version          print the version
   plugins list     list the registry plugins found in the plugin directory
   convert          print the ServiceEntries that registries would yield, without a cluster
+  routes explain   print the route and cluster a request with given attributes takes
 `
 
 // defaultPluginDir is the directory of the meltemi executable: plugins ship beside it.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/bridge/vip"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
@@ -45,6 +47,12 @@ type runFlags struct {
 	workers           int
 	logLevel          string
 	logFormat         string
+	maxInline         int
+	vipCIDR           string
+	leaderElect       bool
+	leaseNamespace    string
+	leaseName         string
+	leaseDuration     time.Duration
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -61,6 +69,12 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.workers, "workers", 8, "concurrent object writers")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
+	fs.IntVar(&f.maxInline, "max-inline-endpoints", convert.DefaultMaxInlineEndpoints, "most endpoints a ServiceEntry carries inline; above, instances become WorkloadEntries")
+	fs.StringVar(&f.vipCIDR, "vip-cidr", "240.240.0.0/16", "range virtual IPs are given out from, one per ServiceEntry; empty disables")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader among replicas through a Lease: only the leader writes, standbys keep warm")
+	fs.StringVar(&f.leaseNamespace, "leader-election-namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace of the leader election Lease")
+	fs.StringVar(&f.leaseName, "leader-election-id", "meltemi", "name of the leader election Lease")
+	fs.DurationVar(&f.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal; a standby takes over after it")
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -83,6 +97,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meltemi run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.register(fs)
+	var tf trafficFlags
+	tf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -112,9 +128,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var vips *vip.Allocator
+	if f.vipCIDR != "" {
+		if vips, err = vip.New(f.vipCIDR); err != nil {
+			return fmt.Errorf("--vip-cidr: %w", err)
+		}
+		if err := seedVIPs(ctx, dyn, f.namespace, vips); err != nil {
+			return err
+		}
+	}
 	ctrl := controller.New(controller.Config{
-		Convert:  convert.Options{Namespace: f.namespace},
-		Debounce: f.debounce, MaxDelay: f.maxDelay, Logger: log.With("component", "controller"),
+		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
+		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Logger: log.With("component", "controller"),
 	}, model.NewStore(), rec)
 	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
 	defer mgr.Stop()
@@ -131,7 +156,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}()
 	}
-	goRun("reconciler", func() error { return rec.Run(ctx) })
+	// Every replica runs the plugins and builds the desired state, so a standby that becomes
+	// leader only has to sync its caches and write the differences; only the leader writes.
+	var leading atomic.Bool
+	tr, err := startTraffic(ctx, &tf, f.namespace, dyn, kube, reg, log, goRun, leading.Load)
+	if err != nil {
+		return err
+	}
+	if f.leaderElect {
+		goRun("leader election", func() error {
+			return electLeader(ctx, kube, f.leaseNamespace, f.leaseName, f.leaseDuration, log, func(lctx context.Context) {
+				leading.Store(true)
+				tr.lead(lctx)
+				if err := rec.Run(lctx); err != nil {
+					cancel(fmt.Errorf("reconciler: %w", err))
+				}
+			})
+		})
+	} else {
+		leading.Store(true)
+		tr.lead(ctx)
+		goRun("reconciler", func() error { return rec.Run(ctx) })
+	}
 	goRun("controller", func() error { ctrl.Run(ctx); return nil })
 
 	configured := make(chan struct{})
@@ -151,7 +197,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		src := &registries.ClusterSource{
 			Dynamic: dyn, Kube: kube, Namespace: f.registryNamespace, Manager: mgr,
 			Counts: ctrl.Store().Counts, Rejections: func(r string) []model.Rejection { _, rej := ctrl.RegistryStatus(r); return rej },
-			Logger: log.With("component", "registries"),
+			Logger: log.With("component", "registries"), Events: newEventRecorder(ctx, kube),
 		}
 		goRun("registry source", func() error { return src.Run(ctx, configured) })
 	}
@@ -162,16 +208,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		default:
 			return errors.New("registry configuration not loaded yet")
 		}
-		if !rec.Synced() {
-			return errors.New("object caches not synced yet")
-		}
 		if !ctrl.DeletesAllowed() {
 			return errors.New("waiting for every registry's first snapshot")
 		}
-		return nil
+		// A standby is ready when its state is complete; the leader also needs its caches.
+		if leading.Load() && !rec.Synced() {
+			return errors.New("object caches not synced yet")
+		}
+		return tr.ready(leading.Load())
 	}
 	if f.listen != "" {
-		srv, err := serveHTTP(f.listen, reg, ready, log)
+		srv, err := serveHTTP(f.listen, tr.gatherer(reg), ready, log)
 		if err != nil {
 			return err
 		}
@@ -188,7 +235,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry, ready func() error, log *slog.Logger) (*http.Server, error) {
+func serveHTTP(addr string, reg prometheus.Gatherer, ready func() error, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })

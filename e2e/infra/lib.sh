@@ -236,6 +236,15 @@ stop_comp() {
   fi
   alive "$pid" && die "$c (pid $pid) did not exit"
   rm -f "$f"
+  # A dead server's listening socket can linger until the process is reaped; a restart must
+  # not trip the port guard on it.
+  local p
+  for p in $(ports_of "$c"); do
+    for ((i = 0; i < 100; i++)); do
+      port_listening "$p" || break
+      sleep 0.1
+    done
+  done
   log "$c stopped (pid $pid, SIG$sig)"
 }
 
@@ -419,7 +428,9 @@ start_zookeeper() {
   local dir
   dir=$(comp_dir zookeeper)
   command -v java >/dev/null || die "java not found (apt-get install default-jre-headless)"
-  launch zookeeper "$dir" java -Xmx256m -XX:+UseSerialGC \
+  # The heap and jute.maxbuffer allow benchmark-sized registries (100,000 ephemeral nodes in
+  # a session whose close is one large transaction that must replay after a restart).
+  launch zookeeper "$dir" java -Xmx"${MELTEMI_E2E_ZK_HEAP:-1g}" -XX:+UseSerialGC -Djute.maxbuffer=67108864 \
     -Dzookeeper.log.dir="$STATE/logs" -Dzookeeper.admin.enableServer=false \
     -cp "$("$TOOLS" path zookeeper-jar):/usr/share/java/slf4j-simple.jar" \
     org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg"

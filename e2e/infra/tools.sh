@@ -16,6 +16,7 @@ ISTIO_API_VERSION=v1.31.1
 CONSUL_VERSION=v1.22.6
 POLARIS_VERSION=v1.18.1
 HELM_VERSION=v3.19.0
+HELM_KUBE_MINOR=34 # the Kubernetes minor of the client-go that helm version uses
 APT_PACKAGES=(zookeeper etcd-server openssl curl netcat-openbsd)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -149,7 +150,12 @@ ensure_helm() {
   [ -x "$out" ] && return 0
   log "building helm $HELM_VERSION"
   mkdir -p "$(dirname "$out")"
-  GOBIN="$(dirname "$out")" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # Helm's own build stamps its version and the Kubernetes version it renders for; unstamped it
+  # reports v1.20 and rejects charts that need a newer cluster.
+  local h=helm.sh/helm/v3
+  GOBIN="$(dirname "$out")" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w -X $h/internal/version.version=$HELM_VERSION \
+    -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR \
+    -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR" "$h/cmd/helm@$HELM_VERSION"
 }
 
 main() {

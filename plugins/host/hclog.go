@@ -2,23 +2,30 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
 
 // slogAdapter lets go-plugin log through the host's slog logger, so plugin output (which
 // go-plugin parses from the plugin's JSON stderr) lands in the host's structured log with
-// its level and fields.
+// its level and fields, tagged with the registry (the logger's own attributes) and the
+// plugin binary. Secret values are redacted from messages and string fields.
 type slogAdapter struct {
 	l       *slog.Logger
-	name    string
+	plugin  string
+	redact  *protocol.Redactor
 	implied []any
 }
 
-func newHCLogAdapter(l *slog.Logger) hclog.Logger { return &slogAdapter{l: l} }
+func newHCLogAdapter(l *slog.Logger, plugin string, r *protocol.Redactor) hclog.Logger {
+	return &slogAdapter{l: l, plugin: plugin, redact: r}
+}
 
 func toSlogLevel(level hclog.Level) slog.Level {
 	switch level {
@@ -33,7 +40,26 @@ func toSlogLevel(level hclog.Level) slog.Level {
 }
 
 func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
-	a.l.Log(context.Background(), toSlogLevel(level), msg, args...)
+	ctx := context.Background()
+	lv := toSlogLevel(level)
+	if !a.l.Enabled(ctx, lv) {
+		return
+	}
+	if !a.redact.Empty() {
+		msg = a.redact.Redact(msg)
+		args = append([]any(nil), args...)
+		for i, v := range args {
+			switch x := v.(type) {
+			case string:
+				args[i] = a.redact.Redact(x)
+			case error:
+				args[i] = a.redact.Redact(x.Error())
+			case fmt.Stringer:
+				args[i] = a.redact.Redact(x.String())
+			}
+		}
+	}
+	a.l.Log(ctx, lv, msg, args...)
 }
 func (a *slogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
 func (a *slogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
@@ -52,17 +78,20 @@ func (a *slogAdapter) IsError() bool { return a.enabled(hclog.Error) }
 
 func (a *slogAdapter) ImpliedArgs() []any { return a.implied }
 func (a *slogAdapter) With(args ...any) hclog.Logger {
-	return &slogAdapter{l: a.l.With(args...), name: a.name, implied: append(append([]any(nil), a.implied...), args...)}
+	c := *a
+	c.l = a.l.With(args...)
+	c.implied = append(append([]any(nil), a.implied...), args...)
+	return &c
 }
-func (a *slogAdapter) Name() string { return a.name }
-func (a *slogAdapter) Named(name string) hclog.Logger {
-	if a.name != "" {
-		name = a.name + "." + name
-	}
-	return a.ResetNamed(name)
-}
-func (a *slogAdapter) ResetNamed(name string) hclog.Logger {
-	return &slogAdapter{l: a.l.With("component", name), name: name, implied: a.implied}
+func (a *slogAdapter) Name() string { return a.plugin }
+
+// Named is how go-plugin marks the plugin's own output (it names the logger after the
+// executable, which here may be a /proc/self/fd path): it gets the plugin binary's name.
+func (a *slogAdapter) Named(string) hclog.Logger { return a.ResetNamed("") }
+func (a *slogAdapter) ResetNamed(string) hclog.Logger {
+	c := *a
+	c.l = a.l.With("plugin", a.plugin)
+	return &c
 }
 func (a *slogAdapter) SetLevel(hclog.Level) {}
 func (a *slogAdapter) GetLevel() hclog.Level {

@@ -13,17 +13,32 @@ type Metrics struct {
 	startSeconds prometheus.Histogram
 }
 
+// Restart reasons, the values of meltemi_plugin_restarts_total's reason label.
+const (
+	ReasonStartFailed     = "start-failed"
+	ReasonConfigureFailed = "configure-failed"
+	ReasonExited          = "exited"
+	ReasonHung            = "hung"
+	ReasonStreamEnded     = "stream-ended"
+)
+
 // NewMetrics registers the plugin metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+	m := newMetrics()
+	reg.MustRegister(m.restarts, m.events, m.rejected, m.connected, m.synced, m.running, m.startSeconds)
+	return m
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meltemi_plugin_restarts_total", Help: "Registry plugin restarts after a crash, hang, failed start or ended stream.",
-		}, []string{"registry"}),
+			Name: "meltemi_plugin_restarts_total", Help: "Registry plugin restarts, by why the previous run ended: start-failed, configure-failed, exited, hung, stream-ended.",
+		}, []string{"registry", "reason"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meltemi_registry_events_total", Help: "Events received from registry plugins, by type.",
 		}, []string{"registry", "type"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meltemi_registry_rejected_items_total", Help: "Registry items rejected as invalid (by the plugin or the host).",
+			Name: "meltemi_registry_rejected_items_total", Help: "Registry items rejected as invalid (by the plugin or the host); an item rejected again for the same reason counts once until the next snapshot.",
 		}, []string{"registry"}),
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meltemi_registry_connected", Help: "1 when the registry plugin reports a working registry connection.",
@@ -39,46 +54,48 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 	}
-	reg.MustRegister(m.restarts, m.events, m.rejected, m.connected, m.synced, m.running, m.startSeconds)
-	return m
 }
 
-func (m *Metrics) setStatus(registry string, st Status) {
-	if m == nil {
-		return
-	}
-	m.connected.WithLabelValues(registry).Set(b2f(st.Connected))
-	m.synced.WithLabelValues(registry).Set(b2f(st.Synced))
-	m.running.WithLabelValues(registry).Set(b2f(st.PluginRunning))
+// registryMetrics are one registry's series, resolved once: the event path is hot.
+type registryMetrics struct {
+	m                           *Metrics
+	registry                    string
+	snapshots, upserts, deletes prometheus.Counter
+	rejected                    prometheus.Counter
+	connected, synced, running  prometheus.Gauge
 }
+
+func (m *Metrics) forRegistry(registry string) *registryMetrics {
+	if m == nil {
+		m = newMetrics() // unregistered: counts into the void
+	}
+	return &registryMetrics{
+		m: m, registry: registry,
+		snapshots: m.events.WithLabelValues(registry, "snapshot"),
+		upserts:   m.events.WithLabelValues(registry, "upsert"),
+		deletes:   m.events.WithLabelValues(registry, "delete"),
+		rejected:  m.rejected.WithLabelValues(registry),
+		connected: m.connected.WithLabelValues(registry),
+		synced:    m.synced.WithLabelValues(registry),
+		running:   m.running.WithLabelValues(registry),
+	}
+}
+
+func (r *registryMetrics) setStatus(st Status) {
+	r.connected.Set(b2f(st.Connected))
+	r.synced.Set(b2f(st.Synced))
+	r.running.Set(b2f(st.PluginRunning))
+}
+
+func (r *registryMetrics) restart(reason string) {
+	r.m.restarts.WithLabelValues(r.registry, reason).Inc()
+}
+
+func (r *registryMetrics) started(seconds float64) { r.m.startSeconds.Observe(seconds) }
 
 func b2f(b bool) float64 {
 	if b {
 		return 1
 	}
 	return 0
-}
-
-func (m *Metrics) restart(registry string) {
-	if m != nil {
-		m.restarts.WithLabelValues(registry).Inc()
-	}
-}
-
-func (m *Metrics) event(registry, kind string) {
-	if m != nil {
-		m.events.WithLabelValues(registry, kind).Inc()
-	}
-}
-
-func (m *Metrics) reject(registry string) {
-	if m != nil {
-		m.rejected.WithLabelValues(registry).Inc()
-	}
-}
-
-func (m *Metrics) started(seconds float64) {
-	if m != nil {
-		m.startSeconds.Observe(seconds)
-	}
 }

@@ -10,15 +10,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
@@ -43,6 +46,8 @@ type Registration struct {
 type Status struct {
 	PluginRunning bool
 	PluginVersion string
+	// PluginPID is the plugin's process ID while it runs, else 0.
+	PluginPID int
 	// Connected reports whether the plugin can reach its registry.
 	Connected bool
 	// Synced is true once the plugin delivered a complete snapshot; it stays true across
@@ -77,8 +82,10 @@ type Config struct {
 	// fails HealthFailures calls in a row is considered hung and restarted.
 	HealthInterval time.Duration
 	HealthFailures int
-	// StartTimeout bounds the plugin handshake.
+	// StartTimeout bounds the plugin handshake, and each of Describe and Configure.
 	StartTimeout time.Duration
+	// StopTimeout is how long a plugin may take to exit when asked before it is killed.
+	StopTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +107,9 @@ func (c *Config) setDefaults() {
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = 15 * time.Second
 	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 5 * time.Second
+	}
 }
 
 // BinaryPath is where the plugin for kind is expected.
@@ -114,11 +124,12 @@ func Discover(dir string) (map[string]string, error) {
 	found := map[string]string{}
 	for _, e := range entries {
 		kind, ok := strings.CutPrefix(e.Name(), protocol.BinaryPrefix)
-		if !ok || kind == "" || e.IsDir() {
+		if !ok || checkKind(kind) != nil || e.IsDir() {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil || info.Mode()&0o111 == 0 {
+		// Follow links: plugins may be installed as symlinks to versioned files.
+		info, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil || !info.Mode().IsRegular() || info.Mode()&0o111 == 0 {
 			continue
 		}
 		found[kind] = filepath.Join(dir, e.Name())
@@ -126,22 +137,36 @@ func Discover(dir string) (map[string]string, error) {
 	return found, nil
 }
 
+// checkKind keeps a registry kind from naming anything but a file in the plugin directory.
+func checkKind(kind string) error {
+	if errs := validation.IsDNS1123Label(kind); len(errs) > 0 {
+		return fmt.Errorf("registry kind %q: %s", kind, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
 // FileChecksum is the hex SHA-256 of a file, the form Registration.Checksum takes.
 func FileChecksum(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:]), nil
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Supervisor keeps one registry's plugin running.
 type Supervisor struct {
-	cfg  Config
-	reg  Registration
-	sink Sink
-	log  *slog.Logger
+	cfg     Config
+	reg     Registration
+	sink    Sink
+	log     *slog.Logger
+	metrics *registryMetrics
+	redact  *protocol.Redactor
 
 	mu     sync.Mutex
 	status Status
@@ -150,7 +175,12 @@ type Supervisor struct {
 // NewSupervisor returns a supervisor for reg; call Run.
 func NewSupervisor(cfg Config, reg Registration, sink Sink) *Supervisor {
 	cfg.setDefaults()
-	return &Supervisor{cfg: cfg, reg: reg, sink: sink, log: cfg.Logger.With("registry", reg.Name, "kind", reg.Kind)}
+	return &Supervisor{
+		cfg: cfg, reg: reg, sink: sink,
+		log:     cfg.Logger.With("registry", reg.Name, "kind", reg.Kind),
+		metrics: cfg.Metrics.forRegistry(reg.Name),
+		redact:  protocol.NewRedactor(reg.Secrets),
+	}
 }
 
 // Status returns the current status.
@@ -165,9 +195,18 @@ func (s *Supervisor) update(f func(*Status)) {
 	f(&s.status)
 	st := s.status
 	s.mu.Unlock()
-	s.cfg.Metrics.setStatus(s.reg.Name, st)
+	s.metrics.setStatus(st)
 	s.sink.Status(s.reg.Name, st)
 }
+
+// runError is why one run of a plugin ended.
+type runError struct {
+	reason string
+	err    error
+}
+
+func (e *runError) Error() string { return e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
 
 // Run starts the plugin and restarts it until ctx ends. Its last-known services stay in the
 // sink while it is down.
@@ -177,22 +216,24 @@ func (s *Supervisor) Run(ctx context.Context) {
 		started := time.Now()
 		err := s.runOnce(ctx)
 		if ctx.Err() != nil {
-			s.update(func(st *Status) { st.PluginRunning = false })
+			s.update(func(st *Status) { st.PluginRunning, st.PluginPID = false, 0 })
 			return
 		}
 		// A plugin that ran for a while before failing starts again quickly; one that keeps
-		// failing at start waits longer each time.
+		// failing soon after start waits longer each time.
 		if time.Since(started) > 4*s.cfg.MaxBackoff {
 			backoff = s.cfg.MinBackoff
 		}
-		msg := "plugin stopped"
-		if err != nil {
-			msg = err.Error()
+		reason := ReasonStreamEnded
+		var re *runError
+		if errors.As(err, &re) {
+			reason = re.reason
 		}
-		s.log.Error("registry plugin failed; keeping its last-known services", "error", msg, "retryIn", backoff)
-		s.cfg.Metrics.restart(s.reg.Name)
+		msg := s.redact.Redact(err.Error())
+		s.log.Error("registry plugin stopped; keeping its last-known services and restarting it", "reason", reason, "error", msg, "retryIn", backoff)
+		s.metrics.restart(reason)
 		s.update(func(st *Status) {
-			st.PluginRunning, st.Connected, st.Message = false, false, msg
+			st.PluginRunning, st.PluginPID, st.Connected, st.Message = false, 0, false, msg
 			st.Restarts++
 		})
 		select {
@@ -205,133 +246,80 @@ func (s *Supervisor) Run(ctx context.Context) {
 }
 
 func (s *Supervisor) runOnce(ctx context.Context) error {
+	fail := func(reason string, err error) error { return &runError{reason, err} }
+	if err := checkKind(s.reg.Kind); err != nil {
+		return fail(ReasonStartFailed, err)
+	}
 	path := BinaryPath(s.cfg.PluginDir, s.reg.Kind)
 	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("no plugin for registry kind %q: %w", s.reg.Kind, err)
+		return fail(ReasonStartFailed, fmt.Errorf("no plugin for registry kind %q: %w", s.reg.Kind, err))
 	}
 	begin := time.Now()
-	client, reg, err := startPlugin(path, s.reg.Checksum, s.cfg.StartTimeout, s.log)
+	p, err := startPlugin(path, s.reg.Checksum, s.cfg.StartTimeout, s.log, s.redact)
 	if err != nil {
-		return err
+		return fail(ReasonStartFailed, err)
 	}
-	defer client.Kill()
-	s.cfg.Metrics.started(time.Since(begin).Seconds())
+	hung := false
+	defer func() { p.stop(s.cfg.StopTimeout, hung) }()
+	s.metrics.started(time.Since(begin).Seconds())
 
-	desc, err := reg.Describe(ctx, &registryv1.DescribeRequest{})
+	callCtx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	desc, err := p.rpc.Describe(callCtx, &registryv1.DescribeRequest{})
 	if err != nil {
-		return fmt.Errorf("describe: %w", err)
+		return fail(ReasonStartFailed, fmt.Errorf("describe: %w", err))
 	}
 	if desc.GetKind() != s.reg.Kind {
-		return fmt.Errorf("plugin %s serves kind %q, not %q", path, desc.GetKind(), s.reg.Kind)
+		return fail(ReasonStartFailed, fmt.Errorf("plugin %s serves kind %q, not %q", path, desc.GetKind(), s.reg.Kind))
 	}
-	resp, err := reg.Configure(ctx, &registryv1.ConfigureRequest{
+	resp, err := p.rpc.Configure(callCtx, &registryv1.ConfigureRequest{
 		Registry: s.reg.Name, Address: s.reg.Address, Options: s.reg.Options, Secrets: s.reg.Secrets,
 	})
 	if err != nil {
-		return fmt.Errorf("configure: %w", err)
+		return fail(ReasonConfigureFailed, fmt.Errorf("configure: %w", err))
 	}
 	if errs := resp.GetErrors(); len(errs) > 0 {
-		return &ConfigError{Registry: s.reg.Name, Errors: errs}
+		return fail(ReasonConfigureFailed, &ConfigError{Registry: s.reg.Name, Errors: errs})
 	}
+	cancel()
 	s.update(func(st *Status) {
-		st.PluginRunning, st.PluginVersion, st.Message = true, desc.GetVersion(), ""
+		st.PluginRunning, st.PluginVersion, st.PluginPID, st.Message = true, desc.GetVersion(), p.pid, ""
 	})
-	s.log.Info("registry plugin started", "version", desc.GetVersion(), "pid", pluginPID(client))
+	s.log.Info("registry plugin started", "version", desc.GetVersion(), "pid", p.pid,
+		"protocol", p.client.NegotiatedVersion(), "autoMTLS", true, "startSeconds", time.Since(begin).Seconds())
 
-	watchCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go s.watchHealth(watchCtx, reg, cancel)
-	stream, err := reg.Watch(watchCtx, &registryv1.WatchRequest{})
-	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+	watchCtx, cancelWatch := context.WithCancelCause(ctx)
+	defer cancelWatch(nil)
+	go s.watchHealth(watchCtx, p.rpc, cancelWatch)
+	stream, err := p.rpc.Watch(watchCtx, &registryv1.WatchRequest{})
+	if err == nil {
+		err = s.consume(stream, newReceiver(s.reg.Name, s.sink, s.log, s.metrics, s.redact, s.update))
 	}
-	return s.consume(watchCtx, stream)
+	switch cause := context.Cause(watchCtx); {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(cause, errHung):
+		hung = true
+		return fail(ReasonHung, cause)
+	case p.exited(300 * time.Millisecond):
+		return fail(ReasonExited, fmt.Errorf("plugin process exited: %w", err))
+	}
+	return fail(ReasonStreamEnded, fmt.Errorf("watch: %w", err))
 }
 
-// startPlugin spawns a plugin binary, verifies it and completes the handshake. The caller
-// must Kill the returned client.
-func startPlugin(path, checksum string, timeout time.Duration, log *slog.Logger) (*plugin.Client, registryv1.RegistryClient, error) {
-	cc := &plugin.ClientConfig{
-		HandshakeConfig: protocol.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{
-			protocol.Version: {protocol.PluginName: &protocol.GRPCPlugin{}},
-		},
-		Cmd:              exec.Command(path),
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     timeout,
-		Logger:           newHCLogAdapter(log),
-	}
-	if checksum != "" {
-		sum, err := hex.DecodeString(checksum)
-		if err != nil || len(sum) != sha256.Size {
-			return nil, nil, fmt.Errorf("plugin checksum %q is not a hex SHA-256", checksum)
+func (s *Supervisor) consume(stream registryv1.Registry_WatchClient, r *receiver) error {
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return err
 		}
-		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-	}
-	client := plugin.NewClient(cc)
-	rpc, err := client.Client()
-	if err != nil {
-		client.Kill()
-		return nil, nil, explainStartError(path, err)
-	}
-	raw, err := rpc.Dispense(protocol.PluginName)
-	if err != nil {
-		client.Kill()
-		return nil, nil, fmt.Errorf("dispensing registry service: %w", err)
-	}
-	reg, ok := raw.(registryv1.RegistryClient)
-	if !ok {
-		client.Kill()
-		return nil, nil, fmt.Errorf("plugin %s does not serve the registry protocol", path)
-	}
-	return client, reg, nil
-}
-
-// Describe starts the plugin at path just long enough to ask what it is.
-func Describe(ctx context.Context, path, checksum string, log *slog.Logger) (*registryv1.DescribeResponse, error) {
-	client, reg, err := startPlugin(path, checksum, 15*time.Second, log)
-	if err != nil {
-		return nil, err
-	}
-	defer client.Kill()
-	return reg.Describe(ctx, &registryv1.DescribeRequest{})
-}
-
-// ConfigError is a registry configuration the plugin refused, field by field.
-type ConfigError struct {
-	Registry string
-	Errors   []*registryv1.FieldError
-}
-
-func (e *ConfigError) Error() string {
-	parts := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
-		if fe.GetField() == "" {
-			parts[i] = fe.GetMessage()
-		} else {
-			parts[i] = fe.GetField() + ": " + fe.GetMessage()
+		for _, ev := range resp.GetEvents() {
+			r.handle(ev)
 		}
 	}
-	return fmt.Sprintf("registry %s: invalid configuration: %s", e.Registry, strings.Join(parts, "; "))
 }
 
-func explainStartError(path string, err error) error {
-	switch {
-	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
-		return fmt.Errorf("refusing plugin %s: its SHA-256 does not match the configured checksum: %w", path, err)
-	case strings.Contains(err.Error(), "Incompatible API version"):
-		return fmt.Errorf("plugin %s speaks another plugin protocol version than this host (%d): %w", path, protocol.Version, err)
-	}
-	return fmt.Errorf("starting plugin %s: %w", path, err)
-}
-
-func pluginPID(c *plugin.Client) int {
-	if rc := c.ReattachConfig(); rc != nil {
-		return rc.Pid
-	}
-	return 0
-}
+var errHung = errors.New("plugin not responding to health checks")
 
 // watchHealth cancels the watch when the plugin stops answering: a hung plugin is restarted
 // like a crashed one.
@@ -352,80 +340,150 @@ func (s *Supervisor) watchHealth(ctx context.Context, reg registryv1.RegistryCli
 			failures = 0
 			continue
 		}
-		failures++
-		if failures >= s.cfg.HealthFailures {
-			cancel(fmt.Errorf("plugin not responding to health checks: %w", err))
+		if failures++; failures >= s.cfg.HealthFailures {
+			cancel(fmt.Errorf("%w (%d in a row, last: %v)", errHung, failures, err))
 			return
 		}
 	}
 }
 
-func (s *Supervisor) consume(ctx context.Context, stream registryv1.Registry_WatchClient) error {
-	var (
-		inSnapshot bool
-		pending    []model.Service
-		keep       []string
-	)
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-				return cause
-			}
-			return fmt.Errorf("watch stream: %w", err)
-		}
-		for _, ev := range resp.GetEvents() {
-			switch k := ev.GetKind().(type) {
-			case *registryv1.Event_SnapshotBegin:
-				inSnapshot, pending, keep = true, pending[:0], nil
-				s.cfg.Metrics.event(s.reg.Name, "snapshot")
-			case *registryv1.Event_Upsert:
-				s.cfg.Metrics.event(s.reg.Name, "upsert")
-				svc, ok := s.validate(k.Upsert)
-				switch {
-				case inSnapshot && ok:
-					pending = append(pending, svc)
-				case inSnapshot:
-					keep = append(keep, k.Upsert.GetKey())
-				case ok:
-					s.sink.Upsert(svc)
-				}
-			case *registryv1.Event_Delete:
-				s.cfg.Metrics.event(s.reg.Name, "delete")
-				if !inSnapshot {
-					s.sink.Delete(s.reg.Name, k.Delete.GetKey())
-				}
-			case *registryv1.Event_SnapshotEnd:
-				if !inSnapshot {
-					continue
-				}
-				s.sink.Replace(s.reg.Name, pending, keep)
-				inSnapshot, pending, keep = false, nil, nil
-				s.update(func(st *Status) { st.Synced, st.LastSync = true, time.Now() })
-			case *registryv1.Event_Health:
-				connected, msg := k.Health.GetConnected(), k.Health.GetMessage()
-				if !connected {
-					s.log.Warn("registry unreachable; keeping its last-known services", "reason", msg)
-				}
-				s.update(func(st *Status) { st.Connected, st.Message = connected, msg })
-			case *registryv1.Event_Rejected:
-				s.reject(model.Rejection{Registry: s.reg.Name, Item: k.Rejected.GetItem(), Reason: k.Rejected.GetReason()})
-			}
-		}
-	}
+// proc is a started plugin process.
+type proc struct {
+	client *plugin.Client
+	rpc    registryv1.RegistryClient
+	pid    int
+	kill   func() error
 }
 
-// validate converts and checks one service; unusable parts are rejected one by one.
-func (s *Supervisor) validate(p *registryv1.Service) (model.Service, bool) {
-	svc, rejections, ok := model.Validate(protocol.FromProto(s.reg.Name, p))
-	for _, r := range rejections {
-		s.reject(r)
+// startPlugin spawns a plugin binary, verifies its checksum (when one is given) and
+// completes the handshake over mutually authenticated TLS. The caller must stop it.
+func startPlugin(path, checksum string, timeout time.Duration, log *slog.Logger, r *protocol.Redactor) (*proc, error) {
+	cmd, started, err := pluginCommand(path)
+	if err != nil {
+		return nil, err
 	}
-	return svc, ok
+	defer started()
+	// The host's PID lets the plugin notice when the host is gone (see sdk.Serve).
+	cmd.Env = append(os.Environ(), protocol.HostPIDEnv+"="+strconv.Itoa(os.Getpid()))
+	cc := &plugin.ClientConfig{
+		HandshakeConfig: protocol.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{
+			protocol.Version: {protocol.PluginName: &protocol.GRPCPlugin{}},
+		},
+		Cmd:              cmd,
+		SkipHostEnv:      true,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     timeout,
+		Logger:           newHCLogAdapter(log, filepath.Base(path), r),
+		GRPCDialOptions:  []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(protocol.MaxMessageBytes))},
+	}
+	if checksum != "" {
+		sum, err := hex.DecodeString(checksum)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("plugin checksum %q for %s is not a hex SHA-256", checksum, path)
+		}
+		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	client := plugin.NewClient(cc)
+	p := &proc{client: client}
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, explainStartError(path, checksum, err)
+	}
+	if cmd.Process != nil {
+		p.pid, p.kill = cmd.Process.Pid, cmd.Process.Kill
+	}
+	raw, err := rpc.Dispense(protocol.PluginName)
+	if err != nil {
+		p.stop(time.Second, false)
+		return nil, fmt.Errorf("dispensing registry service: %w", err)
+	}
+	var ok bool
+	if p.rpc, ok = raw.(registryv1.RegistryClient); !ok {
+		p.stop(time.Second, false)
+		return nil, fmt.Errorf("plugin %s does not serve the registry protocol", path)
+	}
+	return p, nil
 }
 
-func (s *Supervisor) reject(r model.Rejection) {
-	s.cfg.Metrics.reject(s.reg.Name)
-	s.log.Warn("registry item rejected", "item", r.Item, "reason", r.Reason)
-	s.sink.Reject(r)
+// stop ends the plugin process: politely first, then with SIGKILL after grace (or at once
+// when it is known to hang, since a hung plugin cannot answer the shutdown request).
+func (p *proc) stop(grace time.Duration, hung bool) {
+	if hung && p.kill != nil {
+		_ = p.kill()
+	}
+	done := make(chan struct{})
+	go func() { p.client.Kill(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	if p.kill != nil {
+		_ = p.kill()
+	}
+	<-done
+}
+
+// exited reports whether the plugin process ended, waiting up to wait for it to be noticed.
+func (p *proc) exited(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for !p.client.Exited() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// Describe starts the plugin at path just long enough to ask what it is.
+func Describe(ctx context.Context, path, checksum string, log *slog.Logger) (*registryv1.DescribeResponse, error) {
+	p, err := startPlugin(path, checksum, 15*time.Second, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop(5*time.Second, false)
+	return p.rpc.Describe(ctx, &registryv1.DescribeRequest{})
+}
+
+// ConfigError is a registry configuration the plugin refused, field by field.
+type ConfigError struct {
+	Registry string
+	Errors   []*registryv1.FieldError
+}
+
+func (e *ConfigError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		if fe.GetField() == "" {
+			parts[i] = fe.GetMessage()
+		} else {
+			parts[i] = fe.GetField() + ": " + fe.GetMessage()
+		}
+	}
+	return fmt.Sprintf("registry %s: invalid configuration: %s", e.Registry, strings.Join(parts, "; "))
+}
+
+// explainStartError turns go-plugin's start errors into ones that say what to do.
+func explainStartError(path, checksum string, err error) error {
+	msg := strings.ToLower(err.Error())
+	switch {
+	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
+		actual, cerr := FileChecksum(path)
+		if cerr != nil {
+			actual = "unreadable: " + cerr.Error()
+		}
+		return fmt.Errorf("refusing plugin %s: its SHA-256 checksum %s does not match the configured checksum %s", path, actual, checksum)
+	case strings.Contains(msg, "incompatible core api version"):
+		return fmt.Errorf("plugin %s was built with an incompatible go-plugin version: %w", path, err)
+	case strings.Contains(msg, "incompatible api version"):
+		return fmt.Errorf("plugin %s speaks another plugin protocol version than this host, which speaks version %d; use a plugin built for protocol %d: %w",
+			path, protocol.Version, protocol.Version, err)
+	case strings.Contains(msg, "unrecognized remote plugin message"):
+		return fmt.Errorf("%s is not a Meltemi registry plugin (no plugin handshake): %w", path, err)
+	}
+	return fmt.Errorf("starting plugin %s: %w", path, err)
 }

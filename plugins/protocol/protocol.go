@@ -24,6 +24,14 @@ const PluginName = "registry"
 // BinaryPrefix names registry plugin executables: meltemi-registry-<kind>.
 const BinaryPrefix = "meltemi-registry-"
 
+// HostPIDEnv passes the host's process ID to a plugin. A plugin whose parent is not (or no
+// longer) that process exits: no plugin outlives its host, even one killed with SIGKILL.
+const HostPIDEnv = "MELTEMI_PLUGIN_HOST_PID"
+
+// MaxMessageBytes bounds one Watch message on the wire. The SDK rejects a single service
+// that would not fit (rather than break the stream), and the host refuses larger messages.
+const MaxMessageBytes = 64 << 20
+
 // Handshake is checked before anything else: the cookie keeps a plugin binary from being run
 // by hand by mistake (it then prints a hint and exits). It is not a security measure.
 var Handshake = plugin.HandshakeConfig{
@@ -32,9 +40,10 @@ var Handshake = plugin.HandshakeConfig{
 	MagicCookieValue: "d1f1c0a5-5a1e-4bb0-9f4e-3c0e1b7d6b2a",
 }
 
-// servedVersion can be changed at link time (-X) to build a plugin that speaks another
-// protocol version; only the tests for version negotiation do that.
-var servedVersion = strconv.Itoa(Version)
+// servedVersion can be set at link time (-X) to build a plugin that speaks another protocol
+// version; only the tests for version negotiation do that. Empty means Version. (-X only
+// sets string variables without an initialiser computed at run time, hence the string.)
+var servedVersion string
 
 // ServedVersion is the protocol version a plugin built from this module serves.
 func ServedVersion() int {

@@ -10,8 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
@@ -80,7 +78,8 @@ type Config struct {
 }
 
 // Emitter carries a plugin's reports to the host. Calls block while the host is busy
-// (back-pressure); they are safe for concurrent use.
+// (back-pressure); they are safe for concurrent use. Snapshot and Upsert take ownership of
+// the services given: do not modify them, their instance slices or their label maps later.
 type Emitter interface {
 	// Snapshot reports the complete state of the registry; services not in it are removed.
 	Snapshot(services []Service)
@@ -119,12 +118,6 @@ func AsFieldErrors(err error) FieldErrors {
 	}
 	return FieldErrors{{Message: err.Error()}}
 }
-
-// Logger returns the plugin's logger. Its records are forwarded into the host's log, tagged
-// with the registry's name.
-func Logger() *slog.Logger { return logger }
-
-var logger = slog.New(newHostLogHandler(os.Stderr))
 
 func (t OptionType) String() string {
 	switch t {

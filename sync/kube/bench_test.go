@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,45 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 )
+
+// cpuMeter reads the CPU time used by the API server, its etcd and this process, so that the
+// benchmark can report costs that do not depend on what else the machine is running.
+type cpuMeter struct{ pids []string }
+
+func newCPUMeter(ke *kubeEnv) *cpuMeter {
+	m := &cpuMeter{pids: []string{"self"}}
+	for _, c := range []string{"kube-apiserver", "etcd"} {
+		b, err := os.ReadFile(filepath.Join(ke.env.State, "pids", c+".pid"))
+		if err != nil {
+			return nil
+		}
+		m.pids = append(m.pids, strings.TrimSpace(string(b)))
+	}
+	return m
+}
+
+// seconds returns the CPU seconds (user+system) of the metered processes.
+func (m *cpuMeter) seconds() float64 {
+	if m == nil {
+		return 0
+	}
+	var total float64
+	for _, pid := range m.pids {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return 0
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) < 13 {
+			return 0
+		}
+		u, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (u + st) / 100 // USER_HZ
+	}
+	return total
+}
 
 func envInt(b *testing.B, name string, def int) int {
 	v := os.Getenv(name)
@@ -34,6 +75,9 @@ func envInt(b *testing.B, name string, def int) int {
 //   - reconciler-s: the same objects through Set + WaitIdle with W workers (informer caches
 //     synced beforehand, as in a running host);
 //   - ratio: reconciler-s / baseline-s (goal <= 1.25);
+//   - cpu-ratio: the same ratio for the CPU time used by kube-apiserver, etcd and the test
+//     process (the cost that bounds throughput on a saturated machine; unlike wall time it
+//     hardly depends on what else runs on the machine);
 //   - restart-writes: API writes made by a new Reconciler given the same desired set (must be 0).
 //
 // W = MELTEMI_BENCH_WORKERS, default 8. Client-side rate limits are off on both sides so the
@@ -49,6 +93,7 @@ func BenchmarkInitialSync(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	meter := newCPUMeter(ke)
 	objects := func(ns string) []*unstructured.Unstructured {
 		out := make([]*unstructured.Unstructured, n)
 		for i := range out {
@@ -57,30 +102,36 @@ func BenchmarkInitialSync(b *testing.B) {
 		return out
 	}
 
-	var base, rec time.Duration
+	var base, rec phase
 	var writes int
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		var dBase, dRec time.Duration
+		var pb, pr phase
 		var w int
 		if i%2 == 0 {
-			dBase = benchCreateLoop(b, ke, plain, objects, workers)
-			dRec, w = benchReconciler(b, ke, cfg, objects, workers)
+			pb = benchCreateLoop(b, ke, meter, plain, objects, workers)
+			pr, w = benchReconciler(b, ke, meter, cfg, objects, workers)
 		} else {
-			dRec, w = benchReconciler(b, ke, cfg, objects, workers)
-			dBase = benchCreateLoop(b, ke, plain, objects, workers)
+			pr, w = benchReconciler(b, ke, meter, cfg, objects, workers)
+			pb = benchCreateLoop(b, ke, meter, plain, objects, workers)
 		}
-		b.Logf("iteration %d: %d services, %d workers: create loop %v (%.0f/s), reconciler %v (%.0f/s), ratio %.2f, restart writes %d",
-			i, n, workers, dBase.Round(time.Millisecond), float64(n)/dBase.Seconds(),
-			dRec.Round(time.Millisecond), float64(n)/dRec.Seconds(), dRec.Seconds()/dBase.Seconds(), w)
-		base += dBase
-		rec += dRec
+		b.Logf("iteration %d: %d services, %d workers: create loop %v (%.0f/s, cpu %.2fs), reconciler %v (%.0f/s, cpu %.2fs), ratio %.2f, cpu ratio %.2f, restart writes %d",
+			i, n, workers, pb.wall.Round(time.Millisecond), float64(n)/pb.wall.Seconds(), pb.cpu,
+			pr.wall.Round(time.Millisecond), float64(n)/pr.wall.Seconds(), pr.cpu,
+			pr.wall.Seconds()/pb.wall.Seconds(), pr.cpu/pb.cpu, w)
+		base.add(pb)
+		rec.add(pr)
 		writes += w
 	}
-	b.ReportMetric(base.Seconds()/float64(b.N), "baseline-s")
-	b.ReportMetric(rec.Seconds()/float64(b.N), "reconciler-s")
-	b.ReportMetric(rec.Seconds()/base.Seconds(), "ratio")
+	b.ReportMetric(base.wall.Seconds()/float64(b.N), "baseline-s")
+	b.ReportMetric(rec.wall.Seconds()/float64(b.N), "reconciler-s")
+	b.ReportMetric(rec.wall.Seconds()/base.wall.Seconds(), "ratio")
+	if meter != nil && base.cpu > 0 {
+		b.ReportMetric(base.cpu/float64(b.N), "baseline-cpu-s")
+		b.ReportMetric(rec.cpu/float64(b.N), "reconciler-cpu-s")
+		b.ReportMetric(rec.cpu/base.cpu, "cpu-ratio")
+	}
 	b.ReportMetric(float64(writes)/float64(b.N), "restart-writes")
 	b.ReportMetric(0, "ns/op")
 	if writes != 0 {
@@ -88,8 +139,15 @@ func BenchmarkInitialSync(b *testing.B) {
 	}
 }
 
+type phase struct {
+	wall time.Duration
+	cpu  float64
+}
+
+func (p *phase) add(q phase) { p.wall += q.wall; p.cpu += q.cpu }
+
 // benchCreateLoop creates the objects with a plain create loop and returns its duration.
-func benchCreateLoop(b *testing.B, ke *kubeEnv, client dynamic.Interface, objects func(string) []*unstructured.Unstructured, workers int) time.Duration {
+func benchCreateLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, client dynamic.Interface, objects func(string) []*unstructured.Unstructured, workers int) phase {
 	ns := ke.namespace(b)
 	defer ke.deleteNamespace(b, ns)
 	objs := objects(ns)
@@ -97,6 +155,7 @@ func benchCreateLoop(b *testing.B, ke *kubeEnv, client dynamic.Interface, object
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	cpu := meter.seconds()
 	start := time.Now()
 	for range workers {
 		wg.Go(func() {
@@ -116,16 +175,16 @@ func benchCreateLoop(b *testing.B, ke *kubeEnv, client dynamic.Interface, object
 	}
 	close(work)
 	wg.Wait()
-	d := time.Since(start)
+	p := phase{wall: time.Since(start), cpu: meter.seconds() - cpu}
 	if firstErr != nil {
 		b.Fatalf("create loop: %v", firstErr)
 	}
-	return d
+	return p
 }
 
 // benchReconciler syncs the objects through a Reconciler, then restarts it with the same
 // desired set and counts the writes of the second one.
-func benchReconciler(b *testing.B, ke *kubeEnv, cfg *rest.Config, objects func(string) []*unstructured.Unstructured, workers int) (time.Duration, int) {
+func benchReconciler(b *testing.B, ke *kubeEnv, meter *cpuMeter, cfg *rest.Config, objects func(string) []*unstructured.Unstructured, workers int) (phase, int) {
 	ns := ke.namespace(b)
 	defer ke.deleteNamespace(b, ns)
 	client, err := dynamic.NewForConfig(cfg)
@@ -140,6 +199,7 @@ func benchReconciler(b *testing.B, ke *kubeEnv, cfg *rest.Config, objects func(s
 	rr := newReconciler(b, client, ns, tweak).start(b)
 	rr.waitIdle(b) // caches synced, nothing to do yet
 	objs := objects(ns)
+	cpu := meter.seconds()
 	start := time.Now()
 	for _, u := range objs {
 		if err := rr.Set(u); err != nil {
@@ -147,7 +207,7 @@ func benchReconciler(b *testing.B, ke *kubeEnv, cfg *rest.Config, objects func(s
 		}
 	}
 	rr.waitIdle(b)
-	d := time.Since(start)
+	p := phase{wall: time.Since(start), cpu: meter.seconds() - cpu}
 	if s := rr.Stats(); s.Creates != int64(len(objs)) || s.Errors != 0 {
 		b.Fatalf("reconciler stats %+v, want %d creates and no errors", s, len(objs))
 	}
@@ -172,5 +232,5 @@ func benchReconciler(b *testing.B, ke *kubeEnv, cfg *rest.Config, objects func(s
 	second.AllowDeletes()
 	second.settle(b)
 	second.stop(b)
-	return d, wc.total()
+	return p, wc.total()
 }

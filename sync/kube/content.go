@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -46,7 +47,8 @@ func nonContent(field string) bool {
 type desiredObject struct {
 	obj  *unstructured.Unstructured // apiVersion, kind, metadata{name,namespace,labels,annotations}, content
 	hash string
-	size int // bytes of the JSON apply body (without resourceVersion)
+	size int    // bytes of the JSON apply body (without resourceVersion)
+	body []byte // that body
 }
 
 // normalize turns a caller's object into the form that is hashed, compared and applied:
@@ -57,13 +59,18 @@ type desiredObject struct {
 //   - the ownership labels are added (overriding a caller's value for them);
 //   - the content hash annotation is computed and set.
 func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, maxBytes int) (*desiredObject, error) {
-	raw, err := json.Marshal(in.Object)
-	if err != nil {
-		return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
-	}
-	var m map[string]any
-	if err := utiljson.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", describe(in), err)
+	v, ok := jsonValue(in.Object)
+	m, _ := v.(map[string]any)
+	if !ok {
+		// Values of types a JSON decode never produces (structs, typed slices and maps):
+		// round-trip through JSON.
+		raw, err := json.Marshal(in.Object)
+		if err != nil {
+			return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
+		}
+		if err := utiljson.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", describe(in), err)
+		}
 	}
 	u := &unstructured.Unstructured{Object: make(map[string]any, len(m))}
 	for k, v := range m {
@@ -101,12 +108,77 @@ func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, max
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
 	}
+	d := &desiredObject{obj: u, hash: hash, size: len(body), body: body}
 	if maxBytes > 0 && len(body) > maxBytes {
-		return &desiredObject{obj: u, hash: hash, size: len(body)}, fmt.Errorf(
+		d.body = nil
+		return d, fmt.Errorf(
 			"%w: %s encodes to %d bytes, over the limit of %d bytes (etcd's request limit); split it (e.g. move endpoints into WorkloadEntries)",
 			ErrTooLarge, describe(in), len(body), maxBytes)
 	}
-	return &desiredObject{obj: u, hash: hash, size: len(body)}, nil
+	return d, nil
+}
+
+// jsonValue deep-copies v into the types a JSON decode yields (map[string]any, []any, string,
+// bool, int64, float64, nil), so that desired objects compare and hash like objects read from
+// the API server. It reports false for a value of any other type; the caller then falls back
+// to a JSON round trip.
+func jsonValue(v any) (any, bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			c, ok := jsonValue(e)
+			if !ok {
+				return nil, false
+			}
+			out[k] = c
+		}
+		return out, true
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			c, ok := jsonValue(e)
+			if !ok {
+				return nil, false
+			}
+			out[i] = c
+		}
+		return out, true
+	case map[string]string:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = e
+		}
+		return out, true
+	case []string:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = e
+		}
+		return out, true
+	case string, bool, int64, nil:
+		return x, true
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+			return int64(x), true // as k8s.io/apimachinery/pkg/util/json decodes whole numbers
+		}
+		return x, true
+	case int:
+		return int64(x), true
+	case int32:
+		return int64(x), true
+	case int16:
+		return int64(x), true
+	case int8:
+		return int64(x), true
+	case uint32:
+		return int64(x), true
+	case uint16:
+		return int64(x), true
+	case uint8:
+		return int64(x), true
+	}
+	return nil, false
 }
 
 // ContentHash is the hex SHA-256 of the canonical JSON of an object's labels, its annotations
@@ -142,6 +214,9 @@ func ContentHash(u *unstructured.Unstructured) string {
 // conditional on the object still being at that version.
 func (d *desiredObject) applyBody(resourceVersion string) ([]byte, error) {
 	if resourceVersion == "" {
+		if d.body != nil {
+			return d.body, nil
+		}
 		return json.Marshal(d.obj.Object)
 	}
 	obj := maps.Clone(d.obj.Object)

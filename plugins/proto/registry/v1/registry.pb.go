@@ -1007,9 +1007,12 @@ func (x *HealthStatus) GetMessage() string {
 
 // A registry item the plugin could not understand; reported, never fatal.
 type Rejection struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Item          string                 `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Item   string                 `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Set when a whole service could not be sent (e.g. it is too large for a message): the
+	// host keeps that service's last-known state instead of treating it as gone.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1054,6 +1057,13 @@ func (x *Rejection) GetItem() string {
 func (x *Rejection) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rejection) GetKey() string {
+	if x != nil {
+		return x.Key
 	}
 	return ""
 }
@@ -1217,10 +1227,11 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"F\n" +
 	"\fHealthStatus\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"7\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"I\n" +
 	"\tRejection\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"\x0f\n" +
 	"\rHealthRequest\"H\n" +
 	"\x0eHealthResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +

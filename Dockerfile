@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The Meltemi image: the host and its registry plugins side by side in /usr/local/bin, where the
+# host looks for plugins by default. Built by `make image`:
+#
+#   docker build --build-arg VERSION=v0.1.0 -t ghcr.io/meltemi-mesh/meltemi:v0.1.0 .
+#
+# The final image is distroless and runs as a non-root user; the chart mounts a writable /tmp
+# (plugin sockets) over an otherwise read-only root file system.
+
+ARG GO_VERSION=1.26
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+ARG VERSION=dev
+ARG TARGETOS=linux
+ARG TARGETARCH
+# Plugin packages shipped in the image; `make image` passes the Makefile's list.
+ARG PLUGINS="./registries/zookeeper/cmd/meltemi-registry-zookeeper ./registries/nacos/cmd/meltemi-registry-nacos ./registries/consul/cmd/meltemi-registry-consul ./registries/etcd/cmd/meltemi-registry-etcd"
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/meltemi ${PLUGINS}
+
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="meltemi" \
+      org.opencontainers.image.description="Brings services of external registries into an Istio mesh" \
+      org.opencontainers.image.source="https://github.com/meltemi-mesh/meltemi" \
+      org.opencontainers.image.version="${VERSION}"
+COPY --from=build /out/ /usr/local/bin/
+USER 65532:65532
+EXPOSE 9090 18010
+ENTRYPOINT ["/usr/local/bin/meltemi"]
+CMD ["run"]

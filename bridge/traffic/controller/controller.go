@@ -1,0 +1,435 @@
+// Package controller runs the traffic translator against the cluster: it watches MetaRouters,
+// ApplicationProtocols, DestinationRules and ServiceEntries, translates them after a quiet
+// period, hands EnvoyFilters to the owned-object writer and route configurations to the RDS
+// server, and reports each MetaRouter's outcome in its status and in events.
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+)
+
+// Writer applies desired EnvoyFilters; sync/kube's Reconciler implements it.
+type Writer interface {
+	Set(obj *unstructured.Unstructured) error
+	Unset(gvk schema.GroupVersionKind, namespace, name string)
+	// AllowDeletes is called once the first translation of complete inputs has been handed
+	// over, so that owned EnvoyFilters nobody wants any more can be told apart.
+	AllowDeletes()
+}
+
+// RouteSink receives the complete set of route configurations after each translation; the
+// xDS server (sync/xds) implements it.
+type RouteSink interface {
+	Update(routes map[string]*routev3.RouteConfiguration)
+}
+
+// Resources watched.
+var (
+	DestinationRuleResource = schema.GroupVersionResource{Group: istio.Group, Version: "v1", Resource: "destinationrules"}
+	ServiceEntryResource    = schema.GroupVersionResource{Group: istio.Group, Version: "v1", Resource: "serviceentries"}
+)
+
+// Config configures a Controller. Client, Writer and Routes are required.
+type Config struct {
+	Client  dynamic.Interface
+	Writer  Writer
+	Routes  RouteSink
+	Options traffic.Options
+	// WatchNamespace limits the objects read to one namespace; "" reads all (MetaRouters are
+	// mesh wide, whatever their namespace).
+	WatchNamespace string
+	// Debounce is the quiet time after the last change before translating; MaxDelay bounds how
+	// long a stream of changes can postpone it. Defaults 100ms and 1s.
+	Debounce, MaxDelay time.Duration
+	// Recorder, when set, records events on MetaRouters; the signature of
+	// k8s.io/client-go/tools/record.EventRecorder.Event.
+	Recorder func(obj runtime.Object, eventType, reason, message string)
+	// Leading reports whether this replica writes MetaRouter statuses and events (with leader
+	// election, only the leader does; every replica translates and serves routes). Nil: always.
+	Leading    func() bool
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Controller is created with New and started with Run.
+type Controller struct {
+	cfg       Config
+	log       *slog.Logger
+	m         *metrics
+	informers []cache.SharedIndexInformer
+	status    *statusWriter
+
+	mu       sync.Mutex
+	dirty    bool
+	first    time.Time // first change since the last translation
+	last     time.Time // last change
+	wake     chan struct{}
+	accepted map[types.NamespacedName]*mpv1.MetaRouter // last valid version of each MetaRouter
+	written  map[string]string                         // EnvoyFilter name -> content written
+	problems map[string]bool                           // problems of the last translation
+	synced   bool                                      // first translation handed over
+}
+
+// New validates cfg and sets up the informers; nothing talks to the API server until Run.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Client == nil || cfg.Writer == nil || cfg.Routes == nil {
+		return nil, errors.New("traffic controller: Client, Writer and Routes are required")
+	}
+	if err := cfg.Options.Validate(); err != nil {
+		return nil, fmt.Errorf("traffic controller: %w", err)
+	}
+	cfg.Options = cfg.Options.WithDefaults()
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = 100 * time.Millisecond
+	}
+	if cfg.MaxDelay <= 0 {
+		cfg.MaxDelay = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("traffic controller: %w", err)
+	}
+	c := &Controller{
+		cfg: cfg, log: cfg.Logger, m: m,
+		wake:     make(chan struct{}, 1),
+		accepted: map[types.NamespacedName]*mpv1.MetaRouter{},
+		written:  map[string]string{},
+		problems: map[string]bool{},
+	}
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Client, 0, cfg.WatchNamespace, nil)
+	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, DestinationRuleResource, ServiceEntryResource} {
+		inf := factory.ForResource(gvr).Informer()
+		if err := inf.SetTransform(slim); err != nil {
+			return nil, err
+		}
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { c.markDirty() },
+			UpdateFunc: func(old, obj any) { c.onUpdate(old, obj) },
+			DeleteFunc: func(any) { c.markDirty() },
+		}); err != nil {
+			return nil, err
+		}
+		c.informers = append(c.informers, inf)
+	}
+	leading := cfg.Leading
+	if leading == nil {
+		leading = func() bool { return true }
+	}
+	c.status = newStatusWriter(cfg.Client, c.informers[0], leading, m, cfg.Logger)
+	return c, nil
+}
+
+// slim drops what the translation never reads before objects enter the caches: managed fields,
+// and the endpoints of ServiceEntries (Meltemi's can carry thousands).
+func slim(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	u.SetManagedFields(nil)
+	if u.GetKind() == istio.ServiceEntryKind.Kind {
+		unstructured.RemoveNestedField(u.Object, "spec", "endpoints")
+	}
+	return u, nil
+}
+
+// onUpdate ignores updates that change neither spec nor labels (status writes, resyncs): the
+// translation reads nothing else that can change.
+func (c *Controller) onUpdate(old, obj any) {
+	o, ok1 := old.(*unstructured.Unstructured)
+	n, ok2 := obj.(*unstructured.Unstructured)
+	if ok1 && ok2 && n.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() && maps.Equal(o.GetLabels(), n.GetLabels()) {
+		return
+	}
+	c.markDirty()
+}
+
+func (c *Controller) markDirty() {
+	now := time.Now()
+	c.mu.Lock()
+	if !c.dirty {
+		c.dirty, c.first = true, now
+	}
+	c.last = now
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Resync translates again soon, e.g. when this replica has become the leader and should bring
+// statuses up to date.
+func (c *Controller) Resync() { c.markDirty() }
+
+// Synced reports whether the first translation of complete inputs has been handed over.
+func (c *Controller) Synced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// Run starts the informers and translates after every burst of changes until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var hasSynced []cache.InformerSynced
+	for _, inf := range c.informers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
+		hasSynced = append(hasSynced, inf.HasSynced)
+	}
+	wg.Go(func() { c.status.run(ctx) })
+	start := time.Now()
+	waitCtx, stopWait := context.WithCancel(ctx)
+	go func() {
+		// A missing CRD keeps an informer from ever syncing: say so instead of waiting silently.
+		select {
+		case <-waitCtx.Done():
+		case <-time.After(30 * time.Second):
+			c.log.Warn("traffic inputs not synced after 30s; are the MetaRouter, ApplicationProtocol and Istio CRDs installed?")
+		}
+	}()
+	ok := cache.WaitForCacheSync(ctx.Done(), hasSynced...)
+	stopWait()
+	if !ok {
+		return nil
+	}
+	c.log.Info("traffic inputs synced", "took", time.Since(start).Round(time.Millisecond))
+	c.markDirty()
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := c.translateIfDue()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// translateIfDue translates when the quiet period or the maximum delay has passed and returns
+// how long to wait before looking again.
+func (c *Controller) translateIfDue() time.Duration {
+	c.mu.Lock()
+	if !c.dirty {
+		c.mu.Unlock()
+		return time.Hour
+	}
+	now := time.Now()
+	quiet, deadline := c.last.Add(c.cfg.Debounce), c.first.Add(c.cfg.MaxDelay)
+	if now.Before(quiet) && now.Before(deadline) {
+		c.mu.Unlock()
+		return min(quiet.Sub(now), deadline.Sub(now))
+	}
+	c.dirty = false
+	c.mu.Unlock()
+
+	c.translateOnce()
+	return time.Hour
+}
+
+// translateOnce reads the caches, translates and hands the result over. A panic (a bug) is
+// logged and leaves everything as the previous translation left it.
+func (c *Controller) translateOnce() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.m.panics.Inc()
+			c.log.Error("traffic translation panicked; keeping the previous result", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	start := time.Now()
+	var objs []*unstructured.Unstructured
+	for _, inf := range c.informers {
+		for _, o := range inf.GetStore().List() {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				objs = append(objs, u)
+			}
+		}
+	}
+	in, decodeProblems := traffic.Decode(objs)
+	bad := c.substituteAccepted(&in)
+	out := traffic.Translate(in, c.cfg.Options)
+
+	// Routes first: they are what changes traffic, and they take effect without a write.
+	c.cfg.Routes.Update(out.Routes)
+	writeErrs := c.writeEnvoyFilters(out.EnvoyFilters)
+
+	c.mu.Lock()
+	firstSync := !c.synced
+	c.synced = true
+	c.mu.Unlock()
+	if firstSync {
+		c.cfg.Writer.AllowDeletes()
+	}
+
+	problems := slices.Concat(decodeProblems, writeErrs, out.Problems)
+	c.reportProblems(problems)
+	c.updateStatuses(in, out, decodeProblems, bad)
+	c.m.observe(time.Since(start), len(out.Routes), len(out.EnvoyFilters), problems)
+	c.log.Debug("traffic translated", "metaRouters", len(in.MetaRouters), "serviceEntries", len(in.ServiceEntries),
+		"routes", len(out.Routes), "envoyFilters", len(out.EnvoyFilters), "problems", len(problems),
+		"took", time.Since(start).Round(time.Microsecond))
+}
+
+// invalid describes a MetaRouter whose current version is invalid on its own.
+type invalid struct {
+	errs       []string
+	generation int64 // of the invalid version
+	serving    int64 // generation of the last valid version, served instead; 0 when none
+}
+
+// substituteAccepted replaces each MetaRouter that is invalid on its own by the last valid
+// version seen, so that a bad edit keeps the routes that worked instead of dropping them.
+func (c *Controller) substituteAccepted(in *traffic.Input) map[types.NamespacedName]invalid {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	bad := map[types.NamespacedName]invalid{}
+	present := map[types.NamespacedName]bool{}
+	for i, mr := range in.MetaRouters {
+		key := types.NamespacedName{Namespace: mr.Namespace, Name: mr.Name}
+		present[key] = true
+		errs := traffic.ValidateRouter(mr)
+		if len(errs) == 0 {
+			c.accepted[key] = mr
+			continue
+		}
+		iv := invalid{errs: errs, generation: mr.Generation}
+		if prev, ok := c.accepted[key]; ok {
+			in.MetaRouters[i] = prev
+			iv.serving = max(prev.Generation, 1)
+		}
+		bad[key] = iv
+	}
+	for key := range c.accepted {
+		if !present[key] {
+			delete(c.accepted, key)
+		}
+	}
+	return bad
+}
+
+// writeEnvoyFilters hands changed EnvoyFilters to the writer and withdraws those no longer
+// produced. Objects whose content did not change are not handed over again.
+func (c *Controller) writeEnvoyFilters(efs []*unstructured.Unstructured) []traffic.Problem {
+	var problems []traffic.Problem
+	want := map[string]string{}
+	for _, ef := range efs {
+		content, err := fingerprint(ef)
+		if err == nil && c.written[ef.GetName()] == content {
+			want[ef.GetName()] = content
+			continue
+		}
+		if err == nil {
+			err = c.cfg.Writer.Set(ef)
+		}
+		if err != nil {
+			problems = append(problems, traffic.Problem{Kind: "EnvoyFilter", Namespace: ef.GetNamespace(), Name: ef.GetName(),
+				Severity: traffic.SeverityError, Message: fmt.Sprintf("not written: %v", err)})
+			content = "" // neither withdrawn nor taken as written: tried again next time
+		}
+		want[ef.GetName()] = content
+	}
+	for name := range c.written {
+		if _, ok := want[name]; !ok {
+			c.cfg.Writer.Unset(istio.EnvoyFilterKind, c.cfg.Options.Namespace, name)
+		}
+	}
+	c.written = want
+	return problems
+}
+
+// fingerprint identifies an object's content (encoding/json sorts map keys).
+func fingerprint(u *unstructured.Unstructured) (string, error) {
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:]), nil
+}
+
+// reportProblems logs problems that appeared since the last translation, and those resolved.
+func (c *Controller) reportProblems(problems []traffic.Problem) {
+	now := map[string]bool{}
+	for _, p := range problems {
+		s := p.String()
+		now[s] = true
+		if !c.problems[s] {
+			c.log.Warn("traffic rule problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name,
+				"severity", string(p.Severity), "problem", p.Message)
+		}
+	}
+	for s := range c.problems {
+		if !now[s] {
+			c.log.Info("traffic rule problem resolved", "problem", s)
+		}
+	}
+	c.problems = now
+}
+
+// updateStatuses hands every MetaRouter's status to the status writer, and records an event
+// when it changed.
+func (c *Controller) updateStatuses(in traffic.Input, out *traffic.Output, decodeProblems []traffic.Problem, bad map[types.NamespacedName]invalid) {
+	present := map[types.NamespacedName]bool{}
+	for _, p := range decodeProblems {
+		if p.Kind != mpv1.MetaRouterKind.Kind {
+			continue
+		}
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		present[key] = true
+		c.status.set(key, routerStatus(nil, invalid{errs: []string{p.Message}}, 0), c.cfg.Recorder)
+	}
+	for _, mr := range in.MetaRouters {
+		key := types.NamespacedName{Namespace: mr.Namespace, Name: mr.Name}
+		present[key] = true
+		gen := mr.Generation
+		iv, isBad := bad[key]
+		if isBad {
+			gen = iv.generation // mr is the substituted version
+		}
+		c.status.set(key, routerStatus(out.Routers[key], iv, gen), c.cfg.Recorder)
+	}
+	c.status.retain(present)
+}

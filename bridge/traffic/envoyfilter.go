@@ -1,0 +1,339 @@
+package traffic
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
+)
+
+// Envoy and MetaProtocol names used in the generated configuration.
+const (
+	MetaProtocolFilterName = "envoy.filters.network.meta_protocol_proxy"
+	MetaProtocolTypeURL    = "type.googleapis.com/aeraki.meta_protocol_proxy.v1alpha.MetaProtocolProxy"
+	DubboProxyFilterName   = "envoy.filters.network.dubbo_proxy"
+	ThriftProxyFilterName  = "envoy.filters.network.thrift_proxy"
+	tcpProxyFilterName     = "envoy.filters.network.tcp_proxy"
+	typedStructTypeURL     = "type.googleapis.com/udpa.type.v1.TypedStruct"
+
+	routerFilter          = "aeraki.meta_protocol.filters.router"
+	localRateLimitFilter  = "aeraki.meta_protocol.filters.local_ratelimit"
+	globalRateLimitFilter = "aeraki.meta_protocol.filters.ratelimit"
+
+	// virtualInbound is the listener of Istio sidecars that receives all inbound traffic.
+	virtualInbound = "virtualInbound"
+)
+
+// LabelComponent marks the objects written by the traffic translator, so that its reconciler
+// owns exactly them (see OwnerLabels).
+const LabelComponent = "meltemi.io/component"
+
+// OwnerLabels are the labels, besides app.kubernetes.io/managed-by, that every EnvoyFilter of
+// the translator carries; its writer should count only objects with them as its own.
+func OwnerLabels() map[string]string { return map[string]string{LabelComponent: "traffic"} }
+
+// envoyFilter is networking.istio.io/v1alpha3 EnvoyFilter with the fields Meltemi sets.
+type envoyFilter struct {
+	APIVersion string          `json:"apiVersion"`
+	Kind       string          `json:"kind"`
+	Metadata   efMeta          `json:"metadata"`
+	Spec       envoyFilterSpec `json:"spec"`
+}
+
+type efMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+type envoyFilterSpec struct {
+	WorkloadSelector *istio.WorkloadSelector `json:"workloadSelector,omitempty"`
+	ConfigPatches    []configPatch           `json:"configPatches"`
+}
+
+type configPatch struct {
+	ApplyTo string     `json:"applyTo"`
+	Match   patchMatch `json:"match"`
+	Patch   patchOp    `json:"patch"`
+}
+
+type patchMatch struct {
+	Context  string        `json:"context"`
+	Listener listenerMatch `json:"listener"`
+}
+
+type listenerMatch struct {
+	Name        string           `json:"name"`
+	FilterChain filterChainMatch `json:"filterChain"`
+}
+
+type filterChainMatch struct {
+	DestinationPort uint32      `json:"destinationPort,omitempty"`
+	Filter          filterMatch `json:"filter"`
+}
+
+type filterMatch struct {
+	Name string `json:"name"`
+}
+
+type patchOp struct {
+	Operation string          `json:"operation"`
+	Value     json.RawMessage `json:"value"`
+}
+
+// replaceTCPProxy is a patch replacing the TCP proxy of a listener with filter.
+func replaceTCPProxy(context, listener string, destinationPort uint32, filter json.RawMessage) configPatch {
+	return configPatch{
+		ApplyTo: "NETWORK_FILTER",
+		Match: patchMatch{Context: context, Listener: listenerMatch{Name: listener, FilterChain: filterChainMatch{
+			DestinationPort: destinationPort, Filter: filterMatch{Name: tcpProxyFilterName},
+		}}},
+		Patch: patchOp{Operation: "REPLACE", Value: filter},
+	}
+}
+
+// addEnvoyFilter adds an EnvoyFilter with a deterministic name to the output.
+func (t *translator) addEnvoyFilter(host string, port uint32, direction string, selector map[string]string, patches []configPatch) error {
+	if len(patches) == 0 {
+		return nil
+	}
+	labels := map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}
+	maps.Copy(labels, OwnerLabels())
+	ef := envoyFilter{
+		APIVersion: istio.EnvoyFilterKind.GroupVersion().String(),
+		Kind:       istio.EnvoyFilterKind.Kind,
+		Metadata: efMeta{
+			Name: envoyFilterName(host, port, direction), Namespace: t.opts.Namespace, Labels: labels,
+			Annotations: map[string]string{AnnotationService: fmt.Sprintf("%s:%d", host, port)},
+		},
+		Spec: envoyFilterSpec{ConfigPatches: patches},
+	}
+	if len(selector) > 0 {
+		ef.Spec.WorkloadSelector = &istio.WorkloadSelector{Labels: selector}
+	}
+	raw, err := json.Marshal(ef)
+	if err != nil {
+		return fmt.Errorf("encoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
+	}
+	u := &unstructured.Unstructured{}
+	// utiljson decodes numbers as int64 where they fit, like objects read from the API server.
+	if err := utiljson.Unmarshal(raw, &u.Object); err != nil {
+		return fmt.Errorf("decoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
+	}
+	t.out.EnvoyFilters = append(t.out.EnvoyFilters, u)
+	return nil
+}
+
+// AnnotationService names the host and port an EnvoyFilter is for.
+const AnnotationService = "meltemi.io/service"
+
+// envoyFilterName is meltemi-<host>-<port>-<direction>, shortened with a hash to stay a valid
+// object name.
+func envoyFilterName(host string, port uint32, direction string) string {
+	const maxLen = 253
+	suffix := fmt.Sprintf("-%d-%s", port, direction)
+	name := "meltemi-" + host + suffix
+	if len(name) <= maxLen {
+		return name
+	}
+	sum := sha256.Sum256([]byte(host))
+	short := strings.TrimRight(host[:maxLen-len("meltemi-")-len(suffix)-9], ".-")
+	return "meltemi-" + short + "-" + hex.EncodeToString(sum[:4]) + suffix
+}
+
+// metaProtocolFilters adds the EnvoyFilters of a MetaProtocol port.
+func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, app, codec string, rt *router) error {
+	protocol := &mpproto.Protocol{Name: app, Codec: &mpproto.Codec{Name: codec}}
+	out := &mpproto.MetaProtocolProxy{
+		StatPrefix: ClusterName(port.Number, "", svc.host),
+		RouteSpecifier: &mpproto.MetaProtocolProxy_Rds{Rds: &mpproto.Rds{
+			ConfigSource:    t.xdsConfigSource(),
+			RouteConfigName: RouteConfigName(svc.host, port.Number),
+		}},
+		MetaProtocolFilters: []*mpproto.MetaProtocolFilter{{Name: routerFilter}},
+		Protocol:            protocol,
+	}
+	value, err := metaProtocolFilterValue(out)
+	if err != nil {
+		return err
+	}
+	var patches []configPatch
+	for _, l := range t.outboundListeners(svc, port.Number) {
+		patches = append(patches, replaceTCPProxy("SIDECAR_OUTBOUND", l, 0, value))
+	}
+	if err := t.addEnvoyFilter(svc.host, port.Number, "outbound", t.opts.ProxySelector, patches); err != nil {
+		return err
+	}
+
+	// Inbound: only for a service whose workloads are known by label; without a selector the
+	// filter would take over the port of every scoped workload.
+	var sel map[string]string
+	if ws := svc.se.Spec.WorkloadSelector; ws != nil {
+		sel = maps.Clone(ws.Labels)
+	}
+	if len(sel) == 0 {
+		if rt != nil && (rt.mr.Spec.LocalRateLimit != nil || rt.mr.Spec.GlobalRateLimit != nil) {
+			rt.res.warn("host %s: rate limits apply on the server side, which needs a workloadSelector in its ServiceEntry; not applied", svc.host)
+		}
+		return nil
+	}
+	maps.Copy(sel, t.opts.ProxySelector)
+	target := port.TargetPort
+	if target == 0 {
+		target = port.Number
+	}
+	filters, err := rateLimitFilters(svc.host, rt)
+	if err != nil {
+		return err
+	}
+	inboundCluster := fmt.Sprintf("inbound|%d||", target)
+	in := &mpproto.MetaProtocolProxy{
+		StatPrefix: inboundCluster,
+		RouteSpecifier: &mpproto.MetaProtocolProxy_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: inboundCluster,
+			VirtualHosts: []*routev3.VirtualHost{{Name: inboundCluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
+				Name:   defaultRouteName,
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: inboundCluster}}},
+			}}}},
+		}},
+		MetaProtocolFilters: append(filters, &mpproto.MetaProtocolFilter{Name: routerFilter}),
+		Protocol:            protocol,
+	}
+	if value, err = metaProtocolFilterValue(in); err != nil {
+		return err
+	}
+	return t.addEnvoyFilter(svc.host, port.Number, "inbound", sel,
+		[]configPatch{replaceTCPProxy("SIDECAR_INBOUND", virtualInbound, target, value)})
+}
+
+// xdsConfigSource points at Meltemi's RDS server through the configured cluster.
+func (t *translator) xdsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion: corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+			ApiType:             corev3.ApiConfigSource_GRPC,
+			TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: t.opts.XDSCluster},
+			}}},
+		}},
+	}
+}
+
+func rateLimitFilters(host string, rt *router) ([]*mpproto.MetaProtocolFilter, error) {
+	if rt == nil {
+		return nil, nil
+	}
+	var out []*mpproto.MetaProtocolFilter
+	if l := rt.mr.Spec.LocalRateLimit; l != nil {
+		cfg := &mpproto.LocalRateLimit{StatPrefix: host}
+		if l.TokenBucket != nil {
+			cfg.TokenBucket = tokenBucket(l.TokenBucket)
+		}
+		for i := range l.Conditions {
+			c := &l.Conditions[i]
+			cfg.Conditions = append(cfg.Conditions, &mpproto.LocalRateLimitCondition{
+				Match:       &mpproto.RouteMatch{Metadata: headerMatchers(c.Match)},
+				TokenBucket: tokenBucket(&c.TokenBucket),
+			})
+		}
+		a, err := anypb.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("encoding local rate limit: %w", err)
+		}
+		out = append(out, &mpproto.MetaProtocolFilter{Name: localRateLimitFilter, Config: a})
+	}
+	if g := rt.mr.Spec.GlobalRateLimit; g != nil {
+		cfg := &mpproto.RateLimit{
+			Match:           &mpproto.RouteMatch{Metadata: headerMatchers(g.Match)},
+			Domain:          g.Domain,
+			FailureModeDeny: g.DenyOnFail,
+			RateLimitService: &ratelimitv3.RateLimitServiceConfig{
+				GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: g.RateLimitService},
+				}},
+				TransportApiVersion: corev3.ApiVersion_V3,
+			},
+		}
+		if g.RequestTimeout != nil {
+			cfg.Timeout = durationpb.New(g.RequestTimeout.Duration)
+		}
+		for _, d := range g.Descriptors {
+			cfg.Descriptors = append(cfg.Descriptors, &mpproto.Descriptor{Property: d.Property, DescriptorKey: d.DescriptorKey})
+		}
+		a, err := anypb.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("encoding global rate limit: %w", err)
+		}
+		out = append(out, &mpproto.MetaProtocolFilter{Name: globalRateLimitFilter, Config: a})
+	}
+	return out, nil
+}
+
+func tokenBucket(b *mpv1.TokenBucket) *typev3.TokenBucket {
+	tb := &typev3.TokenBucket{MaxTokens: b.MaxTokens}
+	if b.FillInterval != nil {
+		tb.FillInterval = durationpb.New(b.FillInterval.Duration)
+	}
+	if b.TokensPerFill != nil {
+		tb.TokensPerFill = wrapperspb.UInt32(*b.TokensPerFill)
+	}
+	return tb
+}
+
+// metaProtocolFilterValue is the listener filter carrying a MetaProtocolProxy config, as a
+// udpa.type.v1.TypedStruct: the config is not among the types Istio knows. The TypedStruct's
+// JSON is written directly: its value is the config's own JSON object.
+func metaProtocolFilterValue(cfg *mpproto.MetaProtocolProxy) (json.RawMessage, error) {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding MetaProtocolProxy: %w", err)
+	}
+	type typedStruct struct {
+		Type    string          `json:"@type"`
+		TypeURL string          `json:"type_url"`
+		Value   json.RawMessage `json:"value"`
+	}
+	f := struct {
+		Name        string      `json:"name"`
+		TypedConfig typedStruct `json:"typed_config"`
+	}{MetaProtocolFilterName, typedStruct{typedStructTypeURL, MetaProtocolTypeURL, raw}}
+	return json.Marshal(f)
+}
+
+// filterValue is the JSON of a listener filter with a typed config, as an EnvoyFilter patch
+// value (proto field names, as in Envoy's documentation; Istio accepts both spellings).
+func filterValue(name string, cfg proto.Message) (json.RawMessage, error) {
+	a, err := anypb.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding filter %s: %w", name, err)
+	}
+	f := &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("encoding filter %s: %w", name, err)
+	}
+	return raw, nil
+}

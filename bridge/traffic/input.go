@@ -1,0 +1,236 @@
+package traffic
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+)
+
+// Input is everything a translation reads. Order does not matter: Translate sorts.
+type Input struct {
+	MetaRouters          []*mpv1.MetaRouter
+	ApplicationProtocols []*mpv1.ApplicationProtocol
+	DestinationRules     []*DestinationRule
+	// ServiceEntries are Meltemi's and users' alike.
+	ServiceEntries []*istio.ServiceEntry
+}
+
+// DestinationRule is the part of Istio's DestinationRule the translator reads: subset names and
+// consistent-hash settings. Versions v1, v1beta1 and v1alpha3 share this shape.
+type DestinationRule struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              DestinationRuleSpec `json:"spec"`
+}
+
+// DestinationRuleSpec is a DestinationRule's spec.
+type DestinationRuleSpec struct {
+	Host          string         `json:"host"`
+	TrafficPolicy *TrafficPolicy `json:"trafficPolicy,omitempty"`
+	Subsets       []Subset       `json:"subsets,omitempty"`
+}
+
+// Subset is a named subset of a host's endpoints.
+type Subset struct {
+	Name          string            `json:"name"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	TrafficPolicy *TrafficPolicy    `json:"trafficPolicy,omitempty"`
+}
+
+// TrafficPolicy holds the load balancer settings the translator uses.
+type TrafficPolicy struct {
+	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
+}
+
+// LoadBalancer is Istio's LoadBalancerSettings.
+type LoadBalancer struct {
+	ConsistentHash *ConsistentHash `json:"consistentHash,omitempty"`
+}
+
+// ConsistentHash is Istio's ConsistentHashLB; only hashing by header maps onto request
+// attributes.
+type ConsistentHash struct {
+	HTTPHeaderName string `json:"httpHeaderName,omitempty"`
+}
+
+// hashHeader returns the consistent-hash header of a policy, or "".
+func (p *TrafficPolicy) hashHeader() string {
+	if p == nil || p.LoadBalancer == nil || p.LoadBalancer.ConsistentHash == nil {
+		return ""
+	}
+	return p.LoadBalancer.ConsistentHash.HTTPHeaderName
+}
+
+// Kinds of input objects, by group and kind (any version).
+var (
+	destinationRuleGK = schema.GroupKind{Group: istio.Group, Kind: "DestinationRule"}
+	serviceEntryGK    = schema.GroupKind{Group: istio.Group, Kind: "ServiceEntry"}
+)
+
+// Decode sorts objects read from the API server or from YAML files into an Input. Objects of
+// other kinds are ignored; an object that does not decode is left out and reported.
+func Decode(objs []*unstructured.Unstructured) (Input, []Problem) {
+	var in Input
+	var problems []Problem
+	for _, u := range objs {
+		gk := u.GroupVersionKind().GroupKind()
+		var err error
+		switch gk {
+		case mpv1.MetaRouterKind.GroupKind():
+			var mr mpv1.MetaRouter
+			if err = fromUnstructured(u, &mr); err == nil {
+				in.MetaRouters = append(in.MetaRouters, &mr)
+			}
+		case mpv1.ApplicationProtocolKind.GroupKind():
+			var ap mpv1.ApplicationProtocol
+			if err = fromUnstructured(u, &ap); err == nil {
+				in.ApplicationProtocols = append(in.ApplicationProtocols, &ap)
+			}
+		case destinationRuleGK:
+			var dr DestinationRule
+			if err = fromUnstructured(u, &dr); err == nil {
+				in.DestinationRules = append(in.DestinationRules, &dr)
+			}
+		case serviceEntryGK:
+			var se istio.ServiceEntry
+			if err = fromUnstructured(u, &se); err == nil {
+				in.ServiceEntries = append(in.ServiceEntries, &se)
+			}
+		default:
+			continue
+		}
+		if err != nil {
+			problems = append(problems, Problem{Kind: gk.Kind, Namespace: u.GetNamespace(), Name: u.GetName(),
+				Severity: SeverityError, Message: fmt.Sprintf("cannot be decoded, ignored: %v", err)})
+		}
+	}
+	return in, problems
+}
+
+// ParseObjects reads Kubernetes objects from YAML (several documents) or JSON; List objects, as
+// written by kubectl get -o yaml, are expanded.
+func ParseObjects(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for i := 0; ; i++ {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.IsList() {
+			err := u.EachListItem(func(o runtime.Object) error {
+				out = append(out, o.(*unstructured.Unstructured))
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", i+1, err)
+			}
+			continue
+		}
+		out = append(out, u)
+	}
+}
+
+func fromUnstructured(u *unstructured.Unstructured, into any) error {
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+}
+
+// Options tune a translation.
+type Options struct {
+	// Namespace receives the EnvoyFilters. In Istio's root namespace (istio-system by default)
+	// they reach every namespace; elsewhere only that namespace's proxies. Default istio-system.
+	Namespace string `json:"namespace,omitempty"`
+	// ProxySelector are the labels of workloads whose proxy carries the MetaProtocol filter.
+	// MetaProtocol EnvoyFilters select only them, so plain sidecars never receive a filter they
+	// would reject together with their whole listener. Nil means DefaultProxySelector; an empty
+	// map scopes by Namespace alone.
+	ProxySelector map[string]string `json:"proxySelector,omitempty"`
+	// XDSCluster is the Envoy cluster through which MetaProtocol proxies reach Meltemi's xDS
+	// server for routes. Default DefaultXDSCluster.
+	XDSCluster string `json:"xdsCluster,omitempty"`
+}
+
+// Defaults of Options.
+const (
+	DefaultNamespace  = "istio-system"
+	DefaultXDSCluster = "outbound|18010||meltemi.meltemi-system.svc.cluster.local"
+)
+
+// DefaultProxySelector is the default Options.ProxySelector.
+func DefaultProxySelector() map[string]string {
+	return map[string]string{"meltemi.io/metaprotocol": "enabled"}
+}
+
+// WithDefaults returns the options with defaults filled in.
+func (o Options) WithDefaults() Options {
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	if o.ProxySelector == nil {
+		o.ProxySelector = DefaultProxySelector()
+	}
+	if o.XDSCluster == "" {
+		o.XDSCluster = DefaultXDSCluster
+	}
+	return o
+}
+
+// Validate reports options that would make the translation unsafe.
+func (o Options) Validate() error {
+	o = o.WithDefaults()
+	if len(o.ProxySelector) == 0 && o.Namespace == DefaultNamespace {
+		return fmt.Errorf("an empty MetaProtocol proxy selector with EnvoyFilters in %s would reach every sidecar of the mesh, "+
+			"and sidecars without the MetaProtocol filter reject their listeners: set a selector or another namespace", o.Namespace)
+	}
+	for k, v := range o.ProxySelector {
+		if k == "" || strings.ContainsAny(k+v, " ,=") {
+			return fmt.Errorf("invalid proxy selector label %q=%q", k, v)
+		}
+	}
+	return nil
+}
+
+// ParseSelector parses "k=v,k2=v2" (empty string: empty selector).
+func ParseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("selector %q: want key=value pairs separated by commas", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// FormatSelector is the inverse of ParseSelector.
+func FormatSelector(m map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}

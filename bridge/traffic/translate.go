@@ -1,0 +1,361 @@
+// Package traffic translates routing rules into proxy configuration, as a pure function:
+// MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries in; Istio EnvoyFilters
+// and route configurations (for Meltemi's RDS server) out, plus what was wrong with the input.
+//
+// For every ServiceEntry port named tcp-metaprotocol-<app>-…, EnvoyFilters replace the TCP
+// proxy with the MetaProtocol proxy: outbound (on the listener of the service's VIP and port, for
+// proxies selected by Options.ProxySelector) with routes from RDS named <host>_<port>, and
+// inbound (for the service's own workloads, when its ServiceEntry has a workload selector) with
+// the rate limit filters. Ports named tcp-dubbo-… and tcp-thrift-… get Envoy's native
+// dubbo_proxy and thrift_proxy, with the routes inline.
+//
+// A MetaRouter that is invalid on its own (bad regex, weights, duplicate route names) is not
+// applied; one that names missing hosts, subsets or ports is applied and warned about, as
+// Istio does with VirtualServices. Each host is routed by one MetaRouter: the oldest.
+package traffic
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+)
+
+// Severity of a Problem.
+type Severity string
+
+const (
+	// SeverityError: the object (or the part named) was left out.
+	SeverityError Severity = "Error"
+	// SeverityWarning: applied, but something it refers to is missing or unsupported.
+	SeverityWarning Severity = "Warning"
+)
+
+// Problem is something wrong with one input object.
+type Problem struct {
+	Kind      string
+	Namespace string
+	Name      string
+	Severity  Severity
+	Message   string
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s %s/%s: %s: %s", p.Kind, p.Namespace, p.Name, p.Severity, p.Message)
+}
+
+// RouterResult is the outcome of one MetaRouter, for its status.
+type RouterResult struct {
+	Generation int64
+	// Errors make the MetaRouter invalid: it is not applied.
+	Errors []string
+	// Conflicts name hosts of the MetaRouter routed by an older MetaRouter instead.
+	Conflicts []string
+	// Warnings are references to missing hosts, subsets or ports, and features a port's proxy
+	// does not support.
+	Warnings []string
+	// Hosts it routes.
+	Hosts []string
+}
+
+// Accepted reports whether the MetaRouter is applied to at least one of its hosts.
+func (r *RouterResult) Accepted() bool { return len(r.Errors) == 0 && len(r.Hosts) > 0 }
+
+func (r *RouterResult) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !slices.Contains(r.Warnings, msg) {
+		r.Warnings = append(r.Warnings, msg)
+	}
+}
+
+// Output is the result of a translation.
+type Output struct {
+	// EnvoyFilters, sorted by name, carry Meltemi's ownership labels.
+	EnvoyFilters []*unstructured.Unstructured
+	// Routes are the route configurations served over RDS, by name (<host>_<port>).
+	Routes map[string]*routev3.RouteConfiguration
+	// Routers has the outcome of every MetaRouter of the input.
+	Routers map[types.NamespacedName]*RouterResult
+	// Problems lists everything wrong with the input, sorted.
+	Problems []Problem
+}
+
+// RouteConfigName is the name of the route configuration of a host's port.
+func RouteConfigName(host string, port uint32) string { return fmt.Sprintf("%s_%d", host, port) }
+
+// ClusterName is Istio's name of an outbound cluster.
+func ClusterName(port uint32, subset, host string) string {
+	return fmt.Sprintf("outbound|%d|%s|%s", port, subset, host)
+}
+
+// Codecs of the application protocols known without an ApplicationProtocol object.
+var builtinCodecs = map[string]string{
+	"dubbo":  "aeraki.meta_protocol.codec.dubbo",
+	"thrift": "aeraki.meta_protocol.codec.thrift",
+}
+
+// service is one host of a ServiceEntry.
+type service struct {
+	host string
+	se   *istio.ServiceEntry
+}
+
+type router struct {
+	mr  *mpv1.MetaRouter
+	key types.NamespacedName
+	res *RouterResult
+}
+
+type subsets struct {
+	hashHeader string            // top-level consistent-hash header
+	byName     map[string]string // subset -> its consistent-hash header ("" for none)
+}
+
+type translator struct {
+	opts      Options
+	out       *Output
+	codecs    map[string]string
+	subsets   map[string]*subsets // host -> subsets of its DestinationRules
+	services  map[string]*service // host -> service
+	routers   map[string]*router  // host -> the MetaRouter routing it
+	listeners map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
+}
+
+// Translate turns the input into EnvoyFilters and route configurations. It never fails: what
+// cannot be translated is left out and reported in Output.Problems and Output.Routers.
+func Translate(in Input, opts Options) *Output {
+	t := &translator{
+		opts: opts.WithDefaults(),
+		out: &Output{
+			Routes:  map[string]*routev3.RouteConfiguration{},
+			Routers: map[types.NamespacedName]*RouterResult{},
+		},
+		codecs:    maps.Clone(builtinCodecs),
+		subsets:   map[string]*subsets{},
+		services:  map[string]*service{},
+		routers:   map[string]*router{},
+		listeners: map[string]string{},
+	}
+	t.loadProtocols(in.ApplicationProtocols)
+	t.loadDestinationRules(in.DestinationRules)
+	t.loadServices(in.ServiceEntries)
+	t.loadRouters(in.MetaRouters)
+
+	// Oldest services first: when two hosts compete for one listener, the one that had it keeps it.
+	services := slices.Collect(maps.Values(t.services))
+	slices.SortFunc(services, func(a, b *service) int {
+		return cmp.Or(olderFirst(&a.se.ObjectMeta, &b.se.ObjectMeta), strings.Compare(a.host, b.host))
+	})
+	for _, svc := range services {
+		t.translateService(svc)
+	}
+	for _, host := range slices.Sorted(maps.Keys(t.routers)) {
+		if _, ok := t.services[host]; !ok {
+			t.routers[host].res.warn("host %s: no ServiceEntry defines it", host)
+		}
+	}
+	t.finish()
+	return t.out
+}
+
+func (t *translator) problem(kind, namespace, name string, sev Severity, format string, args ...any) {
+	t.out.Problems = append(t.out.Problems, Problem{Kind: kind, Namespace: namespace, Name: name, Severity: sev,
+		Message: fmt.Sprintf(format, args...)})
+}
+
+func (t *translator) loadProtocols(aps []*mpv1.ApplicationProtocol) {
+	aps = slices.Clone(aps)
+	slices.SortFunc(aps, func(a, b *mpv1.ApplicationProtocol) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	from := map[string]string{} // protocol -> object that set it
+	for _, ap := range aps {
+		p, c := strings.ToLower(ap.Spec.Protocol), ap.Spec.Codec
+		if p == "" || c == "" {
+			t.problem("ApplicationProtocol", ap.Namespace, ap.Name, SeverityError, "protocol and codec are required")
+			continue
+		}
+		if prev, ok := from[p]; ok {
+			if t.codecs[p] != c {
+				t.problem("ApplicationProtocol", ap.Namespace, ap.Name, SeverityWarning,
+					"protocol %s already has codec %s from %s; %s is ignored", p, t.codecs[p], prev, c)
+			}
+			continue
+		}
+		from[p] = ap.Namespace + "/" + ap.Name
+		t.codecs[p] = c
+	}
+}
+
+// loadDestinationRules indexes subsets by host. Several DestinationRules of one host are
+// merged: the first definition (oldest rule) of a subset or of the top-level policy wins.
+func (t *translator) loadDestinationRules(drs []*DestinationRule) {
+	drs = slices.Clone(drs)
+	slices.SortFunc(drs, func(a, b *DestinationRule) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, dr := range drs {
+		host := dr.Spec.Host
+		if host == "" {
+			t.problem("DestinationRule", dr.Namespace, dr.Name, SeverityError, "spec.host is empty")
+			continue
+		}
+		s := t.subsets[host]
+		if s == nil {
+			s = &subsets{hashHeader: dr.Spec.TrafficPolicy.hashHeader(), byName: map[string]string{}}
+			t.subsets[host] = s
+		}
+		for _, sub := range dr.Spec.Subsets {
+			if _, dup := s.byName[sub.Name]; dup || sub.Name == "" {
+				continue
+			}
+			s.byName[sub.Name] = sub.TrafficPolicy.hashHeader()
+		}
+	}
+}
+
+// loadServices indexes ServiceEntries by host. A host defined by several ServiceEntries is
+// taken from the oldest; the others are reported.
+func (t *translator) loadServices(ses []*istio.ServiceEntry) {
+	ses = slices.Clone(ses)
+	slices.SortFunc(ses, func(a, b *istio.ServiceEntry) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, se := range ses {
+		relevant := false
+		for _, p := range se.Spec.Ports {
+			kind, _, err := parsePortName(p.Name)
+			if err != nil {
+				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityError, "port %d: %v; port ignored", p.Number, err)
+			}
+			relevant = relevant || kind != portOther
+		}
+		if !relevant {
+			continue
+		}
+		for _, h := range se.Spec.Hosts {
+			if msg := checkHost(h); msg != "" {
+				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityError, "host %s ignored: %s", h, msg)
+				continue
+			}
+			if prev, dup := t.services[h]; dup {
+				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityWarning,
+					"host %s is also defined by ServiceEntry %s/%s, which is used", h, prev.se.Namespace, prev.se.Name)
+				continue
+			}
+			t.services[h] = &service{host: h, se: se}
+		}
+	}
+}
+
+// loadRouters validates MetaRouters and gives each host to the oldest valid one naming it.
+func (t *translator) loadRouters(mrs []*mpv1.MetaRouter) {
+	mrs = slices.Clone(mrs)
+	slices.SortFunc(mrs, func(a, b *mpv1.MetaRouter) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, mr := range mrs {
+		key := types.NamespacedName{Namespace: mr.Namespace, Name: mr.Name}
+		res := &RouterResult{Generation: mr.Generation, Errors: ValidateRouter(mr)}
+		t.out.Routers[key] = res
+		if len(res.Errors) > 0 {
+			continue
+		}
+		for _, h := range mr.Spec.Hosts {
+			if prev, taken := t.routers[h]; taken {
+				if prev.key != key {
+					res.Conflicts = append(res.Conflicts, fmt.Sprintf("host %s is routed by the older MetaRouter %s", h, prev.key))
+				}
+				continue
+			}
+			t.routers[h] = &router{mr: mr, key: key, res: res}
+			res.Hosts = append(res.Hosts, h)
+		}
+	}
+}
+
+func (t *translator) translateService(svc *service) {
+	ports := slices.Clone(svc.se.Spec.Ports)
+	slices.SortFunc(ports, func(a, b istio.ServicePort) int { return cmp.Compare(a.Number, b.Number) })
+	rt := t.routers[svc.host]
+	for _, p := range ports {
+		kind, app, err := parsePortName(p.Name)
+		if err != nil || kind == portOther {
+			continue // reported by loadServices
+		}
+		if p.Number == 0 || p.Number > 65535 {
+			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError, "port %q: number %d is out of range; port ignored", p.Name, p.Number)
+			continue
+		}
+		switch kind {
+		case portMetaProtocol:
+			codec, ok := t.codecs[app]
+			if !ok {
+				t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError,
+					"port %s: no ApplicationProtocol defines the codec of protocol %q; port ignored", p.Name, app)
+				continue
+			}
+			t.out.Routes[RouteConfigName(svc.host, p.Number)] = t.routeConfig(svc, p, rt)
+			err = t.metaProtocolFilters(svc, p, app, codec, rt)
+		case portDubbo, portThrift:
+			err = t.nativeFilter(svc, p, kind, rt)
+		}
+		if err != nil {
+			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError, "host %s port %d: %v; no EnvoyFilter", svc.host, p.Number, err)
+		}
+	}
+}
+
+// outboundListeners returns the names of the outbound listeners of a port: one per VIP, or the
+// wildcard listener when the service has none. A listener already patched for another host is
+// left out and reported: one TCP proxy can only be replaced by one filter.
+func (t *translator) outboundListeners(svc *service, port uint32) []string {
+	var vips []string
+	for _, a := range svc.se.Spec.Addresses {
+		ip, ok := strings.CutSuffix(a, "/32")
+		if !ok && strings.Contains(a, "/") {
+			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning,
+				"address %s of host %s is a CIDR range; its listener is not patched", a, svc.host)
+			continue
+		}
+		vips = append(vips, ip)
+	}
+	if len(vips) == 0 {
+		vips = []string{"0.0.0.0"}
+	}
+	var names []string
+	for _, vip := range vips {
+		name := fmt.Sprintf("%s_%d", vip, port)
+		if other, taken := t.listeners[name]; taken && other != svc.host {
+			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError,
+				"host %s: listener %s already carries the filter of host %s (give the hosts their own addresses); not patched for %s",
+				svc.host, name, other, svc.host)
+			continue
+		}
+		t.listeners[name] = svc.host
+		names = append(names, name)
+	}
+	return names
+}
+
+func (t *translator) finish() {
+	for key, res := range t.out.Routers {
+		for _, e := range res.Errors {
+			t.problem("MetaRouter", key.Namespace, key.Name, SeverityError, "%s", e)
+		}
+		for _, c := range res.Conflicts {
+			t.problem("MetaRouter", key.Namespace, key.Name, SeverityWarning, "%s", c)
+		}
+		for _, w := range res.Warnings {
+			t.problem("MetaRouter", key.Namespace, key.Name, SeverityWarning, "%s", w)
+		}
+	}
+	slices.SortFunc(t.out.Problems, func(a, b Problem) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace),
+			strings.Compare(a.Name, b.Name), strings.Compare(a.Message, b.Message))
+	})
+	t.out.Problems = slices.Compact(t.out.Problems)
+	slices.SortFunc(t.out.EnvoyFilters, func(a, b *unstructured.Unstructured) int { return strings.Compare(a.GetName(), b.GetName()) })
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -1,0 +1,157 @@
+package traffic
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of the translation tests")
+
+// TestTranslateGolden translates testdata/<case>/input.yaml (with options.yaml, if present) and
+// compares EnvoyFilters, routes and problems with the golden files next to it. Every generated
+// config must also pass go-control-plane's validation and decode like a proxy would decode it,
+// and the result must not depend on the order of the input.
+func TestTranslateGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*/input.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no test cases: %v", err)
+	}
+	for _, input := range inputs {
+		dir := filepath.Dir(input)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			in, opts, decodeProblems := loadCase(t, dir)
+			out := Translate(in, opts)
+
+			for _, ef := range out.EnvoyFilters {
+				if err := CheckEnvoyFilter(ef); err != nil {
+					t.Errorf("EnvoyFilter %s: %v", ef.GetName(), err)
+				}
+			}
+			for name, rc := range out.Routes {
+				if err := CheckRouteConfig(rc); err != nil {
+					t.Errorf("route configuration %s: %v", name, err)
+				}
+				if name != rc.GetName() {
+					t.Errorf("route configuration %s is keyed %s", rc.GetName(), name)
+				}
+			}
+
+			efs, routes, problems := render(t, out)
+			var decoded strings.Builder
+			for _, p := range decodeProblems {
+				decoded.WriteString(p.String() + "\n")
+			}
+			golden(t, filepath.Join(dir, "envoyfilters.golden.yaml"), efs)
+			golden(t, filepath.Join(dir, "routes.golden.json"), routes)
+			golden(t, filepath.Join(dir, "problems.golden.txt"), decoded.String()+problems)
+
+			for i := range 3 {
+				shuffled := in
+				shuffled.MetaRouters = shuffle(in.MetaRouters)
+				shuffled.ServiceEntries = shuffle(in.ServiceEntries)
+				shuffled.DestinationRules = shuffle(in.DestinationRules)
+				shuffled.ApplicationProtocols = shuffle(in.ApplicationProtocols)
+				e2, r2, p2 := render(t, Translate(shuffled, opts))
+				if e2 != efs || r2 != routes || p2 != problems {
+					t.Fatalf("shuffle %d: output depends on input order", i)
+				}
+			}
+		})
+	}
+}
+
+func shuffle[T any](s []T) []T {
+	s = slices.Clone(s)
+	rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+	return s
+}
+
+func loadCase(t *testing.T, dir string) (Input, Options, []Problem) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "input.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := ParseObjects(data)
+	if err != nil {
+		t.Fatalf("parsing input: %v", err)
+	}
+	in, problems := Decode(objs)
+	var opts Options
+	if data, err := os.ReadFile(filepath.Join(dir, "options.yaml")); err == nil {
+		if err := yaml.UnmarshalStrict(data, &opts); err != nil {
+			t.Fatalf("options.yaml: %v", err)
+		}
+	}
+	return in, opts, problems
+}
+
+// render turns an output into the text of the golden files.
+func render(t *testing.T, out *Output) (efs, routes, problems string) {
+	t.Helper()
+	var b bytes.Buffer
+	for i, ef := range out.EnvoyFilters {
+		y, err := yaml.Marshal(ef.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.Write(y)
+	}
+	efs = b.String()
+
+	all := map[string]any{}
+	for name, rc := range out.Routes {
+		raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatal(err)
+		}
+		all[name] = v
+	}
+	js, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes = string(js) + "\n"
+
+	b.Reset()
+	for _, p := range out.Problems {
+		fmt.Fprintln(&b, p.String())
+	}
+	return efs, routes, b.String()
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s differs (-want +got; go test -update rewrites it):\n%s", path, diff)
+	}
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	trafficcontroller "github.com/meltemi-mesh/meltemi/bridge/traffic/controller"
+)
+
+const routesUsage = `usage: meltemi routes explain --host HOST --port PORT [--attr NAME=VALUE]... [-f FILE]... [--kubeconfig FILE] [--watch-namespace NS]
+
+Prints the route and clusters a request with the given attributes takes, translating the rules
+exactly as the running translator does. Rules and services come from the files given with -f
+(YAML or JSON, "-" for stdin), or else from the cluster.
+`
+
+func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "explain" {
+		fmt.Fprint(stderr, routesUsage)
+		return errUsage
+	}
+	fs := flag.NewFlagSet("meltemi routes explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host := fs.String("host", "", "service host")
+	port := fs.Uint("port", 0, "service port")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
+	namespace := fs.String("watch-namespace", "", "read rules and services from this namespace only (default: all)")
+	attrs := map[string]string{}
+	fs.Func("attr", "request attribute NAME=VALUE (repeatable)", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want NAME=VALUE, not %q", s)
+		}
+		attrs[k] = v
+		return nil
+	})
+	var files []string
+	fs.Func("f", "file of objects (repeatable; - for stdin)", func(s string) error { files = append(files, s); return nil })
+	if err := fs.Parse(args[1:]); err != nil {
+		return errUsage
+	}
+	if *host == "" || *port == 0 || *port > 65535 {
+		fmt.Fprint(stderr, routesUsage)
+		return errUsage
+	}
+	var objs []*unstructured.Unstructured
+	var err error
+	if len(files) > 0 {
+		objs, err = readObjectFiles(files)
+	} else {
+		objs, err = listTrafficObjects(ctx, *kubeconfig, *namespace)
+	}
+	if err != nil {
+		return err
+	}
+	return explain(stdout, objs, *host, uint32(*port), attrs)
+}
+
+func readObjectFiles(files []string) ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
+	for _, name := range files {
+		var data []byte
+		var err error
+		if name == "-" {
+			data, err = io.ReadAll(os.Stdin)
+		} else {
+			data, err = os.ReadFile(name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		o, err := traffic.ParseObjects(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs, nil
+}
+
+// listTrafficObjects reads what the translator reads from the cluster.
+func listTrafficObjects(ctx context.Context, kubeconfig, namespace string) ([]*unstructured.Unstructured, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating dynamic client: %w", err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource,
+		trafficcontroller.DestinationRuleResource, trafficcontroller.ServiceEntryResource} {
+		list, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", gvr.Resource, err)
+		}
+		for i := range list.Items {
+			objs = append(objs, &list.Items[i])
+		}
+	}
+	return objs, nil
+}
+
+// explain translates objs and prints where a request to host:port with attrs goes.
+func explain(w io.Writer, objs []*unstructured.Unstructured, host string, port uint32, attrs map[string]string) error {
+	in, problems := traffic.Decode(objs)
+	out := traffic.Translate(in, traffic.Options{})
+	name := traffic.RouteConfigName(host, port)
+	rc := out.Routes[name]
+	if rc == nil {
+		return fmt.Errorf("no route configuration %s: %s", name, whyNoRoutes(in, out, host, port))
+	}
+	d, err := traffic.Evaluate(rc, attrs)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "route configuration\t%s\n", name)
+	routes := rc.GetVirtualHosts()[0].GetRoutes()
+	if d.Route == nil {
+		fmt.Fprintf(tw, "route\tnone matches\n")
+		return tw.Flush()
+	}
+	fmt.Fprintf(tw, "route\t%s (%d of %d)\n", d.Route.GetName(), d.Index+1, len(routes))
+	for key, res := range out.Routers {
+		if slices.Contains(res.Hosts, host) {
+			fmt.Fprintf(tw, "MetaRouter\t%s\n", key)
+			for _, warning := range res.Warnings {
+				fmt.Fprintf(tw, "warning\t%s\n", warning)
+			}
+		}
+	}
+	fmt.Fprintf(tw, "match\t%s\n", traffic.DescribeMatch(d.Route.GetMatch().GetHeaders()))
+	for _, c := range d.Clusters {
+		fmt.Fprintf(tw, "cluster\t%s (%g%%)\n", c.Name, c.Percent)
+	}
+	for _, m := range d.Mirrors {
+		fmt.Fprintf(tw, "mirror\t%s (%g%%)\n", m.Name, m.Percent)
+	}
+	for _, hp := range d.Route.GetRoute().GetHashPolicy() {
+		fmt.Fprintf(tw, "hash by\t%s\n", hp.GetHeader().GetHeaderName())
+	}
+	for _, h := range d.Route.GetRequestHeadersToAdd() {
+		fmt.Fprintf(tw, "request mutation\t%s=%s\n", h.GetHeader().GetKey(), h.GetHeader().GetValue())
+	}
+	for _, h := range d.Route.GetResponseHeadersToAdd() {
+		fmt.Fprintf(tw, "response mutation\t%s=%s\n", h.GetHeader().GetKey(), h.GetHeader().GetValue())
+	}
+	// Invalid MetaRouters naming the host are not applied: say so, they may be why a route is missing.
+	names := map[string]bool{}
+	for _, mr := range in.MetaRouters {
+		if slices.Contains(mr.Spec.Hosts, host) {
+			names[mr.Namespace+"/"+mr.Name] = true
+		}
+	}
+	for _, p := range slices.Concat(problems, out.Problems) {
+		if p.Kind == mpv1.MetaRouterKind.Kind && p.Severity == traffic.SeverityError && names[p.Namespace+"/"+p.Name] {
+			fmt.Fprintf(tw, "not applied\t%s/%s: %s\n", p.Namespace, p.Name, p.Message)
+		}
+	}
+	return tw.Flush()
+}
+
+// whyNoRoutes says why a host's port has no route configuration.
+func whyNoRoutes(in traffic.Input, out *traffic.Output, host string, port uint32) string {
+	for _, se := range in.ServiceEntries {
+		if !slices.Contains(se.Spec.Hosts, host) {
+			continue
+		}
+		for _, p := range se.Spec.Ports {
+			if p.Number != port {
+				continue
+			}
+			for _, pr := range out.Problems {
+				if pr.Kind == "ServiceEntry" && pr.Namespace == se.Namespace && pr.Name == se.Name &&
+					(strings.Contains(pr.Message, p.Name) || strings.Contains(pr.Message, fmt.Sprintf("port %d", port))) {
+					return pr.Message
+				}
+			}
+			return fmt.Sprintf("port %s is not a MetaProtocol port (tcp-metaprotocol-<protocol>-…); native Dubbo and Thrift ports carry their routes in their EnvoyFilter", p.Name)
+		}
+		return fmt.Sprintf("ServiceEntry %s/%s has no port %d", se.Namespace, se.Name, port)
+	}
+	return "no ServiceEntry defines the host"
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	trafficcontroller "github.com/meltemi-mesh/meltemi/bridge/traffic/controller"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
+	"github.com/meltemi-mesh/meltemi/sync/xds"
+)
+
+// trafficFlags configure the traffic translator and the xDS server.
+type trafficFlags struct {
+	enabled        bool
+	xdsListen      string
+	xdsCluster     string
+	efNamespace    string
+	watchNamespace string
+	proxySelector  string
+	tlsCert        string
+	tlsKey         string
+	clientCA       string
+}
+
+// defaultXDSPort is Meltemi's xDS port; Istio's control plane uses 15010 and 15012.
+const defaultXDSPort = 18010
+
+func (f *trafficFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.enabled, "traffic", true, "translate MetaRouters into EnvoyFilters and serve their routes over xDS")
+	fs.StringVar(&f.xdsListen, "xds-listen", fmt.Sprintf(":%d", defaultXDSPort), "address of the xDS (RDS) server")
+	fs.StringVar(&f.xdsCluster, "xds-cluster", "", "Envoy cluster through which MetaProtocol proxies reach the xDS server "+
+		"(default outbound|<xds port>||meltemi.<namespace>.svc.cluster.local)")
+	fs.StringVar(&f.efNamespace, "envoyfilter-namespace", traffic.DefaultNamespace, "namespace of the EnvoyFilters; Istio's root namespace reaches every namespace")
+	fs.StringVar(&f.watchNamespace, "traffic-watch-namespace", "", "read MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries from this namespace only (default: all)")
+	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", traffic.FormatSelector(traffic.DefaultProxySelector()),
+		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. Empty: scope by --envoyfilter-namespace alone")
+	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
+	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
+	fs.StringVar(&f.clientCA, "xds-client-ca", "", "PEM CA bundle; when set, xDS clients must present a certificate it signed (mutual TLS)")
+}
+
+// trafficPart is the running traffic side of the host: translator, EnvoyFilter writer and
+// xDS server. Its zero value (traffic disabled) does nothing and is always ready.
+type trafficPart struct {
+	ctrl *trafficcontroller.Controller
+	rec  *synckube.Reconciler
+	reg  *prometheus.Registry // the EnvoyFilter writer's metrics, labelled writer="traffic"
+	log  *slog.Logger
+	run  func(name string, fn func() error)
+}
+
+// startTraffic starts the translator and the xDS server on every replica; the EnvoyFilter
+// writer starts with lead. recorder may be nil.
+func startTraffic(ctx context.Context, f *trafficFlags, namespace string, dyn dynamic.Interface, kube kubernetes.Interface,
+	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error), leading func() bool) (*trafficPart, error) {
+	if !f.enabled {
+		return &trafficPart{}, nil
+	}
+	log = log.With("component", "traffic")
+	sel, err := traffic.ParseSelector(f.proxySelector)
+	if err != nil {
+		return nil, fmt.Errorf("--metaprotocol-proxy-selector: %w", err)
+	}
+	lis, err := net.Listen("tcp", f.xdsListen)
+	if err != nil {
+		return nil, fmt.Errorf("--xds-listen: %w", err)
+	}
+	cluster := f.xdsCluster
+	if cluster == "" {
+		_, port, _ := net.SplitHostPort(f.xdsListen)
+		if n, err := strconv.Atoi(port); err != nil || n == 0 {
+			port = strconv.Itoa(defaultXDSPort)
+		}
+		cluster = fmt.Sprintf("outbound|%s||meltemi.%s.svc.cluster.local", port, namespace)
+	}
+	tlsCfg, err := xdsTLS(f)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	srv, err := xds.New(xds.Config{Logger: log, Registerer: reg, TLS: tlsCfg})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	opts := traffic.Options{Namespace: f.efNamespace, ProxySelector: sel, XDSCluster: cluster}
+	// The EnvoyFilter writer is a reconciler of its own (another namespace, its own owner label);
+	// its metrics go to a registry of their own, labelled, next to those of the main writer.
+	treg := prometheus.NewRegistry()
+	rec, err := synckube.New(synckube.Config{
+		Client: dyn, Kinds: []synckube.Kind{synckube.EnvoyFilterKind()}, Namespace: opts.WithDefaults().Namespace,
+		OwnerLabels: traffic.OwnerLabels(), Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"writer": "traffic"}, treg),
+		Logger: log.With("component", "traffic-sync"),
+	})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	ctrl, err := trafficcontroller.New(trafficcontroller.Config{
+		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace,
+		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, Registerer: reg, Logger: log,
+	})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	goRun("xds server", func() error { return srv.Serve(ctx, lis) })
+	goRun("traffic controller", func() error { return ctrl.Run(ctx) })
+	log.Info("traffic translator started", "xdsListen", lis.Addr().String(), "xdsCluster", cluster,
+		"envoyFilterNamespace", opts.WithDefaults().Namespace, "proxySelector", f.proxySelector, "tls", tlsCfg != nil)
+	return &trafficPart{ctrl: ctrl, rec: rec, reg: treg, log: log, run: goRun}, nil
+}
+
+// lead starts writing EnvoyFilters (and MetaRouter statuses); call it when this replica leads.
+func (p *trafficPart) lead(ctx context.Context) {
+	if p.rec == nil {
+		return
+	}
+	p.run("traffic writer", func() error { return p.rec.Run(ctx) })
+	p.ctrl.Resync()
+}
+
+// ready reports whether the first translation has been handed over and, on the leader, the
+// EnvoyFilter writer's caches are synced.
+func (p *trafficPart) ready(leading bool) error {
+	if p.ctrl == nil {
+		return nil
+	}
+	if !p.ctrl.Synced() {
+		return errors.New("traffic rules not translated yet")
+	}
+	if leading && !p.rec.Synced() {
+		return errors.New("EnvoyFilter caches not synced yet")
+	}
+	return nil
+}
+
+// gatherer adds the traffic writer's metrics to reg's.
+func (p *trafficPart) gatherer(reg *prometheus.Registry) prometheus.Gatherer {
+	if p.reg == nil {
+		return reg
+	}
+	return prometheus.Gatherers{reg, p.reg}
+}
+
+// xdsTLS builds the xDS server's TLS configuration from the flags; nil for plaintext.
+func xdsTLS(f *trafficFlags) (*tls.Config, error) {
+	if f.tlsCert == "" && f.tlsKey == "" {
+		if f.clientCA != "" {
+			return nil, errors.New("--xds-client-ca needs --xds-tls-cert and --xds-tls-key")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--xds-tls-cert/--xds-tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.clientCA != "" {
+		pem, err := os.ReadFile(f.clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--xds-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--xds-client-ca: no certificate in %s", f.clientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make bench`: every Go benchmark, against the same real servers as the e2e tests, at the
+# sizes the issues name; the results go into BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMPONENTS=(${MELTEMI_TEST_COMPONENTS:-kube-apiserver zookeeper etcd-registry consul polaris})
+export MELTEMI_E2E=1
+export MELTEMI_E2E_STATE=${MELTEMI_E2E_STATE:-/tmp/meltemi-e2e}
+export MELTEMI_BIN_DIR=${MELTEMI_BIN_DIR:-$PWD/bin}
+# Full sizes; smaller ones make quick local runs (e.g. MELTEMI_BENCH_SERVICES=1000 make bench).
+export MELTEMI_BENCH_SERVICES=${MELTEMI_BENCH_SERVICES:-10000}
+export MELTEMI_BENCH_ZK_INTERFACES=${MELTEMI_BENCH_ZK_INTERFACES:-10000}
+export MELTEMI_BENCH_INSTANCES=${MELTEMI_BENCH_INSTANCES:-100000}
+
+# shellcheck source=infra/session.sh
+. e2e/infra/session.sh
+session_up "${COMPONENTS[@]}"
+
+out="$MELTEMI_E2E_STATE/logs/bench.txt"
+# One package at a time: benchmarks share the machine and the servers.
+go test -p 1 -count=1 -run '^$' -bench "${BENCH:-.}" -benchmem -timeout 90m ./... 2>&1 | tee "$out"
+go run ./e2e/cmd/benchreport -in "$out" -out BENCHMARKS.md -command "make bench"
+echo "wrote BENCHMARKS.md"

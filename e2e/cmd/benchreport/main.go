@@ -1,0 +1,249 @@
+// Command benchreport turns `go test -bench` output into BENCHMARKS.md: the machine, the
+// date, the command, every number, and each goal an issue set with the measured ratio to it.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// result is one benchmark line.
+type result struct {
+	pkg     string
+	name    string
+	iters   int
+	metrics []metric // in the order go test printed them
+}
+
+type metric struct {
+	value float64
+	unit  string
+}
+
+func (r result) get(unit string) (float64, bool) {
+	for _, m := range r.metrics {
+		if m.unit == unit {
+			return m.value, true
+		}
+	}
+	return 0, false
+}
+
+// goal is a target an issue set for one benchmark number.
+type goal struct {
+	bench, unit string
+	what        string
+	// atMost: the number must not exceed target (latency, memory, ratios); else at least.
+	atMost bool
+	target float64
+}
+
+// goals lists the targets; a goal whose benchmark did not run is reported as not measured.
+var goals = []goal{
+	{"BenchmarkInitialSync", "ratio-vs-create-loop", "initial sync vs plain client-go create loop", true, 1.25},
+	{"BenchmarkRestartUnchanged", "writes", "API writes after a restart with unchanged registries", true, 0},
+	{"BenchmarkEventToWrite", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce)", true, 250},
+	{"BenchmarkHostMemory", "rss-MiB", "host RSS holding 100,000 instances", true, 512},
+	{"BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
+	{"BenchmarkRouteUpdateFanout", "p99-ms", "MetaRouter change → route received by 1,000 xDS streams, p99", true, 500},
+}
+
+func main() {
+	in := flag.String("in", "-", "go test -bench output ('-' for stdin)")
+	out := flag.String("out", "BENCHMARKS.md", "markdown file to write")
+	command := flag.String("command", "make bench", "command that produced the results")
+	flag.Parse()
+
+	var r io.Reader = os.Stdin
+	if *in != "-" {
+		f, err := os.Open(*in)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		r = f
+	}
+	results, cpu, err := parse(r)
+	if err != nil {
+		fail(err)
+	}
+	if len(results) == 0 {
+		fail(fmt.Errorf("no benchmark results in the input"))
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		fail(err)
+	}
+	defer f.Close()
+	render(f, results, cpu, *command, time.Now())
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "benchreport:", err)
+	os.Exit(1)
+}
+
+func parse(r io.Reader) ([]result, string, error) {
+	var (
+		out []result
+		pkg string
+		cpu string
+	)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "pkg: "):
+			pkg = strings.TrimPrefix(line, "pkg: ")
+		case strings.HasPrefix(line, "cpu: "):
+			cpu = strings.TrimPrefix(line, "cpu: ")
+		case strings.HasPrefix(line, "Benchmark"):
+			fields := strings.Fields(line)
+			if len(fields) < 4 || len(fields)%2 != 0 {
+				continue
+			}
+			iters, err := strconv.Atoi(fields[1])
+			if err != nil {
+				continue
+			}
+			res := result{pkg: pkg, name: trimProcs(fields[0]), iters: iters}
+			for i := 2; i+1 < len(fields); i += 2 {
+				v, err := strconv.ParseFloat(fields[i], 64)
+				if err != nil {
+					continue
+				}
+				res.metrics = append(res.metrics, metric{v, fields[i+1]})
+			}
+			out = append(out, res)
+		}
+	}
+	return out, cpu, sc.Err()
+}
+
+// trimProcs drops the -GOMAXPROCS suffix go test appends.
+func trimProcs(name string) string {
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		if _, err := strconv.Atoi(name[i+1:]); err == nil {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+func render(w io.Writer, results []result, cpu, command string, now time.Time) {
+	host, _ := os.Hostname()
+	fmt.Fprintf(w, "# Benchmarks\n\n")
+	fmt.Fprintf(w, "Written by `%s` on %s.\n\n", command, now.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "| machine | |\n|---|---|\n")
+	fmt.Fprintf(w, "| cpu | %s |\n| cores | %d |\n| memory | %s |\n| os/arch | %s/%s |\n| go | %s |\n| host | %s |\n\n",
+		orDash(cpu), runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version(), host)
+	fmt.Fprintf(w, "Every server is real and runs on the same machine as the benchmark (kube-apiserver with etcd, ZooKeeper, Consul, Polaris for the Nacos protocol, etcd): numbers include their cost and compete with them for the same cores.\n\n")
+
+	fmt.Fprintf(w, "## Goals\n\n| goal | target | measured | ratio to target | met |\n|---|---|---|---|---|\n")
+	for _, g := range goals {
+		measured, ok := find(results, g.bench, g.unit)
+		if !ok {
+			fmt.Fprintf(w, "| %s | %s %s | not measured | | |\n", g.what, cmpWord(g.atMost), fmtNum(g.target))
+			continue
+		}
+		ratio := "—"
+		if g.target != 0 {
+			ratio = fmt.Sprintf("%.2f×", measured/g.target)
+		}
+		met := measured <= g.target
+		if !g.atMost {
+			met = measured >= g.target
+		}
+		fmt.Fprintf(w, "| %s | %s %s %s | %s | %s | %s |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit, fmtNum(measured), ratio, yesNo(met))
+	}
+
+	fmt.Fprintf(w, "\n## All results\n")
+	byPkg := map[string][]result{}
+	var pkgs []string
+	for _, r := range results {
+		if _, ok := byPkg[r.pkg]; !ok {
+			pkgs = append(pkgs, r.pkg)
+		}
+		byPkg[r.pkg] = append(byPkg[r.pkg], r)
+	}
+	slices.Sort(pkgs)
+	for _, p := range pkgs {
+		fmt.Fprintf(w, "\n### %s\n\n| benchmark | iterations | numbers |\n|---|---|---|\n", orDash(p))
+		for _, r := range byPkg[p] {
+			var parts []string
+			for _, m := range r.metrics {
+				parts = append(parts, fmtNum(m.value)+" "+m.unit)
+			}
+			fmt.Fprintf(w, "| %s | %d | %s |\n", strings.TrimPrefix(r.name, "Benchmark"), r.iters, strings.Join(parts, ", "))
+		}
+	}
+}
+
+func find(results []result, bench, unit string) (float64, bool) {
+	for _, r := range results {
+		if r.name == bench || strings.HasPrefix(r.name, bench+"/") {
+			if v, ok := r.get(unit); ok {
+				return v, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func cmpWord(atMost bool) string {
+	if atMost {
+		return "≤"
+	}
+	return "≥"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v == float64(int64(v)) && v < 1e15 && v > -1e15:
+		return strconv.FormatInt(int64(v), 10)
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
+func memTotal() string {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "—"
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err == nil {
+				return fmt.Sprintf("%.1f GiB", kb/1024/1024)
+			}
+		}
+	}
+	return "—"
+}

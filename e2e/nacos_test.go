@@ -1,0 +1,395 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
+)
+
+// The Nacos-protocol server (Polaris) pushes changes about once a second.
+const nacosWait = 30 * time.Second
+
+func nacosRegistryYAML(t testing.TB, name, namespace, addr string, options map[string]string) string {
+	t.Helper()
+	out, err := yaml.Marshal(map[string]any{
+		"apiVersion": "meltemi.io/v1alpha1", "kind": "ServiceRegistry",
+		"metadata": map[string]any{"name": name, "namespace": namespace},
+		"spec":     map[string]any{"kind": "nacos", "address": addr, "options": options},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// nacosNamespace returns a Nacos namespace of the test's own.
+func nacosNamespace(t testing.TB, env *harness.Env) string {
+	t.Helper()
+	env.RequireComponent(t, harness.Polaris)
+	return fmt.Sprintf("e2e-%08x", rand.Uint32())
+}
+
+// awaitEndpoints waits until the ServiceEntry named host has exactly the endpoints want.
+func awaitEndpoints(t *testing.T, env *harness.Env, c *cluster, timeout time.Duration, host string, want ...string) *unstructured.Unstructured {
+	t.Helper()
+	slices.Sort(want)
+	var se *unstructured.Unstructured
+	env.Eventually(t, timeout, func() error {
+		var err error
+		if se, err = c.getServiceEntry(host); err != nil {
+			return err
+		}
+		if got := addresses(se); !slices.Equal(got, want) {
+			return fmt.Errorf("%s endpoints %v, want %v", host, got, want)
+		}
+		return nil
+	})
+	return se
+}
+
+func endpointField(se *unstructured.Unstructured, address, field string) any {
+	raw, _, _ := unstructured.NestedSlice(se.Object, "spec", "endpoints")
+	for _, r := range raw {
+		if m, _ := r.(map[string]any); m["address"] == address {
+			return m[field]
+		}
+	}
+	return nil
+}
+
+func TestNacosServicesBecomeServiceEntries(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	ns := nacosNamespace(t, env)
+	app := nacostest.NewApp(t, env.NacosAddr, ns)
+
+	orders := "orders"
+	o1 := nacostest.Instance(orders, "", "10.80.0.1", 8080, map[string]string{"protocol": "http", "version": "v1"})
+	o2 := nacostest.Instance(orders, "", "10.80.0.2", 9090, map[string]string{"protocol": "http", "version": "v2"})
+	app.Register(o1)
+	app.Register(o2)
+	iface := "org.apache.dubbo.samples.GreetingService"
+	app.Register(nacostest.Instance(nacostest.DubboProviders(iface, "1.0.0", "blue"), "", "10.81.0.1", 20880, nacostest.DubboMetadata(iface, "greeter", "1.0.0", "blue")))
+	app.Register(nacostest.Instance(nacostest.DubboProviders(iface, "2.0.0", ""), "", "10.81.0.2", 20880, nacostest.DubboMetadata(iface, "greeter", "2.0.0", "")))
+
+	cfg := writeFile(t, "registries.yaml", nacosRegistryYAML(t, "nacos-e2e", c.namespace, env.NacosAddr,
+		map[string]string{"namespaces": ns, "listInterval": "1s"}))
+	b := startBridge(t, c, "--config", cfg, "--xds-listen", freeAddr(t))
+	b.waitReady(t, env)
+
+	// A plain service: host <service>.<namespace>.nacos, instances on different ports.
+	ordersHost := orders + "." + ns + ".nacos"
+	se := awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1", "10.80.0.2")
+	if got := se.GetLabels(); got["app.kubernetes.io/managed-by"] != "meltemi" || got["meltemi.io/registry"] != "nacos-e2e" {
+		t.Errorf("ownership labels: %v", got)
+	}
+	ports, _, _ := unstructured.NestedSlice(se.Object, "spec", "ports")
+	if len(ports) != 1 || !strings.HasPrefix(portNames(se)[0], "http-") {
+		t.Errorf("ports %v, want one http port", ports)
+	}
+	eps := map[string]endpoint{}
+	for _, ep := range endpointsOf(se) {
+		eps[ep.Address] = ep
+	}
+	if eps["10.80.0.1"].Labels["version"] != "v1" || eps["10.80.0.2"].Labels["version"] != "v2" {
+		t.Errorf("endpoint labels %v", eps)
+	}
+	if len(eps["10.80.0.1"].Ports)+len(eps["10.80.0.2"].Ports) != 1 {
+		t.Errorf("endpoint ports %v: the instance on the other port needs its own port mapping", eps)
+	}
+	for _, ep := range eps {
+		for k := range ep.Labels {
+			if strings.HasPrefix(k, "internal-") || k == "protocol" {
+				t.Errorf("metadata %s became a label", k)
+			}
+		}
+	}
+
+	// Dubbo providers of two versions: one ServiceEntry named after the interface.
+	dubboHost := strings.ToLower(iface)
+	dse := awaitEndpoints(t, env, c, nacosWait, dubboHost, "10.81.0.1", "10.81.0.2")
+	if got := portNames(dse); !slices.Equal(got, []string{"tcp-metaprotocol-dubbo-20880"}) {
+		t.Errorf("Dubbo ports %v", got)
+	}
+	for _, ep := range endpointsOf(dse) {
+		if ep.Labels["application"] != "greeter" || ep.Labels["version"] == "" {
+			t.Errorf("Dubbo endpoint %s labels %v", ep.Address, ep.Labels)
+		}
+		if _, ok := ep.Labels["timestamp"]; ok {
+			t.Errorf("volatile parameter timestamp became a label")
+		}
+	}
+
+	// A new service is found by the listing; instances come and go by push.
+	app.Register(nacostest.Instance("billing", "", "10.82.0.1", 8080, nil))
+	awaitEndpoints(t, env, c, nacosWait, "billing."+ns+".nacos", "10.82.0.1")
+	app.Deregister(o2)
+	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1")
+
+	// Weight and enabled.
+	o1.Weight = 4
+	app.Update(o1)
+	env.Eventually(t, nacosWait, func() error {
+		se, err := c.getServiceEntry(ordersHost)
+		if err != nil {
+			return err
+		}
+		if w := endpointField(se, "10.80.0.1", "weight"); w != int64(400) {
+			return fmt.Errorf("weight %v, want 400", w)
+		}
+		return nil
+	})
+	app.Register(o2)
+	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1", "10.80.0.2")
+	o2.Enable = false
+	app.Update(o2)
+	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1")
+
+	// The last instance gone deletes the ServiceEntry; its neighbours stay.
+	app.Deregister(o1)
+	env.Eventually(t, nacosWait, func() error {
+		if _, err := c.getServiceEntry(ordersHost); !isNotFound(err) {
+			return fmt.Errorf("ServiceEntry %s still there (err %v)", ordersHost, err)
+		}
+		return nil
+	})
+	awaitEndpoints(t, env, c, nacosWait, dubboHost, "10.81.0.1", "10.81.0.2")
+}
+
+// TestNacosInstanceHealth: a persistent instance is checked by the server; while nothing vouches
+// for it (no heartbeats) it is unhealthy and no endpoint, and with heartbeats it is one again.
+func TestNacosInstanceHealth(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	ns := nacosNamespace(t, env)
+	app := nacostest.NewApp(t, env.NacosAddr, ns)
+	app.Register(nacostest.Instance("inventory", "", "10.83.0.1", 8080, nil))
+	persistent := nacostest.Instance("inventory", "", "10.83.0.2", 8080, nil)
+	persistent.Ephemeral = false
+	app.Register(persistent)
+	t.Cleanup(func() {
+		_, _ = app.DeregisterInstance(vo.DeregisterInstanceParam{Ip: persistent.Ip, Port: persistent.Port, ServiceName: persistent.ServiceName})
+	})
+
+	cfg := writeFile(t, "registries.yaml", nacosRegistryYAML(t, "nacos-health", c.namespace, env.NacosAddr,
+		map[string]string{"namespaces": ns, "listInterval": "1s"}))
+	b := startBridge(t, c, "--config", cfg, "--xds-listen", freeAddr(t))
+	b.waitReady(t, env)
+
+	host := "inventory." + ns + ".nacos"
+	awaitEndpoints(t, env, c, nacosWait, host, "10.83.0.1", "10.83.0.2") // registered healthy
+	awaitEndpoints(t, env, c, nacosWait, host, "10.83.0.1")              // no heartbeats: unhealthy
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	beats := make(chan error, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if err := app.Beat(persistent); err != nil {
+				select {
+				case beats <- err:
+				default:
+				}
+			}
+			time.Sleep(time.Second)
+		}
+	}()
+	awaitEndpoints(t, env, c, nacosWait, host, "10.83.0.1", "10.83.0.2")
+	select {
+	case err := <-beats:
+		t.Errorf("a heartbeat failed: %v", err)
+	default:
+	}
+}
+
+func TestNacosNamespaceAndGroupSelection(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	ns1, ns2 := nacosNamespace(t, env), nacosNamespace(t, env)
+	a1, a2 := nacostest.NewApp(t, env.NacosAddr, ns1), nacostest.NewApp(t, env.NacosAddr, ns2)
+	a1.Register(nacostest.Instance("catalog", "", "10.84.0.1", 80, nil))                                                         // ns1, default group: no
+	a1.Register(nacostest.Instance("catalog", "search", "10.84.0.2", 80, nil))                                                   // ns1, search: yes
+	a1.Register(nacostest.Instance("catalog", "other", "10.84.0.3", 80, nil))                                                    // ns1, other: no
+	a2.Register(nacostest.Instance("catalog", "", "10.84.1.1", 80, nil))                                                         // ns2, default group: yes
+	a2.Register(nacostest.Instance("catalog", "search", "10.84.1.2", 80, nil))                                                   // ns2, search: no
+	nacostest.NewApp(t, env.NacosAddr, nacosNamespace(t, env)).Register(nacostest.Instance("catalog", "", "10.84.2.1", 80, nil)) // not selected
+
+	cfg := writeFile(t, "registries.yaml", nacosRegistryYAML(t, "nacos-select", c.namespace, env.NacosAddr,
+		map[string]string{"namespaces": ns1 + ":search;" + ns2, "listInterval": "1s"}))
+	b := startBridge(t, c, "--config", cfg, "--xds-listen", freeAddr(t))
+	b.waitReady(t, env)
+
+	want := map[string]string{"catalog.search." + ns1 + ".nacos": "10.84.0.2", "catalog." + ns2 + ".nacos": "10.84.1.1"}
+	for host, addr := range want {
+		awaitEndpoints(t, env, c, nacosWait, host, addr)
+	}
+	// Nothing else, even after a few more listings.
+	time.Sleep(3 * time.Second)
+	for name := range c.serviceEntries(t) {
+		if _, ok := want[name]; !ok {
+			t.Errorf("unexpected ServiceEntry %s", name)
+		}
+	}
+}
+
+func TestNacosServerRestart(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	ns := nacosNamespace(t, env)
+	// One application process per instance, as in production: each client registers again
+	// after the restart.
+	i1 := nacostest.Instance("ledger", "", "10.85.0.1", 8080, nil)
+	i2 := nacostest.Instance("ledger", "", "10.85.0.2", 8080, nil)
+	app1, app2 := nacostest.NewApp(t, env.NacosAddr, ns), nacostest.NewApp(t, env.NacosAddr, ns)
+	app1.Register(i1)
+	app2.Register(i2)
+
+	cfg := writeFile(t, "registries.yaml", nacosRegistryYAML(t, "nacos-restart", c.namespace, env.NacosAddr,
+		map[string]string{"namespaces": ns, "listInterval": "1s", "recoveryGrace": "10s"}))
+	b := startBridge(t, c, "--config", cfg, "--xds-listen", freeAddr(t))
+	b.waitReady(t, env)
+	host := "ledger." + ns + ".nacos"
+	awaitEndpoints(t, env, c, nacosWait, host, "10.85.0.1", "10.85.0.2")
+
+	// Watch the ServiceEntry through the restart: it must not lose an endpoint.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := c.dyn.Resource(serviceEntries).Namespace(c.namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan string, 16)
+	go func() {
+		for ev := range w.ResultChan() {
+			se, ok := ev.Object.(*unstructured.Unstructured)
+			if ev.Type == watch.Deleted || ok && len(addresses(se)) < 2 {
+				lost <- fmt.Sprintf("%s: endpoints %v", ev.Type, addresses(se))
+			}
+		}
+	}()
+
+	env.Restart(t, harness.Polaris)
+	// Registered after the restart: the plugin converges.
+	nacostest.NewApp(t, env.NacosAddr, ns).Register(nacostest.Instance("ledger", "", "10.85.0.3", 8080, nil))
+	awaitEndpoints(t, env, c, nacosWait, host, "10.85.0.1", "10.85.0.2", "10.85.0.3")
+	select {
+	case what := <-lost:
+		t.Fatalf("the ServiceEntry lost endpoints across the restart: %s", what)
+	default:
+	}
+	w.Stop()
+
+	// Removals apply again once the recovery grace is over.
+	app2.Deregister(i2)
+	awaitEndpoints(t, env, c, nacosWait, host, "10.85.0.1", "10.85.0.3")
+}
+
+// BenchmarkNacosToServiceEntry measures, with the whole host and the Nacos plugin as
+// processes against the real Nacos-protocol server (Polaris) and kube-apiserver, the time
+// from a registration with nacos-sdk-go to the ServiceEntry written (seen by a watch):
+//   - register-p50-ms / register-p99-ms: an instance added to a service the plugin watches
+//     (pushed by the server, which batches pushes about once a second);
+//   - new-service-p50-ms / new-service-p99-ms: the first instance of a new service, found by
+//     the plugin's listing (default interval, 3s) and then subscribed to.
+//
+// Each iteration registers one instance and one new service, each timed alone.
+func BenchmarkNacosToServiceEntry(b *testing.B) {
+	env := harness.Load(b)
+	env.RequireComponent(b, harness.KubeAPIServer)
+	nacosNS := nacosNamespace(b, env)
+	app := nacostest.NewApp(b, env.NacosAddr, nacosNS)
+	cfg := env.RestConfig(b)
+	kube, dyn := kubernetes.NewForConfigOrDie(cfg), dynamic.NewForConfigOrDie(cfg)
+	ns := "bench-" + nacosNS
+	ctx := context.Background()
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+
+	app.Register(nacostest.Instance("bench", "", "10.90.0.1", 8080, nil))
+	regFile := filepath.Join(b.TempDir(), "registries.yaml")
+	if err := os.WriteFile(regFile, []byte(nacosRegistryYAML(b, "nacos-bench", ns, env.NacosAddr, map[string]string{"namespaces": nacosNS})), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	meltemi := exec.Command(filepath.Join(binDir, "meltemi"), "run", "--kubeconfig", env.Kubeconfig, "--namespace", ns,
+		"--plugin-dir", binDir, "--listen", "", "--xds-listen", "127.0.0.1:0", "--config", regFile, "--log-level", "warn")
+	if err := meltemi.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = meltemi.Process.Signal(syscall.SIGTERM); _ = meltemi.Wait() })
+
+	// Every ServiceEntry version, with the time it was seen.
+	type seen struct {
+		at    time.Time
+		name  string
+		addrs []string
+	}
+	versions := make(chan seen, 4096)
+	w, err := dyn.Resource(serviceEntries).Namespace(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(w.Stop)
+	go func() {
+		for ev := range w.ResultChan() {
+			if se, ok := ev.Object.(*unstructured.Unstructured); ok && ev.Type != watch.Deleted {
+				versions <- seen{time.Now(), se.GetName(), addresses(se)}
+			}
+		}
+	}()
+	await := func(name, addr string) time.Time {
+		timeout := time.After(nacosWait)
+		for {
+			select {
+			case v := <-versions:
+				if v.name == name && slices.Contains(v.addrs, addr) {
+					return v.at
+				}
+			case <-timeout:
+				b.Fatalf("ServiceEntry %s never had endpoint %s", name, addr)
+			}
+		}
+	}
+	benchHost := "bench." + nacosNS + ".nacos"
+	await(benchHost, "10.90.0.1")
+
+	var register, newService []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		addr := fmt.Sprintf("10.90.%d.%d", 1+i/250, 1+i%250)
+		start := time.Now()
+		app.Register(nacostest.Instance("bench", "", addr, 8080, nil))
+		register = append(register, await(benchHost, addr).Sub(start))
+
+		svc := fmt.Sprintf("fresh-%d", i)
+		start = time.Now()
+		app.Register(nacostest.Instance(svc, "", "10.91.0.1", 8080, nil))
+		newService = append(newService, await(svc+"."+nacosNS+".nacos", "10.91.0.1").Sub(start))
+	}
+	b.StopTimer()
+	for name, d := range map[string][]time.Duration{"register": register, "new-service": newService} {
+		slices.Sort(d)
+		b.ReportMetric(ms(d[len(d)/2]), name+"-p50-ms")
+		b.ReportMetric(ms(d[min(len(d)-1, len(d)*99/100)]), name+"-p99-ms")
+	}
+}

@@ -1,0 +1,235 @@
+package host
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
+	"github.com/meltemi-mesh/meltemi/plugins/protocol"
+)
+
+func newTestReceiver(t *testing.T, sink *recordSink) *receiver {
+	log, _ := testLogger(t)
+	var st Status
+	return newReceiver("reg", sink, log, (*Metrics)(nil).forRegistry("reg"), protocol.NewRedactor(map[string]string{"pw": "secret-pw"}),
+		func(f func(*Status)) { f(&st); sink.Status("reg", st) })
+}
+
+func begin() *registryv1.Event {
+	return &registryv1.Event{Kind: &registryv1.Event_SnapshotBegin{SnapshotBegin: &registryv1.SnapshotBegin{}}}
+}
+
+func end() *registryv1.Event {
+	return &registryv1.Event{Kind: &registryv1.Event_SnapshotEnd{SnapshotEnd: &registryv1.SnapshotEnd{}}}
+}
+
+func upsert(key, host string, addrs ...string) *registryv1.Event {
+	s := &registryv1.Service{Key: key, Host: host}
+	for _, a := range addrs {
+		s.Instances = append(s.Instances, &registryv1.Instance{Address: a, Port: 20880, Protocol: "dubbo"})
+	}
+	return &registryv1.Event{Kind: &registryv1.Event_Upsert{Upsert: s}}
+}
+
+func del(key string) *registryv1.Event {
+	return &registryv1.Event{Kind: &registryv1.Event_Delete{Delete: &registryv1.ServiceDelete{Key: key}}}
+}
+
+func rejected(item, reason, key string) *registryv1.Event {
+	return &registryv1.Event{Kind: &registryv1.Event_Rejected{Rejected: &registryv1.Rejection{Item: item, Reason: reason, Key: key}}}
+}
+
+func state(sink *recordSink) string {
+	var out []string
+	for key, s := range sink.services("reg") {
+		var addrs []string
+		for _, in := range s.Instances {
+			addrs = append(addrs, in.Address)
+		}
+		out = append(out, key+"="+strings.Join(addrs, ","))
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+func TestReceiverSnapshotsAndDeltas(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		events []*registryv1.Event
+		want   string
+	}{
+		{"snapshot", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1"), upsert("b", "b.x", "10.0.0.2"), end()}, "a=10.0.0.1 b=10.0.0.2"},
+		{"nothing before the snapshot ends", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1")}, ""},
+		{"deltas after the snapshot", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1"), end(), upsert("b", "b.x", "10.0.0.2"), del("a")}, "b=10.0.0.2"},
+		{"a new snapshot replaces", []*registryv1.Event{
+			begin(), upsert("a", "a.x", "10.0.0.1"), upsert("b", "b.x", "10.0.0.2"), end(),
+			begin(), upsert("b", "b.x", "10.0.0.3"), end(),
+		}, "b=10.0.0.3"},
+		{"an unusable service in a snapshot keeps its last state", []*registryv1.Event{
+			begin(), upsert("a", "a.x", "10.0.0.1"), end(),
+			begin(), upsert("a", "Bad_Host", "10.0.0.9"), end(),
+		}, "a=10.0.0.1"},
+		{"a service the plugin could not send keeps its last state", []*registryv1.Event{
+			begin(), upsert("a", "a.x", "10.0.0.1"), end(),
+			begin(), rejected("a", "too large", "a"), end(),
+		}, "a=10.0.0.1"},
+		{"an unusable upsert changes nothing", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1"), end(), upsert("a", "", "10.0.0.2")}, "a=10.0.0.1"},
+		{"a delete inside a snapshot", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1"), upsert("b", "b.x", "10.0.0.2"), del("a"), end()}, "b=10.0.0.2"},
+		{"bad instances go, good ones stay", []*registryv1.Event{begin(), upsert("a", "a.x", "10.0.0.1", "nope", "0.0.0.0"), end()}, "a=10.0.0.1"},
+		{"an end without a begin is ignored", []*registryv1.Event{end(), upsert("a", "a.x", "10.0.0.1")}, "a=10.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := newRecordSink()
+			r := newTestReceiver(t, sink)
+			for _, ev := range tc.events {
+				r.handle(ev)
+			}
+			if got := state(sink); got != tc.want {
+				t.Errorf("state %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReceiverReportsEachRejectionOncePerSnapshot(t *testing.T) {
+	sink := newRecordSink()
+	r := newTestReceiver(t, sink)
+	r.handle(begin())
+	r.handle(upsert("a", "a.x", "10.0.0.1", "bad-addr"))
+	r.handle(end())
+	for range 5 {
+		r.handle(upsert("a", "a.x", "10.0.0.2", "bad-addr")) // churn re-sends the bad instance
+	}
+	r.handle(rejected("node-secret-pw", "token secret-pw refused", ""))
+	_, rej, _ := sink.snapshot()
+	if len(rej) != 2 {
+		t.Fatalf("rejections %v, want 2", rej)
+	}
+	if rej[0].Item != "a/bad-addr:20880" || !strings.Contains(rej[0].Reason, "not an IP address") {
+		t.Errorf("rejection %+v", rej[0])
+	}
+	if rej[1].Item != "node-[redacted]" || rej[1].Reason != "token [redacted] refused" {
+		t.Errorf("plugin rejection not redacted: %+v", rej[1])
+	}
+	// After a new snapshot, what is still wrong is reported again.
+	r.handle(begin())
+	r.handle(upsert("a", "a.x", "bad-addr"))
+	r.handle(end())
+	if _, rej, _ = sink.snapshot(); len(rej) != 3 {
+		t.Errorf("%d rejections after a new snapshot, want 3", len(rej))
+	}
+}
+
+func TestReceiverRejectsInvalidLabelsOneByOne(t *testing.T) {
+	sink := newRecordSink()
+	r := newTestReceiver(t, sink)
+	svc := &registryv1.Service{Key: "a", Host: "a.x", Labels: map[string]string{"ok": "1", "bad key!": "v"}, Instances: []*registryv1.Instance{{
+		Address: "10.0.0.1", Port: 1,
+		Labels: map[string]string{"version": "1.0", "long": strings.Repeat("v", 64), "space": "a b", "example.com/fine": "yes"},
+	}}}
+	r.handle(&registryv1.Event{Kind: &registryv1.Event_Upsert{Upsert: svc}})
+	got := sink.services("reg")["a"]
+	if fmt.Sprint(got.Labels) != "map[ok:1]" || fmt.Sprint(got.Instances[0].Labels) != "map[example.com/fine:yes version:1.0]" {
+		t.Errorf("labels kept: %v %v", got.Labels, got.Instances[0].Labels)
+	}
+	_, rej, _ := sink.snapshot()
+	var items []string
+	for _, r := range rej {
+		items = append(items, r.Item)
+		if !strings.HasSuffix(r.Reason, "; label dropped") {
+			t.Errorf("reason %q", r.Reason)
+		}
+	}
+	want := []string{"a label bad key!", "a/10.0.0.1:1 label long", "a/10.0.0.1:1 label space"}
+	if !slices.Equal(items, want) {
+		t.Errorf("rejected %v, want %v", items, want)
+	}
+	if !strings.Contains(rej[1].Reason, "value of 64 bytes: must be no more than 63 bytes") {
+		t.Errorf("oversized label reason %q", rej[1].Reason)
+	}
+}
+
+// The fast label checks must agree with Kubernetes' own, or labels would be dropped silently.
+func TestLabelChecksAgreeWithKubernetes(t *testing.T) {
+	alphabet := "aZ09-_./:é "
+	rnd := rand.New(rand.NewPCG(1, 2))
+	samples := []string{"", "a", "a/b", "example.com/x", "Example.com/x", "a/", "/a", "a/b/c", "-a", "a-", strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a/b"}
+	for range 20000 {
+		b := make([]byte, rnd.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		samples = append(samples, string(b))
+	}
+	for _, s := range samples {
+		if got, want := isLabelKey(s), len(validation.IsQualifiedName(s)) == 0; got != want {
+			t.Errorf("isLabelKey(%q) = %v, Kubernetes says %v", s, got, want)
+		}
+		if got, want := isLabelValue(s), len(validation.IsValidLabelValue(s)) == 0; got != want {
+			t.Errorf("isLabelValue(%q) = %v, Kubernetes says %v", s, got, want)
+		}
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("meltemi-registry-zookeeper", 0o755)
+	write("meltemi-registry-etcd-v3", 0o755)
+	write("meltemi-registry-notexec", 0o644)
+	write("meltemi-registry-Bad_Kind", 0o755)
+	write("meltemi-registry-", 0o755)
+	write("other-binary", 0o755)
+	if err := os.Mkdir(filepath.Join(dir, "meltemi-registry-dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "meltemi-registry-zookeeper"), filepath.Join(dir, "meltemi-registry-linked")); err != nil {
+		t.Fatal(err)
+	}
+	found, err := Discover(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sortedKeys(found); !slices.Equal(got, []string{"etcd-v3", "linked", "zookeeper"}) {
+		t.Errorf("found %v", got)
+	}
+	if found["zookeeper"] != BinaryPath(dir, "zookeeper") {
+		t.Errorf("path %q", found["zookeeper"])
+	}
+	if _, err := Discover(filepath.Join(dir, "missing")); err == nil {
+		t.Errorf("missing directory: no error")
+	}
+}
+
+func TestFileChecksum(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("abc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := FileChecksum(p)
+	if err != nil || sum != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
+		t.Errorf("checksum %q %v", sum, err)
+	}
+}
+
+func TestUnusableKindsNeverLeaveThePluginDirectory(t *testing.T) {
+	for _, kind := range []string{"../zookeeper", "a/b", "", "UPPER"} {
+		if checkKind(kind) == nil {
+			t.Errorf("kind %q accepted", kind)
+		}
+	}
+	if checkKind("zookeeper") != nil {
+		t.Errorf("zookeeper refused")
+	}
+}

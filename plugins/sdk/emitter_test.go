@@ -1,0 +1,349 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
+	"github.com/meltemi-mesh/meltemi/plugins/protocol"
+)
+
+// fakeStream is the server side of a Watch stream, in process: it records what is sent.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	mu      sync.Mutex
+	batches []*registryv1.WatchResponse
+	// block, when set, holds every Send until closed; entered is signalled before.
+	block   chan struct{}
+	entered chan struct{}
+}
+
+func (f *fakeStream) Context() context.Context { return f.ctx }
+
+func (f *fakeStream) Send(r *registryv1.WatchResponse) error {
+	if f.block != nil {
+		select {
+		case f.entered <- struct{}{}:
+		default:
+		}
+		<-f.block
+	}
+	// Like a real stream, the message is encoded now: a later change to it would be a bug.
+	if _, err := proto.Marshal(r); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches = append(f.batches, r)
+	return nil
+}
+
+func (f *fakeStream) events() []*registryv1.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*registryv1.Event
+	for _, b := range f.batches {
+		out = append(out, b.GetEvents()...)
+	}
+	return out
+}
+
+// describe renders events compactly: "begin", "upsert:key", "delete:key", "end", ...
+func describe(evs []*registryv1.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		switch k := ev.GetKind().(type) {
+		case *registryv1.Event_SnapshotBegin:
+			out[i] = "begin"
+		case *registryv1.Event_SnapshotEnd:
+			out[i] = "end"
+		case *registryv1.Event_Upsert:
+			out[i] = "upsert:" + k.Upsert.GetKey()
+		case *registryv1.Event_Delete:
+			out[i] = "delete:" + k.Delete.GetKey()
+		case *registryv1.Event_Health:
+			out[i] = fmt.Sprintf("health:%v:%s", k.Health.GetConnected(), k.Health.GetMessage())
+		case *registryv1.Event_Rejected:
+			out[i] = fmt.Sprintf("reject:%s:%s:%s", k.Rejected.GetItem(), k.Rejected.GetReason(), k.Rejected.GetKey())
+		}
+	}
+	return out
+}
+
+// funcPlugin is a Plugin whose Watch is a function.
+type funcPlugin struct {
+	watch func(ctx context.Context, e Emitter) error
+	cfg   Config
+}
+
+func (p *funcPlugin) Describe() Description {
+	return Description{Kind: "func", Version: "1", Options: []Option{{Name: "token", Secret: true}}}
+}
+func (p *funcPlugin) Configure(_ context.Context, cfg Config) error {
+	p.cfg = cfg
+	if cfg.Options["fail"] != "" {
+		return FieldErrors{{"fail", "rejected value " + cfg.Options["fail"] + " with token " + cfg.Secrets["token"]}}
+	}
+	return nil
+}
+func (p *funcPlugin) Watch(ctx context.Context, e Emitter) error { return p.watch(ctx, e) }
+
+// watchWith runs watch through the server in process and returns the stream and the
+// Watch call's error.
+func watchWith(t *testing.T, secrets map[string]string, watch func(ctx context.Context, e Emitter) error) (*fakeStream, error) {
+	t.Helper()
+	srv := NewServer(&funcPlugin{watch: watch})
+	if resp, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{Registry: "r", Secrets: secrets}); err != nil || len(resp.GetErrors()) > 0 {
+		t.Fatalf("configure: %v %v", resp, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := &fakeStream{ctx: ctx}
+	err := srv.Watch(&registryv1.WatchRequest{}, st)
+	if status.Code(err) == codes.Unavailable && strings.HasSuffix(err.Error(), "watch ended") {
+		// The test's Watch returned while the host still listened: everything was sent.
+		err = nil
+	}
+	return st, err
+}
+
+func svc(key string, instances int) Service {
+	s := Service{Key: key, Host: key + ".example"}
+	for i := range instances {
+		s.Instances = append(s.Instances, Instance{Address: fmt.Sprintf("10.0.%d.%d", i>>8&255, i&255), Port: 20880, Protocol: "dubbo"})
+	}
+	return s
+}
+
+func TestEmitterKeepsOrderAcrossBatches(t *testing.T) {
+	const n = 3000 // several batches
+	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
+		e.Health(true, "up")
+		e.Snapshot([]Service{svc("a", 1), svc("b", 1)})
+		for i := range n {
+			if i%3 == 2 {
+				e.Delete(fmt.Sprint(i - 1))
+			} else {
+				e.Upsert(svc(fmt.Sprint(i), 1))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	got := describe(st.events())
+	want := []string{"health:true:up", "begin", "upsert:a", "upsert:b", "end"}
+	for i := range n {
+		if i%3 == 2 {
+			want = append(want, fmt.Sprintf("delete:%d", i-1))
+		} else {
+			want = append(want, fmt.Sprintf("upsert:%d", i))
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("events out of order or lost: %d events, want %d", len(got), len(want))
+	}
+	for _, b := range st.batches {
+		if len(b.GetEvents()) > maxBatchEvents {
+			t.Errorf("batch of %d events, more than %d", len(b.GetEvents()), maxBatchEvents)
+		}
+	}
+}
+
+func TestEmitterBatchesBusyAndSendsQuietEventsAtOnce(t *testing.T) {
+	// While the stream is blocked, events pile up and leave in full batches.
+	srv := NewServer(&funcPlugin{}).(*server)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := newEmitter(ctx, srv)
+	st := &fakeStream{ctx: ctx, block: make(chan struct{}), entered: make(chan struct{}, 1)}
+	sent := make(chan error, 1)
+	go func() { sent <- e.run(st.Send) }()
+	e.Upsert(svc("first", 1))
+	<-st.entered // run took it alone and is blocked sending it
+	for i := range 2 * maxBatchEvents {
+		e.Upsert(svc(fmt.Sprint(i), 1))
+	}
+	close(st.block)
+	e.stop()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for _, b := range st.batches {
+		sizes = append(sizes, len(b.GetEvents()))
+	}
+	if fmt.Sprint(sizes) != fmt.Sprint([]int{1, maxBatchEvents, maxBatchEvents}) {
+		t.Errorf("batch sizes %v, want [1 %d %d]", sizes, maxBatchEvents, maxBatchEvents)
+	}
+
+	// A quiet plugin's single event is sent without waiting for company.
+	e2 := newEmitter(ctx, srv)
+	st2 := &fakeStream{ctx: ctx}
+	go func() { _ = e2.run(st2.Send) }()
+	e2.Delete("lonely")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(st2.events()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a single event was not sent")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e2.stop()
+}
+
+func TestEmitterBoundsBatchBytes(t *testing.T) {
+	big := svc("big", 4000) // about 100 KB encoded
+	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
+		for i := range 40 {
+			big.Key = fmt.Sprint(i)
+			e.Upsert(big)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, b := range st.batches {
+		total += len(b.GetEvents())
+		if size := proto.Size(b); size > maxBatchBytes+proto.Size(&registryv1.WatchResponse{Events: b.GetEvents()[:1]}) {
+			t.Errorf("batch of %d bytes", size)
+		}
+	}
+	if total != 40 || len(st.batches) < 4 {
+		t.Errorf("%d events in %d batches", total, len(st.batches))
+	}
+}
+
+func TestEmitterRejectsOversizedServiceKeepingIt(t *testing.T) {
+	huge := Service{Key: "huge", Host: "huge.example", Instances: []Instance{{Address: "10.0.0.1", Port: 1, Labels: map[string]string{"x": strings.Repeat("y", maxServiceBytes)}}}}
+	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
+		e.Snapshot([]Service{svc("ok", 1), huge})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := describe(st.events())
+	if len(got) != 4 || got[0] != "begin" || got[1] != "upsert:ok" || !strings.HasPrefix(got[2], "reject:huge:service with 1 instances is ") || !strings.HasSuffix(got[2], ":huge") || got[3] != "end" {
+		t.Errorf("events %q", got)
+	}
+}
+
+func TestSecretsAreRedactedBeforeTheWire(t *testing.T) {
+	const token = "s3cr3t-token"
+	secrets := map[string]string{"token": token}
+	st, err := watchWith(t, secrets, func(ctx context.Context, e Emitter) error {
+		e.Health(false, "auth failed with "+token)
+		e.Reject("node?token="+token, `bad token "`+token+`"`)
+		return fmt.Errorf("connecting with token %s: denied", token)
+	})
+	if err == nil || strings.Contains(err.Error(), token) || !strings.Contains(err.Error(), "connecting with token [redacted]: denied") {
+		t.Errorf("watch error %v", err)
+	}
+	got := strings.Join(describe(st.events()), "\n")
+	if strings.Contains(got, token) {
+		t.Errorf("secret on the wire:\n%s", got)
+	}
+	if want := "health:false:auth failed with [redacted]\nreject:node?token=[redacted]:bad token \"[redacted]\":"; got != want {
+		t.Errorf("events\n%s\nwant\n%s", got, want)
+	}
+
+	// Configure's field errors are redacted too.
+	srv := NewServer(&funcPlugin{})
+	resp, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{Options: map[string]string{"fail": "x"}, Secrets: secrets})
+	if err != nil || len(resp.GetErrors()) != 1 || resp.GetErrors()[0].GetMessage() != "rejected value x with token [redacted]" {
+		t.Errorf("configure: %v %v", resp, err)
+	}
+}
+
+func TestWatchLifecycle(t *testing.T) {
+	srv := NewServer(&funcPlugin{watch: func(ctx context.Context, e Emitter) error { panic("plugin bug") }})
+	st := &fakeStream{ctx: context.Background()}
+	if err := srv.Watch(&registryv1.WatchRequest{}, st); err == nil || !strings.Contains(err.Error(), "before a successful configure") {
+		t.Errorf("watch before configure: %v", err)
+	}
+	if _, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Watch(&registryv1.WatchRequest{}, st); err == nil || !strings.Contains(err.Error(), "panic: plugin bug") {
+		t.Errorf("panicking watch: %v", err)
+	}
+
+	// A Watch that returns nil while the host still listens has ended unexpectedly.
+	srv = NewServer(&funcPlugin{watch: func(ctx context.Context, e Emitter) error { return nil }})
+	if _, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Watch(&registryv1.WatchRequest{}, st); err == nil || !strings.Contains(err.Error(), "watch ended") {
+		t.Errorf("watch returning nil: %v", err)
+	}
+}
+
+func TestHealthReflectsTheLastReport(t *testing.T) {
+	reported := make(chan struct{})
+	srv := NewServer(&funcPlugin{watch: func(ctx context.Context, e Emitter) error {
+		e.Health(true, "connected")
+		close(reported)
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	h, err := srv.Health(context.Background(), &registryv1.HealthRequest{})
+	if err != nil || h.GetConnected() {
+		t.Errorf("health before watch: %v %v", h, err)
+	}
+	if _, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Watch(&registryv1.WatchRequest{}, &fakeStream{ctx: ctx}) }()
+	<-reported
+	if h, _ := srv.Health(context.Background(), &registryv1.HealthRequest{}); !h.GetConnected() || h.GetMessage() != "connected" {
+		t.Errorf("health during watch: %v", h)
+	}
+	// A second watch while one runs is refused.
+	if err := srv.Watch(&registryv1.WatchRequest{}, &fakeStream{ctx: ctx}); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("second watch: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("cancelled watch: %v", err)
+	}
+}
+
+func TestHostGone(t *testing.T) {
+	for _, tc := range []struct {
+		start, now int
+		env        string
+		want       bool
+	}{
+		{100, 100, "", false},
+		{100, 100, "100", false},
+		{100, 1, "", true},       // re-parented: the host died
+		{1, 1, "100", true},      // the host died before the plugin looked
+		{100, 100, "abc", false}, // garbage in the environment is ignored
+	} {
+		if got := hostGone(tc.start, tc.now, tc.env); got != tc.want {
+			t.Errorf("hostGone(%d, %d, %q) = %v, want %v", tc.start, tc.now, tc.env, got, tc.want)
+		}
+	}
+}
+
+func TestServedVersionDefaultsToProtocolVersion(t *testing.T) {
+	if protocol.ServedVersion() != protocol.Version {
+		t.Errorf("served version %d, protocol version %d", protocol.ServedVersion(), protocol.Version)
+	}
+}

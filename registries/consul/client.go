@@ -1,0 +1,59 @@
+package consul
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// fetchConcurrency bounds the non-blocking reads (a service's first read, and reads after a
+// resync), which are short; blocking queries are bounded by maxWatches.
+const fetchConcurrency = 16
+
+// newClient builds a Consul API client from cfg alone. The api package fills unset fields
+// from CONSUL_* environment variables (a token, a namespace); pinnedTransport undoes that
+// for every request, so only the ServiceRegistry's configuration counts.
+func newClient(cfg *config) (*api.Client, error) {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	// Every watch keeps a connection busy; keep as many idle ones so that watches taking
+	// turns reuse connections instead of opening new ones.
+	transport.MaxIdleConnsPerHost = cfg.maxWatches + fetchConcurrency + len(cfg.datacenters) + 2
+	transport.MaxIdleConns = transport.MaxIdleConnsPerHost
+	transport.TLSHandshakeTimeout = 10 * time.Second
+	if cfg.scheme == "https" {
+		tlsConf, err := api.SetupTLSConfig(&cfg.tls)
+		if err != nil {
+			return nil, err
+		}
+		transport.TLSClientConfig = tlsConf
+	}
+	return api.NewClient(&api.Config{
+		Address:    cfg.address,
+		Scheme:     cfg.scheme,
+		Token:      cfg.token,
+		HttpClient: &http.Client{Transport: pinnedTransport{base: transport, token: cfg.token}},
+	})
+}
+
+// pinnedTransport sends exactly the configured token (or none) and no enterprise namespace
+// or partition, whatever the api package took from the process environment.
+type pinnedTransport struct {
+	base  http.RoundTripper
+	token string
+}
+
+func (p pinnedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if p.token == "" {
+		r.Header.Del("X-Consul-Token")
+	} else {
+		r.Header.Set("X-Consul-Token", p.token)
+	}
+	if q := r.URL.Query(); q.Has("ns") || q.Has("partition") {
+		q.Del("ns")
+		q.Del("partition")
+		r.URL.RawQuery = q.Encode()
+	}
+	return p.base.RoundTrip(r)
+}

@@ -1,0 +1,305 @@
+package nacos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
+	"github.com/nacos-group/nacos-sdk-go/v2/common/constant"
+	nacoslog "github.com/nacos-group/nacos-sdk-go/v2/common/logger"
+	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/meltemi-mesh/meltemi/plugins/protocol"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/nacos/internal/sdkclient"
+)
+
+// registry is what the watcher needs of Nacos. nacosRegistry implements it with
+// nacos-sdk-go; the watcher's unit tests use a fake.
+type registry interface {
+	// Namespaces lists the IDs of every namespace (for the "*" selection).
+	Namespaces(ctx context.Context) ([]string, error)
+	// Services lists the services of one namespace in the given groups.
+	Services(ctx context.Context, namespace string, groups groupSet) ([]serviceID, error)
+	// Subscribe asks for the instances of one service: push is called with each new
+	// instance list, starting with the current one (possibly before Subscribe returns).
+	// push must not block.
+	Subscribe(id serviceID, push func([]nacosmodel.Instance)) (unsubscribe func(), err error)
+	// Connected reports whether every connection to Nacos is up, and if not, which is down.
+	Connected() (bool, string)
+	Close()
+}
+
+// servicePageSize is the page size of service listings. Large pages keep a listing to a few
+// requests; the server answers with names only.
+const servicePageSize = 500
+
+// nacosRegistry talks to Nacos through nacos-sdk-go: one naming client (one gRPC connection)
+// per namespace, since a client is bound to its namespace.
+type nacosRegistry struct {
+	cfg     *config
+	log     *slog.Logger
+	dir     string // the client library's log and cache directory, removed on Close
+	console *console
+
+	mu      sync.Mutex
+	clients map[string]naming_client.INamingClient
+	closed  bool
+}
+
+// sdkLogMu serialises creating naming clients: each one replaces the library's global logger
+// with a file logger, which we replace right after with ours.
+var sdkLogMu sync.Mutex
+
+func dialNacos(_ context.Context, cfg *config) (registry, error) {
+	dir, err := os.MkdirTemp("", "meltemi-nacos-")
+	if err != nil {
+		return nil, fmt.Errorf("creating the client library's directory: %w", err)
+	}
+	r := &nacosRegistry{
+		cfg: cfg, dir: dir, clients: map[string]naming_client.INamingClient{},
+		log: sdk.Logger().With("registry", cfg.registry, "nacos", serverList(cfg.servers)),
+	}
+	if cfg.sel.needsConsole() {
+		if r.console, err = newConsole(cfg); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func serverList(servers []server) string {
+	parts := make([]string, len(servers))
+	for i, s := range servers {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// client returns the naming client of a namespace, creating it on first use.
+func (r *nacosRegistry) client(namespace string) (naming_client.INamingClient, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errors.New("registry closed")
+	}
+	if c := r.clients[namespace]; c != nil {
+		return c, nil
+	}
+	c, err := r.newClient(namespace)
+	if err != nil {
+		return nil, err
+	}
+	r.clients[namespace] = c
+	return c, nil
+}
+
+func (r *nacosRegistry) newClient(namespace string) (naming_client.INamingClient, error) {
+	cfg := r.cfg
+	cc := constant.ClientConfig{
+		NamespaceId: namespace,
+		TimeoutMs:   uint64(cfg.timeout.Milliseconds()),
+		AppName:     "meltemi",
+		// The library writes a log file and a cache of every service it sees: both go into
+		// our own directory. The cache is never read back: a stale cache must not count as
+		// the registry's state.
+		LogDir:              r.dir,
+		CacheDir:            r.dir,
+		LogLevel:            "warn",
+		NotLoadCacheAtStart: true,
+		// Without this, an empty instance list (the last instance gone) is not passed on.
+		UpdateCacheWhenEmpty: true,
+		Username:             cfg.creds.username,
+		Password:             cfg.creds.password,
+		AccessKey:            cfg.creds.accessKey,
+		SecretKey:            cfg.creds.secretKey,
+		ContextPath:          cfg.contextPath,
+		// Appointed: the environment must not switch TLS on or off behind the configuration.
+		TLSCfg: constant.TLSConfig{Appointed: true, Enable: cfg.tls, TrustAll: cfg.tlsSkipVerify, CaFile: cfg.tlsCAFile},
+	}
+	scheme := "http"
+	if cfg.tls {
+		scheme = "https"
+	}
+	servers := make([]constant.ServerConfig, len(cfg.servers))
+	for i, s := range cfg.servers {
+		servers[i] = constant.ServerConfig{Scheme: scheme, ContextPath: cfg.contextPath, IpAddr: s.host, Port: uint64(s.port), GrpcPort: uint64(s.port + cfg.grpcOffset)}
+	}
+	sdkLogMu.Lock()
+	defer sdkLogMu.Unlock()
+	c, err := sdkclient.New(cc, servers)
+	nacoslog.SetLogger(sdkLogger{log: r.log, redactor: cfg.redactor})
+	if err != nil {
+		return nil, fmt.Errorf("creating the Nacos client for namespace %s: %s", namespace, redact(err.Error(), cfg.redactor))
+	}
+	r.log.Debug("Nacos client created", "namespace", namespace)
+	return c, nil
+}
+
+func (r *nacosRegistry) Namespaces(ctx context.Context) ([]string, error) {
+	if r.console == nil {
+		return nil, errors.New("no console API configured")
+	}
+	return r.console.namespaces(ctx)
+}
+
+func (r *nacosRegistry) Services(ctx context.Context, namespace string, groups groupSet) ([]serviceID, error) {
+	if groups.all {
+		if r.console == nil {
+			return nil, errors.New("no console API configured")
+		}
+		return r.console.services(ctx, namespace)
+	}
+	c, err := r.client(namespace)
+	if err != nil {
+		return nil, err
+	}
+	var out []serviceID
+	for _, g := range groups.names {
+		names, err := listGroup(ctx, c, namespace, g)
+		if err != nil {
+			return nil, fmt.Errorf("listing group %s: %s", g, redact(err.Error(), r.cfg.redactor))
+		}
+		for _, n := range names {
+			out = append(out, serviceID{namespace: namespace, group: g, name: n})
+		}
+	}
+	return out, nil
+}
+
+// listGroup reads every page of a group's service list. It stops at the first short page and
+// does not trust the count, which some Nacos-protocol servers get wrong.
+func listGroup(ctx context.Context, c naming_client.INamingClient, namespace, group string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for page := uint32(1); ; page++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		list, err := c.GetAllServicesInfo(vo.GetAllServiceInfoParam{NameSpace: namespace, GroupName: group, PageNo: page, PageSize: servicePageSize})
+		if err != nil {
+			return nil, err
+		}
+		added := 0
+		for _, n := range list.Doms {
+			if n != "" && !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+				added++
+			}
+		}
+		// A server that ignores paging repeats its page: stop rather than loop.
+		if len(list.Doms) < servicePageSize || added == 0 {
+			return out, nil
+		}
+	}
+}
+
+func (r *nacosRegistry) Subscribe(id serviceID, push func([]nacosmodel.Instance)) (func(), error) {
+	c, err := r.client(id.namespace)
+	if err != nil {
+		return nil, err
+	}
+	// No clusters here: the library keys its callbacks by the cluster list as the server
+	// echoes it, so cluster filtering is done on the instances instead.
+	param := &vo.SubscribeParam{
+		ServiceName: id.name,
+		GroupName:   id.group,
+		SubscribeCallback: func(hosts []nacosmodel.Instance, err error) {
+			if err == nil {
+				// The library sorts its cached list in place on the next update.
+				push(slices.Clone(hosts))
+			}
+		},
+	}
+	unsubscribe := func() {
+		// Unsubscribe takes back the callback and the library's re-subscribe entry even when
+		// the server cannot be told.
+		if err := c.Unsubscribe(param); err != nil {
+			r.log.Debug("unsubscribing", "service", id.String(), "error", redact(err.Error(), r.cfg.redactor))
+		}
+	}
+	if err := c.Subscribe(param); err != nil {
+		unsubscribe()
+		return nil, fmt.Errorf("subscribing to %s: %s", id, redact(err.Error(), r.cfg.redactor))
+	}
+	return unsubscribe, nil
+}
+
+func (r *nacosRegistry) Connected() (bool, string) {
+	r.mu.Lock()
+	clients := make(map[string]naming_client.INamingClient, len(r.clients))
+	for ns, c := range r.clients {
+		clients[ns] = c
+	}
+	r.mu.Unlock()
+	var down []string
+	for ns, c := range clients {
+		if !c.ServerHealthy() {
+			down = append(down, ns)
+		}
+	}
+	if len(down) == 0 {
+		return true, ""
+	}
+	slices.Sort(down)
+	return false, fmt.Sprintf("no connection to Nacos at %s (namespaces %s)", serverList(r.cfg.servers), strings.Join(down, ", "))
+}
+
+func (r *nacosRegistry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	clients := r.clients
+	r.clients = nil
+	r.mu.Unlock()
+	for _, c := range clients {
+		c.CloseClient()
+	}
+	_ = os.RemoveAll(r.dir)
+}
+
+// sdkLogger takes the client library's log. Its info and debug output (every push, with
+// every instance) is dropped; warnings and errors go to our debug level, since the watcher
+// reports connection problems itself. Credentials are removed: the library logs request
+// parameters and headers on errors.
+type sdkLogger struct {
+	log      *slog.Logger
+	redactor *protocol.Redactor
+}
+
+func (l sdkLogger) Info(...any)           {}
+func (l sdkLogger) Debug(...any)          {}
+func (l sdkLogger) Infof(string, ...any)  {}
+func (l sdkLogger) Debugf(string, ...any) {}
+func (l sdkLogger) Warn(args ...any)      { l.out("warn", fmt.Sprint(args...)) }
+func (l sdkLogger) Error(args ...any)     { l.out("error", fmt.Sprint(args...)) }
+func (l sdkLogger) Warnf(f string, args ...any) {
+	l.out("warn", fmt.Sprintf(f, args...))
+}
+func (l sdkLogger) Errorf(f string, args ...any) {
+	l.out("error", fmt.Sprintf(f, args...))
+}
+
+func (l sdkLogger) out(level, msg string) {
+	l.log.Debug("nacos client: "+clip(redact(msg, l.redactor), 2048), "level", level)
+}
+
+// sensitiveFields matches credential fields as the client library prints them: JSON
+// ("accessToken":"…"), query strings (accessToken=…) and header maps (Spas-Signature:[…]).
+var sensitiveFields = regexp.MustCompile(`(?i)((?:access_?token|password|secret_?key|access_?key|spas-[a-z-]+|signature|authorization)"?\s*[:=]\s*\[?"?)[^",&\]\s}]*`)
+
+// redact removes credentials from text that leaves the plugin: the configured ones, and
+// tokens and signatures the client library obtained or computed, which only their field
+// names give away.
+func redact(text string, r *protocol.Redactor) string {
+	return sensitiveFields.ReplaceAllString(r.Redact(text), "${1}"+protocol.Redacted)
+}

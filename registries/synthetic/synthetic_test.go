@@ -1,0 +1,101 @@
+package synthetic
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+)
+
+func TestStateIsDeterministic(t *testing.T) {
+	opts := map[string]string{"services": "3", "instancesPerService": "2"}
+	s, err := State("r", opts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, svc := range s {
+		for _, in := range svc.Instances {
+			got = append(got, fmt.Sprintf("%s %s %s:%d %v", svc.Key, svc.Host, in.Address, in.Port, in.Labels))
+		}
+	}
+	want := []string{
+		"svc-00000 svc-00000.synthetic.local 10.0.0.1:20880 map[rev:0 version:1.0.0]",
+		"svc-00000 svc-00000.synthetic.local 10.0.0.2:20880 map[rev:0 version:1.0.0]",
+		"svc-00001 svc-00001.synthetic.local 10.0.0.3:20880 map[rev:0 version:1.0.0]",
+		"svc-00001 svc-00001.synthetic.local 10.0.0.4:20880 map[rev:0 version:1.0.0]",
+		"svc-00002 svc-00002.synthetic.local 10.0.0.5:20880 map[rev:0 version:1.0.0]",
+		"svc-00002 svc-00002.synthetic.local 10.0.0.6:20880 map[rev:0 version:1.0.0]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("state\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Churn k touches service k%3, instance (k/3)%2: after 4 changes svc-00000 has rev 1 and 4.
+	s, _ = State("r", opts, 4)
+	if l := s[0].Instances; l[0].Labels["rev"] != "1" || l[1].Labels["rev"] != "4" || s[1].Instances[0].Labels["rev"] != "2" {
+		t.Errorf("after churn: %+v", s)
+	}
+}
+
+func TestGarbage(t *testing.T) {
+	s, err := State("r", map[string]string{"services": "6", "instancesPerService": "1", "garbageEvery": "2"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]string, len(s))
+	for i, svc := range s {
+		hosts[i] = fmt.Sprintf("%s/%d", svc.Host, len(svc.Instances))
+	}
+	want := "svc-00000.synthetic.local/1 svc-00001.synthetic.local/5 svc-00002.synthetic.local/1 /5 svc-00004.synthetic.local/1 Not_A:Host.svc-00005.synthetic.local/5"
+	if strings.Join(hosts, " ") != want {
+		t.Errorf("hosts %q, want %q", strings.Join(hosts, " "), want)
+	}
+}
+
+func TestOptionsAreChecked(t *testing.T) {
+	err := New().Configure(context.Background(), sdk.Config{Options: map[string]string{
+		"services": "-2", "churnEvents": "x", "domain": "Bad_Domain", "crashAfter": "soon", "instancesPerService": "1",
+	}})
+	for _, want := range []string{"services: -2 is negative", `churnEvents: "x" is not an integer`, "domain:", `crashAfter: "soon" is not a duration`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	if err := New().Configure(context.Background(), sdk.Config{Options: map[string]string{"services": "100000", "instancesPerService": "1000"}}); err == nil {
+		t.Errorf("100,000,000 instances accepted")
+	}
+}
+
+// emitter records what Watch reports.
+type emitter struct {
+	mu      sync.Mutex
+	events  []string
+	upserts int
+}
+
+func (e *emitter) add(s string)             { e.mu.Lock(); e.events = append(e.events, s); e.mu.Unlock() }
+func (e *emitter) Snapshot(s []sdk.Service) { e.add(fmt.Sprintf("snapshot %d", len(s))) }
+func (e *emitter) Upsert(sdk.Service)       { e.mu.Lock(); e.upserts++; e.mu.Unlock() }
+func (e *emitter) Delete(k string)          { e.add("delete " + k) }
+func (e *emitter) Health(ok bool, m string) { e.add(fmt.Sprintf("health %v %s", ok, m)) }
+func (e *emitter) Reject(i, r string)       { e.add("reject " + i + ": " + r) }
+
+func TestWatchChurnsThenCloses(t *testing.T) {
+	p := New()
+	if err := p.Configure(context.Background(), sdk.Config{Options: map[string]string{
+		"services": "4", "churnEvents": "100", "closeAfter": "200ms", "echoSecret": "true"}, Secrets: map[string]string{"token": "tok"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &emitter{}
+	err := p.Watch(context.Background(), e)
+	if err == nil || !strings.Contains(err.Error(), "closing its stream after 200ms") {
+		t.Errorf("watch ended with %v", err)
+	}
+	want := "reject token tok: echoed token tok|health true synthetic registry connected with token tok|snapshot 4"
+	if got := strings.Join(e.events, "|"); got != want || e.upserts != 100 {
+		t.Errorf("events %q and %d upserts, want %q and 100", got, e.upserts, want)
+	}
+}
