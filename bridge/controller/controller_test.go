@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -261,4 +264,27 @@ func TestWorkloadEntriesFollowInstances(t *testing.T) {
 		o := objs["ServiceEntry/big.example"]
 		return countWE() == 0 && o != nil && endpointCount(o) == 2
 	})
+}
+
+func TestRegistryCountMetrics(t *testing.T) {
+	c, _ := start(t, Config{})
+	reg := prometheus.NewRegistry()
+	if err := c.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	c.SetRegistries([]host.Registration{{Name: "zk"}, {Name: "empty"}})
+	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1", "10.0.0.2"), svc("zk", "b", "b.example", "10.0.0.3")}, nil)
+	want := `
+# HELP meltemi_registry_instances Instances a registry currently provides (last known state while it is down).
+# TYPE meltemi_registry_instances gauge
+meltemi_registry_instances{registry="empty"} 0
+meltemi_registry_instances{registry="zk"} 3
+# HELP meltemi_registry_services Services a registry currently provides (last known state while it is down).
+# TYPE meltemi_registry_services gauge
+meltemi_registry_services{registry="empty"} 0
+meltemi_registry_services{registry="zk"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
 }

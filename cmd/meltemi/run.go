@@ -141,6 +141,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
 		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Logger: log.With("component", "controller"),
 	}, model.NewStore(), rec)
+	if err := ctrl.RegisterMetrics(reg); err != nil {
+		return err
+	}
 	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
 	defer mgr.Stop()
 

@@ -38,8 +38,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Route configurations currently served.",
 		}),
 		push: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "meltemi_xds_push_seconds",
-			Help:    "Time from an Update that changed a subscribed resource to the response carrying it being sent on a stream.",
+			Name:    "meltemi_rule_change_to_push_seconds",
+			Help:    "Time from the change behind an Update (a routing rule edit; the Update itself when no origin is known) to the response carrying it being sent on a stream.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 15), // 0.5 ms .. ~8 s
 		}),
 	}

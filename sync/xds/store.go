@@ -115,6 +115,12 @@ func byName(a, b *resource) int { return strings.Compare(a.name, b.name) }
 // Update does not keep or modify the given messages. A name missing from routes is withdrawn,
 // so call it only with complete inputs (every informer synced).
 func (s *Server) Update(routes map[string]*routev3.RouteConfiguration) {
+	s.UpdateSince(time.Now(), routes)
+}
+
+// UpdateSince is Update for routes that reflect a change made at origin (e.g. a routing rule
+// edit): push latency is measured from origin, so it covers translation as well as delivery.
+func (s *Server) UpdateSince(origin time.Time, routes map[string]*routev3.RouteConfiguration) {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
 	start := time.Now()
@@ -152,7 +158,7 @@ func (s *Server) Update(routes map[string]*routev3.RouteConfiguration) {
 		return
 	}
 
-	at := start.UnixNano()
+	at := origin.UnixNano()
 	s.mu.Lock()
 	s.snap = next
 	signals := 0

@@ -44,7 +44,8 @@ type Writer interface {
 // RouteSink receives the complete set of route configurations after each translation; the
 // xDS server (sync/xds) implements it.
 type RouteSink interface {
-	Update(routes map[string]*routev3.RouteConfiguration)
+	// UpdateSince hands over routes reflecting input changes that began at origin.
+	UpdateSince(origin time.Time, routes map[string]*routev3.RouteConfiguration)
 }
 
 // Resources watched.
@@ -264,15 +265,16 @@ func (c *Controller) translateIfDue() time.Duration {
 		return min(quiet.Sub(now), deadline.Sub(now))
 	}
 	c.dirty = false
+	origin := c.first
 	c.mu.Unlock()
 
-	c.translateOnce()
+	c.translateOnce(origin)
 	return time.Hour
 }
 
 // translateOnce reads the caches, translates and hands the result over. A panic (a bug) is
 // logged and leaves everything as the previous translation left it.
-func (c *Controller) translateOnce() {
+func (c *Controller) translateOnce(origin time.Time) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.m.panics.Inc()
@@ -293,7 +295,7 @@ func (c *Controller) translateOnce() {
 	out := traffic.Translate(in, c.cfg.Options)
 
 	// Routes first: they are what changes traffic, and they take effect without a write.
-	c.cfg.Routes.Update(out.Routes)
+	c.cfg.Routes.UpdateSince(origin, out.Routes)
 	writeErrs := c.writeEnvoyFilters(out.EnvoyFilters)
 
 	c.mu.Lock()

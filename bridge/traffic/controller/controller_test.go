@@ -33,7 +33,7 @@ type routeRecorder struct {
 	routes map[string]*routev3.RouteConfiguration
 }
 
-func (r *routeRecorder) Update(routes map[string]*routev3.RouteConfiguration) {
+func (r *routeRecorder) UpdateSince(_ time.Time, routes map[string]*routev3.RouteConfiguration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.routes = routes

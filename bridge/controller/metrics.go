@@ -1,0 +1,41 @@
+package controller
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exports per-registry counts straight from the store at scrape time, so they are
+// never stale and cost nothing between scrapes.
+type collector struct {
+	c         *Controller
+	services  *prometheus.Desc
+	instances *prometheus.Desc
+}
+
+// RegisterMetrics registers the controller's metrics on reg.
+func (c *Controller) RegisterMetrics(reg prometheus.Registerer) error {
+	return reg.Register(&collector{
+		c:         c,
+		services:  prometheus.NewDesc("meltemi_registry_services", "Services a registry currently provides (last known state while it is down).", []string{"registry"}, nil),
+		instances: prometheus.NewDesc("meltemi_registry_instances", "Instances a registry currently provides (last known state while it is down).", []string{"registry"}, nil),
+	})
+}
+
+func (m *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.services
+	ch <- m.instances
+}
+
+func (m *collector) Collect(ch chan<- prometheus.Metric) {
+	m.c.mu.Lock()
+	names := slices.Sorted(maps.Keys(m.c.expected))
+	m.c.mu.Unlock()
+	for _, name := range names {
+		services, instances := m.c.store.Counts(name)
+		ch <- prometheus.MustNewConstMetric(m.services, prometheus.GaugeValue, float64(services), name)
+		ch <- prometheus.MustNewConstMetric(m.instances, prometheus.GaugeValue, float64(instances), name)
+	}
+}
