@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -60,6 +61,52 @@ func TestFilterLabels(t *testing.T) {
 	slices.Sort(dropped)
 	if !slices.Equal(dropped, []string{"bad key!", "long", "methods"}) {
 		t.Errorf("dropped %v", dropped)
+	}
+}
+
+// Nearly every label set is valid: those pass as they are, without a copy or an allocation.
+func TestFilterLabelsKeepsValidSetsAsTheyAre(t *testing.T) {
+	in := map[string]string{"version": "1.0.0", "app.kubernetes.io/name": "x", "empty": ""}
+	kept, dropped := FilterLabels(in)
+	if len(dropped) != 0 || len(kept) != 3 {
+		t.Fatalf("kept %v, dropped %v", kept, dropped)
+	}
+	kept["probe"] = "1"
+	if in["probe"] != "1" {
+		t.Errorf("a valid set was copied")
+	}
+	delete(in, "probe")
+	if allocs := testing.AllocsPerRun(100, func() { FilterLabels(in) }); allocs != 0 {
+		t.Errorf("%v allocations for a valid set", allocs)
+	}
+	// Past the bound, a deterministic subset is kept, in a copy.
+	many := map[string]string{}
+	for i := range maxLabels + 2 {
+		many[fmt.Sprintf("l%03d", i)] = "v"
+	}
+	kept, dropped = FilterLabels(many)
+	slices.Sort(dropped)
+	if len(kept) != maxLabels || len(many) != maxLabels+2 || !slices.Equal(dropped, []string{"l064", "l065"}) {
+		t.Errorf("kept %d, dropped %v", len(kept), dropped)
+	}
+}
+
+func TestValidateAllRejectsDroppedLabels(t *testing.T) {
+	svc := Service{Registry: "r", Key: "k", Host: "k.example", Labels: map[string]string{"ok": "1", "bad key": "v"},
+		Instances: []Instance{{Address: "10.0.0.1", Port: 1, Labels: map[string]string{"long": strings.Repeat("v", 64), "fine": "x"}}}}
+	valid, rej, ok := ValidateAll(svc)
+	if !ok || len(valid.Labels) != 1 || len(valid.Instances[0].Labels) != 1 {
+		t.Fatalf("ok %v, labels %v %v", ok, valid.Labels, valid.Instances[0].Labels)
+	}
+	// The wording is Kubernetes'.
+	if len(rej) != 2 || rej[0].Item != "k label bad key" || !strings.HasPrefix(rej[0].Reason, "key: name part must consist of") ||
+		rej[1].Item != "k/10.0.0.1:1 label long" || rej[1].Reason != "value of 64 bytes: must be no more than 63 bytes; label dropped" ||
+		!strings.HasSuffix(rej[0].Reason, "; label dropped") {
+		t.Errorf("rejections %+v", rej)
+	}
+	// Validate drops the same labels without a word.
+	if _, rej, _ := Validate(svc); len(rej) != 0 {
+		t.Errorf("Validate rejected %v", rej)
 	}
 }
 

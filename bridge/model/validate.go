@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -26,9 +27,21 @@ const (
 )
 
 // Validate returns the service with every invalid instance removed and invalid labels dropped,
-// plus one rejection per removed item. ok is false when the service as a whole is unusable
-// (bad key or host); then nothing of it may be used.
+// plus one rejection per removed instance. ok is false when the service as a whole is unusable
+// (bad key or host); then nothing of it may be used. Label maps that need no change are
+// shared with s, not copied: s's owner must not modify them afterwards.
 func Validate(s Service) (valid Service, rejections []Rejection, ok bool) {
+	return validate(s, false)
+}
+
+// ValidateAll is Validate that also rejects each label it drops, saying why: for the host,
+// which reports everything of a registry it does not use. Labels of an unusable service are
+// not reported.
+func ValidateAll(s Service) (valid Service, rejections []Rejection, ok bool) {
+	return validate(s, true)
+}
+
+func validate(s Service, reportLabels bool) (valid Service, rejections []Rejection, ok bool) {
 	reject := func(item, format string, args ...any) {
 		rejections = append(rejections, Rejection{Registry: s.Registry, Item: item, Reason: fmt.Sprintf(format, args...)})
 	}
@@ -37,24 +50,52 @@ func Validate(s Service) (valid Service, rejections []Rejection, ok bool) {
 		return Service{}, rejections, false
 	}
 	if err := ValidateHost(s.Host); err != nil {
-		reject(s.Key, "host %q: %v", truncate(s.Host, 80), err)
+		reject(Clip(s.Key, 256), "host %q: %v", Clip(s.Host, 80), err)
 		return Service{}, rejections, false
 	}
+	// Items are formatted only when something is rejected: formatting one for every valid
+	// instance would cost more than validating it.
+	filter := func(labels map[string]string, item func() string) map[string]string {
+		kept, dropped := FilterLabels(labels)
+		if reportLabels && len(dropped) > 0 {
+			name := item()
+			slices.Sort(dropped)
+			for _, k := range dropped {
+				reject(name+" label "+Clip(k, 80), "%s; label dropped", labelProblem(k, labels[k]))
+			}
+		}
+		return kept
+	}
 	valid = Service{Registry: s.Registry, Key: s.Key, Host: s.Host, Instances: make([]Instance, 0, len(s.Instances))}
-	valid.Labels, _ = FilterLabels(s.Labels)
+	valid.Labels = filter(s.Labels, func() string { return Clip(s.Key, 256) })
 	for _, in := range s.Instances {
-		item := fmt.Sprintf("%s/%s:%d", s.Key, truncate(in.Address, 64), in.Port)
+		item := func() string { return fmt.Sprintf("%s/%s:%d", Clip(s.Key, 256), Clip(in.Address, 64), in.Port) }
 		if err := validateInstance(in); err != nil {
-			reject(item, "%v", err)
+			reject(item(), "%v", err)
 			continue
 		}
-		labels, dropped := FilterLabels(in.Labels)
-		in.Labels = labels
-		_ = dropped // invalid metadata is not worth a rejection: the endpoint itself is fine
+		// Invalid metadata costs a label, not the endpoint.
+		in.Labels = filter(in.Labels, item)
 		valid.Instances = append(valid.Instances, in)
 	}
 	valid.Normalize()
 	return valid, rejections, true
+}
+
+// labelProblem says in Kubernetes' words why k=v cannot be a label; a valid one was dropped
+// for the bound on their number.
+func labelProblem(k, v string) string {
+	var reasons []string
+	if !IsLabelKey(k) {
+		reasons = append(reasons, "key: "+strings.Join(validation.IsQualifiedName(k), "; "))
+	}
+	if !IsLabelValue(v) {
+		reasons = append(reasons, fmt.Sprintf("value of %d bytes: %s", len(v), strings.Join(validation.IsValidLabelValue(v), "; ")))
+	}
+	if len(reasons) == 0 {
+		return fmt.Sprintf("more than %d labels", maxLabels)
+	}
+	return strings.Join(reasons, "; ")
 }
 
 // ValidateHost checks that host can be a ServiceEntry host: a lower-case DNS-1123 subdomain.
@@ -65,16 +106,17 @@ func ValidateHost(host string) error {
 	if len(host) > maxHostLength {
 		return fmt.Errorf("longer than %d characters", maxHostLength)
 	}
-	if errs := validation.IsDNS1123Subdomain(host); len(errs) > 0 {
-		return fmt.Errorf("not a DNS name: %s", strings.Join(errs, "; "))
+	if isDNSSubdomain(host) {
+		return nil
 	}
-	return nil
+	// Only the wording comes from Kubernetes; the decision is isDNSSubdomain's (the same).
+	return fmt.Errorf("not a DNS name: %s", strings.Join(validation.IsDNS1123Subdomain(host), "; "))
 }
 
 func validateInstance(in Instance) error {
 	addr, err := netip.ParseAddr(in.Address)
 	if err != nil {
-		return fmt.Errorf("address %q is not an IP address", truncate(in.Address, 64))
+		return fmt.Errorf("address %q is not an IP address", Clip(in.Address, 64))
 	}
 	if addr.IsUnspecified() || addr.IsMulticast() {
 		return fmt.Errorf("address %s cannot be an endpoint", addr)
@@ -86,7 +128,7 @@ func validateInstance(in Instance) error {
 		return fmt.Errorf("port %d out of range 1-65535", in.Port)
 	}
 	if in.Protocol != "" && !isProtocolToken(in.Protocol) {
-		return fmt.Errorf("protocol %q is not a lower-case token", truncate(in.Protocol, 32))
+		return fmt.Errorf("protocol %q is not a lower-case token", Clip(in.Protocol, 32))
 	}
 	if len(in.Locality) > maxLocalityLen {
 		return fmt.Errorf("locality longer than %d characters", maxLocalityLen)
@@ -111,14 +153,18 @@ func isProtocolToken(p string) bool {
 
 // FilterLabels keeps the labels that are valid Kubernetes label keys and values, up to a
 // bounded number, and returns the keys it dropped. Registry metadata is free-form; only what a
-// label can carry is kept.
+// label can carry is kept. When nothing is dropped, kept is in itself, not a copy (this runs
+// for every instance the host receives, and nearly all label sets are fine).
 func FilterLabels(in map[string]string) (kept map[string]string, dropped []string) {
 	if len(in) == 0 {
 		return nil, nil
 	}
+	if len(in) <= maxLabels && allLabelsValid(in) {
+		return in, nil
+	}
 	kept = make(map[string]string, len(in))
 	for k, v := range in {
-		if len(validation.IsQualifiedName(k)) > 0 || len(validation.IsValidLabelValue(v)) > 0 {
+		if !IsLabelKey(k) || !IsLabelValue(v) {
 			dropped = append(dropped, k)
 			continue
 		}
@@ -138,9 +184,11 @@ func FilterLabels(in map[string]string) (kept map[string]string, dropped []strin
 	return kept, dropped
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+func allLabelsValid(labels map[string]string) bool {
+	for k, v := range labels {
+		if !IsLabelKey(k) || !IsLabelValue(v) {
+			return false
+		}
 	}
-	return s[:n] + "…"
+	return true
 }

@@ -1,14 +1,10 @@
 package host
 
 import (
-	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
-	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
 
@@ -40,52 +36,62 @@ func newReceiver(registry string, sink Sink, log *slog.Logger, m *registryMetric
 	return &receiver{registry: registry, sink: sink, log: log, metrics: m, redact: r, status: status, reported: map[string]string{}}
 }
 
-// handle applies one event.
-func (r *receiver) handle(ev *registryv1.Event) {
-	switch k := ev.GetKind().(type) {
-	case *registryv1.Event_SnapshotBegin:
+// handle applies one event. Its service may be kept (the sink takes it).
+func (r *receiver) handle(ev *protocol.Event) {
+	switch ev.Kind {
+	case protocol.KindSnapshotBegin:
 		r.metrics.snapshots.Inc()
 		r.inSnapshot, r.pending, r.keep = true, r.pending[:0], nil
 		clear(r.reported)
-	case *registryv1.Event_Upsert:
+	case protocol.KindUpsert:
 		r.metrics.upserts.Inc()
-		svc, ok := r.validate(k.Upsert)
+		svc, ok := r.validate(ev.Service)
 		switch {
 		case r.inSnapshot && ok:
 			r.pending = append(r.pending, svc)
 		case r.inSnapshot:
 			// Unusable this time: whatever was known of it stays.
-			r.keep = append(r.keep, k.Upsert.GetKey())
+			r.keep = append(r.keep, ev.Service.Key)
 		case ok:
 			r.sink.Upsert(svc)
 		}
-	case *registryv1.Event_Delete:
+	case protocol.KindDelete:
 		r.metrics.deletes.Inc()
 		if r.inSnapshot {
-			r.dropPending(k.Delete.GetKey())
+			r.dropPending(ev.Key)
 		} else {
-			r.sink.Delete(r.registry, k.Delete.GetKey())
+			r.sink.Delete(r.registry, ev.Key)
 		}
-	case *registryv1.Event_SnapshotEnd:
+	case protocol.KindSnapshotEnd:
 		if !r.inSnapshot {
 			return
 		}
 		r.sink.Replace(r.registry, r.pending, r.keep)
 		r.inSnapshot, r.pending, r.keep = false, nil, nil
 		r.status(func(st *Status) { st.Synced, st.LastSync = true, time.Now() })
-	case *registryv1.Event_Health:
-		connected, msg := k.Health.GetConnected(), r.redact.Redact(k.Health.GetMessage())
+	case protocol.KindHealth:
+		connected, msg := ev.Connected, r.redact.Redact(ev.Message)
 		if connected {
 			msg = "" // Message is the last problem; a connected registry has none
 		} else {
 			r.log.Warn("registry unreachable; keeping its last-known services", "reason", msg)
 		}
 		r.status(func(st *Status) { st.Connected, st.Message = connected, msg })
-	case *registryv1.Event_Rejected:
-		if key := k.Rejected.GetKey(); key != "" && r.inSnapshot {
-			r.keep = append(r.keep, key)
+	case protocol.KindRejected:
+		if ev.Key != "" && r.inSnapshot {
+			r.keep = append(r.keep, ev.Key)
 		}
-		r.reject(model.Rejection{Registry: r.registry, Item: k.Rejected.GetItem(), Reason: k.Rejected.GetReason()})
+		r.reject(model.Rejection{Registry: r.registry, Item: ev.Item, Reason: ev.Reason})
+	case protocol.KindMalformed:
+		// Like a service the plugin could not send: what was known of it stays.
+		item := "event"
+		if ev.Key != "" {
+			item = model.Clip(ev.Key, 256)
+			if r.inSnapshot {
+				r.keep = append(r.keep, ev.Key)
+			}
+		}
+		r.reject(model.Rejection{Registry: r.registry, Item: item, Reason: "malformed event from the plugin: " + ev.Err.Error()})
 	}
 }
 
@@ -100,47 +106,16 @@ func (r *receiver) dropPending(key string) {
 	r.pending = out
 }
 
-// validate converts and checks one service. Unusable parts are rejected one by one: bad
-// instances, and labels that cannot be Kubernetes labels. ok is false when the service as a
-// whole is unusable.
-func (r *receiver) validate(p *registryv1.Service) (model.Service, bool) {
-	svc := protocol.FromProto(r.registry, p)
-	var dropped []model.Rejection
-	svc.Labels = r.checkLabels(svc.Key, svc.Labels, &dropped)
-	for i := range svc.Instances {
-		in := &svc.Instances[i]
-		if len(in.Labels) > 0 {
-			in.Labels = r.checkLabels(fmt.Sprintf("%s/%s:%d", svc.Key, clip(in.Address, 64), in.Port), in.Labels, &dropped)
-		}
-	}
-	valid, rejections, ok := model.Validate(svc)
-	if ok {
-		// Label problems matter only for a service that is used.
-		rejections = append(rejections, dropped...)
-	}
+// validate checks one service. Unusable parts are rejected one by one: bad instances, and
+// labels that cannot be Kubernetes labels. ok is false when the service as a whole is
+// unusable.
+func (r *receiver) validate(svc model.Service) (model.Service, bool) {
+	svc.Registry = r.registry
+	valid, rejections, ok := model.ValidateAll(svc)
 	for _, rej := range rejections {
 		r.reject(rej)
 	}
 	return valid, ok
-}
-
-// checkLabels returns labels without the invalid ones, adding a rejection for each of those
-// to dropped.
-func (r *receiver) checkLabels(item string, labels map[string]string, dropped *[]model.Rejection) map[string]string {
-	bad := invalidLabels(labels)
-	if len(bad) == 0 {
-		return labels
-	}
-	kept := make(map[string]string, len(labels))
-	for k, v := range labels {
-		if _, drop := bad[k]; !drop {
-			kept[k] = v
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(bad)) {
-		*dropped = append(*dropped, model.Rejection{Registry: r.registry, Item: item + " label " + clip(k, 80), Reason: bad[k] + "; label dropped"})
-	}
-	return kept
 }
 
 // reject reports a rejection once per snapshot: log, metric and sink (status).

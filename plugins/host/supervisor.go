@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -308,13 +309,13 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 }
 
 func (s *Supervisor) consume(stream registryv1.Registry_WatchClient, r *receiver) error {
+	var batch protocol.Batch // decoded straight into model types by protocol.Codec
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(&batch); err != nil {
 			return err
 		}
-		for _, ev := range resp.GetEvents() {
-			r.handle(ev)
+		for i := range batch.Events {
+			r.handle(&batch.Events[i])
 		}
 	}
 }
@@ -351,6 +352,7 @@ func (s *Supervisor) watchHealth(ctx context.Context, reg registryv1.RegistryCli
 type proc struct {
 	client *plugin.Client
 	rpc    registryv1.RegistryClient
+	cmd    *exec.Cmd // its ProcessState (exit status, rusage) is set once stop returned
 	pid    int
 	kill   func() error
 }
@@ -376,7 +378,8 @@ func startPlugin(path, checksum string, timeout time.Duration, log *slog.Logger,
 		AutoMTLS:         true,
 		StartTimeout:     timeout,
 		Logger:           newHCLogAdapter(log, filepath.Base(path), r),
-		GRPCDialOptions:  []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(protocol.MaxMessageBytes))},
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(protocol.MaxMessageBytes), grpc.ForceCodecV2(protocol.Codec{}))},
 	}
 	if checksum != "" {
 		sum, err := hex.DecodeString(checksum)
@@ -386,7 +389,7 @@ func startPlugin(path, checksum string, timeout time.Duration, log *slog.Logger,
 		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	client := plugin.NewClient(cc)
-	p := &proc{client: client}
+	p := &proc{client: client, cmd: cmd}
 	rpc, err := client.Client()
 	if err != nil {
 		client.Kill()

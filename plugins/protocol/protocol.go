@@ -1,6 +1,6 @@
 // Package protocol is the wire side of the registry plugin contract shared by the host
 // (plugins/host) and the SDK (plugins/sdk): the go-plugin handshake, the protocol versions,
-// and conversions between the generated messages and bridge/model.
+// and the Watch stream's messages encoded from and decoded into bridge/model (wire.go).
 package protocol
 
 import (
@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 )
 
@@ -72,31 +71,4 @@ func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 // GRPCClient returns the client the host uses.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	return registryv1.NewRegistryClient(c), nil
-}
-
-// ToProto converts a model service to its wire form.
-func ToProto(s model.Service) *registryv1.Service {
-	out := &registryv1.Service{Key: s.Key, Host: s.Host, Labels: s.Labels, Instances: make([]*registryv1.Instance, len(s.Instances))}
-	for i, in := range s.Instances {
-		out.Instances[i] = &registryv1.Instance{
-			Address: in.Address, Port: in.Port, Protocol: in.Protocol,
-			Labels: in.Labels, Weight: in.Weight, Locality: in.Locality,
-		}
-	}
-	return out
-}
-
-// FromProto converts a wire service into the model, for registry.
-func FromProto(registry string, s *registryv1.Service) model.Service {
-	out := model.Service{Registry: registry, Key: s.GetKey(), Host: s.GetHost(), Labels: s.GetLabels(), Instances: make([]model.Instance, 0, len(s.GetInstances()))}
-	for _, in := range s.GetInstances() {
-		if in == nil {
-			continue
-		}
-		out.Instances = append(out.Instances, model.Instance{
-			Address: in.GetAddress(), Port: in.GetPort(), Protocol: in.GetProtocol(),
-			Labels: in.GetLabels(), Weight: in.GetWeight(), Locality: in.GetLocality(),
-		})
-	}
-	return out
 }

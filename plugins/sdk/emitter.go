@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"google.golang.org/protobuf/proto"
-
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
@@ -16,133 +15,150 @@ import (
 const (
 	maxBatchEvents = 512
 	maxBatchBytes  = 1 << 20
+	// maxQueuedBatches full batches may wait for the stream before emitting blocks.
+	maxQueuedBatches = 4
 	// maxServiceBytes keeps a batch (at most maxBatchBytes plus one service) under the
 	// host's message limit.
 	maxServiceBytes = protocol.MaxMessageBytes / 2
 )
 
-type queued struct {
-	ev   *registryv1.Event
-	size int
-}
-
-// emitter implements Emitter for one Watch call: events are queued in order and sent in
-// batches by run.
+// emitter implements Emitter for one Watch call. Events are encoded into the wire form at
+// once, in the caller's goroutine, and appended to the batch being filled; run sends
+// batches in order. Encoding early costs the plugin no conversion into generated messages
+// and lets a busy plugin's goroutines encode while the stream sends.
 type emitter struct {
-	ctx    context.Context
-	srv    *server
-	events chan queued
-	done   chan struct{}
-	once   sync.Once
+	ctx context.Context
+	srv *server
+
+	mu sync.Mutex
+	// filled is signalled when there is something to send (or the emitter ends), drained
+	// when a full batch left the queue.
+	filled, drained sync.Cond
+	cur             *protocol.WireBatch   // being filled; nil when empty
+	full            []*protocol.WireBatch // sealed, oldest first
+	stopped         bool
+	// lastSize sizes the next batch's buffer like the last full one.
+	lastSize int
 }
 
 func newEmitter(ctx context.Context, srv *server) *emitter {
-	return &emitter{ctx: ctx, srv: srv, events: make(chan queued, 4*maxBatchEvents), done: make(chan struct{})}
+	e := &emitter{ctx: ctx, srv: srv}
+	e.filled.L, e.drained.L = &e.mu, &e.mu
+	context.AfterFunc(ctx, e.wake)
+	return e
 }
 
-// emit queues an event, blocking while the queue is full (back-pressure). Events emitted
-// after the watch ended are dropped: nobody is listening any more.
-func (e *emitter) emit(ev *registryv1.Event, size int) {
-	select {
-	case e.events <- queued{ev, size}:
-	case <-e.done:
-	case <-e.ctx.Done():
+// add appends one event with appendEvent, blocking while maxQueuedBatches full batches wait
+// (back-pressure). Events emitted after the watch ended are dropped: nobody is listening
+// any more.
+func (e *emitter) add(appendEvent func(*protocol.WireBatch)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.full) >= maxQueuedBatches && !e.ended() {
+		e.drained.Wait()
+	}
+	if e.ended() {
+		return
+	}
+	if e.cur == nil {
+		e.cur = protocol.NewWireBatch(min(max(e.lastSize, 4096), 2*maxBatchBytes))
+	}
+	appendEvent(e.cur)
+	if e.cur.Events() >= maxBatchEvents || e.cur.Len() >= maxBatchBytes {
+		e.lastSize = e.cur.Len()
+		e.full = append(e.full, e.cur)
+		e.cur = nil
+	}
+	e.filled.Signal()
+}
+
+func (e *emitter) ended() bool { return e.stopped || e.ctx.Err() != nil }
+
+// wake lets every waiter see that the emitter ended.
+func (e *emitter) wake() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.filled.Broadcast()
+	e.drained.Broadcast()
+}
+
+func (e *emitter) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	e.wake()
+}
+
+// next returns the next batch to send: the oldest full one, else the one being filled. It
+// blocks while there is none; nil means stop: the stream's context ended, or the emitter
+// was stopped and everything was handed out.
+func (e *emitter) next() *protocol.WireBatch {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for {
+		switch {
+		case e.ctx.Err() != nil:
+			return nil
+		case len(e.full) > 0:
+			b := e.full[0]
+			e.full = append(e.full[:0], e.full[1:]...)
+			e.drained.Broadcast()
+			return b
+		case e.cur != nil && e.cur.Events() > 0:
+			b := e.cur
+			e.cur = nil
+			return b
+		case e.stopped:
+			return nil
+		}
+		e.filled.Wait()
 	}
 }
 
-func (e *emitter) stop() { e.once.Do(func() { close(e.done) }) }
-
 // run sends batches until stop, then sends what is still queued. It returns early, without
 // error, when the stream's context ends.
-func (e *emitter) run(send func(*registryv1.WatchResponse) error) error {
+func (e *emitter) run(send func(*protocol.WireBatch) error) error {
 	for {
-		var first queued
-		select {
-		case first = <-e.events:
-		case <-e.done:
-			select {
-			case first = <-e.events:
-			default:
-				return nil
-			}
-		case <-e.ctx.Done():
+		b := e.next()
+		if b == nil {
 			return nil
 		}
-		batch, size := append(make([]*registryv1.Event, 0, 16), first.ev), first.size
-	fill:
-		for len(batch) < maxBatchEvents && size < maxBatchBytes {
-			select {
-			case q := <-e.events:
-				batch, size = append(batch, q.ev), size+q.size
-			default:
-				break fill
-			}
-		}
-		if err := send(&registryv1.WatchResponse{Events: batch}); err != nil {
+		if err := send(b); err != nil {
 			return err
 		}
 	}
 }
 
-var (
-	snapshotBegin = &registryv1.Event{Kind: &registryv1.Event_SnapshotBegin{SnapshotBegin: &registryv1.SnapshotBegin{}}}
-	snapshotEnd   = &registryv1.Event{Kind: &registryv1.Event_SnapshotEnd{SnapshotEnd: &registryv1.SnapshotEnd{}}}
-)
-
 func (e *emitter) Snapshot(services []Service) {
-	e.emit(snapshotBegin, 2)
+	e.add((*protocol.WireBatch).AppendSnapshotBegin)
 	for _, svc := range services {
 		e.Upsert(svc)
 	}
-	e.emit(snapshotEnd, 2)
+	e.add((*protocol.WireBatch).AppendSnapshotEnd)
 }
 
 func (e *emitter) Upsert(svc Service) {
-	ev := &registryv1.Event{Kind: &registryv1.Event_Upsert{Upsert: protocol.ToProto(svc)}}
-	size := estimateSize(svc)
-	if size > maxServiceBytes/4 {
-		size = proto.Size(ev) // exact where it matters
-	}
-	if size > maxServiceBytes {
+	var err error
+	e.add(func(b *protocol.WireBatch) { err = b.AppendUpsert(svc, maxServiceBytes) })
+	if err != nil {
 		// Sending it would break the stream for everyone; the host keeps what it knew.
-		e.reject(svc.Key, svc.Key, fmt.Sprintf("service with %d instances is %d bytes encoded, more than the %d a message may carry", len(svc.Instances), size, maxServiceBytes))
-		return
+		e.reject(model.Clip(svc.Key, 256), svc.Key, fmt.Sprintf("service with %d instances cannot be sent: %v", len(svc.Instances), err))
 	}
-	e.emit(ev, size)
 }
 
 func (e *emitter) Delete(key string) {
-	ev := &registryv1.Event{Kind: &registryv1.Event_Delete{Delete: &registryv1.ServiceDelete{Key: key}}}
-	e.emit(ev, len(key)+4)
+	e.add(func(b *protocol.WireBatch) { b.AppendDelete(key) })
 }
 
 func (e *emitter) Health(connected bool, message string) {
 	message = e.srv.redact(message)
 	e.srv.health.Store(&registryv1.HealthResponse{Connected: connected, Message: message})
-	e.emit(&registryv1.Event{Kind: &registryv1.Event_Health{Health: &registryv1.HealthStatus{Connected: connected, Message: message}}}, len(message)+4)
+	e.add(func(b *protocol.WireBatch) { b.AppendHealth(connected, message) })
 }
 
 func (e *emitter) Reject(item, reason string) { e.reject(item, "", reason) }
 
 func (e *emitter) reject(item, key, reason string) {
-	r := &registryv1.Rejection{Item: e.srv.redact(item), Reason: e.srv.redact(reason), Key: key}
-	e.emit(&registryv1.Event{Kind: &registryv1.Event_Rejected{Rejected: r}}, len(r.Item)+len(r.Reason)+len(key)+8)
-}
-
-// estimateSize approximates a service's encoded size without encoding it, for batching: a
-// few bytes of tags and lengths per field on top of the text.
-func estimateSize(svc Service) int {
-	n := len(svc.Key) + len(svc.Host) + 16 + labelsSize(svc.Labels)
-	for _, in := range svc.Instances {
-		n += len(in.Address) + len(in.Protocol) + len(in.Locality) + 24 + labelsSize(in.Labels)
-	}
-	return n
-}
-
-func labelsSize(m map[string]string) int {
-	n := 0
-	for k, v := range m {
-		n += len(k) + len(v) + 6
-	}
-	return n
+	item, reason = e.srv.redact(item), e.srv.redact(reason)
+	e.add(func(b *protocol.WireBatch) { b.AppendRejection(item, reason, key) })
 }

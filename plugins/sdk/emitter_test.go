@@ -30,7 +30,22 @@ type fakeStream struct {
 
 func (f *fakeStream) Context() context.Context { return f.ctx }
 
-func (f *fakeStream) Send(r *registryv1.WatchResponse) error {
+// SendMsg takes what the SDK sends: pre-encoded batches, which the generated code must be
+// able to read (as a host of another version would).
+func (f *fakeStream) SendMsg(m any) error {
+	b, ok := m.(*protocol.WireBatch)
+	if !ok {
+		return fmt.Errorf("sent a %T", m)
+	}
+	return f.send(b)
+}
+
+// Send is the generated method, which the SDK does not use: it sends pre-encoded batches.
+func (f *fakeStream) Send(*registryv1.WatchResponse) error {
+	return fmt.Errorf("the SDK sent a generated message")
+}
+
+func (f *fakeStream) send(b *protocol.WireBatch) error {
 	if f.block != nil {
 		select {
 		case f.entered <- struct{}{}:
@@ -38,9 +53,12 @@ func (f *fakeStream) Send(r *registryv1.WatchResponse) error {
 		}
 		<-f.block
 	}
-	// Like a real stream, the message is encoded now: a later change to it would be a bug.
-	if _, err := proto.Marshal(r); err != nil {
+	r := &registryv1.WatchResponse{}
+	if err := proto.Unmarshal(b.Bytes(), r); err != nil {
 		return err
+	}
+	if len(r.GetEvents()) != b.Events() {
+		return fmt.Errorf("batch counts %d events, holds %d", b.Events(), len(r.GetEvents()))
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -169,7 +187,7 @@ func TestEmitterBatchesBusyAndSendsQuietEventsAtOnce(t *testing.T) {
 	e := newEmitter(ctx, srv)
 	st := &fakeStream{ctx: ctx, block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	sent := make(chan error, 1)
-	go func() { sent <- e.run(st.Send) }()
+	go func() { sent <- e.run(st.send) }()
 	e.Upsert(svc("first", 1))
 	<-st.entered // run took it alone and is blocked sending it
 	for i := range 2 * maxBatchEvents {
@@ -191,7 +209,7 @@ func TestEmitterBatchesBusyAndSendsQuietEventsAtOnce(t *testing.T) {
 	// A quiet plugin's single event is sent without waiting for company.
 	e2 := newEmitter(ctx, srv)
 	st2 := &fakeStream{ctx: ctx}
-	go func() { _ = e2.run(st2.Send) }()
+	go func() { _ = e2.run(st2.send) }()
 	e2.Delete("lonely")
 	deadline := time.Now().Add(5 * time.Second)
 	for len(st2.events()) == 0 {
@@ -237,8 +255,24 @@ func TestEmitterRejectsOversizedServiceKeepingIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := describe(st.events())
-	if len(got) != 4 || got[0] != "begin" || got[1] != "upsert:ok" || !strings.HasPrefix(got[2], "reject:huge:service with 1 instances is ") || !strings.HasSuffix(got[2], ":huge") || got[3] != "end" {
+	if len(got) != 4 || got[0] != "begin" || got[1] != "upsert:ok" || !strings.HasPrefix(got[2], "reject:huge:service with 1 instances cannot be sent: ") || !strings.HasSuffix(got[2], ":huge") || got[3] != "end" {
 		t.Errorf("events %q", got)
+	}
+}
+
+func TestEmitterRejectsServiceWithInvalidText(t *testing.T) {
+	bad := svc("bad\xff", 1)
+	bad.Instances[0].Labels = map[string]string{"v": "\xfe"}
+	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
+		e.Snapshot([]Service{bad, svc("ok", 1)})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "begin,reject:bad\uFFFD:service with 1 instances cannot be sent: text that is not valid UTF-8:bad\uFFFD,upsert:ok,end"
+	if got := strings.Join(describe(st.events()), ","); got != want {
+		t.Errorf("events %q, want %q", got, want)
 	}
 }
 

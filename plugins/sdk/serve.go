@@ -24,6 +24,7 @@ import (
 // Serve runs p as a registry plugin until the host stops it. It never returns normally.
 func Serve(p Plugin) {
 	nameProcess()
+	keepHeapHeadroom()
 	go exitWithHost(hostWatchInterval)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: protocol.Handshake,
@@ -31,7 +32,8 @@ func Serve(p Plugin) {
 			protocol.ServedVersion(): {protocol.PluginName: &protocol.GRPCPlugin{Impl: NewServer(p)}},
 		},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(protocol.MaxMessageBytes))...)
+			// The codec sends the emitter's pre-encoded batches as they are (see emitter).
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(protocol.MaxMessageBytes), grpc.ForceServerCodecV2(protocol.Codec{}))...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, JSONFormat: true, Level: hclog.Warn}),
 	})
@@ -96,7 +98,8 @@ type server struct {
 }
 
 // NewServer returns the gRPC service for p. Plugins call Serve instead; tests and benchmarks
-// use it to serve a plugin in process.
+// use it to serve a plugin in process. Its Watch sends *protocol.WireBatch messages: a gRPC
+// server for it needs protocol.Codec (grpc.ForceServerCodecV2), as Serve's has.
 func NewServer(p Plugin) registryv1.RegistryServer {
 	s := &server{p: p}
 	s.health.Store(&registryv1.HealthResponse{Connected: false, Message: "not watching yet"})
@@ -155,7 +158,9 @@ func (s *server) Watch(_ *registryv1.WatchRequest, stream registryv1.Registry_Wa
 	defer cancel()
 	e := newEmitter(ctx, s)
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- e.run(stream.Send) }()
+	go func() {
+		sendErr <- e.run(func(b *protocol.WireBatch) error { return stream.SendMsg(b) })
+	}()
 
 	watchErr := s.runWatch(ctx, e)
 	e.stop()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -93,8 +94,19 @@ func parse(cfg sdk.Config) (*config, error) {
 
 // Plugin is the synthetic registry. Use New.
 type Plugin struct {
+	// Log replaces sdk.Logger(), for running the plugin in process without its logs on
+	// standard error.
+	Log *slog.Logger
+
 	mu  sync.Mutex
 	cfg *config
+}
+
+func (p *Plugin) log() *slog.Logger {
+	if p.Log != nil {
+		return p.Log
+	}
+	return sdk.Logger()
 }
 
 // New returns the plugin, ready for sdk.Serve.
@@ -125,7 +137,7 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 	if c == nil {
 		return errors.New("synthetic registry: watch before configure")
 	}
-	log := sdk.Logger() // the host tags forwarded records with the registry
+	log := p.log() // the host tags forwarded records with the registry
 	s := c.state()
 	log.Info("synthetic registry serving", "services", c.services, "instancesPerService", c.instances)
 	if c.echoSecret {
@@ -139,7 +151,7 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 	e.Health(true, msg)
 	e.Snapshot(s.services)
 
-	failures := c.failures(ctx)
+	failures := c.failures(ctx, log)
 	start := time.Now()
 	for k := 0; c.churnEvents == 0 || k < c.churnEvents; k++ {
 		if c.services == 0 || c.churnPerSecond == 0 && c.churnEvents == 0 {
@@ -167,7 +179,7 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 }
 
 // failures arms the configured failures; closeAfter arrives on the channel, the others act.
-func (c *config) failures(ctx context.Context) <-chan error {
+func (c *config) failures(ctx context.Context, log *slog.Logger) <-chan error {
 	out := make(chan error, 1)
 	after := func(d time.Duration, f func()) {
 		if d > 0 {
@@ -176,11 +188,11 @@ func (c *config) failures(ctx context.Context) <-chan error {
 		}
 	}
 	after(c.crashAfter, func() {
-		sdk.Logger().Error("synthetic registry crashing as configured", "crashAfter", c.crashAfter)
+		log.Error("synthetic registry crashing as configured", "crashAfter", c.crashAfter)
 		os.Exit(3)
 	})
 	after(c.hangAfter, func() {
-		sdk.Logger().Warn("synthetic registry hanging as configured", "hangAfter", c.hangAfter)
+		log.Warn("synthetic registry hanging as configured", "hangAfter", c.hangAfter)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	})
 	after(c.closeAfter, func() {

@@ -191,7 +191,7 @@ func providerInstance(u ProviderURL) (inst model.Instance, skip string) {
 func providerLabels(params map[string]string) map[string]string {
 	var labels map[string]string
 	for k, v := range params {
-		if v == "" || droppedParams[k] || !isLabelKey(k) || !isLabelValue(v) {
+		if v == "" || droppedParams[k] || !model.IsLabelKey(k) || !model.IsLabelValue(v) {
 			continue
 		}
 		if labels == nil {
@@ -215,19 +215,5 @@ func intern(s string) string { return unique.Make(s).Value() }
 
 // quote renders untrusted text for an error message: quoted, at most n bytes, valid UTF-8.
 func quote(s string, n int) string {
-	return strconv.Quote(clip(s, n))
-}
-
-// clip shortens s to at most n bytes on a rune boundary and makes it valid UTF-8, marking a
-// cut with "…". Everything sent to the host must be valid UTF-8.
-func clip(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return strconv.Quote(model.Clip(s, n))
 }

@@ -148,7 +148,7 @@ func (r *recorder) dump(mark int) string {
 		case "health":
 			fmt.Fprintf(&b, "  health %v %q\n", ev.ok, ev.msg)
 		case "reject":
-			fmt.Fprintf(&b, "  reject %s: %s\n", clip(ev.key, 100), ev.msg)
+			fmt.Fprintf(&b, "  reject %s: %s\n", model.Clip(ev.key, 100), ev.msg)
 		}
 	}
 	return b.String()
@@ -292,7 +292,7 @@ func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {
 	w.ensure(w.abs(parent))
 	p := parent + "/" + name
 	if _, err := w.conn.Create(w.abs(p), data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
-		w.t.Fatalf("create %s: %v", clip(p, 120), err)
+		w.t.Fatalf("create %s: %v", model.Clip(p, 120), err)
 	}
 	return p
 }
@@ -300,7 +300,7 @@ func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {
 func (w *dubboWriter) delete(p string) {
 	w.t.Helper()
 	if err := w.conn.Delete(w.abs(p), -1); err != nil {
-		w.t.Fatalf("delete %s: %v", clip(p, 120), err)
+		w.t.Fatalf("delete %s: %v", model.Clip(p, 120), err)
 	}
 }
 

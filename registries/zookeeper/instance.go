@@ -205,7 +205,7 @@ func jsonError(err error) string {
 		}
 		return fmt.Sprintf("wrong JSON type (%s)", te.Value)
 	}
-	return clip(err.Error(), 120)
+	return model.Clip(err.Error(), 120)
 }
 
 // appInstances turns a parsed application instance into endpoints, one per protocol and port.

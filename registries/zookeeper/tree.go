@@ -182,7 +182,7 @@ func (t *tree) apply(r readResult, w *watcher) []*node {
 		return t.applyMapping(n, r.children)
 	case kindMappingEntry:
 		if !r.absent {
-			apps := strings.TrimSpace(clip(string(r.data), 1024))
+			apps := strings.TrimSpace(model.Clip(string(r.data), 1024))
 			t.mapping[n.root][n.id] = apps
 			w.log.Debug("interface mapped to applications", "root", n.root, "interface", n.id, "applications", apps)
 		}
@@ -274,7 +274,7 @@ func (t *tree) applyProviders(is *ifaceState, children []string, parsed map[stri
 		case pc.reject != "":
 			w.reject(is.node.path+"/"+c, pc.reject)
 		case pc.skip != "":
-			w.log.Debug("ignoring provider node", "path", clip(is.node.path+"/"+c, 256), "why", pc.skip)
+			w.log.Debug("ignoring provider node", "path", model.Clip(is.node.path+"/"+c, 256), "why", pc.skip)
 		}
 		p := pc.provider
 		if p.ok {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -608,7 +609,7 @@ func (w *watcher) build(key string) (sdk.Service, bool) {
 }
 
 func (w *watcher) reject(item, reason string) {
-	w.rejects = append(w.rejects, [2]string{clip(item, 256), clip(reason, 512)})
+	w.rejects = append(w.rejects, [2]string{model.Clip(item, 256), model.Clip(reason, 512)})
 }
 
 func (w *watcher) flushRejects() {
