@@ -2,7 +2,9 @@ package consul
 
 import (
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -65,4 +67,51 @@ func reportPercentiles(b *testing.B, name string, d []time.Duration) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(ms(d[len(d)/2]), name+"-p50-ms")
 	b.ReportMetric(ms(d[min(len(d)-1, len(d)*99/100)]), name+"-p99-ms")
+}
+
+// BenchmarkInitialSnapshot measures, against the shared Consul server, how long the plugin
+// takes from Watch to its first snapshot with N services (MELTEMI_BENCH_CONSUL_SERVICES,
+// default 500) of 2 instances each, more services than maxWatches (64), and then what the
+// watches cost while nothing changes:
+//   - snapshot-ms: Watch called to snapshot sent;
+//   - idle-queries/s: queries per second over 5 s without changes (watches taking turns).
+func BenchmarkInitialSnapshot(b *testing.B) {
+	addr := sharedConsul(b)
+	n := 500
+	if v := os.Getenv("MELTEMI_BENCH_CONSUL_SERVICES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("MELTEMI_BENCH_CONSUL_SERVICES=%q", v)
+		}
+	}
+	reg := newRegistrar(b, addr, "")
+	for i := range n {
+		for node := range 2 {
+			name := reg.name(fmt.Sprint("s", i))
+			reg.registerExternal(reg.name(fmt.Sprint("node", node)), fmt.Sprintf("10.95.%d.%d", node, 1+i%250), nil,
+				&api.AgentService{ID: name, Service: name, Port: 8000 + i})
+		}
+	}
+	var snapshot, idle float64
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		r := runPlugin(b, addr, map[string]string{"services": reg.pattern()}, nil)
+		r.rec.await(b, "snapshot", func(state map[string]sdk.Service) error {
+			if len(state) != n {
+				return fmt.Errorf("%d services, want %d", len(state), n)
+			}
+			return nil
+		})
+		snapshot += float64(time.Since(start).Milliseconds())
+		b.StopTimer()
+		before := r.p.stats.queries.Load()
+		time.Sleep(5 * time.Second)
+		idle += float64(r.p.stats.queries.Load()-before) / 5
+		r.stop()
+		time.Sleep(2 * time.Second) // Consul counts closed connections out a little later
+		b.StartTimer()
+	}
+	b.ReportMetric(snapshot/float64(b.N), "snapshot-ms")
+	b.ReportMetric(idle/float64(b.N), "idle-queries/s")
 }

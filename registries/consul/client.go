@@ -16,10 +16,13 @@ const fetchConcurrency = 16
 // for every request, so only the ServiceRegistry's configuration counts.
 func newClient(cfg *config) (*api.Client, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	// Every watch keeps a connection busy; keep as many idle ones so that watches taking
-	// turns reuse connections instead of opening new ones.
-	transport.MaxIdleConnsPerHost = cfg.maxWatches + fetchConcurrency + len(cfg.datacenters) + 2
-	transport.MaxIdleConns = transport.MaxIdleConnsPerHost
+	// Consul limits the connections of one client address (http_max_conns_per_client, 200
+	// by default) and counts idle ones too: bound them all, busy and idle, by what the
+	// watches can use at once, and keep that many idle so watches taking turns reuse them.
+	conns := maxConnections(cfg)
+	transport.MaxConnsPerHost = conns
+	transport.MaxIdleConnsPerHost = conns
+	transport.MaxIdleConns = conns
 	transport.TLSHandshakeTimeout = 10 * time.Second
 	if cfg.scheme == "https" {
 		tlsConf, err := api.SetupTLSConfig(&cfg.tls)
@@ -56,4 +59,10 @@ func (p pinnedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.URL.RawQuery = q.Encode()
 	}
 	return p.base.RoundTrip(r)
+}
+
+// maxConnections is the most connections the plugin opens to the agent: the blocking health
+// queries, the short reads, a catalog watch per datacenter and one spare.
+func maxConnections(cfg *config) int {
+	return cfg.maxWatches + fetchConcurrency + max(len(cfg.datacenters), 1) + 1
 }

@@ -217,10 +217,12 @@ func checkValid(t testing.TB, svcs ...sdk.Service) {
 type runningPlugin struct {
 	p   *Plugin
 	rec *stateRecorder
+	// stop cancels Watch and waits for it to return; it runs at cleanup if not before.
+	stop func()
 }
 
-// runPlugin configures the plugin and runs Watch until the test ends; Watch must return
-// promptly when cancelled.
+// runPlugin configures the plugin and runs Watch until stop or the end of the test; Watch
+// must return promptly when cancelled.
 func runPlugin(t testing.TB, address string, opts, secrets map[string]string) *runningPlugin {
 	t.Helper()
 	p := New().(*Plugin)
@@ -231,18 +233,22 @@ func runPlugin(t testing.TB, address string, opts, secrets map[string]string) *r
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Watch(ctx, rec) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watch returned %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Watch returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Watch did not return within 10s of cancel")
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Watch did not return within 10s of cancel")
-		}
-	})
-	return &runningPlugin{p: p, rec: rec}
+		})
+	}
+	t.Cleanup(stop)
+	return &runningPlugin{p: p, rec: rec, stop: stop}
 }
 
 // ---------------------------------------------------------------------------------------

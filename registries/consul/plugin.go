@@ -44,8 +44,10 @@ const (
 )
 
 const (
-	defaultWaitTime   = 5 * time.Minute
-	defaultMaxWatches = 128
+	defaultWaitTime = 5 * time.Minute
+	// Leaves room under Consul's default http_max_conns_per_client (200) for a second plugin
+	// process during a restart and for other clients on the same address.
+	defaultMaxWatches = 64
 	// Consul caps a blocking query's wait at 10 minutes.
 	maxWaitTime = 10 * time.Minute
 )

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,12 +188,29 @@ func TestQueryLoopIndexRules(t *testing.T) {
 	}
 }
 
-// TestQueryModes: reads that do not block are consistent; a blocking query is only sent on a
-// connection that already served the loop.
+// TestQueryModes: reads that do not block are consistent, blocking ones carry the index;
+// a blocking query that net/http resends on a new connection is stopped.
 func TestQueryModes(t *testing.T) {
-	seen := make(chan string, 8)
+	var mu sync.Mutex
+	var queries []string
+	dropNext := false
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return queries[len(queries)-1]
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.URL.RawQuery
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		drop := dropNext
+		dropNext = false
+		mu.Unlock()
+		if drop {
+			// A server going away: the connection closes without an answer.
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
 		w.Header().Set("X-Consul-Index", "7")
 		_, _ = w.Write([]byte(`{}`))
 	}))
@@ -209,25 +227,27 @@ func TestQueryModes(t *testing.T) {
 		return meta, err
 	}
 
-	// A brand-new client has no connection yet: the blocking query is not sent.
-	l := queryLoop{index: 5}
-	if _, err := l.query(ctx, "", time.Minute, read); !errors.Is(err, errUnverified) || l.blocking() {
-		t.Fatalf("blocking query on a new connection: %v, blocking %v", err, l.blocking())
-	}
-	<-seen // the request was cancelled once the connection was made
+	var l queryLoop
 	meta, err := l.query(ctx, "", 0, read)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q := <-seen; !strings.Contains(q, "consistent") || strings.Contains(q, "index=") {
+	if q := last(); !strings.Contains(q, "consistent") || strings.Contains(q, "index=") {
 		t.Errorf("non-blocking read sent %q, want consistent and no index", q)
 	}
-	l.result(ctx, meta, nil)
+	l.index, _ = l.result(ctx, meta, nil)
 	if _, err := l.query(ctx, "", time.Minute, read); err != nil {
-		t.Fatalf("blocking query on the same connection: %v", err)
+		t.Fatal(err)
 	}
-	if q := <-seen; strings.Contains(q, "consistent") || !strings.Contains(q, "index=7") || !strings.Contains(q, "wait=60000ms") {
+	if q := last(); strings.Contains(q, "consistent") || !strings.Contains(q, "index=7") || !strings.Contains(q, "wait=60000ms") {
 		t.Errorf("blocking query sent %q", q)
+	}
+
+	mu.Lock()
+	dropNext = true
+	mu.Unlock()
+	if _, err := l.query(ctx, "", time.Minute, read); !errors.Is(err, errUnverified) || l.blocking() {
+		t.Fatalf("blocking query resent on a new connection: %v, blocking next %v", err, l.blocking())
 	}
 }
 

@@ -102,6 +102,7 @@ type watcher struct {
 	genCtx    context.Context // ends the current generation's goroutines
 	genCancel context.CancelFunc
 	dcs       []*dcWatch
+	unread    int // services of this generation not read yet
 	synced    bool
 	emitted   map[string]sdk.Service
 	rejected  map[string]map[string]string // key -> item -> reason, as last reported
@@ -220,6 +221,7 @@ func (w *watcher) localDatacenter(ctx context.Context) (string, error) {
 func (w *watcher) start(ctx context.Context) {
 	w.genCtx, w.genCancel = context.WithCancel(ctx)
 	w.gen++
+	w.unread = 0
 	for _, dc := range w.dcs {
 		dc.listed, dc.err, dc.services = false, nil, map[string]*serviceWatch{}
 		gctx, gen := w.genCtx, w.gen
@@ -283,6 +285,9 @@ func (w *watcher) catalog(m message) {
 			s.cancel()
 			delete(dc.services, name)
 			w.stats.watched.Add(-1)
+			if !s.fetched {
+				w.unread--
+			}
 			w.drop(s.key)
 		}
 	}
@@ -295,6 +300,7 @@ func (w *watcher) catalog(m message) {
 		s := &serviceWatch{dc: dc, name: name, key: dc.name + "/" + name, cancel: cancel}
 		dc.services[name] = s
 		w.stats.watched.Add(1)
+		w.unread++
 		gen := w.gen
 		w.wg.Go(func() { w.watchService(sctx, gen, s) })
 	}
@@ -323,7 +329,10 @@ func (w *watcher) service(m message) {
 		return
 	}
 	s.err = nil
-	s.fetched = true
+	if !s.fetched {
+		s.fetched = true
+		w.unread--
+	}
 	svc, rejected, ok := buildService(w.cfg, serviceInput{Key: s.key, Name: s.name, Datacenter: s.dc.name, Entries: m.entries})
 	w.noteRejections(s.key, rejected)
 	s.built, s.ok = svc, ok
@@ -361,18 +370,17 @@ func (w *watcher) noteRejections(key string, rejected []rejection) {
 // maybeSnapshot reports the snapshot once every datacenter was listed and every service in
 // it read: an incomplete one would delete what is merely not read yet.
 func (w *watcher) maybeSnapshot() {
-	if w.synced {
+	if w.synced || w.unread > 0 {
 		return
 	}
-	var services []sdk.Service
 	for _, dc := range w.dcs {
 		if !dc.listed {
 			return
 		}
+	}
+	var services []sdk.Service
+	for _, dc := range w.dcs {
 		for _, s := range dc.services {
-			if !s.fetched {
-				return
-			}
 			if s.ok {
 				services = append(services, s.built)
 			}
@@ -394,22 +402,16 @@ func (w *watcher) maybeSnapshot() {
 // reportHealth sums up the datacenters' state.
 func (w *watcher) reportHealth() {
 	var problems []string
-	waiting := 0
 	for _, dc := range w.dcs {
 		if dc.err != nil {
 			problems = append(problems, fmt.Sprintf("datacenter %s: %v", dc.name, dc.err))
-		}
-		for _, s := range dc.services {
-			if !s.fetched {
-				waiting++
-			}
 		}
 	}
 	switch {
 	case len(problems) > 0:
 		w.setHealth(false, clip(strings.Join(problems, "; "), 1024))
 	case !w.synced:
-		w.setHealth(false, fmt.Sprintf("listing Consul: %d services not read yet", waiting))
+		w.setHealth(false, fmt.Sprintf("listing Consul: %d services not read yet", w.unread))
 	default:
 		w.setHealth(true, "")
 	}
@@ -472,6 +474,7 @@ func (w *watcher) follow(ctx context.Context, base message, what string,
 	read func(*api.QueryOptions) (*api.QueryMeta, func(*message), error)) {
 	var l queryLoop
 	for ctx.Err() == nil {
+		l.pace(ctx)
 		slots, wait := pace(l.blocking())
 		if slots != nil && !acquire(ctx, slots) {
 			return
@@ -530,9 +533,10 @@ func (w *watcher) blockingWait() time.Duration {
 // queryLoop is the state of one blocking-query loop: the index, pacing and backoff.
 type queryLoop struct {
 	index uint64
-	// probe is set after a failed query. A blocking query whose index is ahead of the
-	// server's (a server restarted with older state) would wait its full time before showing
-	// the lower index, so the next query does not block: it returns the current index at once.
+	// probe is set after a failed query, and when a blocking query came back with a lower
+	// index. A blocking query whose index is ahead of the server's (a server restarted with
+	// older state) would wait its full time before showing that, so the next query does not
+	// block: a consistent read returns the current index at once.
 	probe     bool
 	lastStart time.Time
 	b         backoff
@@ -541,18 +545,22 @@ type queryLoop struct {
 // blocking reports whether the next query should wait for a change.
 func (l *queryLoop) blocking() bool { return l.index > 0 && !l.probe }
 
-// errUnverified ends a blocking query about to be sent on a new connection. The server at
-// the other end may not be the one that gave the loop its index (it restarted, perhaps with
-// older state, and a blocking query ahead of its index would wait its full time before
-// showing that), so the loop first asks without blocking.
-var errUnverified = errors.New("blocking query on a new connection")
+// errUnverified ends a blocking query that net/http, its connection broken, sent again on
+// a new connection. The server at the other end may not be the one that gave the loop its
+// index: restarted with older state, it would hold a query ahead of its index for the full
+// wait before showing that. So the loop asks without blocking first, as after any error.
+var errUnverified = errors.New("blocking query resent on a new connection")
 
-// query paces the loop and runs one query with the loop's index, waiting for a change for
-// at most wait (0: do not block).
-func (l *queryLoop) query(ctx context.Context, dc string, wait time.Duration, do func(*api.QueryOptions) (*api.QueryMeta, error)) (*api.QueryMeta, error) {
+// pace waits until the loop's next query may start.
+func (l *queryLoop) pace(ctx context.Context) {
 	if d := minQueryInterval - time.Since(l.lastStart); d > 0 {
 		sleep(ctx, d)
 	}
+}
+
+// query runs one query with the loop's index, waiting for a change for at most wait (0: do
+// not block).
+func (l *queryLoop) query(ctx context.Context, dc string, wait time.Duration, do func(*api.QueryOptions) (*api.QueryMeta, error)) (*api.QueryMeta, error) {
 	l.lastStart = time.Now()
 	// A hung connection must not stall the loop past the longest answer Consul can give.
 	rctx, cancel := context.WithTimeout(ctx, wait+wait/16+requestSlack)
@@ -561,20 +569,17 @@ func (l *queryLoop) query(ctx context.Context, dc string, wait time.Duration, do
 	// server may answer from state it is still replaying, which must not pass for the
 	// registry's content (nor for an index that went backwards).
 	q := &api.QueryOptions{Datacenter: dc, RequireConsistent: wait == 0}
-	var fresh atomic.Bool
+	var conns atomic.Int32
 	if wait > 0 {
-		q.RequireConsistent = false
 		q.WaitIndex, q.WaitTime = l.index, wait
-		// Also catches net/http silently sending a GET again when its connection broke.
-		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-			if !info.Reused {
-				fresh.Store(true)
+		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) {
+			if conns.Add(1) > 1 {
 				cancel()
 			}
 		}})
 	}
 	meta, err := do(q.WithContext(rctx))
-	if fresh.Load() && ctx.Err() == nil {
+	if conns.Load() > 1 && ctx.Err() == nil {
 		l.probe = true
 		return nil, errUnverified
 	}
