@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 )
@@ -34,27 +35,58 @@ func newCPUMeter(ke *kubeEnv) *cpuMeter {
 	return m
 }
 
-// seconds returns the CPU seconds (user+system) of the metered processes.
-func (m *cpuMeter) seconds() float64 {
+// sample returns the CPU seconds (user+system) of each metered process: this one, the API
+// server, etcd.
+func (m *cpuMeter) sample() cpuSample {
+	var out cpuSample
 	if m == nil {
-		return 0
+		return out
 	}
-	var total float64
-	for _, pid := range m.pids {
+	for i, pid := range m.pids {
 		b, err := os.ReadFile("/proc/" + pid + "/stat")
 		if err != nil {
-			return 0
+			return cpuSample{}
 		}
 		s := string(b)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 		if len(f) < 13 {
-			return 0
+			return cpuSample{}
 		}
 		u, _ := strconv.ParseFloat(f[11], 64)
 		st, _ := strconv.ParseFloat(f[12], 64)
-		total += (u + st) / 100 // USER_HZ
+		out[i] = (u + st) / 100 // USER_HZ
 	}
-	return total
+	return out
+}
+
+// quiesce waits (up to 20 s) until the API server and etcd are nearly idle, so that one
+// phase's leftovers (deleting the previous namespace's objects, garbage collection) are not
+// charged to the next.
+func (m *cpuMeter) quiesce() {
+	if m == nil {
+		return
+	}
+	prev := m.sample()
+	for range 40 {
+		time.Sleep(500 * time.Millisecond)
+		cur := m.sample()
+		d := cur.sub(prev)
+		if d[1]+d[2] < 0.05 { // under 10% of one core
+			return
+		}
+		prev = cur
+	}
+}
+
+// cpuSample is CPU seconds of: this process, kube-apiserver, etcd.
+type cpuSample [3]float64
+
+func (a cpuSample) sub(b cpuSample) cpuSample {
+	return cpuSample{a[0] - b[0], a[1] - b[1], a[2] - b[2]}
+}
+func (a cpuSample) total() float64 { return a[0] + a[1] + a[2] }
+func (a cpuSample) String() string {
+	return fmt.Sprintf("cpu %.2fs = client %.2fs + apiserver %.2fs + etcd %.2fs", a.total(), a[0], a[1], a[2])
 }
 
 func envInt(b *testing.B, name string, def int) int {
@@ -71,18 +103,19 @@ func envInt(b *testing.B, name string, def int) int {
 
 // BenchmarkInitialSync measures, against the real kube-apiserver, the initial sync of N
 // ServiceEntries with 10 endpoints each (N = MELTEMI_BENCH_SERVICES, default 1000):
-//   - baseline-s: a plain client-go loop creating the objects with W concurrent writers;
+//   - baseline-s: a plain client-go loop creating the objects (POST) with W concurrent writers;
+//   - apply-loop-s: the same loop writing with server-side apply (the reconciler's request, no
+//     informer, no queue): what server-side apply itself costs over a create;
 //   - reconciler-s: the same objects through Set + WaitIdle with W workers (informer caches
 //     synced beforehand, as in a running host);
-//   - ratio: reconciler-s / baseline-s (goal <= 1.25);
-//   - cpu-ratio: the same ratio for the CPU time used by kube-apiserver, etcd and the test
-//     process (the cost that bounds throughput on a saturated machine; unlike wall time it
-//     hardly depends on what else runs on the machine);
+//   - ratio: reconciler-s / baseline-s (goal <= 1.25); apply-ratio: reconciler-s / apply-loop-s;
+//   - cpu-ratio: reconciler / baseline for the CPU time used by kube-apiserver, etcd and the
+//     test process together (what bounds throughput when the machine is saturated);
 //   - restart-writes: API writes made by a new Reconciler given the same desired set (must be 0).
 //
-// W = MELTEMI_BENCH_WORKERS, default 8. Client-side rate limits are off on both sides so the
-// comparison measures the write path, not a token bucket. Iterations alternate which side
-// runs first.
+// W = MELTEMI_BENCH_WORKERS, default 8. Client-side rate limits are off everywhere so the
+// comparison measures the write path, not a token bucket. Each iteration runs the three in a
+// rotated order, each into a fresh namespace, after waiting for the servers to go quiet.
 func BenchmarkInitialSync(b *testing.B) {
 	ke := loadKube(b)
 	n := envInt(b, "MELTEMI_BENCH_SERVICES", 1000)
@@ -101,36 +134,59 @@ func BenchmarkInitialSync(b *testing.B) {
 		}
 		return out
 	}
+	create := func(ctx context.Context, ns string, u *unstructured.Unstructured) error {
+		_, err := plain.Resource(seGVR).Namespace(ns).Create(ctx, u, metav1.CreateOptions{FieldManager: "bench"})
+		return err
+	}
+	apply := func(ctx context.Context, ns string, u *unstructured.Unstructured) error {
+		// The request the reconciler makes for a create.
+		d, err := normalize(u, nil, DefaultMaxObjectBytes)
+		if err != nil {
+			return err
+		}
+		body, _ := d.applyBody("")
+		force := false
+		_, err = plain.Resource(seGVR).Namespace(ns).Patch(ctx, u.GetName(), types.ApplyPatchType, body,
+			metav1.PatchOptions{FieldManager: "meltemi", Force: &force, FieldValidation: metav1.FieldValidationIgnore})
+		return err
+	}
 
-	var base, rec phase
+	var base, appl, rec phase
 	var writes int
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		var pb, pr phase
+		var pb, pa, pr phase
 		var w int
-		if i%2 == 0 {
-			pb = benchCreateLoop(b, ke, meter, plain, objects, workers)
-			pr, w = benchReconciler(b, ke, meter, cfg, objects, workers)
-		} else {
-			pr, w = benchReconciler(b, ke, meter, cfg, objects, workers)
-			pb = benchCreateLoop(b, ke, meter, plain, objects, workers)
+		arms := []func(){
+			func() { pb = benchLoop(b, ke, meter, create, objects, workers) },
+			func() { pa = benchLoop(b, ke, meter, apply, objects, workers) },
+			func() { pr, w = benchReconciler(b, ke, meter, cfg, objects, workers) },
 		}
-		b.Logf("iteration %d: %d services, %d workers: create loop %v (%.0f/s, cpu %.2fs), reconciler %v (%.0f/s, cpu %.2fs), ratio %.2f, cpu ratio %.2f, restart writes %d",
-			i, n, workers, pb.wall.Round(time.Millisecond), float64(n)/pb.wall.Seconds(), pb.cpu,
-			pr.wall.Round(time.Millisecond), float64(n)/pr.wall.Seconds(), pr.cpu,
-			pr.wall.Seconds()/pb.wall.Seconds(), pr.cpu/pb.cpu, w)
+		for j := range arms {
+			arms[(i+j)%len(arms)]()
+		}
+		b.Logf("iteration %d: %d services, %d workers: ratio %.2f, apply-ratio %.2f, cpu ratio %.2f, restart writes %d\n"+
+			"  create loop %v (%.0f/s, %v)\n  apply loop  %v (%.0f/s, %v)\n  reconciler  %v (%.0f/s, %v)",
+			i, n, workers, pr.wall.Seconds()/pb.wall.Seconds(), pr.wall.Seconds()/pa.wall.Seconds(), pr.cpu.total()/pb.cpu.total(), w,
+			pb.wall.Round(time.Millisecond), float64(n)/pb.wall.Seconds(), pb.cpu,
+			pa.wall.Round(time.Millisecond), float64(n)/pa.wall.Seconds(), pa.cpu,
+			pr.wall.Round(time.Millisecond), float64(n)/pr.wall.Seconds(), pr.cpu)
 		base.add(pb)
+		appl.add(pa)
 		rec.add(pr)
 		writes += w
 	}
 	b.ReportMetric(base.wall.Seconds()/float64(b.N), "baseline-s")
+	b.ReportMetric(appl.wall.Seconds()/float64(b.N), "apply-loop-s")
 	b.ReportMetric(rec.wall.Seconds()/float64(b.N), "reconciler-s")
 	b.ReportMetric(rec.wall.Seconds()/base.wall.Seconds(), "ratio")
-	if meter != nil && base.cpu > 0 {
-		b.ReportMetric(base.cpu/float64(b.N), "baseline-cpu-s")
-		b.ReportMetric(rec.cpu/float64(b.N), "reconciler-cpu-s")
-		b.ReportMetric(rec.cpu/base.cpu, "cpu-ratio")
+	b.ReportMetric(rec.wall.Seconds()/appl.wall.Seconds(), "apply-ratio")
+	if meter != nil && base.cpu.total() > 0 {
+		b.ReportMetric(base.cpu.total()/float64(b.N), "baseline-cpu-s")
+		b.ReportMetric(appl.cpu.total()/float64(b.N), "apply-loop-cpu-s")
+		b.ReportMetric(rec.cpu.total()/float64(b.N), "reconciler-cpu-s")
+		b.ReportMetric(rec.cpu.total()/base.cpu.total(), "cpu-ratio")
 	}
 	b.ReportMetric(float64(writes)/float64(b.N), "restart-writes")
 	b.ReportMetric(0, "ns/op")
@@ -141,13 +197,17 @@ func BenchmarkInitialSync(b *testing.B) {
 
 type phase struct {
 	wall time.Duration
-	cpu  float64
+	cpu  cpuSample
 }
 
-func (p *phase) add(q phase) { p.wall += q.wall; p.cpu += q.cpu }
+func (p *phase) add(q phase) {
+	p.wall += q.wall
+	p.cpu = cpuSample{p.cpu[0] + q.cpu[0], p.cpu[1] + q.cpu[1], p.cpu[2] + q.cpu[2]}
+}
 
-// benchCreateLoop creates the objects with a plain create loop and returns its duration.
-func benchCreateLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, client dynamic.Interface, objects func(string) []*unstructured.Unstructured, workers int) phase {
+// benchLoop writes the objects with a plain loop of W workers and returns its cost.
+func benchLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, write func(context.Context, string, *unstructured.Unstructured) error,
+	objects func(string) []*unstructured.Unstructured, workers int) phase {
 	ns := ke.namespace(b)
 	defer ke.deleteNamespace(b, ns)
 	objs := objects(ns)
@@ -155,12 +215,13 @@ func benchCreateLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, client dynamic.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
-	cpu := meter.seconds()
+	meter.quiesce()
+	cpu := meter.sample()
 	start := time.Now()
 	for range workers {
 		wg.Go(func() {
 			for u := range work {
-				if _, err := client.Resource(seGVR).Namespace(ns).Create(context.Background(), u, metav1.CreateOptions{FieldManager: "bench"}); err != nil {
+				if err := write(context.Background(), ns, u); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -175,9 +236,9 @@ func benchCreateLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, client dynamic.
 	}
 	close(work)
 	wg.Wait()
-	p := phase{wall: time.Since(start), cpu: meter.seconds() - cpu}
+	p := phase{wall: time.Since(start), cpu: meter.sample().sub(cpu)}
 	if firstErr != nil {
-		b.Fatalf("create loop: %v", firstErr)
+		b.Fatalf("write loop: %v", firstErr)
 	}
 	return p
 }
@@ -199,7 +260,8 @@ func benchReconciler(b *testing.B, ke *kubeEnv, meter *cpuMeter, cfg *rest.Confi
 	rr := newReconciler(b, client, ns, tweak).start(b)
 	rr.waitIdle(b) // caches synced, nothing to do yet
 	objs := objects(ns)
-	cpu := meter.seconds()
+	meter.quiesce()
+	cpu := meter.sample()
 	start := time.Now()
 	for _, u := range objs {
 		if err := rr.Set(u); err != nil {
@@ -207,7 +269,7 @@ func benchReconciler(b *testing.B, ke *kubeEnv, meter *cpuMeter, cfg *rest.Confi
 		}
 	}
 	rr.waitIdle(b)
-	p := phase{wall: time.Since(start), cpu: meter.seconds() - cpu}
+	p := phase{wall: time.Since(start), cpu: meter.sample().sub(cpu)}
 	if s := rr.Stats(); s.Creates != int64(len(objs)) || s.Errors != 0 {
 		b.Fatalf("reconciler stats %+v, want %d creates and no errors", s, len(objs))
 	}

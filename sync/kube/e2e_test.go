@@ -558,3 +558,48 @@ func TestE2EWritePreconditions(t *testing.T) {
 		t.Errorf("delete with a wrong UID precondition: %v, want a conflict", err)
 	}
 }
+
+// A desired object the server rejects (a field the CRD schema does not know): retried with
+// backoff, one event, other objects unaffected; a corrected version goes through.
+func TestE2ERejectedObjectRetriedWithBackoff(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, wc := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	odd := serviceEntry(ns, "odd", 2, "1.0.0")
+	_ = unstructured.SetNestedField(odd.Object, "x", "spec", "notAField")
+	if err := rr.Set(odd); err != nil {
+		t.Fatal(err)
+	}
+	if err := rr.Set(serviceEntry(ns, "fine", 2, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	rr.waitIdle(t)
+	if ke.get(t, ns, "fine") == nil {
+		t.Fatal("a rejected object blocked another one")
+	}
+	if ke.get(t, ns, "odd") != nil {
+		t.Fatal("object with an unknown field was written")
+	}
+	attempts := wc.snapshot()["PATCH"] - 1
+	// Backoff from 10 ms doubling: about 7 attempts in 1.5 s; a hot loop would make hundreds.
+	if attempts < 2 || attempts > 10 {
+		t.Errorf("%d attempts in 1.5s, want a few (exponential backoff)", attempts)
+	}
+	if got := metric(t, rr.reg, "meltemi_sync_errors_total", map[string]string{"kind": "ServiceEntry"}); got != float64(attempts) {
+		t.Errorf("meltemi_sync_errors_total = %v, want %d", got, attempts)
+	}
+	if ev := rr.events.list(); len(ev) != 1 || !strings.Contains(ev[0], ReasonWriteFailed) || !strings.Contains(ev[0], "notAField") {
+		t.Errorf("events %q, want one %s", ev, ReasonWriteFailed)
+	}
+	if err := rr.Set(serviceEntry(ns, "odd", 2, "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if ke.get(t, ns, "odd") == nil {
+			return errors.New("corrected object not created")
+		}
+		return nil
+	})
+}

@@ -1,24 +1,10 @@
-// Package kube is the owned-object reconciler: it makes the cluster match a set of desired
-// objects (Istio ServiceEntries, WorkloadEntries, EnvoyFilters — any kind given by GVK and
-// resource) while touching only objects Meltemi owns.
-//
-// The host calls Set and Unset as its desired state changes and AllowDeletes once every source
-// has delivered its first complete snapshot. The reconciler
-//   - reads current state only from informer caches (one unfiltered dynamic informer per kind,
-//     with foreign objects reduced to their identity by a transform), so deciding that an
-//     object is already in sync costs no API call;
-//   - writes with server-side apply under one field manager, and skips objects whose cached
-//     copy carries the desired content hash (annotation meltemi.io/content-hash) and content;
-//   - never modifies or deletes an object without app.kubernetes.io/managed-by=meltemi: a
-//     desired name taken by such an object is refused (metric, event) and retried with backoff;
-//   - deletes owned objects nobody desires only after AllowDeletes, with a UID precondition;
-//   - re-applies owned objects that drifted and re-creates desired objects that were deleted.
 package kube
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -26,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -62,6 +49,7 @@ const (
 	EventTypeWarning     = "Warning"
 	ReasonForeignObject  = "NameTakenByForeignObject"
 	ReasonObjectTooLarge = "ObjectTooLarge"
+	ReasonWriteFailed    = "WriteFailed"
 )
 
 // Config configures a Reconciler. Client, Kinds and Registerer are required.
@@ -91,7 +79,8 @@ type Config struct {
 	MaxRetryDelay time.Duration
 	Registerer    prometheus.Registerer
 	Logger        *slog.Logger
-	// Recorder, when set, is told about refusals (foreign name conflicts, oversized objects).
+	// Recorder, when set, is told about refusals (foreign name conflicts, oversized objects)
+	// and about the first of a run of failed writes for an object.
 	// Its signature matches k8s.io/client-go/tools/record.EventRecorder.Event.
 	Recorder func(obj runtime.Object, eventType, reason, message string)
 }
@@ -141,6 +130,15 @@ type writeRecord struct {
 	at              time.Time
 }
 
+// appliedRecord is the content hash of the reconciler's last apply to a key and the
+// resourceVersion the server returned for it. An object still at that resourceVersion holds
+// everything the server keeps of that content, even where the server normalised it so that it
+// no longer compares equal to the desired object; it is not applied again.
+type appliedRecord struct {
+	hash            string
+	resourceVersion string
+}
+
 // observeTimeout bounds how long a write record is trusted over the informer cache.
 const observeTimeout = 30 * time.Second
 
@@ -159,8 +157,9 @@ type Reconciler struct {
 	mu        sync.RWMutex
 	desired   map[objKey]*desiredState
 	lastWrite map[objKey]*writeRecord
-	pending   map[objKey]struct{}  // owned orphans kept while deletes are not allowed
-	conflicts map[objKey]types.UID // foreign object last reported per key (one event per object)
+	applied   map[objKey]appliedRecord // last successful apply per key, kept after it is observed
+	pending   map[objKey]struct{}      // owned orphans kept while deletes are not allowed
+	conflicts map[objKey]types.UID     // foreign object last reported per key (one event per object)
 
 	allowDeletes atomic.Bool
 	started      atomic.Bool
@@ -222,6 +221,7 @@ func New(cfg Config) (*Reconciler, error) {
 		m:         m,
 		desired:   map[objKey]*desiredState{},
 		lastWrite: map[objKey]*writeRecord{},
+		applied:   map[objKey]appliedRecord{},
 		pending:   map[objKey]struct{}{},
 		conflicts: map[objKey]types.UID{},
 		synced:    make(chan struct{}),
@@ -245,6 +245,17 @@ func New(cfg Config) (*Reconciler, error) {
 		// without extra GETs at the memory cost of metadata only.
 		inf := dynamicinformer.NewFilteredDynamicInformer(cfg.Client, gvr, cfg.Namespace, 0, cache.Indexers{}, nil).Informer()
 		if err := inf.SetTransform(r.transform); err != nil {
+			return nil, err
+		}
+		label := k.GVK.Kind
+		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			switch {
+			case errors.Is(err, io.EOF), apierrors.IsResourceExpired(err), apierrors.IsGone(err):
+				r.log.Debug("watch closed, relisting", "kind", label, "err", err)
+			default:
+				r.log.Warn("list/watch failed, retrying", "kind", label, "resource", gvr.String(), "err", err)
+			}
+		}); err != nil {
 			return nil, err
 		}
 		idx := i
@@ -272,13 +283,11 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer r.queue.ShutDown()
 
-	hasSynced := make([]cache.InformerSynced, 0, len(r.kinds))
 	for _, ks := range r.kinds {
 		wg.Go(func() { ks.informer.RunWithContext(ctx) })
-		hasSynced = append(hasSynced, ks.informer.HasSynced)
 	}
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), hasSynced...) {
+	if !r.waitForCaches(ctx) {
 		return nil // ctx done before the caches synced
 	}
 	r.log.Info("kube reconciler caches synced", "kinds", len(r.kinds), "namespace", r.cfg.Namespace,
@@ -307,6 +316,35 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// waitForCaches waits until every informer has synced, logging the kinds still listing every
+// 30 seconds (a missing CRD or RBAC rule shows up here). It returns false if ctx ends first.
+func (r *Reconciler) waitForCaches(ctx context.Context) bool {
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	start, lastLog := time.Now(), time.Now()
+	for {
+		var waiting []string
+		for _, ks := range r.kinds {
+			if !ks.informer.HasSynced() {
+				waiting = append(waiting, ks.gvr.String())
+			}
+		}
+		if len(waiting) == 0 {
+			return true
+		}
+		if time.Since(lastLog) >= 30*time.Second {
+			lastLog = time.Now()
+			r.log.Warn("kube reconciler still waiting for informer caches", "resources", waiting,
+				"waited", time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-poll.C:
+		}
+	}
 }
 
 // Set makes obj the desired state for its (kind, namespace, name), replacing any previous one.

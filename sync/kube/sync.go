@@ -43,8 +43,17 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 	default:
 		r.errs.Add(1)
 		r.m.errors.WithLabelValues(r.kinds[k.kind].label).Inc()
+		retries := r.queue.NumRequeues(k)
 		r.log.Error("reconcile failed, retrying", "kind", r.kinds[k.kind].label,
-			"namespace", k.namespace, "name", k.name, "retries", r.queue.NumRequeues(k), "err", err)
+			"namespace", k.namespace, "name", k.name, "retries", retries, "err", err)
+		if retries == 0 { // one event per run of failures
+			r.mu.RLock()
+			want := r.desired[k]
+			r.mu.RUnlock()
+			if want != nil && want.d != nil {
+				r.record(want.d.obj, EventTypeWarning, ReasonWriteFailed, err.Error())
+			}
+		}
 		r.queue.AddRateLimited(k)
 	}
 	return true
@@ -112,6 +121,14 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) error {
 			r.noop(ks.label)
 			return nil
 		}
+		r.mu.RLock()
+		a, ok := r.applied[k]
+		r.mu.RUnlock()
+		if ok && a.hash == d.hash && a.resourceVersion == live.GetResourceVersion() {
+			// Unchanged since we applied this very content; the difference is the server's.
+			r.noop(ks.label)
+			return nil
+		}
 		exists, rv = true, live.GetResourceVersion()
 	}
 	return r.apply(ctx, k, d, exists, rv)
@@ -151,12 +168,14 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{hash: d.hash, resourceVersion: out.GetResourceVersion(), uid: out.GetUID(), at: time.Now()}
+	r.applied[k] = appliedRecord{hash: d.hash, resourceVersion: out.GetResourceVersion()}
 	r.mu.Unlock()
 	if !inSync(d, out) {
-		// The server pruned or rewrote part of what we sent (fields unknown to the schema,
-		// values it normalises): the object will look drifted and be re-applied on every look.
-		r.log.Warn("object as stored differs from the desired object; fields unknown to the schema are dropped by the server",
-			"kind", ks.label, "namespace", k.namespace, "name", k.name)
+		// The server rewrote part of what we sent (a value it normalises or defaults inside a
+		// list; unknown fields are rejected by apply rather than dropped). The applied record
+		// keeps this from causing repeated writes while the object stays as the server left it.
+		r.log.Warn("object as stored differs from the desired object", "kind", ks.label,
+			"namespace", k.namespace, "name", k.name)
 	}
 	r.applies.Add(1)
 	if !exists {
@@ -175,6 +194,9 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	r.clearConflict(k)
 	if live == nil || !r.owned(live) || live.GetDeletionTimestamp() != nil {
 		r.setPending(k, false)
+		r.mu.Lock()
+		delete(r.applied, k)
+		r.mu.Unlock()
 		return nil
 	}
 	if !r.allowDeletes.Load() {
@@ -204,6 +226,7 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{deleted: true, uid: uid, at: time.Now()}
+	delete(r.applied, k)
 	r.mu.Unlock()
 	r.deletes.Add(1)
 	r.m.writes.WithLabelValues("delete", ks.label).Inc()

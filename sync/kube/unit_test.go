@@ -447,3 +447,45 @@ func TestSetValidation(t *testing.T) {
 		t.Errorf("second reconciler on the same registry accepted")
 	}
 }
+
+func TestQueueDepthMetricAndOptionalHooks(t *testing.T) {
+	c := newFakeCluster(t)
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{Client: c, Kinds: []Kind{ServiceEntryKind()}, Registerer: reg}) // no Logger, no Recorder
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := &running{Reconciler: r, reg: reg}
+	for _, name := range []string{"a", "b", "c"} {
+		if err := rr.Set(serviceEntry("ns", name, 1, "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rr.Set(serviceEntry("ns", "a", 1, "2")); err != nil { // same key: deduplicated
+		t.Fatal(err)
+	}
+	if got := metric(t, reg, "meltemi_sync_queue_depth", nil); got != 3 {
+		t.Errorf("meltemi_sync_queue_depth = %v before Run, want 3", got)
+	}
+	if s := rr.Stats(); s.QueueDepth != 3 {
+		t.Errorf("Stats().QueueDepth = %d", s.QueueDepth)
+	}
+	big := serviceEntry("ns", "big", 1, strings.Repeat("x", DefaultMaxObjectBytes))
+	if err := rr.Set(big); !errors.Is(err, ErrTooLarge) { // refused with no Recorder set
+		t.Errorf("oversized: %v", err)
+	}
+	rr.start(t)
+	rr.settle(t)
+	if got := metric(t, reg, "meltemi_sync_queue_depth", nil); got != 0 {
+		t.Errorf("meltemi_sync_queue_depth = %v when idle", got)
+	}
+	if applies, _ := c.writes(); len(applies) != 3 {
+		t.Errorf("applies %v, want 3", applies)
+	}
+	if v := endpointVersion(t, c.get(t, "ns", "a")); v != "2" {
+		t.Errorf("a has version %q, want the latest (2)", v)
+	}
+	if err := rr.Run(context.Background()); err == nil {
+		t.Errorf("second Run accepted")
+	}
+}
