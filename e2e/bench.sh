@@ -16,6 +16,9 @@ export MELTEMI_BENCH_INSTANCES=${MELTEMI_BENCH_INSTANCES:-100000}
 # shellcheck source=infra/session.sh
 . e2e/infra/session.sh
 session_up "${COMPONENTS[@]}"
+# Tests that read addresses from the environment see the servers just started.
+# shellcheck disable=SC1091
+. "$MELTEMI_E2E_STATE/env"
 
 out="$MELTEMI_E2E_STATE/logs/bench.txt"
 # One package at a time: benchmarks share the machine and the servers.

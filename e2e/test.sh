@@ -14,6 +14,9 @@ export MELTEMI_BIN_DIR=${MELTEMI_BIN_DIR:-$PWD/bin}
 # shellcheck source=infra/session.sh
 . e2e/infra/session.sh
 session_up "${COMPONENTS[@]}"
+# Tests that read addresses from the environment see the servers just started.
+# shellcheck disable=SC1091
+. "$MELTEMI_E2E_STATE/env"
 
 e2e/infra/tools.sh helm # the chart tests run helm
 GO_TEST_FLAGS=(-count=1 ${GO_TEST_FLAGS:-})

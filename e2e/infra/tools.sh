@@ -15,6 +15,8 @@ KUBE_STAGING_VERSION=v0.35.4
 ISTIO_API_VERSION=v1.31.1
 CONSUL_VERSION=v1.22.6
 POLARIS_VERSION=v1.18.1
+# Bumped whenever the local patch to Polaris changes, so cached builds are rebuilt.
+POLARIS_PATCH=1
 HELM_VERSION=v3.19.0
 HELM_KUBE_MINOR=34 # the Kubernetes minor of the client-go that helm version uses
 APT_PACKAGES=(zookeeper etcd-server openssl curl netcat-openbsd)
@@ -26,8 +28,8 @@ path_of() {
     kube-apiserver) echo "$CACHE/kube-apiserver-$KUBE_VERSION/kube-apiserver" ;;
     istio-crds) echo "$CACHE/istio-api-$ISTIO_API_VERSION/crds.yaml" ;;
     consul) echo "$CACHE/consul-$CONSUL_VERSION/consul" ;;
-    polaris) echo "$CACHE/polaris-$POLARIS_VERSION/polaris-server" ;;
-    polaris-conf) echo "$CACHE/polaris-$POLARIS_VERSION/polaris-server.yaml" ;;
+    polaris) echo "$CACHE/polaris-$POLARIS_VERSION-p$POLARIS_PATCH/polaris-server" ;;
+    polaris-conf) echo "$CACHE/polaris-$POLARIS_VERSION-p$POLARIS_PATCH/polaris-server.yaml" ;;
     helm) echo "$CACHE/helm-$HELM_VERSION/helm" ;;
     etcd) command -v etcd || echo /usr/bin/etcd ;;
     zookeeper-jar) echo /usr/share/java/zookeeper.jar ;;
@@ -126,9 +128,20 @@ GOMOD
 ensure_polaris() {
   local out; out=$(path_of polaris)
   [ -x "$out" ] && [ -s "$(path_of polaris-conf)" ] && return 0
-  log "building polaris $POLARIS_VERSION (cold: about 1 minute)"
-  local dir="$CACHE/build/polaris-$POLARIS_VERSION"
+  log "building polaris $POLARIS_VERSION with patch $POLARIS_PATCH (cold: about 1 minute)"
+  local dir="$CACHE/build/polaris-$POLARIS_VERSION-p$POLARIS_PATCH"
   mkdir -p "$dir" "$(dirname "$out")"
+  local src
+  src=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "github.com/polarismesh/polaris@$POLARIS_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$dir/polaris"
+  cp -r "$src" "$dir/polaris"
+  chmod -R u+w "$dir/polaris"
+  # v1.18.1 deadlocks its Nacos gRPC push path the first time a push goes unacknowledged:
+  # notifyOutDateInFlight deletes from a map while holding that map's read lock. Iterating
+  # over a copy (Range) instead of under the lock (ReadRange) removes the self-deadlock.
+  local f="$dir/polaris/apiserver/nacosserver/v2/remote/inflights.go"
+  sed -i 's/val\.inFlights\.ReadRange(func(reqId string/val.inFlights.Range(func(reqId string/' "$f"
+  grep -q 'val.inFlights.Range(func(reqId string' "$f" || { log "polaris patch did not apply to $f"; return 1; }
   cat > "$dir/go.mod" <<GOMOD
 module meltemi.local/polaris-build
 
@@ -136,13 +149,13 @@ go 1.25
 
 require github.com/polarismesh/polaris $POLARIS_VERSION
 
+replace github.com/polarismesh/polaris => ./polaris
+
 replace gopkg.in/yaml.v2 => gopkg.in/yaml.v2 v2.2.2
 GOMOD
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/polarismesh/polaris"\n' > "$dir/tools.go"
   wrapper_build "$dir" "$out" github.com/polarismesh/polaris "-s -w"
-  local src
-  src=$(cd "$dir" && go list -m -f '{{.Dir}}' github.com/polarismesh/polaris)
-  sed 's/0\.0\.0\.0/127.0.0.1/g' "$src/release/conf/polaris-server.yaml" > "$(path_of polaris-conf)"
+  sed 's/0\.0\.0\.0/127.0.0.1/g' "$dir/polaris/release/conf/polaris-server.yaml" > "$(path_of polaris-conf)"
 }
 
 ensure_helm() {
