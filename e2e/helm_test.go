@@ -201,9 +201,10 @@ func typed[T any](t *testing.T, u *unstructured.Unstructured) *T {
 }
 
 // TestHelmChartPolicy checks properties every rendering must keep, whatever the golden files
-// say: least-privilege RBAC and a hardened, probed Deployment.
+// say: least-privilege RBAC, and a hardened, probed Deployment passing only flags the host has.
 func TestHelmChartPolicy(t *testing.T) {
 	writeVerbs := []string{"create", "update", "patch", "delete", "deletecollection"}
+	known := hostFlags(t)
 	for name, values := range helmCases(t) {
 		t.Run(name, func(t *testing.T) {
 			objs := renderedObjects(t, helmTemplate(t, values))
@@ -234,7 +235,7 @@ func TestHelmChartPolicy(t *testing.T) {
 					}
 				case "Deployment":
 					deployments++
-					checkDeployment(t, typed[appsv1.Deployment](t, u))
+					checkDeployment(t, typed[appsv1.Deployment](t, u), known)
 				}
 			}
 			if deployments != 1 {
@@ -244,7 +245,7 @@ func TestHelmChartPolicy(t *testing.T) {
 	}
 }
 
-func checkDeployment(t *testing.T, d *appsv1.Deployment) {
+func checkDeployment(t *testing.T, d *appsv1.Deployment, known func(string) bool) {
 	t.Helper()
 	pod := d.Spec.Template.Spec
 	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
@@ -270,6 +271,14 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	// go-plugin needs a writable TMPDIR under the read-only root.
 	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/tmp" && !m.ReadOnly }) {
 		t.Errorf("no writable /tmp mount: %+v", c.VolumeMounts)
+	}
+	if len(c.Args) == 0 || c.Args[0] != "run" {
+		t.Fatalf("container args %v do not start with run", c.Args)
+	}
+	for _, a := range c.Args[1:] {
+		if flag, _, _ := strings.Cut(a, "="); !known(flag) {
+			t.Errorf("the chart passes %s, which `meltemi run` does not know", a)
+		}
 	}
 	if *d.Spec.Replicas > 1 && !slices.Contains(c.Args, "--leader-elect=true") {
 		t.Errorf("%d replicas without --leader-elect=true: %v", *d.Spec.Replicas, c.Args)
@@ -385,14 +394,6 @@ func definedMetrics(t *testing.T, root string) map[string]bool {
 	return out
 }
 
-// Flags the chart passes that the host is still gaining; until `meltemi run -h` lists them
-// they are left out when the host runs below, and the test says so.
-var pendingHostFlags = []string{
-	"--leader-elect", "--leader-election-namespace", "--leader-election-id", "--leader-election-lease-duration",
-	"--max-inline-endpoints", "--vip-cidr", "--traffic", "--xds-listen", "--xds-cluster", "--envoyfilter-namespace",
-	"--traffic-watch-namespace", "--metaprotocol-proxy-selector", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca",
-}
-
 // hostFlags reports which flags `meltemi run` has, from its help.
 func hostFlags(t *testing.T) func(flag string) bool {
 	t.Helper()
@@ -464,8 +465,7 @@ config:
 
 	// Run the host as the Deployment would, with the chart's arguments; only addresses are
 	// moved to free loopback ports and the plugins come from the test build.
-	known := hostFlags(t)
-	args := hostArgsFromChart(t, dep.Spec.Template.Spec.Containers[0].Args, known)
+	args := hostArgsFromChart(t, dep.Spec.Template.Spec.Containers[0].Args, hostFlags(t))
 	t.Logf("meltemi run %s (as %s)", strings.Join(args, " "), saName)
 	b := startBridgeAs(t, c, kubeconfig, args...)
 	b.waitReady(t, env)
@@ -515,11 +515,7 @@ config:
 			t.Errorf("Lease %s has no holder", lease.Name)
 		}
 	}
-	if known("--traffic-watch-namespace") {
-		checkTrafficAsServiceAccount(t, c, efNamespace, host)
-	} else {
-		t.Log("the host has no traffic translator yet: MetaRouter -> EnvoyFilter not checked")
-	}
+	checkTrafficAsServiceAccount(t, c, efNamespace, host)
 	if logs := b.logs.String(); regexp.MustCompile(`(?i)forbidden`).MatchString(logs) {
 		t.Errorf("the host was refused something it needs:\n%s", logs)
 	}
@@ -730,8 +726,8 @@ func serviceAccountClients(t *testing.T, env *harness.Env, c *cluster, sa string
 }
 
 // hostArgsFromChart turns the Deployment's container arguments into a local command line:
-// listen addresses are left to startBridge, flags the host does not have yet are reported and
-// dropped (see pendingHostFlags), any other unknown flag fails the test.
+// the metrics address and the log format are left to startBridge, the xDS server gets a free
+// port, and a flag the host does not know fails the test.
 func hostArgsFromChart(t *testing.T, chartArgs []string, known func(string) bool) []string {
 	t.Helper()
 	if len(chartArgs) == 0 || chartArgs[0] != "run" {
@@ -743,8 +739,6 @@ func hostArgsFromChart(t *testing.T, chartArgs []string, known func(string) bool
 		switch {
 		case flag == "--listen" || flag == "--log-format" || flag == "--log-level":
 			// startBridge gives the host a free port of its own and a debug log in text.
-		case !known(flag) && slices.Contains(pendingHostFlags, flag):
-			t.Logf("host does not support %s yet; running without it", a)
 		case !known(flag):
 			t.Errorf("the chart passes %s, which `meltemi run` does not know", a)
 		case flag == "--xds-listen":

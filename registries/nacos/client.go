@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -47,7 +48,6 @@ const servicePageSize = 500
 type nacosRegistry struct {
 	cfg     *config
 	log     *slog.Logger
-	dir     string // the client library's log and cache directory, removed on Close
 	console *console
 
 	mu      sync.Mutex
@@ -60,17 +60,13 @@ type nacosRegistry struct {
 var sdkLogMu sync.Mutex
 
 func dialNacos(_ context.Context, cfg *config) (registry, error) {
-	dir, err := os.MkdirTemp("", "meltemi-nacos-")
-	if err != nil {
-		return nil, fmt.Errorf("creating the client library's directory: %w", err)
-	}
 	r := &nacosRegistry{
-		cfg: cfg, dir: dir, clients: map[string]naming_client.INamingClient{},
+		cfg: cfg, clients: map[string]naming_client.INamingClient{},
 		log: sdk.Logger().With("registry", cfg.registry, "nacos", serverList(cfg.servers)),
 	}
 	if cfg.sel.needsConsole() {
+		var err error
 		if r.console, err = newConsole(cfg); err != nil {
-			_ = os.RemoveAll(dir)
 			return nil, err
 		}
 	}
@@ -109,11 +105,12 @@ func (r *nacosRegistry) newClient(namespace string) (naming_client.INamingClient
 		NamespaceId: namespace,
 		TimeoutMs:   uint64(cfg.timeout.Milliseconds()),
 		AppName:     "meltemi",
-		// The library writes a log file and a cache of every service it sees: both go into
-		// our own directory. The cache is never read back: a stale cache must not count as
-		// the registry's state.
-		LogDir:              r.dir,
-		CacheDir:            r.dir,
+		// The library logs into a file until we replace its logger, right after creating
+		// the client: that file goes into a directory of its own, removed right after. It
+		// also writes every instance list it receives into a cache directory, which we never
+		// read (a stale cache must not count as the registry's state): pointing it below the
+		// null device keeps the writes from happening at all.
+		CacheDir:            filepath.Join(os.DevNull, "nacos-cache"),
 		LogLevel:            "warn",
 		NotLoadCacheAtStart: true,
 		// Without this, an empty instance list (the last instance gone) is not passed on.
@@ -134,6 +131,13 @@ func (r *nacosRegistry) newClient(namespace string) (naming_client.INamingClient
 	for i, s := range cfg.servers {
 		servers[i] = constant.ServerConfig{Scheme: scheme, ContextPath: cfg.contextPath, IpAddr: s.host, Port: uint64(s.port), GrpcPort: uint64(s.port + cfg.grpcOffset)}
 	}
+	// The plugin may be ended without notice (the host kills it): nothing may be left behind.
+	logDir, err := os.MkdirTemp("", "meltemi-nacos-")
+	if err != nil {
+		return nil, fmt.Errorf("creating the client library's log directory: %w", err)
+	}
+	defer os.RemoveAll(logDir)
+	cc.LogDir = logDir
 	sdkLogMu.Lock()
 	defer sdkLogMu.Unlock()
 	c, err := sdkclient.New(cc, servers)
@@ -264,7 +268,6 @@ func (r *nacosRegistry) Close() {
 	for _, c := range clients {
 		c.CloseClient()
 	}
-	_ = os.RemoveAll(r.dir)
 }
 
 // sdkLogger takes the client library's log. Its info and debug output (every push, with
@@ -290,7 +293,10 @@ func (l sdkLogger) Errorf(f string, args ...any) {
 }
 
 func (l sdkLogger) out(level, msg string) {
-	l.log.Debug("nacos client: "+clip(redact(msg, l.redactor), 2048), "level", level)
+	if strings.HasPrefix(msg, "mkdir cacheDir failed") {
+		return // the cache is off on purpose (see newClient)
+	}
+	l.log.Debug("nacos client: "+clip(redact(msg, l.redactor), 2048), "clientLevel", level)
 }
 
 // sensitiveFields matches credential fields as the client library prints them: JSON

@@ -40,7 +40,7 @@ func parseDubboName(name string) (d dubboName, ok bool, err error) {
 	}
 	if d.iface == "" || len(d.iface) > 256 || !utf8.ValidString(d.iface) ||
 		strings.ContainsFunc(d.iface, func(r rune) bool { return unicode.IsSpace(r) || r == '/' }) {
-		return d, true, errors.New("Dubbo service name has no valid interface")
+		return d, true, errors.New("the Dubbo service name has no valid interface")
 	}
 	return d, true, nil
 }

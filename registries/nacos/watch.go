@@ -39,6 +39,13 @@ const maxSubscribeAttempts = 3
 // servers may answer a subscription before they index it).
 const maxVerifyDelay = 5 * time.Minute
 
+// maxVerifyPerList bounds the checks of one listing pass, so that starting with thousands of
+// services does not hold up pushes; the rest are checked at the next passes.
+const maxVerifyPerList = 100
+
+// shutdownBudget bounds the unsubscribing when the watch ends.
+const shutdownBudget = 2 * time.Second
+
 // maxReported bounds the memory of reported problems (used to report each problem once).
 const maxReported = 10000
 
@@ -153,6 +160,7 @@ func (w *watcher) run(ctx context.Context, reg registry) error {
 	for {
 		select {
 		case <-ctx.Done():
+			w.shutdown()
 			return nil
 		case <-w.notify:
 			w.applyPushes()
@@ -165,6 +173,25 @@ func (w *watcher) run(ctx context.Context, reg registry) error {
 		}
 		w.flush()
 	}
+}
+
+// shutdown tells the server, within shutdownBudget, that the subscriptions end, so that it
+// stops pushing before the connection closes: a push the server never sees acknowledged
+// stays pending on its side (and some Nacos-protocol servers handle that badly). When the
+// connection is down, closing it is all there is to do.
+func (w *watcher) shutdown() {
+	if ok, _ := w.reg.Connected(); !ok {
+		return
+	}
+	deadline := time.Now().Add(shutdownBudget)
+	for _, s := range w.subs {
+		if time.Now().After(deadline) {
+			return
+		}
+		s.unsubscribe()
+	}
+	// Let pushes already on their way arrive and be acknowledged.
+	time.Sleep(100 * time.Millisecond)
 }
 
 // monitor reports changes of the connection state; the channel holds the latest only.
@@ -317,11 +344,15 @@ func (w *watcher) open(s *subscription) error {
 // library answers a new subscription with the server's current list, so what was missed
 // arrives as a push.
 func (w *watcher) verify(now time.Time) {
-	for _, id := range slices.SortedFunc(maps.Keys(w.subs), compareIDs) {
-		s := w.subs[id]
-		if s.verifyAt.IsZero() || now.Before(s.verifyAt) {
-			continue
+	var due []*subscription
+	for _, s := range w.subs {
+		if !s.verifyAt.IsZero() && !now.Before(s.verifyAt) {
+			due = append(due, s)
 		}
+	}
+	slices.SortFunc(due, func(a, b *subscription) int { return a.verifyAt.Compare(b.verifyAt) })
+	for _, s := range due[:min(len(due), maxVerifyPerList)] {
+		id := s.id
 		s.unsubscribe()
 		if err := w.open(s); err != nil {
 			// No subscription now: try again at the next listing, keeping what is known.

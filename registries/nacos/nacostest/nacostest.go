@@ -117,10 +117,7 @@ func (a *App) Deregister(p vo.RegisterInstanceParam) {
 // operators do.
 func (a *App) Update(p vo.RegisterInstanceParam) {
 	a.t.Helper()
-	ok, err := a.UpdateInstance(vo.UpdateInstanceParam{
-		Ip: p.Ip, Port: p.Port, Weight: p.Weight, Enable: p.Enable, Healthy: p.Healthy, Metadata: p.Metadata,
-		ClusterName: p.ClusterName, ServiceName: p.ServiceName, GroupName: p.GroupName, Ephemeral: p.Ephemeral,
-	})
+	ok, err := a.UpdateInstance(vo.UpdateInstanceParam(p))
 	if err != nil || !ok {
 		a.t.Fatalf("updating %s %s:%d: ok=%v err=%v", p.ServiceName, p.Ip, p.Port, ok, err)
 	}

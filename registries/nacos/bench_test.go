@@ -1,0 +1,79 @@
+package nacos
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
+)
+
+// BenchmarkConvert converts one push of a Dubbo service with 1000 providers.
+func BenchmarkConvert(b *testing.B) {
+	const iface = "org.apache.dubbo.samples.GreetingService"
+	d, _, _ := parseDubboName(nacostest.DubboProviders(iface, "1.0.0", "blue"))
+	hosts := make([]nacosmodel.Instance, 1000)
+	for i := range hosts {
+		hosts[i] = nacosmodel.Instance{
+			Ip: fmt.Sprintf("10.%d.%d.%d", i/65536, i/256%256, i%256), Port: 20880, Weight: 1, Healthy: true, Enable: true,
+			Metadata: nacostest.DubboMetadata(iface, "greeter", "1.0.0", "blue"),
+		}
+	}
+	conv := converter{defaultProtocol: defaultProtocol}
+	id := serviceID{publicNamespace, defaultGroup, d.iface}
+	b.ReportAllocs()
+	for b.Loop() {
+		if insts, rej := conv.convert(id, &d, hosts); len(insts) != len(hosts) || len(rej) > 0 {
+			b.Fatalf("%d instances, %d rejections", len(insts), len(rej))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(len(hosts)), "µs/instance")
+}
+
+// BenchmarkPushLatency measures, against the real Nacos-protocol server, the time from a
+// registration with nacos-sdk-go to the plugin's Upsert (in process, no host): the server's
+// push cadence plus the plugin's own work. Registrations alternate with deregistrations,
+// each at a random point of the server's push cadence.
+func BenchmarkPushLatency(b *testing.B) {
+	addr := nacosAddr(b)
+	ns := uniqueName("bench")
+	app := nacostest.NewApp(b, addr, ns)
+	app.Register(nacostest.Instance("latency", "", "10.0.0.1", 8080, nil))
+	r := startPlugin(b, addr, map[string]string{"namespaces": ns})
+	key := ns + "/" + defaultGroup + "/latency"
+	r.rec.wait(b, time.Minute, "the service", hasEndpoints(key, "10.0.0.1:8080"))
+
+	latencies := make([]time.Duration, 0, 2*b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		p := nacostest.Instance("latency", "", fmt.Sprintf("10.1.%d.%d", i/250, 1+i%250), 8080, nil)
+		for _, step := range []struct {
+			do   func(vo.RegisterInstanceParam)
+			want []string
+		}{
+			{app.Register, []string{"10.0.0.1:8080", p.Ip + ":8080"}},
+			{app.Deregister, []string{"10.0.0.1:8080"}},
+		} {
+			// The server pushes on a fixed cadence: start at a random point of it.
+			b.StopTimer()
+			time.Sleep(rand.N(time.Second))
+			b.StartTimer()
+			start := time.Now()
+			step.do(p)
+			r.rec.wait(b, time.Minute, strings.Join(step.want, ","), hasEndpoints(key, step.want...))
+			latencies = append(latencies, time.Since(start))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	b.ReportMetric(ms(latencies[min(len(latencies)-1, len(latencies)*99/100)]), "p99-ms")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
