@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Version is the plugin's version, reported by Describe. Release builds set it with
@@ -312,7 +313,7 @@ func parseAddress(address string) (scheme, hostport string, err error) {
 func isDatacenterName(s string) bool { return isToken(s, 64, true) }
 
 // isProtocol accepts what bridge/model accepts as an instance protocol.
-func isProtocol(p string) bool { return isToken(p, 32, false) }
+func isProtocol(p string) bool { return regutil.IsProtocol(p) }
 
 // isToken reports whether s is 1 to n letters, digits, '-' and '_' (lower case only unless
 // upper).

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Retry and pacing of the query loops.
@@ -193,7 +194,7 @@ func (w *watcher) datacenters(ctx context.Context) ([]*dcWatch, bool) {
 			return nil, false
 		}
 		w.setHealth(false, "finding the agent's datacenter: "+err.Error())
-		if !sleep(ctx, b.next()) {
+		if !regutil.Sleep(ctx, b.next()) {
 			return nil, false
 		}
 	}
@@ -515,7 +516,7 @@ func (w *watcher) follow(ctx context.Context, base message, what string,
 		if !w.send(ctx, m) || m.backwards != "" {
 			return
 		}
-		if m.err != nil && !sleep(ctx, l.b.next()) {
+		if m.err != nil && !regutil.Sleep(ctx, l.b.next()) {
 			return
 		}
 	}
@@ -554,7 +555,7 @@ var errUnverified = errors.New("blocking query resent on a new connection")
 // pace waits until the loop's next query may start.
 func (l *queryLoop) pace(ctx context.Context) {
 	if d := minQueryInterval - time.Since(l.lastStart); d > 0 {
-		sleep(ctx, d)
+		regutil.Sleep(ctx, d)
 	}
 }
 
@@ -629,16 +630,5 @@ func acquire(ctx context.Context, slots chan struct{}) bool {
 		return true
 	case <-ctx.Done():
 		return false
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

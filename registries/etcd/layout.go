@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/registries/zookeeper"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // providerKey is what a key under the root says.
@@ -32,7 +32,7 @@ func parseKey(prefix, key string) (p providerKey, relevant bool, err error) {
 	if p.iface, ok = keyInterface(prefix, key); !ok {
 		return p, true, fmt.Errorf("interface %q is not a valid path segment", parts[0])
 	}
-	u, err := parseProviderURL(parts[2])
+	u, err := dubbo.ParseProviderURL(parts[2])
 	if err != nil {
 		return p, true, err
 	}
@@ -54,13 +54,6 @@ func keyInterface(prefix, key string) (iface string, ok bool) {
 	return iface, err == nil && iface != ""
 }
 
-// parseProviderURL parses a URL-encoded Dubbo provider URL. It is the ZooKeeper plugin's
-// parser (Dubbo encodes provider URLs the same way in both registries), kept behind this
-// function so that a shared Dubbo package can replace it in one place.
-func parseProviderURL(encoded string) (zookeeper.ProviderURL, error) {
-	return zookeeper.ParseProviderURL(encoded)
-}
-
 // labelParams are the provider URL parameters that become endpoint labels: stable ones that
 // Istio subsets select on. Volatile ones (timestamp, pid) would make labels churn.
 var labelParams = []string{"application", "version", "group", "serialization"}
@@ -68,7 +61,7 @@ var labelParams = []string{"application", "version", "group", "serialization"}
 // errNotProvider marks URLs that are legitimately not endpoints (consumers, placeholders).
 var errNotProvider = errors.New("not a provider")
 
-func providerInstance(u zookeeper.ProviderURL) (model.Instance, error) {
+func providerInstance(u dubbo.ProviderURL) (model.Instance, error) {
 	switch {
 	case u.Params["side"] == "consumer", u.Protocol == "empty", u.Protocol == "consumer":
 		return model.Instance{}, errNotProvider

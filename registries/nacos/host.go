@@ -6,7 +6,8 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // defaultHostTemplate names a service <service>.<group>.<namespace>.nacos, leaving out the
@@ -23,16 +24,9 @@ type ServiceVars struct {
 	Namespace string // the namespace ID; "public" for the default namespace
 }
 
-// DubboVars is what the Dubbo host template sees, with the ZooKeeper plugin's meaning:
-// Interface is set; Group, Version, Application and Protocol hold the value every provider
-// shares, or "" when they differ.
-type DubboVars struct {
-	Interface   string
-	Group       string
-	Version     string
-	Application string
-	Protocol    string
-}
+// DubboVars is what the Dubbo host template sees: the ZooKeeper plugin's variables, so that
+// one Dubbo interface gets the same host from both registries.
+type DubboVars = dubbo.HostVars
 
 // hostTemplates render service hosts.
 type hostTemplates struct {
@@ -67,41 +61,11 @@ func renderHost(t *template.Template, vars any) (string, error) {
 	if b.Len() > maxHostOutput {
 		return "", fmt.Errorf("host template output is longer than %d bytes", maxHostOutput)
 	}
-	return dnsName(b.String())
+	return regutil.SanitizeHost(b.String())
 }
 
 func (h *hostTemplates) serviceHost(v ServiceVars) (string, error) { return renderHost(h.service, v) }
 func (h *hostTemplates) dubboHost(v DubboVars) (string, error)     { return renderHost(h.dubbo, v) }
-
-// dnsName lower-cases s and makes it a DNS-1123 subdomain: characters other than a-z, 0-9,
-// '-' and '.' become '-', and hyphens at the ends of a label are dropped. An empty label, a
-// label over 63 or a name over 253 characters is an error rather than repaired, since a
-// repair could give two services the same host. Dubbo interfaces get exactly the ZooKeeper
-// plugin's result.
-func dnsName(s string) (string, error) {
-	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
-	if s == "" {
-		return "", errors.New("host template gave an empty host")
-	}
-	mapped := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			return r
-		}
-		return '-'
-	}, strings.ToLower(s))
-	labels := strings.Split(mapped, ".")
-	for i := range labels {
-		labels[i] = strings.Trim(labels[i], "-")
-		if labels[i] == "" || len(labels[i]) > 63 {
-			return "", fmt.Errorf("host %s has an empty DNS label or one longer than 63 characters", quote(s, 80))
-		}
-	}
-	host := strings.Join(labels, ".")
-	if err := model.ValidateHost(host); err != nil {
-		return "", fmt.Errorf("host %s: %v", quote(host, 80), err)
-	}
-	return host, nil
-}
 
 // templateError is a problem with one of the host template options.
 type templateError struct {

@@ -3,6 +3,8 @@ package nacos
 import (
 	"strings"
 	"testing"
+
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 func TestDefaultHostTemplates(t *testing.T) {
@@ -51,12 +53,12 @@ func TestDNSName(t *testing.T) {
 		{in: strings.Repeat("abcdefghi.", 26) + "x", err: "longer than 253"},
 	}
 	for _, tt := range tests {
-		got, err := dnsName(tt.in)
+		got, err := regutil.SanitizeHost(tt.in)
 		switch {
 		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("dnsName(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
+			t.Errorf("regutil.SanitizeHost(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
 		case tt.err == "" && (err != nil || got != tt.want):
-			t.Errorf("dnsName(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("regutil.SanitizeHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // serviceID names one Nacos service.
@@ -107,9 +108,9 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst model
 	ip, err := netip.ParseAddr(strings.Trim(h.Ip, "[]"))
 	switch {
 	case err != nil:
-		return inst, "", fmt.Errorf("address %s is not an IP address", quote(h.Ip, 64))
+		return inst, "", fmt.Errorf("address %s is not an IP address", regutil.Quote(h.Ip, 64))
 	case ip.Zone() != "":
-		return inst, "", fmt.Errorf("address %s has an IPv6 zone", quote(h.Ip, 64))
+		return inst, "", fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(h.Ip, 64))
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
 		return inst, "", fmt.Errorf("address %s cannot be an endpoint", ip)
 	}
@@ -126,7 +127,7 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst model
 		case md["category"] != "" && md["category"] != "providers":
 			return inst, "category " + md["category"], nil
 		case md["interface"] != "" && md["interface"] != dubbo.iface:
-			return inst, "", fmt.Errorf("metadata names interface %s, the service name %s", quote(md["interface"], 128), quote(dubbo.iface, 128))
+			return inst, "", fmt.Errorf("metadata names interface %s, the service name %s", regutil.Quote(md["interface"], 128), regutil.Quote(dubbo.iface, 128))
 		}
 		if protocol == "" {
 			protocol = "dubbo"
@@ -138,8 +139,8 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst model
 		}
 		labels = metadataLabels(md, volatileMetadata)
 	}
-	if !isProtocol(protocol) {
-		return inst, "", fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", quote(protocol, 32))
+	if !regutil.IsProtocol(protocol) {
+		return inst, "", fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(protocol, 32))
 	}
 	return model.Instance{
 		Address:  ip.Unmap().String(),
@@ -219,21 +220,6 @@ func credentialKey(k string) bool {
 	}
 	return false
 }
-
-func isProtocol(p string) bool {
-	if p == "" || len(p) > 32 {
-		return false
-	}
-	for _, r := range p {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// quote renders untrusted text for a message: quoted, at most n bytes, valid UTF-8.
-func quote(s string, n int) string { return fmt.Sprintf("%q", clip(s, n)) }
 
 // clip shortens s to at most n bytes on a rune boundary, marking a cut with "…", and makes
 // it valid UTF-8: everything sent to the host must be.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Backoff of the first listing while Nacos cannot be reached.
@@ -145,7 +146,7 @@ func (w *watcher) run(ctx context.Context, reg registry) error {
 		}
 		w.log.Info("listing Nacos failed; retrying", "error", err)
 		w.setHealth(false, err.Error())
-		if !sleep(ctx, w.nextBackoff()) {
+		if !regutil.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
 	}
@@ -696,15 +697,4 @@ func (w *watcher) setHealth(ok bool, msg string) {
 func (w *watcher) nextBackoff() time.Duration {
 	w.backoff = min(max(2*w.backoff, minBackoff), maxBackoff)
 	return w.backoff/2 + rand.N(w.backoff/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -18,32 +18,8 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
-
-func BenchmarkParseProviderURL(b *testing.B) {
-	b.Run("parse", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(sampleEncoded)))
-		for b.Loop() {
-			if _, err := ParseProviderURL(sampleEncoded); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("parse+instance", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(sampleEncoded)))
-		for b.Loop() {
-			u, err := ParseProviderURL(sampleEncoded)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, skip := providerInstance(u); skip != "" {
-				b.Fatal(skip)
-			}
-		}
-	})
-}
 
 func BenchmarkParseInstanceJSON(b *testing.B) {
 	b.ReportAllocs()
@@ -156,7 +132,7 @@ func populate(b *testing.B, addr, chroot string, n, perIface int) {
 		}
 	}
 	ifacePath := func(i int) string {
-		return chroot + "/dubbo/" + javaURLEncode(fmt.Sprintf("com.example.bench.Service%05d", i))
+		return chroot + "/dubbo/" + dubbo.EncodeURL(fmt.Sprintf("com.example.bench.Service%05d", i))
 	}
 	const batch = 20 // interfaces per multi-operation
 	providers := make([][]string, n)
@@ -168,7 +144,7 @@ func populate(b *testing.B, addr, chroot string, n, perIface int) {
 			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl}, &zk.CreateRequest{Path: p + "/providers", Acl: acl})
 			for j := range perIface {
 				u := providerURL("dubbo", fmt.Sprintf("10.%d.%d.%d", j, i/250%250, i%250+1), 20880, iface, "version=1.0.0&group=bench")
-				providers[i] = append(providers[i], p+"/providers/"+javaURLEncode(u))
+				providers[i] = append(providers[i], p+"/providers/"+dubbo.EncodeURL(u))
 				ops = append(ops, &zk.CreateRequest{Path: providers[i][j], Acl: acl, Flags: zk.FlagEphemeral})
 			}
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // zkAddr returns the ZooKeeper to test against (MELTEMI_ZK_ADDR, as e2e/infra/up.sh writes it).
@@ -277,14 +278,14 @@ func (w *dubboWriter) ensure(p string) {
 }
 
 func providersPath(root, iface string) string {
-	return "/" + root + "/" + javaURLEncode(iface) + "/providers"
+	return "/" + root + "/" + dubbo.EncodeURL(iface) + "/providers"
 }
 
 // register adds a provider the way Dubbo does: persistent category parents, an ephemeral
 // node named by the URL-encoded URL. It returns the node's path below the chroot.
 func (w *dubboWriter) register(root, iface, rawURL string) string {
 	w.t.Helper()
-	return w.createEphemeral(providersPath(root, iface), javaURLEncode(rawURL), nil)
+	return w.createEphemeral(providersPath(root, iface), dubbo.EncodeURL(rawURL), nil)
 }
 
 func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {

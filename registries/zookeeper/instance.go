@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // AppInstance is a Dubbo 3 application instance as Dubbo registers it under
@@ -60,8 +62,8 @@ const (
 // problem is an error that says what is wrong.
 func ParseInstanceJSON(data []byte) (AppInstance, error) {
 	var out AppInstance
-	if len(data) > maxItemBytes {
-		return out, fmt.Errorf("instance data is %d bytes, more than %d", len(data), maxItemBytes)
+	if len(data) > dubbo.MaxItemBytes {
+		return out, fmt.Errorf("instance data is %d bytes, more than %d", len(data), dubbo.MaxItemBytes)
 	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {
@@ -88,9 +90,9 @@ func ParseInstanceJSON(data []byte) (AppInstance, error) {
 	ip, err := netip.ParseAddr(strings.Trim(address, "[]"))
 	switch {
 	case err != nil:
-		return out, fmt.Errorf("address %s is not an IP address", quote(address, 64))
+		return out, fmt.Errorf("address %s is not an IP address", regutil.Quote(address, 64))
 	case ip.Zone() != "":
-		return out, fmt.Errorf("address %s has an IPv6 zone", quote(address, 64))
+		return out, fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(address, 64))
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
 		return out, fmt.Errorf("address %s cannot be an endpoint", ip)
 	}
@@ -149,8 +151,8 @@ func parseEndpoints(text string) ([]Endpoint, error) {
 		if proto = strings.ToLower(proto); proto == "" {
 			proto = "dubbo"
 		}
-		if !isProtocol(proto) {
-			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, quote(proto, 32))
+		if !regutil.IsProtocol(proto) {
+			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, regutil.Quote(proto, 32))
 		}
 		eps = append(eps, Endpoint{Protocol: proto, Port: port})
 	}
@@ -187,7 +189,7 @@ func jsonPort(raw json.RawMessage, field string) (uint32, error) {
 	}
 	port, err := strconv.ParseUint(strings.TrimSpace(text), 10, 16)
 	if err != nil || port == 0 {
-		return 0, fmt.Errorf("%s %s is not a port from 1 to 65535", field, quote(text, 16))
+		return 0, fmt.Errorf("%s %s is not a port from 1 to 65535", field, regutil.Quote(text, 16))
 	}
 	return uint32(port), nil
 }
@@ -201,7 +203,7 @@ func jsonError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field != "" {
-			return fmt.Sprintf("field %s has the wrong type (%s)", quote(te.Field, 64), te.Value)
+			return fmt.Sprintf("field %s has the wrong type (%s)", regutil.Quote(te.Field, 64), te.Value)
 		}
 		return fmt.Sprintf("wrong JSON type (%s)", te.Value)
 	}
@@ -210,9 +212,9 @@ func jsonError(err error) string {
 
 // appInstances turns a parsed application instance into endpoints, one per protocol and port.
 func appInstances(app string, ai AppInstance) []model.Instance {
-	labels := map[string]string{"application": intern(app)}
+	labels := map[string]string{"application": dubbo.Intern(app)}
 	if ai.Revision != "" {
-		labels["revision"] = intern(ai.Revision)
+		labels["revision"] = dubbo.Intern(ai.Revision)
 	}
 	labels, _ = model.FilterLabels(labels)
 	out := make([]model.Instance, 0, len(ai.Endpoints))

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // dubbo3Instance is application instance data as Dubbo 3.2 writes it through Curator.
@@ -87,7 +90,7 @@ func TestParseInstanceJSON(t *testing.T) {
 		{name: "endpoints not JSON", data: instanceJSON("10.0.0.1", 1, map[string]string{"dubbo.endpoints": "dubbo:20880"}), wantErr: "dubbo.endpoints"},
 		{name: "endpoint port zero", data: instanceJSON("10.0.0.1", 1, map[string]string{"dubbo.endpoints": `[{"port":0,"protocol":"dubbo"}]`}), wantErr: "port"},
 		{name: "endpoint protocol invalid", data: instanceJSON("10.0.0.1", 1, map[string]string{"dubbo.endpoints": `[{"port":1,"protocol":"du bbo"}]`}), wantErr: "protocol"},
-		{name: "huge", data: `{"address":"10.0.0.1","port":1,"x":"` + strings.Repeat("a", maxItemBytes) + `"}`, wantErr: "more than"},
+		{name: "huge", data: `{"address":"10.0.0.1","port":1,"x":"` + strings.Repeat("a", dubbo.MaxItemBytes) + `"}`, wantErr: "more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,5 +137,24 @@ func TestAppInstancesLabels(t *testing.T) {
 	ai.Revision = strings.Repeat("r", 80)
 	if got := appInstances("demo-provider", ai)[0].Labels; got["revision"] != "" {
 		t.Fatalf("over-long revision kept: %v", got)
+	}
+}
+
+// mustValidate fails unless the instance passes the host's validation unchanged.
+func mustValidate(t testing.TB, insts ...model.Instance) {
+	t.Helper()
+	svc := model.Service{Key: "k", Host: "h.example", Instances: insts}
+	valid, rej, ok := model.Validate(svc)
+	if !ok || len(rej) > 0 {
+		t.Fatalf("model.Validate rejected %+v: %v", insts, rej)
+	}
+	for i := range valid.Instances {
+		found := false
+		for _, in := range insts {
+			found = found || in.Equal(valid.Instances[i])
+		}
+		if !found {
+			t.Fatalf("validation changed instance %+v", valid.Instances[i])
+		}
 	}
 }

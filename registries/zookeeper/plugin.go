@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Version is the plugin's version, reported by Describe. Release builds set it with
@@ -55,7 +57,7 @@ type config struct {
 	chroot         string   // "" or "/a/b"
 	roots          []string // without slashes at either end
 	mode           string
-	host           *hostTemplate
+	host           *regutil.HostTemplate
 	sessionTimeout time.Duration
 	// auth is "user:password" for digest authentication, or empty. Never log it.
 	auth string
@@ -96,7 +98,7 @@ var options = []sdk.Option{
 		Description: "Comma-separated Dubbo registry roots (the registry group): providers are read from /<root>/<interface>/providers and application mappings from /<root>/mapping."},
 	{Name: optMode, Type: sdk.String, Default: ModeInterface,
 		Description: "Which Dubbo registrations to import: interface (one service per interface and root), application (Dubbo 3: one service per application under /services), or both."},
-	{Name: optHostTemplate, Type: sdk.String, Default: defaultHostTemplate,
+	{Name: optHostTemplate, Type: sdk.String, Default: dubbo.DefaultHostTemplate,
 		Description: "Go text/template giving a service's host from .Interface, .Group, .Version, .Application and .Protocol (a field is empty when the service's endpoints disagree on it). The result is lower-cased and sanitised into a DNS name; a service whose result is empty or invalid is rejected."},
 	{Name: optSessionTimeout, Type: sdk.Duration, Default: defaultSessionTimeout.String(),
 		Description: "ZooKeeper session timeout (the server bounds it, by default to 2 to 20 ticks). Within it a reconnect keeps watches; after it a new session re-lists everything."},
@@ -149,7 +151,7 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 		o.Fail(optMode, fmt.Sprintf("%q is not one of %s, %s, %s", o.String(optMode), ModeInterface, ModeApplication, ModeBoth))
 	}
 
-	if c.host, err = parseHostTemplate(o.String(optHostTemplate)); err != nil {
+	if c.host, err = dubbo.ParseHostTemplate(optHostTemplate, o.String(optHostTemplate)); err != nil {
 		o.Fail(optHostTemplate, err.Error())
 	}
 

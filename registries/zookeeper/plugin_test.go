@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 func TestDescribe(t *testing.T) {
@@ -22,7 +23,7 @@ func TestDescribe(t *testing.T) {
 		}
 		byName[o.Name] = o
 	}
-	for name, def := range map[string]string{"roots": "dubbo", "mode": "interface", "hostTemplate": defaultHostTemplate, "sessionTimeout": "15s"} {
+	for name, def := range map[string]string{"roots": "dubbo", "mode": "interface", "hostTemplate": dubbo.DefaultHostTemplate, "sessionTimeout": "15s"} {
 		if byName[name].Default != def {
 			t.Errorf("option %s default = %q, want %q", name, byName[name].Default, def)
 		}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // kind says what a watched ZooKeeper node holds.
@@ -219,7 +221,7 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 		}
 		key := n.root + ":" + name
 		if err == nil && t.ifaces[key] != nil {
-			err = fmt.Errorf("interface %s is also registered under another encoding of its name", quote(name, 128))
+			err = fmt.Errorf("interface %s is also registered under another encoding of its name", regutil.Quote(name, 128))
 		}
 		if err != nil {
 			rs.bad[raw] = true
@@ -312,14 +314,14 @@ type parsedChild struct {
 // parseProviderChild parses the provider node child of interface iface. It is pure, so the
 // read workers run it for the nodes they list.
 func parseProviderChild(iface, child string) parsedChild {
-	u, err := ParseProviderURL(child)
+	u, err := dubbo.ParseProviderURL(child)
 	if err != nil {
 		return parsedChild{reject: err.Error()}
 	}
 	if u.Interface != iface {
-		return parsedChild{reject: fmt.Sprintf("URL is for interface %s, not %s", quote(u.Interface, 128), quote(iface, 128))}
+		return parsedChild{reject: fmt.Sprintf("URL is for interface %s, not %s", regutil.Quote(u.Interface, 128), regutil.Quote(iface, 128))}
 	}
-	inst, skip := providerInstance(u)
+	inst, skip := dubbo.ProviderInstance(u)
 	if skip != "" {
 		return parsedChild{skip: skip}
 	}
@@ -441,10 +443,10 @@ func (t *tree) applyMapping(n *node, children []string) []*node {
 // service builds the current state of a service. reason is non-empty when the service
 // exists but cannot be reported (its host is invalid); a service without usable endpoints
 // comes back with no instances.
-func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason string) {
+func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service, reason string) {
 	var (
 		insts []model.Instance
-		vars  HostVars
+		vars  dubbo.HostVars
 	)
 	if is := t.ifaces[key]; is != nil {
 		insts = make([]model.Instance, 0, len(is.providers))
@@ -453,7 +455,7 @@ func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason 
 				insts = append(insts, p.inst)
 			}
 		}
-		vars = HostVars{
+		vars = dubbo.HostVars{
 			Interface:   is.name,
 			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
 			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
@@ -464,7 +466,7 @@ func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason 
 		for _, in := range as.instances {
 			insts = append(insts, in.endpoints...)
 		}
-		vars = HostVars{
+		vars = dubbo.HostVars{
 			Application: as.name,
 			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
 		}
@@ -472,7 +474,7 @@ func (t *tree) service(key string, host *hostTemplate) (svc sdk.Service, reason 
 	if len(insts) == 0 {
 		return sdk.Service{Key: key}, ""
 	}
-	h, err := host.render(vars)
+	h, err := host.Render(vars)
 	if err != nil {
 		return sdk.Service{}, err.Error()
 	}

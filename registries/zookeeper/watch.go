@@ -16,6 +16,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // readConcurrency bounds the ZooKeeper reads in flight during one refresh. The client
@@ -167,7 +168,7 @@ func (w *watcher) run(ctx context.Context) error {
 			break
 		}
 		w.setHealth(false, "resolving ZooKeeper servers: "+err.Error())
-		if !sleep(ctx, w.nextBackoff()) {
+		if !regutil.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
 	}
@@ -643,15 +644,4 @@ func (w *watcher) markPending() {
 func (w *watcher) nextBackoff() time.Duration {
 	w.backoff = min(max(2*w.backoff, minBackoff), maxBackoff)
 	return w.backoff/2 + rand.N(w.backoff/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // These tests run the plugin in process against a real ZooKeeper (MELTEMI_ZK_ADDR). Each test
@@ -29,9 +30,9 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.10", 20880, demoIface, "version=1.0.0&group=g1&weight=50"))
 	w.register("dubbo", other, providerURL("tri", "2001:db8::5", 50051, other, "version=2.0.0"))
 	// Dubbo's other categories and the metadata/mapping nodes are not providers.
-	w.ensure(chroot + "/dubbo/" + javaURLEncode(demoIface) + "/consumers")
-	w.createEphemeral("/dubbo/"+javaURLEncode(demoIface)+"/consumers", javaURLEncode("consumer://10.0.0.3/"+demoIface+"?category=consumers&side=consumer"), nil)
-	w.createEphemeral("/dubbo/"+javaURLEncode(demoIface)+"/configurators", javaURLEncode("override://0.0.0.0/"+demoIface+"?category=configurators&weight=1"), nil)
+	w.ensure(chroot + "/dubbo/" + dubbo.EncodeURL(demoIface) + "/consumers")
+	w.createEphemeral("/dubbo/"+dubbo.EncodeURL(demoIface)+"/consumers", dubbo.EncodeURL("consumer://10.0.0.3/"+demoIface+"?category=consumers&side=consumer"), nil)
+	w.createEphemeral("/dubbo/"+dubbo.EncodeURL(demoIface)+"/configurators", dubbo.EncodeURL("override://0.0.0.0/"+demoIface+"?category=configurators&weight=1"), nil)
 	w.ensure(chroot + "/dubbo/metadata/" + demoIface)
 	w.ensure(chroot + "/dubbo/config/dubbo")
 	// An interface with no providers node yet.
@@ -89,7 +90,7 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 
 	// The whole interface node removed as well: nothing more to say, the service is gone.
 	// Re-registering brings it back.
-	w.deleteTree(chroot + "/dubbo/" + javaURLEncode(demoIface))
+	w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(demoIface))
 	m = r.rec.mark()
 	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.12", 20880, demoIface, ""))
 	r.rec.waitFor(t, m, wait, "re-registered interface", upsertWith("dubbo:"+demoIface, 1))
@@ -123,11 +124,11 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
 	bad := map[string]string{
 		"garbage":    "this-is-not-a-url",
-		"badport":    javaURLEncode(providerURL("dubbo", "10.0.0.2", 99999, demoIface, "")),
-		"hostname":   javaURLEncode("dubbo://provider.local:20880/" + demoIface + "?interface=" + demoIface),
-		"noiface":    javaURLEncode("dubbo://10.0.0.3:20880?application=x"),
-		"otheriface": javaURLEncode(providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", "")),
-		"huge":       javaURLEncode(providerURL("dubbo", "10.0.0.5", 20880, demoIface, "x="+strings.Repeat("y", maxItemBytes))),
+		"badport":    dubbo.EncodeURL(providerURL("dubbo", "10.0.0.2", 99999, demoIface, "")),
+		"hostname":   dubbo.EncodeURL("dubbo://provider.local:20880/" + demoIface + "?interface=" + demoIface),
+		"noiface":    dubbo.EncodeURL("dubbo://10.0.0.3:20880?application=x"),
+		"otheriface": dubbo.EncodeURL(providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", "")),
+		"huge":       dubbo.EncodeURL(providerURL("dubbo", "10.0.0.5", 20880, demoIface, "x="+strings.Repeat("y", dubbo.MaxItemBytes))),
 		"badescape":  "dubbo%3A%2F%2F10.0.0.6%3A20880%2Fa%ZZ",
 	}
 	for _, name := range slices.Sorted(maps.Keys(bad)) {
@@ -135,7 +136,7 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 	}
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.9", 20880, demoIface, ""))
 	// A consumer URL among providers is ignored, not rejected.
-	w.createEphemeral(pp, javaURLEncode("dubbo://10.0.0.7:20880/"+demoIface+"?side=consumer"), nil)
+	w.createEphemeral(pp, dubbo.EncodeURL("dubbo://10.0.0.7:20880/"+demoIface+"?side=consumer"), nil)
 	// An interface whose node name does not decode.
 	w.ensure(chroot + "/dubbo/com.example.%ZZ/providers")
 	w.register("dubbo", "com.example.Fine", providerURL("dubbo", "10.0.0.10", 20880, "com.example.Fine", ""))
@@ -169,7 +170,7 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 
 	// A malformed node added later is rejected once; a good one still comes through.
 	m := r.rec.mark()
-	w.createEphemeral(pp, javaURLEncode("dubbo://10.0.0.11:0/"+demoIface), nil)
+	w.createEphemeral(pp, dubbo.EncodeURL("dubbo://10.0.0.11:0/"+demoIface), nil)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.12", 20880, demoIface, ""))
 	r.rec.waitFor(t, m, wait, "upsert with 3 instances", upsertWith("dubbo:"+demoIface, 3))
 	r.rec.waitFor(t, m, wait, "rejection of the port-0 provider", rejectOf("10.0.0.11"))
@@ -389,7 +390,7 @@ func TestIntegrationWatchesDoNotGrow(t *testing.T) {
 		r.rec.waitFor(t, m, wait, "churn instance", upsertWith("app:demo-provider", 2))
 		m = r.rec.mark()
 		w.delete(p)
-		w.deleteTree(chroot + "/dubbo/" + javaURLEncode(iface))
+		w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(iface))
 		w.delete(inst)
 		r.rec.waitFor(t, m, wait, "churn interface gone", deleteOf("dubbo:"+iface))
 		r.rec.waitFor(t, m, wait, "churn instance gone", upsertWith("app:demo-provider", 1))
@@ -432,7 +433,7 @@ func TestIntegrationDigestAuth(t *testing.T) {
 	if err := w.conn.AddAuth("digest", []byte("meltemi:s3cret-pw")); err != nil {
 		t.Fatal(err)
 	}
-	w.createEphemeral("/dubbo/com.example.Secret/providers", javaURLEncode(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
+	w.createEphemeral("/dubbo/com.example.Secret/providers", dubbo.EncodeURL(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
 
 	t.Run("with credentials", func(t *testing.T) {
 		r := startPlugin(t, addr+chroot, nil, map[string]string{"username": "meltemi", "password": "s3cret-pw"})

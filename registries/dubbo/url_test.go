@@ -1,4 +1,4 @@
-package zookeeper
+package dubbo
 
 import (
 	"maps"
@@ -15,36 +15,16 @@ const sampleURL = "dubbo://192.168.1.10:20880/org.apache.dubbo.demo.DemoService?
 // sampleEncoded is sampleURL as the node name Dubbo writes.
 const sampleEncoded = "dubbo%3A%2F%2F192.168.1.10%3A20880%2Forg.apache.dubbo.demo.DemoService%3Fanyhost%3Dtrue%26application%3Ddemo-provider%26deprecated%3Dfalse%26dubbo%3D2.0.2%26dynamic%3Dtrue%26generic%3Dfalse%26interface%3Dorg.apache.dubbo.demo.DemoService%26methods%3DsayHello%2CsayHelloAsync%26pid%3D12345%26release%3D3.2.0%26side%3Dprovider%26timestamp%3D1700000000000%26version%3D1.0.0%26group%3Dg1"
 
-// javaURLEncode encodes like java.net.URLEncoder.encode(s, "UTF-8"), which Dubbo uses for
-// node names: letters, digits and ".-*_" stay, a space becomes '+', the rest is %XX.
-func javaURLEncode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-*_", c) >= 0:
-			b.WriteByte(c)
-		case c == ' ':
-			b.WriteByte('+')
-		default:
-			b.WriteByte('%')
-			b.WriteByte("0123456789ABCDEF"[c>>4])
-			b.WriteByte("0123456789ABCDEF"[c&15])
-		}
-	}
-	return b.String()
-}
-
-func TestJavaURLEncodeMatchesDubbo(t *testing.T) {
-	if got := javaURLEncode(sampleURL); got != sampleEncoded {
-		t.Fatalf("javaURLEncode(sample) =\n%s\nwant\n%s", got, sampleEncoded)
+func TestEncodeURLMatchesDubbo(t *testing.T) {
+	if got := EncodeURL(sampleURL); got != sampleEncoded {
+		t.Fatalf("EncodeURL(sample) =\n%s\nwant\n%s", got, sampleEncoded)
 	}
 }
 
 func TestParseProviderURL(t *testing.T) {
 	tests := []struct {
 		name    string
-		encoded string // when empty, javaURLEncode(raw)
+		encoded string // when empty, EncodeURL(raw)
 		raw     string
 		want    ProviderURL
 		wantErr string
@@ -105,13 +85,13 @@ func TestParseProviderURL(t *testing.T) {
 		{name: "missing interface", raw: "dubbo://10.0.0.1:20880?version=1", wantErr: "no interface"},
 		{name: "missing interface, empty path", raw: "dubbo://10.0.0.1:20880/?version=1", wantErr: "no interface"},
 		{name: "invalid UTF-8", encoded: "dubbo%3A%2F%2F10.0.0.1%3A1%2Fa%FF", wantErr: "UTF-8"},
-		{name: "huge", encoded: "dubbo%3A%2F%2F10.0.0.1%3A1%2Fa.B%3Fx%3D" + strings.Repeat("y", maxItemBytes), wantErr: "more than"},
+		{name: "huge", encoded: "dubbo%3A%2F%2F10.0.0.1%3A1%2Fa.B%3Fx%3D" + strings.Repeat("y", MaxItemBytes), wantErr: "more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			enc := tt.encoded
 			if enc == "" && tt.raw != "" {
-				enc = javaURLEncode(tt.raw)
+				enc = EncodeURL(tt.raw)
 			}
 			got, err := ParseProviderURL(enc)
 			if tt.wantErr != "" {
@@ -135,7 +115,7 @@ func TestParseProviderURL(t *testing.T) {
 }
 
 func TestParseProviderURLParams(t *testing.T) {
-	u, err := ParseProviderURL(javaURLEncode("dubbo://10.0.0.1:20880/a.B?k=1&k=2&flag&e=&sp=a b&eq=x=y&&=v"))
+	u, err := ParseProviderURL(EncodeURL("dubbo://10.0.0.1:20880/a.B?k=1&k=2&flag&e=&sp=a b&eq=x=y&&=v"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +161,14 @@ func TestProviderInstance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := parseDecodedURL(tt.raw)
+			u, err := ParseDecodedURL(tt.raw)
 			if err != nil {
 				if tt.wantSkip == "" {
 					t.Fatal(err)
 				}
 				return // not even a provider URL: fine for the skip cases
 			}
-			inst, skip := providerInstance(u)
+			inst, skip := ProviderInstance(u)
 			if tt.wantSkip != "" {
 				if !strings.Contains(skip, tt.wantSkip) {
 					t.Fatalf("skip = %q, want %q", skip, tt.wantSkip)
@@ -212,10 +192,10 @@ func TestProviderInstance(t *testing.T) {
 // TestProviderLabelsStable checks that equal registry content yields equal labels whatever the
 // parameter order and volatile values.
 func TestProviderLabelsStable(t *testing.T) {
-	a, _ := parseDecodedURL("dubbo://10.0.0.1:20880/a.B?version=1&group=g&timestamp=1&pid=10&application=x")
-	b, _ := parseDecodedURL("dubbo://10.0.0.1:20880/a.B?pid=99&application=x&timestamp=2&group=g&version=1")
-	ia, _ := providerInstance(a)
-	ib, _ := providerInstance(b)
+	a, _ := ParseDecodedURL("dubbo://10.0.0.1:20880/a.B?version=1&group=g&timestamp=1&pid=10&application=x")
+	b, _ := ParseDecodedURL("dubbo://10.0.0.1:20880/a.B?pid=99&application=x&timestamp=2&group=g&version=1")
+	ia, _ := ProviderInstance(a)
+	ib, _ := ProviderInstance(b)
 	if !ia.Equal(ib) {
 		t.Fatalf("instances differ: %+v vs %+v", ia, ib)
 	}

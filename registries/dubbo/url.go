@@ -1,4 +1,8 @@
-package zookeeper
+// Package dubbo holds Dubbo's registry conventions that every registry plugin shares:
+// provider URL parsing, which URL parameters become endpoint labels, and host names, so that
+// one Dubbo service gets the same host and labels from ZooKeeper, Nacos and etcd.
+
+package dubbo
 
 import (
 	"errors"
@@ -12,11 +16,12 @@ import (
 	"unique"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
-// maxItemBytes bounds what is parsed from one registry item (a provider node name or an
+// MaxItemBytes bounds what is parsed from one registry item (a provider node name or an
 // instance node's data). Dubbo writes a few hundred bytes; anything this large is garbage.
-const maxItemBytes = 64 << 10
+const MaxItemBytes = 64 << 10
 
 // ProviderURL is a Dubbo provider URL as Dubbo 2.7 and 3.x register it under
 // /<root>/<interface>/providers: protocol://ip:port/path?key=value&...
@@ -37,30 +42,32 @@ type ProviderURL struct {
 // URLEncoder encoding, so '+' stands for a space). It never panics; every problem is an error
 // that says what is wrong.
 func ParseProviderURL(encoded string) (ProviderURL, error) {
-	if len(encoded) > maxItemBytes {
-		return ProviderURL{}, fmt.Errorf("provider URL is %d bytes, more than %d", len(encoded), maxItemBytes)
+	if len(encoded) > MaxItemBytes {
+		return ProviderURL{}, fmt.Errorf("provider URL is %d bytes, more than %d", len(encoded), MaxItemBytes)
 	}
 	raw, err := url.QueryUnescape(encoded)
 	if err != nil {
 		return ProviderURL{}, fmt.Errorf("provider node name is not URL-encoded: %w", err)
 	}
-	return parseDecodedURL(raw)
+	return ParseDecodedURL(raw)
 }
 
-func parseDecodedURL(raw string) (ProviderURL, error) {
+// ParseDecodedURL parses a provider URL that is already URL-decoded, as Nacos and other
+// registries that keep URLs as values carry it.
+func ParseDecodedURL(raw string) (ProviderURL, error) {
 	var u ProviderURL
 	if !utf8.ValidString(raw) {
 		return u, errors.New("URL is not valid UTF-8")
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return u, fmt.Errorf("not a URL: no \"://\" in %s", quote(raw, 48))
+		return u, fmt.Errorf("not a URL: no \"://\" in %s", regutil.Quote(raw, 48))
 	}
 	scheme = strings.ToLower(scheme)
-	if !isProtocol(scheme) {
-		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", quote(scheme, 32))
+	if !regutil.IsProtocol(scheme) {
+		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(scheme, 32))
 	}
-	u.Protocol = intern(scheme)
+	u.Protocol = Intern(scheme)
 
 	rest, query, _ := strings.Cut(rest, "?")
 	authority, path, _ := strings.Cut(rest, "/")
@@ -94,19 +101,19 @@ func parseHostPort(hostport string) (string, uint32, error) {
 	}
 	host, portText, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return "", 0, fmt.Errorf("host and port %s: %v", quote(hostport, 64), splitError(err))
+		return "", 0, fmt.Errorf("host and port %s: %v", regutil.Quote(hostport, 64), splitError(err))
 	}
 	port, err := strconv.ParseUint(portText, 10, 16)
 	if err != nil || port == 0 {
-		return "", 0, fmt.Errorf("port %s is not a number from 1 to 65535", quote(portText, 16))
+		return "", 0, fmt.Errorf("port %s is not a number from 1 to 65535", regutil.Quote(portText, 16))
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return "", 0, fmt.Errorf("host %s is not an IP address", quote(host, 64))
+		return "", 0, fmt.Errorf("host %s is not an IP address", regutil.Quote(host, 64))
 	}
 	switch {
 	case ip.Zone() != "":
-		return "", 0, fmt.Errorf("address %s has an IPv6 zone", quote(host, 64))
+		return "", 0, fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(host, 64))
 	case ip.Unmap().IsUnspecified():
 		return "", 0, fmt.Errorf("address %s is unspecified", ip)
 	case ip.IsMulticast():
@@ -137,19 +144,6 @@ func parseQuery(q string) map[string]string {
 	return params
 }
 
-func isProtocol(p string) bool {
-	if p == "" || len(p) > 32 {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // droppedParams are provider URL parameters that never become endpoint labels: volatile ones
 // (they change on every restart, so labels would churn), ones that duplicate what the
 // instance already says, one that is a credential (token), and ones that describe the
@@ -168,9 +162,9 @@ var nonProviderProtocols = map[string]bool{
 	"configurators": true, "providers": true,
 }
 
-// providerInstance turns a provider URL into an endpoint. skip is non-empty when the URL is
+// ProviderInstance turns a provider URL into an endpoint. skip is non-empty when the URL is
 // legitimately not a provider (a consumer, another category): it is ignored, not rejected.
-func providerInstance(u ProviderURL) (inst model.Instance, skip string) {
+func ProviderInstance(u ProviderURL) (inst model.Instance, skip string) {
 	switch {
 	case u.Params["side"] == "consumer":
 		return inst, "consumer URL"
@@ -179,16 +173,16 @@ func providerInstance(u ProviderURL) (inst model.Instance, skip string) {
 	case nonProviderProtocols[u.Protocol]:
 		return inst, u.Protocol + " URL"
 	}
-	inst = model.Instance{Address: u.Address, Port: u.Port, Protocol: u.Protocol, Labels: providerLabels(u.Params)}
+	inst = model.Instance{Address: u.Address, Port: u.Port, Protocol: u.Protocol, Labels: ProviderLabels(u.Params)}
 	if w, err := strconv.ParseUint(u.Params["weight"], 10, 32); err == nil {
 		inst.Weight = uint32(w)
 	}
 	return inst, ""
 }
 
-// providerLabels keeps the parameters that make valid, stable Kubernetes labels. version,
+// ProviderLabels keeps the parameters that make valid, stable Kubernetes labels. version,
 // group and application keep their plain names so that Istio subsets can select them.
-func providerLabels(params map[string]string) map[string]string {
+func ProviderLabels(params map[string]string) map[string]string {
 	var labels map[string]string
 	for k, v := range params {
 		if v == "" || droppedParams[k] || !model.IsLabelKey(k) || !model.IsLabelValue(v) {
@@ -197,7 +191,7 @@ func providerLabels(params map[string]string) map[string]string {
 		if labels == nil {
 			labels = make(map[string]string, 4)
 		}
-		labels[intern(k)] = intern(v)
+		labels[Intern(k)] = Intern(v)
 	}
 	if len(labels) > maxProviderLabels {
 		labels, _ = model.FilterLabels(labels) // keeps a deterministic subset
@@ -208,12 +202,28 @@ func providerLabels(params map[string]string) map[string]string {
 // maxProviderLabels is model.FilterLabels' bound; past it, FilterLabels picks the subset.
 const maxProviderLabels = 64
 
-// intern returns the canonical copy of a string that is kept for long: label keys and values
+// Intern returns the canonical copy of a string that is kept for long: label keys and values
 // repeat across thousands of providers, and as substrings of a provider URL they would keep
 // the whole URL alive.
-func intern(s string) string { return unique.Make(s).Value() }
+func Intern(s string) string { return unique.Make(s).Value() }
 
-// quote renders untrusted text for an error message: quoted, at most n bytes, valid UTF-8.
-func quote(s string, n int) string {
-	return strconv.Quote(model.Clip(s, n))
+// EncodeURL encodes a provider URL the way Dubbo names provider nodes, like Java's
+// URLEncoder.encode(s, "UTF-8"): letters, digits and ".-*_" stay, a space becomes '+', the
+// rest is %XX. ParseProviderURL undoes it.
+func EncodeURL(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".-*_", c) >= 0:
+			b.WriteByte(c)
+		case c == ' ':
+			b.WriteByte('+')
+		default:
+			b.WriteByte('%')
+			b.WriteByte("0123456789ABCDEF"[c>>4])
+			b.WriteByte("0123456789ABCDEF"[c&15])
+		}
+	}
+	return b.String()
 }

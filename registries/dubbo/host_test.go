@@ -1,9 +1,11 @@
-package zookeeper
+package dubbo
 
 import (
 	"strings"
 	"testing"
 	"text/template"
+
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 func TestHostTemplate(t *testing.T) {
@@ -16,8 +18,8 @@ func TestHostTemplate(t *testing.T) {
 		want     string
 		wantErr  string
 	}{
-		{name: "default, interface level", template: defaultHostTemplate, vars: iface, want: "org.apache.dubbo.demo.demoservice"},
-		{name: "default, application level", template: defaultHostTemplate, vars: app, want: "demo-provider"},
+		{name: "default, interface level", template: DefaultHostTemplate, vars: iface, want: "org.apache.dubbo.demo.demoservice"},
+		{name: "default, application level", template: DefaultHostTemplate, vars: app, want: "demo-provider"},
 		{name: "group and version", template: "{{.Version}}.{{.Group}}.{{.Interface}}", vars: iface, want: "1.0.0.g1.org.apache.dubbo.demo.demoservice"},
 		{name: "suffix", template: "{{.Application}}.dubbo.svc", vars: iface, want: "demo-provider.dubbo.svc"},
 		{name: "conditional", template: "{{.Interface}}{{if .Version}}.v{{.Version}}{{end}}", vars: HostVars{Interface: "a.B"}, want: "a.b"},
@@ -35,14 +37,14 @@ func TestHostTemplate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, err := parseHostTemplate(tt.template)
+			h, err := ParseHostTemplate("hostTemplate", tt.template)
 			if err != nil && tt.wantErr == "" {
 				t.Fatalf("parse: %v", err)
 			}
 			if h == nil {
-				h = &hostTemplate{tmpl: mustTemplate(t, tt.template)}
+				h = regutil.MustHostTemplate(mustTemplate(t, tt.template))
 			}
-			got, err := h.render(tt.vars)
+			got, err := h.Render(tt.vars)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("render = %q, %v; want error containing %q", got, err, tt.wantErr)
@@ -75,8 +77,8 @@ func TestParseHostTemplateErrors(t *testing.T) {
 		{"...", "empty DNS label"},
 		{`{{printf "%02000d" 1}}`, "longer than"},
 	} {
-		if _, err := parseHostTemplate(tt.template); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-			t.Errorf("parseHostTemplate(%q) = %v, want error containing %q", tt.template, err, tt.wantErr)
+		if _, err := ParseHostTemplate("hostTemplate", tt.template); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("ParseHostTemplate(%q) = %v, want error containing %q", tt.template, err, tt.wantErr)
 		}
 	}
 }

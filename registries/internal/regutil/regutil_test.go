@@ -1,0 +1,71 @@
+package regutil
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSanitizeHost(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{in: "Orders.Nacos.", want: "orders.nacos"},
+		{in: " a_b.c ", want: "a-b.c"},
+		{in: "com.example.Outer$Inner", want: "com.example.outer-inner"},
+		{in: "_a._b_", want: "a.b"},
+		{in: "中文.svc", err: "empty DNS label"},
+		{in: "a..b", err: "empty DNS label"},
+		{in: "", err: "empty host"},
+		{in: strings.Repeat("a", 64) + ".svc", err: "longer than 63"},
+		{in: strings.Repeat("abcdefghi.", 26) + "x", err: "longer than 253"},
+	}
+	for _, tt := range tests {
+		got, err := SanitizeHost(tt.in)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("SanitizeHost(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("SanitizeHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestHostTemplate(t *testing.T) {
+	type vars struct{ Name string }
+	h, err := ParseHostTemplate("host", "{{.Name}}.svc", vars{Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.Render(vars{Name: "A_B"}); err != nil || got != "a-b.svc" {
+		t.Errorf("Render = %q, %v; want a-b.svc", got, err)
+	}
+	if _, err := h.Render(vars{Name: strings.Repeat("y", 2000)}); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("Render of an over-long host = %v, want an error", err)
+	}
+	for text, wantErr := range map[string]string{"": "is empty", "{{.Name": "does not parse", "{{.Nope}}": "gives no valid host", "{{.Name}}..": "empty DNS label"} {
+		if _, err := ParseHostTemplate("host", text, vars{Name: "x"}); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("ParseHostTemplate(%q) = %v, want error containing %q", text, err, wantErr)
+		}
+	}
+}
+
+func TestIsProtocol(t *testing.T) {
+	for p, want := range map[string]bool{"dubbo": true, "tri": true, "grpc_web-2": true, "": false, "Dubbo": false, "a b": false, "ü": false, strings.Repeat("a", 33): false} {
+		if got := IsProtocol(p); got != want {
+			t.Errorf("IsProtocol(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep with a live context reported cancellation")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with a cancelled context reported a full wait")
+	}
+}
