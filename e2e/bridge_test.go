@@ -42,7 +42,7 @@ type cluster struct {
 	namespace string
 }
 
-func newCluster(t *testing.T, env *harness.Env) *cluster {
+func newCluster(t testing.TB, env *harness.Env) *cluster {
 	t.Helper()
 	env.RequireComponent(t, harness.KubeAPIServer)
 	cfg := env.RestConfig(t)
@@ -124,13 +124,13 @@ func (s *syncBuffer) String() string {
 
 // startBridge runs meltemi with args (plus kubeconfig, namespace, plugin dir and a free
 // listen port) until the test ends; its log is printed when the test fails.
-func startBridge(t *testing.T, c *cluster, args ...string) *bridge {
+func startBridge(t testing.TB, c *cluster, args ...string) *bridge {
 	t.Helper()
 	return startBridgeAs(t, c, c.env.Kubeconfig, args...)
 }
 
 // startBridgeAs is startBridge with another identity's kubeconfig.
-func startBridgeAs(t *testing.T, c *cluster, kubeconfig string, args ...string) *bridge {
+func startBridgeAs(t testing.TB, c *cluster, kubeconfig string, args ...string) *bridge {
 	t.Helper()
 	addr := freeAddr(t)
 	all := append([]string{"run", "--kubeconfig", kubeconfig, "--namespace", c.namespace,
@@ -156,7 +156,7 @@ func startBridgeAs(t *testing.T, c *cluster, kubeconfig string, args ...string) 
 	return b
 }
 
-func (b *bridge) stop(t *testing.T) {
+func (b *bridge) stop(t testing.TB) {
 	select {
 	case <-b.stopped:
 		return
@@ -173,7 +173,7 @@ func (b *bridge) stop(t *testing.T) {
 }
 
 // waitReady waits for /readyz to answer ok.
-func (b *bridge) waitReady(t *testing.T, env *harness.Env) {
+func (b *bridge) waitReady(t testing.TB, env *harness.Env) {
 	t.Helper()
 	env.Eventually(t, 60*time.Second, func() error {
 		select {
@@ -194,7 +194,7 @@ func (b *bridge) waitReady(t *testing.T, env *harness.Env) {
 	})
 }
 
-func (b *bridge) metrics(t *testing.T) string {
+func (b *bridge) metrics(t testing.TB) string {
 	t.Helper()
 	resp, err := http.Get("http://" + b.addr + "/metrics")
 	if err != nil {
@@ -205,7 +205,7 @@ func (b *bridge) metrics(t *testing.T) string {
 	return string(body)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -215,7 +215,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {

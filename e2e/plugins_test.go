@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
-	"github.com/meltemi-mesh/meltemi/registries/synthetic"
 )
 
 // syntheticRegistryYAML is a ServiceRegistry served by the synthetic plugin.
@@ -41,7 +40,7 @@ func syntheticRegistryYAML(name, namespace, checksum string, options map[string]
 func uniqueName(prefix string) string { return fmt.Sprintf("%s-%04x", prefix, rand.IntN(1<<16)) }
 
 // pluginChildren returns the PIDs of the registry plugin processes whose parent is pid.
-func pluginChildren(t *testing.T, pid int) []int {
+func pluginChildren(t testing.TB, pid int) []int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -159,19 +158,7 @@ func TestPluginKilledMidStreamKeepsServiceEntries(t *testing.T) {
 	})
 
 	// The restarted plugin's snapshot and changes converge on its final state.
-	final, err := synthetic.State(name, opts, 1500)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	for _, s := range final {
-		var revs []string
-		for _, in := range s.Instances {
-			revs = append(revs, in.Address+"="+in.Labels["rev"])
-		}
-		slices.Sort(revs)
-		want[s.Host] = strings.Join(revs, ",")
-	}
+	want := syntheticRevisions(t, name, opts, 1500)
 	env.Eventually(t, 60*time.Second, func() error {
 		got := revisions(c.serviceEntries(t))
 		for h, w := range want {

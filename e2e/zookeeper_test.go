@@ -17,7 +17,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
-func connectZK(t *testing.T, env *harness.Env) *zk.Conn {
+func connectZK(t testing.TB, env *harness.Env) *zk.Conn {
 	t.Helper()
 	env.RequireComponent(t, harness.ZooKeeper)
 	conn, _, err := zk.Connect([]string{env.ZKAddr}, 10*time.Second, zk.WithLogInfo(false))
@@ -29,7 +29,7 @@ func connectZK(t *testing.T, env *harness.Env) *zk.Conn {
 }
 
 // zkRoot returns a Dubbo root of the test's own, removed at the end.
-func zkRoot(t *testing.T, conn *zk.Conn) string {
+func zkRoot(t testing.TB, conn *zk.Conn) string {
 	root := fmt.Sprintf("dubbo-e2e-%08x", rand.Uint32())
 	t.Cleanup(func() { _ = dubbo.DeleteTree(conn, "/"+root) })
 	return root

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -54,7 +55,7 @@ type Controller struct {
 	log    *slog.Logger
 
 	mu         sync.Mutex
-	dirty      map[string]struct{} // hosts changed since the last flush
+	dirty      map[string]time.Time // hosts changed since the last flush -> earliest such change
 	firstDirty time.Time
 	lastDirty  time.Time
 	wake       chan struct{}
@@ -68,6 +69,12 @@ type Controller struct {
 	// workloadEntries remembers the WorkloadEntry names written per host, to unset those a
 	// host no longer has; only the flush loop touches it.
 	workloadEntries map[string]map[string]bool
+	// unwritten holds, per host handed to the writer, the time of its earliest change whose
+	// ServiceEntry write has not been confirmed yet (see ObjectSynced); lastSweep bounds how
+	// long an entry the writer never reports on can linger.
+	unwritten  map[string]time.Time
+	lastSweep  time.Time
+	eventWrite prometheus.Histogram
 }
 
 // New returns a controller writing through w. Until SetRegistries names the configured
@@ -84,9 +91,15 @@ func New(cfg Config, store *model.Store, w Writer) *Controller {
 	}
 	c := &Controller{
 		cfg: cfg, store: store, writer: w, log: cfg.Logger,
-		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		expected: map[string]bool{}, status: map[string]host.Status{}, rejections: map[string][]model.Rejection{},
-		workloadEntries: map[string]map[string]bool{},
+		workloadEntries: map[string]map[string]bool{}, unwritten: map[string]time.Time{}, lastSweep: time.Now(),
+		eventWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meltemi_registry_event_to_write_seconds",
+			Help: "Time from a registry change reaching the host to the ServiceEntry it changed being written (applied or deleted); changes that need no write are not observed.",
+			// 5 ms to ~40 s: debounce and write latency at the low end, backlogs at the top.
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
 	}
 	return c
 }
@@ -202,7 +215,7 @@ func (c *Controller) markDirty(hosts []string) {
 	c.lastDirty = now
 	for _, h := range hosts {
 		if _, ok := c.dirty[h]; !ok {
-			c.dirty[h] = struct{}{}
+			c.dirty[h] = now
 		}
 	}
 	c.mu.Unlock()
@@ -252,7 +265,15 @@ func (c *Controller) flushIfDue() time.Duration {
 		}
 	}
 	hosts := slices.Sorted(maps.Keys(c.dirty))
-	c.dirty = map[string]struct{}{}
+	for h, t := range c.dirty {
+		// A host still waiting for an earlier write keeps that earlier time: the next write
+		// of its ServiceEntry carries both changes.
+		if prev, ok := c.unwritten[h]; !ok || t.Before(prev) {
+			c.unwritten[h] = t
+		}
+	}
+	c.sweepUnwrittenLocked(now)
+	c.dirty = map[string]time.Time{}
 	allowDeletes := !c.deletesOK && c.allSyncedLocked()
 	c.mu.Unlock()
 
@@ -269,6 +290,39 @@ func (c *Controller) flushIfDue() time.Duration {
 		c.log.Info("every registry synced; deleting orphaned objects is now allowed")
 	}
 	return time.Hour
+}
+
+// unwrittenTTL is how long a change time waits for the writer's report before it is dropped;
+// it only guards against hosts the writer never reports on (a Set it refused outright).
+const unwrittenTTL = 10 * time.Minute
+
+func (c *Controller) sweepUnwrittenLocked(now time.Time) {
+	if now.Sub(c.lastSweep) < time.Minute {
+		return
+	}
+	c.lastSweep = now
+	for h, t := range c.unwritten {
+		if now.Sub(t) > unwrittenTTL {
+			delete(c.unwritten, h)
+		}
+	}
+}
+
+// ObjectSynced is the writer's report that an object is in line with its desired state
+// (sync/kube's Config.OnSynced). For a host's ServiceEntry it observes the time since the
+// host's earliest unwritten change when a write was made, and drops that time either way, so a
+// change that needed no write leaves nothing behind.
+func (c *Controller) ObjectSynced(gvk schema.GroupVersionKind, namespace, name string, wrote bool) {
+	if gvk != istio.ServiceEntryKind || namespace != c.cfg.Convert.Namespace {
+		return
+	}
+	c.mu.Lock()
+	t, ok := c.unwritten[name] // a ServiceEntry is named after its host
+	delete(c.unwritten, name)
+	c.mu.Unlock()
+	if ok && wrote {
+		c.eventWrite.Observe(time.Since(t).Seconds())
+	}
 }
 
 // write hands the desired objects of host h to the writer, and unsets those it no longer

@@ -284,7 +284,7 @@ meltemi_registry_instances{registry="zk"} 3
 meltemi_registry_services{registry="empty"} 0
 meltemi_registry_services{registry="zk"} 2
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meltemi_registry_services", "meltemi_registry_instances"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -17,6 +17,9 @@ type collector struct {
 
 // RegisterMetrics registers the controller's metrics on reg.
 func (c *Controller) RegisterMetrics(reg prometheus.Registerer) error {
+	if err := reg.Register(c.eventWrite); err != nil {
+		return err
+	}
 	return reg.Register(&collector{
 		c:         c,
 		services:  prometheus.NewDesc("meltemi_registry_services", "Services a registry currently provides (last known state while it is down).", []string{"registry"}, nil),

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -121,9 +122,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The controller is built on the reconciler; the reconciler reports back to it (for the
+	// event-to-write latency) once running, by which time ctrl is set.
+	var ctrl *controller.Controller
 	rec, err := synckube.New(synckube.Config{
 		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
 		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
+		OnSynced: func(gvk schema.GroupVersionKind, namespace, name string, wrote bool) {
+			ctrl.ObjectSynced(gvk, namespace, name, wrote)
+		},
 	})
 	if err != nil {
 		return err
@@ -137,7 +144,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctrl := controller.New(controller.Config{
+	ctrl = controller.New(controller.Config{
 		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
 		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Logger: log.With("component", "controller"),
 	}, model.NewStore(), rec)

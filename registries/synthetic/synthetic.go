@@ -30,6 +30,8 @@ const (
 	OptDomain              = "domain"
 	OptChurnEvents         = "churnEvents"
 	OptChurnPerSecond      = "churnPerSecond"
+	OptChurnStartFile      = "churnStartFile"
+	OptStampChanges        = "stampChanges"
 	OptGarbageEvery        = "garbageEvery"
 	OptCrashAfter          = "crashAfter"
 	OptHangAfter           = "hangAfter"
@@ -44,6 +46,8 @@ var options = []sdk.Option{
 	{Name: OptDomain, Type: sdk.String, Default: "synthetic.local", Description: "DNS suffix of the service hosts: svc-00000.<domain>."},
 	{Name: OptChurnEvents, Type: sdk.Int, Default: "0", Description: "Instance changes to make after the snapshot; 0 with a churnPerSecond means without end."},
 	{Name: OptChurnPerSecond, Type: sdk.Int, Default: "0", Description: "Pace of the changes; 0 makes churnEvents changes as fast as the host takes them."},
+	{Name: OptChurnStartFile, Type: sdk.String, Description: "Benchmark aid: hold the changes until a file at this path exists (e.g. until the initial state is written)."},
+	{Name: OptStampChanges, Type: sdk.Bool, Description: "Benchmark aid: the changed instance carries the time of the change, in Unix nanoseconds, in the label " + LabelChangedAt + "."},
 	{Name: OptGarbageEvery, Type: sdk.Int, Default: "0", Description: "Every n-th service carries invalid data: bad instances (not an IP, port 0, port 70000, an oversized label) and, in turn, an empty or an invalid host."},
 	{Name: OptCrashAfter, Type: sdk.Duration, Description: "Exit abruptly this long after the watch starts."},
 	{Name: OptHangAfter, Type: sdk.Duration, Description: "Freeze the whole process (SIGSTOP) this long after the watch starts."},
@@ -52,12 +56,17 @@ var options = []sdk.Option{
 	{Name: OptEchoSecret, Type: sdk.Bool, Description: "Test aid: put the token into a log line, a health message and a rejection, to show that they are redacted."},
 }
 
+// LabelChangedAt is the instance label stampChanges sets.
+const LabelChangedAt = "meltemi.io/synthetic-changed-at"
+
 // config is a validated configuration.
 type config struct {
 	registry                          string
 	services, instances               int
 	domain                            string
 	churnEvents, churnPerSecond       int
+	churnStartFile                    string
+	stampChanges                      bool
 	garbageEvery                      int
 	crashAfter, hangAfter, closeAfter time.Duration
 	token                             string
@@ -72,6 +81,7 @@ func parse(cfg sdk.Config) (*config, error) {
 	c := &config{
 		registry: cfg.Registry, services: o.Int(OptServices), instances: o.Int(OptInstancesPerService),
 		domain: strings.ToLower(o.String(OptDomain)), churnEvents: o.Int(OptChurnEvents), churnPerSecond: o.Int(OptChurnPerSecond),
+		churnStartFile: o.String(OptChurnStartFile), stampChanges: o.Bool(OptStampChanges),
 		garbageEvery: o.Int(OptGarbageEvery), crashAfter: o.Duration(OptCrashAfter), hangAfter: o.Duration(OptHangAfter),
 		closeAfter: o.Duration(OptCloseAfter), token: o.String(OptToken), echoSecret: o.Bool(OptEchoSecret),
 	}
@@ -152,6 +162,11 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 	e.Snapshot(s.services)
 
 	failures := c.failures(ctx, log)
+	if c.churnStartFile != "" {
+		if err := waitForFile(ctx, c.churnStartFile); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	for k := 0; c.churnEvents == 0 || k < c.churnEvents; k++ {
 		if c.services == 0 || c.churnPerSecond == 0 && c.churnEvents == 0 {
@@ -165,7 +180,11 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		e.Upsert(s.churn(c, k))
+		stamp := ""
+		if c.stampChanges {
+			stamp = strconv.FormatInt(time.Now().UnixNano(), 10)
+		}
+		e.Upsert(s.churn(c, k, stamp))
 	}
 	if c.churnEvents > 0 {
 		log.Info("synthetic churn done", "events", c.churnEvents, "seconds", time.Since(start).Seconds())
@@ -199,6 +218,22 @@ func (c *config) failures(ctx context.Context, log *slog.Logger) <-chan error {
 		out <- fmt.Errorf("synthetic registry closing its stream after %s as configured", c.closeAfter)
 	})
 	return out
+}
+
+// waitForFile polls for path; a plugin has no other channel from a benchmark than its options.
+func waitForFile(ctx context.Context, path string) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {
@@ -263,9 +298,10 @@ func addGarbage(svc *sdk.Service, g int) {
 	}
 }
 
-// churn makes the k-th change: one instance of one service gets a new revision label. The
-// service is copied, since the emitter owns what it was given.
-func (s *state) churn(c *config, k int) sdk.Service {
+// churn makes the k-th change: one instance of one service gets a new revision label (and,
+// when stamp is set, the label LabelChangedAt). The service is copied, since the emitter owns
+// what it was given.
+func (s *state) churn(c *config, k int, stamp string) sdk.Service {
 	i := k % c.services
 	svc := s.services[i]
 	if c.instances == 0 {
@@ -274,6 +310,9 @@ func (s *state) churn(c *config, k int) sdk.Service {
 	j := (k / c.services) % c.instances
 	insts := append([]sdk.Instance(nil), svc.Instances...)
 	insts[j].Labels = map[string]string{"version": "1.0.0", "rev": strconv.Itoa(k + 1)}
+	if stamp != "" {
+		insts[j].Labels[LabelChangedAt] = stamp
+	}
 	svc.Instances = insts
 	s.services[i] = svc
 	return svc
@@ -292,7 +331,7 @@ func State(registry string, options map[string]string, churned int) ([]sdk.Servi
 	}
 	s := c.state()
 	for k := range churned {
-		s.churn(c, k)
+		s.churn(c, k, "")
 	}
 	return s.services, nil
 }

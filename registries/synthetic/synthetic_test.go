@@ -3,10 +3,15 @@ package synthetic
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -97,5 +102,52 @@ func TestWatchChurnsThenCloses(t *testing.T) {
 	want := "reject token tok: echoed token tok|health true synthetic registry connected with token tok|snapshot 4"
 	if got := strings.Join(e.events, "|"); got != want || e.upserts != 100 {
 		t.Errorf("events %q and %d upserts, want %q and 100", got, e.upserts, want)
+	}
+}
+
+// stampEmitter keeps the upserted services.
+type stampEmitter struct {
+	emitter
+	got []sdk.Service
+}
+
+func (e *stampEmitter) Upsert(s sdk.Service) { e.mu.Lock(); e.got = append(e.got, s); e.mu.Unlock() }
+
+func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
+	start := filepath.Join(t.TempDir(), "go")
+	p := New()
+	if err := p.Configure(context.Background(), sdk.Config{Options: map[string]string{
+		"services": "2", "instancesPerService": "2", "churnEvents": "3", "churnStartFile": start, "stampChanges": "true", "closeAfter": "300ms"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &stampEmitter{}
+	done := make(chan error, 1)
+	go func() { done <- p.Watch(context.Background(), e) }()
+	time.Sleep(100 * time.Millisecond)
+	e.mu.Lock()
+	early := len(e.got)
+	e.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("%d changes before the start file exists", early)
+	}
+	before := time.Now()
+	if err := os.WriteFile(start, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.got) != 3 {
+		t.Fatalf("%d changes, want 3", len(e.got))
+	}
+	for k, svc := range e.got {
+		in := svc.Instances[(k/2)%2]
+		ns, err := strconv.ParseInt(in.Labels[LabelChangedAt], 10, 64)
+		if err != nil || time.Unix(0, ns).Before(before) || time.Unix(0, ns).After(time.Now()) {
+			t.Errorf("change %d: stamp %q, want a time after the start file appeared", k, in.Labels[LabelChangedAt])
+		}
+		if _, dropped := model.FilterLabels(in.Labels); len(dropped) > 0 {
+			t.Errorf("stamped labels dropped by the host's validation: %v", dropped)
+		}
 	}
 }

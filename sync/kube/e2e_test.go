@@ -526,13 +526,13 @@ func TestE2EWritePreconditions(t *testing.T) {
 	}
 	d, _ := normalize(serviceEntry(ns, "racy", 3, "2.0.0"), nil, DefaultMaxObjectBytes)
 	k := objKey{kind: 0, namespace: ns, name: "racy"}
-	if err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); !errors.Is(err, errStale) {
+	if _, err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); !errors.Is(err, errStale) {
 		t.Fatalf("update with a stale resourceVersion: %v, want a conflict", err)
 	}
 	// A foreign object appears under a name the cache had as free.
 	foreign := ke.create(t, foreignEntry(ns, "raced", map[string]string{"team": "payments"}))
 	d2, _ := normalize(serviceEntry(ns, "raced", 3, "1.0.0"), nil, DefaultMaxObjectBytes)
-	if err := rr.apply(context.Background(), objKey{kind: 0, namespace: ns, name: "raced"}, d2, false, ""); !errors.Is(err, errStale) {
+	if _, err := rr.apply(context.Background(), objKey{kind: 0, namespace: ns, name: "raced"}, d2, false, ""); !errors.Is(err, errStale) {
 		t.Fatalf("create over a foreign object: %v, want a conflict", err)
 	}
 	if u := ke.get(t, ns, "raced"); u.GetResourceVersion() != foreign.GetResourceVersion() {
@@ -545,7 +545,7 @@ func TestE2EWritePreconditions(t *testing.T) {
 	if err := ke.admin.Resource(seGVR).Namespace(ns).Delete(context.Background(), "racy", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); err != nil {
+	if _, err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); err != nil {
 		t.Errorf("conditional apply to a deleted object: %v", err)
 	}
 	if u := ke.get(t, ns, "racy"); u == nil || u.GetLabels()[LabelManagedBy] != ManagedByValue {

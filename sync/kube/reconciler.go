@@ -83,6 +83,12 @@ type Config struct {
 	// and about the first of a run of failed writes for an object.
 	// Its signature matches k8s.io/client-go/tools/record.EventRecorder.Event.
 	Recorder func(obj runtime.Object, eventType, reason, message string)
+	// OnSynced, when set, is called from a worker each time a key has been brought in line
+	// with its desired state (or absence of one): wrote is true when that took an API write
+	// (apply or delete), false when nothing was to be written. Failed attempts are retried and
+	// reported only once they succeed. It must not block; the source of a change uses it to
+	// measure how long the change took to reach the cluster.
+	OnSynced func(gvk schema.GroupVersionKind, namespace, name string, wrote bool)
 }
 
 // Stats are cumulative counters since New, plus two current values.

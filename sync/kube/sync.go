@@ -27,10 +27,14 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer r.queue.Done(k)
-	err := r.sync(ctx, k)
+	wrote, err := r.sync(ctx, k)
 	switch {
 	case err == nil:
 		r.queue.Forget(k)
+		if r.cfg.OnSynced != nil {
+			ks := r.kinds[k.kind]
+			r.cfg.OnSynced(ks.GVK, k.namespace, k.name, wrote)
+		}
 	case ctx.Err() != nil:
 		// Shutting down: the write was cut short, nothing to report.
 	case errors.Is(err, errForeign):
@@ -74,7 +78,8 @@ func (r *Reconciler) cached(k objKey) *unstructured.Unstructured {
 }
 
 // sync brings one key in line: decide from the desired state and the cache, write at most once.
-func (r *Reconciler) sync(ctx context.Context, k objKey) error {
+// wrote reports whether it made an API write.
+func (r *Reconciler) sync(ctx context.Context, k objKey) (wrote bool, err error) {
 	ks := r.kinds[k.kind]
 	live := r.cached(k)
 
@@ -95,16 +100,16 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) error {
 	}
 	r.setPending(k, false)
 	if want.refused != nil {
-		return nil // hold: neither write nor delete until the desired state changes
+		return false, nil // hold: neither write nor delete until the desired state changes
 	}
 	d := want.d
 	if live != nil && !r.owned(live) {
-		return r.refuseForeign(k, live)
+		return false, r.refuseForeign(k, live)
 	}
 	r.clearConflict(k)
 	if live != nil && live.GetDeletionTimestamp() != nil {
 		// Being deleted (finalizers); its delete event queues the key again for re-creation.
-		return nil
+		return false, nil
 	}
 
 	exists, rv := false, ""
@@ -113,13 +118,13 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) error {
 		// Our last write is not in the cache yet: trust it over the cache.
 		if w.hash == d.hash {
 			r.noop(ks.label)
-			return nil
+			return false, nil
 		}
 		exists, rv = true, w.resourceVersion
 	case live != nil:
 		if inSync(d, live) {
 			r.noop(ks.label)
-			return nil
+			return false, nil
 		}
 		r.mu.RLock()
 		a, ok := r.applied[k]
@@ -127,7 +132,7 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) error {
 		if ok && a.hash == d.hash && a.resourceVersion == live.GetResourceVersion() {
 			// Unchanged since we applied this very content; the difference is the server's.
 			r.noop(ks.label)
-			return nil
+			return false, nil
 		}
 		exists, rv = true, live.GetResourceVersion()
 	}
@@ -145,14 +150,14 @@ func (r *Reconciler) noop(kind string) {
 // not forced: the only way an apply to a name absent from the cache can meet a field owned by
 // another manager is a foreign object created in the meantime, and then the 409 makes us look
 // again instead of taking it over.
-func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exists bool, rv string) error {
+func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exists bool, rv string) (bool, error) {
 	ks := r.kinds[k.kind]
 	body, err := d.applyBody(rv)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := r.limiter.Wait(ctx); err != nil {
-		return err
+		return false, err
 	}
 	force := exists
 	// FieldValidation Ignore: with the default (Warn) the API server parses the YAML apply body
@@ -162,9 +167,9 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 		metav1.PatchOptions{FieldManager: r.cfg.FieldManager, Force: &force, FieldValidation: metav1.FieldValidationIgnore})
 	if err != nil {
 		if apierrors.IsConflict(err) {
-			return fmt.Errorf("%w: apply %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
+			return false, fmt.Errorf("%w: apply %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
 		}
-		return fmt.Errorf("apply %s %s/%s: %w", ks.label, k.namespace, k.name, err)
+		return false, fmt.Errorf("apply %s %s/%s: %w", ks.label, k.namespace, k.name, err)
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{hash: d.hash, resourceVersion: out.GetResourceVersion(), uid: out.GetUID(), at: time.Now()}
@@ -184,29 +189,29 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 	r.m.writes.WithLabelValues("apply", ks.label).Inc()
 	r.log.Debug("applied", "kind", ks.label, "namespace", k.namespace, "name", k.name,
 		"create", !exists, "resourceVersion", out.GetResourceVersion())
-	return nil
+	return true, nil
 }
 
 // syncOrphan handles a key nobody desires: an owned object there is deleted once deletes are
 // allowed, and counted as pending until then. The delete is conditional on the UID and
 // resourceVersion the decision was made on.
-func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructured.Unstructured) error {
+func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructured.Unstructured) (bool, error) {
 	r.clearConflict(k)
 	if live == nil || !r.owned(live) || live.GetDeletionTimestamp() != nil {
 		r.setPending(k, false)
 		r.mu.Lock()
 		delete(r.applied, k)
 		r.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	if !r.allowDeletes.Load() {
 		r.setPending(k, true)
-		return nil
+		return false, nil
 	}
 	r.setPending(k, false)
 	ks := r.kinds[k.kind]
 	if err := r.limiter.Wait(ctx); err != nil {
-		return err
+		return false, err
 	}
 	// The UID keeps a re-created object safe; the resourceVersion makes sure the object is
 	// still the owned one the cache showed: if someone removed the ownership label meanwhile,
@@ -217,12 +222,12 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	})
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil // already gone
+		return false, nil // already gone
 	case apierrors.IsConflict(err):
 		// Changed or replaced since the cache showed it; look again once the cache catches up.
-		return fmt.Errorf("%w: delete %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
+		return false, fmt.Errorf("%w: delete %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
 	case err != nil:
-		return fmt.Errorf("delete %s %s/%s: %w", ks.label, k.namespace, k.name, err)
+		return false, fmt.Errorf("delete %s %s/%s: %w", ks.label, k.namespace, k.name, err)
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{deleted: true, uid: uid, at: time.Now()}
@@ -231,7 +236,7 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	r.deletes.Add(1)
 	r.m.writes.WithLabelValues("delete", ks.label).Inc()
 	r.log.Debug("deleted orphan", "kind", ks.label, "namespace", k.namespace, "name", k.name, "uid", uid)
-	return nil
+	return true, nil
 }
 
 // refuseForeign reports a desired name held by an object Meltemi does not own. The first

@@ -11,8 +11,8 @@ const sample = `goos: linux
 goarch: amd64
 pkg: github.com/meltemi-mesh/meltemi/sync/kube
 cpu: Example CPU @ 2.00GHz
-BenchmarkInitialSync-2   	       1	12000000000 ns/op	        12.0 reconciler-s	        10.0 create-loop-s	         1.20 ratio-vs-create-loop
-BenchmarkRestartUnchanged-2	       1	  300000 ns/op	         0 writes
+BenchmarkHostInitialSync-2   	       1	12000000000 ns/op	        12.0 reconciler-s	        10.0 create-loop-s	         1.20 ratio-vs-create-loop
+BenchmarkHostRestartUnchanged-2	       1	  300000 ns/op	         0 writes
 pkg: github.com/meltemi-mesh/meltemi/plugins/host
 BenchmarkStreamThroughput-2	       3	  1000 ns/op	    150000 instance-events/s
 PASS
@@ -26,14 +26,14 @@ func TestReport(t *testing.T) {
 	if len(results) != 3 || cpu != "Example CPU @ 2.00GHz" {
 		t.Fatalf("parsed %d results, cpu %q", len(results), cpu)
 	}
-	if results[0].name != "BenchmarkInitialSync" || results[2].pkg != "github.com/meltemi-mesh/meltemi/plugins/host" {
+	if results[0].name != "BenchmarkHostInitialSync" || results[2].pkg != "github.com/meltemi-mesh/meltemi/plugins/host" {
 		t.Fatalf("names/packages wrong: %+v", results)
 	}
 	var out bytes.Buffer
 	render(&out, results, cpu, "make bench", time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC))
 	md := out.String()
 	for _, want := range []string{
-		"| initial sync vs plain client-go create loop | ≤ 1.25 ratio-vs-create-loop | 1.20 | 0.96× | yes |",
+		"| initial sync (whole host) vs plain client-go create loop | ≤ 1.25 ratio-vs-create-loop | 1.20 | 0.96× | yes |",
 		"| API writes after a restart with unchanged registries | ≤ 0 writes | 0 | — | yes |",
 		"| instance events/s through a real plugin stream | ≥ 200000 instance-events/s | 150000 | 0.75× | **no** |",
 		"not measured",
