@@ -55,7 +55,7 @@ var goals = []goal{
 	{"BenchmarkHostMemory", "rss-MiB", "host RSS holding 100,000 instances", true, 512},
 	{"BenchmarkWritesPerBurst", "writes-per-distinct-object", "writes per burst of changes / distinct objects changed", true, 1},
 	{"BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
-	{"BenchmarkRouteUpdateFanout", "p99-ms", "MetaRouter change → route received by 1,000 xDS streams, p99", true, 500},
+	{"BenchmarkPushLatency", "p99-ms", "route update → received by 1,000 xDS streams, p99 (worst variant; translation measured separately)", true, 500},
 }
 
 func main() {
@@ -152,7 +152,7 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 
 	fmt.Fprintf(w, "## Goals\n\n| goal | target | measured | ratio to target | met |\n|---|---|---|---|---|\n")
 	for _, g := range goals {
-		measured, ok := find(results, g.bench, g.unit)
+		measured, ok := find(results, g)
 		if !ok {
 			fmt.Fprintf(w, "| %s | %s %s | not measured | | |\n", g.what, cmpWord(g.atMost), fmtNum(g.target))
 			continue
@@ -190,15 +190,25 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 	}
 }
 
-func find(results []result, bench, unit string) (float64, bool) {
+// find returns the goal's number; where sub-benchmarks report it several times (variants),
+// the worst of them, so a goal is only met when every variant meets it.
+func find(results []result, g goal) (float64, bool) {
+	var worst float64
+	found := false
 	for _, r := range results {
-		if r.name == bench || strings.HasPrefix(r.name, bench+"/") {
-			if v, ok := r.get(unit); ok {
-				return v, true
-			}
+		if r.name != g.bench && !strings.HasPrefix(r.name, g.bench+"/") {
+			continue
 		}
+		v, ok := r.get(g.unit)
+		if !ok {
+			continue
+		}
+		if !found || (g.atMost && v > worst) || (!g.atMost && v < worst) {
+			worst = v
+		}
+		found = true
 	}
-	return 0, false
+	return worst, found
 }
 
 func cmpWord(atMost bool) string {

@@ -44,3 +44,18 @@ func TestReport(t *testing.T) {
 		}
 	}
 }
+
+func TestGoalTakesTheWorstVariant(t *testing.T) {
+	in := `pkg: x
+BenchmarkPushLatency/api=sotw-2   1   1 ns/op   300 p99-ms
+BenchmarkPushLatency/api=delta-2  1   1 ns/op   620 p99-ms
+`
+	results, _, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := find(results, goal{bench: "BenchmarkPushLatency", unit: "p99-ms", atMost: true})
+	if !ok || got != 620 {
+		t.Fatalf("worst variant = %v, %v; want 620", got, ok)
+	}
+}
