@@ -23,7 +23,10 @@ GO_TEST_FLAGS=(-count=1 ${GO_TEST_FLAGS:-})
 # Packages with integration tests share the servers; the e2e package restarts them, so it
 # runs on its own after the others.
 mapfile -t pkgs < <(go list ./... | grep -v '/e2e$')
+# Both phases always run, so one CI run shows every failure; the exit status reports any.
+status=0
 echo "== unit and integration tests"
-go test "${GO_TEST_FLAGS[@]}" -timeout 20m "${pkgs[@]}"
+go test "${GO_TEST_FLAGS[@]}" -timeout 20m "${pkgs[@]}" || status=1
 echo "== e2e tests"
-go test "${GO_TEST_FLAGS[@]}" -timeout 20m -v ./e2e/
+go test "${GO_TEST_FLAGS[@]}" -timeout 25m -v ./e2e/ || status=1
+exit "$status"

@@ -459,8 +459,10 @@ func TestDescribeReportsOptions(t *testing.T) {
 	if o := opts["services"]; o == nil || o.GetType() != registryv1.OptionType_OPTION_TYPE_INT || o.GetDefaultValue() != "10" {
 		t.Errorf("services option %v", o)
 	}
-	if got := slices.Sorted(maps.Keys(opts)); len(got) != 11 {
-		t.Errorf("options %v", got)
+	// Every option the synthetic plugin declares must arrive, with nothing added or lost.
+	want := synthetic.New().Describe().Options
+	if got := slices.Sorted(maps.Keys(opts)); len(got) != len(want) {
+		t.Errorf("options %v, want the %d the plugin declares", got, len(want))
 	}
 }
 

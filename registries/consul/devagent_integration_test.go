@@ -123,6 +123,9 @@ func TestIntegrationIndexBackwardsResyncs(t *testing.T) {
 		}
 		return hasAddresses("idx/"+keep, "10.30.0.9")(state)
 	})
+	// The resync's snapshot may follow the watches' own updates: wait for it, then make sure
+	// there was exactly one.
+	r.rec.awaitEvent(t, m, "the resync's snapshot", func(ev emitted) bool { return ev.kind == "snapshot" })
 	if n := r.rec.count(m, "snapshot"); n != 1 {
 		t.Fatalf("%d new snapshots, want 1:\n%s", n, r.rec.dump(m))
 	}
