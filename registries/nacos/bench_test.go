@@ -36,11 +36,11 @@ func BenchmarkConvert(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(len(hosts)), "µs/instance")
 }
 
-// BenchmarkPushLatency measures, against the real Nacos-protocol server, the time from a
+// BenchmarkNacosPushToUpsert measures, against the real Nacos-protocol server, the time from a
 // registration with nacos-sdk-go to the plugin's Upsert (in process, no host): the server's
 // push cadence plus the plugin's own work. Registrations alternate with deregistrations,
 // each at a random point of the server's push cadence.
-func BenchmarkPushLatency(b *testing.B) {
+func BenchmarkNacosPushToUpsert(b *testing.B) {
 	addr := nacosAddr(b)
 	ns := uniqueName("bench")
 	app := nacostest.NewApp(b, addr, ns)

@@ -39,7 +39,8 @@ func (r result) get(unit string) (float64, bool) {
 
 // goal is a target an issue set for one benchmark number.
 type goal struct {
-	bench, unit string
+	// pkg is the suffix of the benchmark's package, since names repeat across packages.
+	pkg, bench, unit string
 	what        string
 	// atMost: the number must not exceed target (latency, memory, ratios); else at least.
 	atMost bool
@@ -48,14 +49,14 @@ type goal struct {
 
 // goals lists the targets; a goal whose benchmark did not run is reported as not measured.
 var goals = []goal{
-	{"BenchmarkHostInitialSync", "ratio-vs-create-loop", "initial sync (whole host) vs plain client-go create loop", true, 1.25},
-	{"BenchmarkHostRestartUnchanged", "writes", "API writes after a restart with unchanged registries", true, 0},
-	{"BenchmarkEventToWrite", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce, synthetic plugin)", true, 250},
-	{"BenchmarkEventToWriteZooKeeper", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce, real ZooKeeper)", true, 250},
-	{"BenchmarkHostMemory", "rss-MiB", "host RSS holding 100,000 instances", true, 512},
-	{"BenchmarkWritesPerBurst", "writes-per-distinct-object", "writes per burst of changes / distinct objects changed", true, 1},
-	{"BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
-	{"BenchmarkPushLatency", "p99-ms", "route update → received by 1,000 xDS streams, p99 (worst variant; translation measured separately)", true, 500},
+	{"/e2e", "BenchmarkHostInitialSync", "ratio-vs-create-loop", "initial sync (whole host) vs plain client-go create loop", true, 1.25},
+	{"/e2e", "BenchmarkHostRestartUnchanged", "writes", "API writes after a restart with unchanged registries", true, 0},
+	{"/e2e", "BenchmarkEventToWrite", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce, synthetic plugin)", true, 250},
+	{"/e2e", "BenchmarkEventToWriteZooKeeper", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce, real ZooKeeper)", true, 250},
+	{"/e2e", "BenchmarkHostMemory", "rss-MiB", "host RSS holding 100,000 instances", true, 512},
+	{"/e2e", "BenchmarkWritesPerBurst", "writes-per-distinct-object", "writes per burst of changes / distinct objects changed", true, 1},
+	{"/plugins/host", "BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
+	{"/sync/xds", "BenchmarkPushLatency", "p99-ms", "route update → received by 1,000 xDS streams, p99 (worst variant; translation measured separately)", true, 500},
 }
 
 func main() {
@@ -196,7 +197,7 @@ func find(results []result, g goal) (float64, bool) {
 	var worst float64
 	found := false
 	for _, r := range results {
-		if r.name != g.bench && !strings.HasPrefix(r.name, g.bench+"/") {
+		if !strings.HasSuffix(r.pkg, g.pkg) || r.name != g.bench && !strings.HasPrefix(r.name, g.bench+"/") {
 			continue
 		}
 		v, ok := r.get(g.unit)

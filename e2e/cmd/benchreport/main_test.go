@@ -9,7 +9,7 @@ import (
 
 const sample = `goos: linux
 goarch: amd64
-pkg: github.com/meltemi-mesh/meltemi/sync/kube
+pkg: github.com/meltemi-mesh/meltemi/e2e
 cpu: Example CPU @ 2.00GHz
 BenchmarkHostInitialSync-2   	       1	12000000000 ns/op	        12.0 reconciler-s	        10.0 create-loop-s	         1.20 ratio-vs-create-loop
 BenchmarkHostRestartUnchanged-2	       1	  300000 ns/op	         0 writes
@@ -46,15 +46,17 @@ func TestReport(t *testing.T) {
 }
 
 func TestGoalTakesTheWorstVariant(t *testing.T) {
-	in := `pkg: x
+	in := `pkg: example.com/m/sync/xds
 BenchmarkPushLatency/api=sotw-2   1   1 ns/op   300 p99-ms
 BenchmarkPushLatency/api=delta-2  1   1 ns/op   620 p99-ms
+pkg: example.com/m/registries/nacos
+BenchmarkPushLatency-2            1   1 ns/op   9999 p99-ms
 `
 	results, _, err := parse(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, ok := find(results, goal{bench: "BenchmarkPushLatency", unit: "p99-ms", atMost: true})
+	got, ok := find(results, goal{pkg: "/sync/xds", bench: "BenchmarkPushLatency", unit: "p99-ms", atMost: true})
 	if !ok || got != 620 {
 		t.Fatalf("worst variant = %v, %v; want 620", got, ok)
 	}
