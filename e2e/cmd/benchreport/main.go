@@ -41,7 +41,7 @@ func (r result) get(unit string) (float64, bool) {
 type goal struct {
 	// pkg is the suffix of the benchmark's package, since names repeat across packages.
 	pkg, bench, unit string
-	what        string
+	what             string
 	// atMost: the number must not exceed target (latency, memory, ratios); else at least.
 	atMost bool
 	target float64
