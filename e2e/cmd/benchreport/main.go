@@ -96,9 +96,10 @@ func fail(err error) {
 
 func parse(r io.Reader) ([]result, string, error) {
 	var (
-		out []result
-		pkg string
-		cpu string
+		out     []result
+		pkg     string
+		cpu     string
+		pending string // a benchmark whose numbers were pushed to a later line by its own logs
 	)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -106,30 +107,46 @@ func parse(r io.Reader) ([]result, string, error) {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "pkg: "):
-			pkg = strings.TrimPrefix(line, "pkg: ")
+			pkg, pending = strings.TrimPrefix(line, "pkg: "), ""
 		case strings.HasPrefix(line, "cpu: "):
 			cpu = strings.TrimPrefix(line, "cpu: ")
 		case strings.HasPrefix(line, "Benchmark"):
 			fields := strings.Fields(line)
-			if len(fields) < 4 || len(fields)%2 != 0 {
-				continue
+			if res, ok := parseNumbers(fields[0], fields[1:]); ok {
+				res.pkg = pkg
+				out, pending = append(out, res), ""
+			} else {
+				pending = fields[0]
 			}
-			iters, err := strconv.Atoi(fields[1])
-			if err != nil {
-				continue
+		case pending != "":
+			// go test prints the name, then whatever the benchmark logged, then the numbers.
+			if res, ok := parseNumbers(pending, strings.Fields(line)); ok {
+				res.pkg = pkg
+				out, pending = append(out, res), ""
 			}
-			res := result{pkg: pkg, name: trimProcs(fields[0]), iters: iters}
-			for i := 2; i+1 < len(fields); i += 2 {
-				v, err := strconv.ParseFloat(fields[i], 64)
-				if err != nil {
-					continue
-				}
-				res.metrics = append(res.metrics, metric{v, fields[i+1]})
-			}
-			out = append(out, res)
 		}
 	}
 	return out, cpu, sc.Err()
+}
+
+// parseNumbers reads "<iterations> <value> <unit> ..." for the benchmark name.
+func parseNumbers(name string, fields []string) (result, bool) {
+	if len(fields) < 3 || len(fields)%2 != 1 {
+		return result{}, false
+	}
+	iters, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return result{}, false
+	}
+	res := result{name: trimProcs(name), iters: iters}
+	for i := 1; i+1 < len(fields); i += 2 {
+		v, err := strconv.ParseFloat(fields[i], 64)
+		if err != nil {
+			return result{}, false
+		}
+		res.metrics = append(res.metrics, metric{v, fields[i+1]})
+	}
+	return res, true
 }
 
 // trimProcs drops the -GOMAXPROCS suffix go test appends.

@@ -61,3 +61,20 @@ BenchmarkPushLatency-2            1   1 ns/op   9999 p99-ms
 		t.Fatalf("worst variant = %v, %v; want 620", got, ok)
 	}
 }
+
+func TestNumbersAfterLogLines(t *testing.T) {
+	in := "pkg: example.com/m/registries/zookeeper\n" +
+		"BenchmarkWatchLatency-2   \t{\"@message\":\"listed ZooKeeper\"}\n" +
+		"{\"@message\":\"more log\"}\n" +
+		"     790\t   1314085 ns/op\t         1.461 p50-ms\t         4.223 p99-ms\n"
+	results, _, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].name != "BenchmarkWatchLatency" || results[0].iters != 790 {
+		t.Fatalf("got %+v", results)
+	}
+	if v, ok := results[0].get("p99-ms"); !ok || v != 4.223 {
+		t.Fatalf("p99-ms = %v, %v", v, ok)
+	}
+}
