@@ -28,5 +28,5 @@ per_sample='ToServiceEntry|ChangeToUpsert|PushToUpsert'
 go test -p 1 -count=1 -run '^$' -bench "${BENCH:-.}" -skip "$per_sample" -benchmem -timeout 90m ./... 2>&1 | tee "$out"
 go test -p 1 -count=1 -run '^$' -bench "$per_sample" -benchtime "${BENCH_SAMPLES:-50}x" -benchmem -timeout 30m \
   ./e2e/ ./registries/consul/ ./registries/nacos/ 2>&1 | tee -a "$out"
-go run ./e2e/cmd/benchreport -in "$out" -out BENCHMARKS.md -command "make bench"
+go run ./e2e/cmd/benchreport -in "$out" -out BENCHMARKS.md -command "make bench" -notes e2e/bench-notes.md
 echo "wrote BENCHMARKS.md"

@@ -63,6 +63,7 @@ func main() {
 	in := flag.String("in", "-", "go test -bench output ('-' for stdin)")
 	out := flag.String("out", "BENCHMARKS.md", "markdown file to write")
 	command := flag.String("command", "make bench", "command that produced the results")
+	notes := flag.String("notes", "", "markdown file appended as the report's notes (how to read the numbers)")
 	flag.Parse()
 
 	var r io.Reader = os.Stdin
@@ -87,6 +88,13 @@ func main() {
 	}
 	defer f.Close()
 	render(f, results, cpu, *command, time.Now())
+	if *notes != "" {
+		text, err := os.ReadFile(*notes)
+		if err != nil {
+			fail(err)
+		}
+		fmt.Fprintf(f, "\n%s", text)
+	}
 }
 
 func fail(err error) {
@@ -172,7 +180,7 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 	for _, g := range goals {
 		measured, ok := find(results, g)
 		if !ok {
-			fmt.Fprintf(w, "| %s | %s %s | not measured | | |\n", g.what, cmpWord(g.atMost), fmtNum(g.target))
+			fmt.Fprintf(w, "| %s | %s %s %s | not measured | | |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit)
 			continue
 		}
 		ratio := "—"
