@@ -62,6 +62,11 @@ sleep 1
 
 say "kubectl get serviceentries -A"
 kc get serviceentries -A -o wide
+# The registry's status is written every few seconds; show it once it has caught up.
+for _ in $(seq 1 40); do
+  [ "$(kc get serviceregistry demo-zookeeper -n "$NS" -o jsonpath='{.status.synced}' 2>/dev/null)" = true ] && break
+  sleep 0.25
+done
 say "kubectl get serviceregistries -A"
 kc get serviceregistries -A
 cat <<TXT
