@@ -3,11 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MELTEMI_E2E_STATE=${MELTEMI_DEMO_STATE:-/tmp/meltemi-demo}
-for p in meltemi dubbo-seed; do
-  f="$MELTEMI_E2E_STATE/pids/$p.pid"
-  if [ -f "$f" ]; then
-    kill "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
-  fi
-done
+# shellcheck source=demo-lib.sh
+. e2e/demo-lib.sh
+stop_demo_process meltemi
+stop_demo_process dubbo-seed
 e2e/infra/down.sh --purge

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 export MELTEMI_E2E_STATE=${MELTEMI_DEMO_STATE:-/tmp/meltemi-demo}
 BIN=${MELTEMI_BIN_DIR:-$PWD/bin}
 NS=meltemi-system
+# shellcheck source=demo-lib.sh
+. e2e/demo-lib.sh
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "starting ZooKeeper and kube-apiserver (first run builds kube-apiserver: about 4 minutes)"
@@ -17,14 +19,7 @@ e2e/infra/up.sh kube-apiserver zookeeper
 kc() { kubectl --kubeconfig "$KUBECONFIG" "$@"; }
 
 say "seeding Dubbo providers in ZooKeeper ($MELTEMI_ZK_ADDR)"
-stop_pid() {
-  local f=$1
-  if [ -f "$f" ]; then
-    kill "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
-  fi
-}
-stop_pid "$MELTEMI_E2E_STATE/pids/dubbo-seed.pid"
+stop_demo_process dubbo-seed
 nohup "$BIN/dubbo-seed" --zk "$MELTEMI_ZK_ADDR" >"$MELTEMI_E2E_STATE/logs/dubbo-seed.log" 2>&1 &
 echo $! >"$MELTEMI_E2E_STATE/pids/dubbo-seed.pid"
 
@@ -44,7 +39,7 @@ spec:
 YAML
 
 say "starting meltemi"
-stop_pid "$MELTEMI_E2E_STATE/pids/meltemi.pid"
+stop_demo_process meltemi
 nohup "$BIN/meltemi" run --kubeconfig "$KUBECONFIG" --namespace "$NS" --plugin-dir "$BIN" \
   --listen 127.0.0.1:19090 --log-format text >"$MELTEMI_E2E_STATE/logs/meltemi.log" 2>&1 &
 echo $! >"$MELTEMI_E2E_STATE/pids/meltemi.pid"
