@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>; the f.Add seeds below cover the shapes
@@ -46,6 +47,35 @@ func FuzzParseInstanceJSON(f *testing.F) {
 		valid, rej, ok := model.Validate(model.Service{Key: "k", Host: "h", Instances: insts})
 		if !ok || len(rej) > 0 || len(valid.Instances) != len(insts) {
 			t.Fatalf("instances %+v do not validate: %v", insts, rej)
+		}
+	})
+}
+
+func FuzzParseMetadataJSON(f *testing.F) {
+	for _, s := range []string{
+		dubbo3Metadata,
+		`{"services":{"k":{"name":"I","protocol":"TRI","port":"50051"}}}`,
+		`{"services":{"k":{"name":"","protocol":"dubbo"}}}`,
+		`{"services":null}`,
+		`[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		services, err := ParseMetadataJSON(data)
+		if err != nil {
+			if !utf8.ValidString(err.Error()) {
+				t.Fatalf("error is not valid UTF-8: %q", err.Error())
+			}
+			return
+		}
+		for i, s := range services {
+			if s.Interface == "" || !utf8.ValidString(s.Interface) || !regutil.IsProtocol(s.Protocol) {
+				t.Fatalf("service %+v accepted", s)
+			}
+			if i > 0 && services[i-1].Interface > s.Interface {
+				t.Fatalf("services not sorted by interface: %+v", services)
+			}
 		}
 	})
 }

@@ -198,7 +198,12 @@ type running struct {
 // must not have returned from Watch before.
 func startPlugin(t testing.TB, address string, options map[string]string, secrets map[string]string) *running {
 	t.Helper()
-	p := New().(*Plugin)
+	return startConfigured(t, New().(*Plugin), address, options, secrets)
+}
+
+// startConfigured is startPlugin for a plugin the test prepared.
+func startConfigured(t testing.TB, p *Plugin, address string, options map[string]string, secrets map[string]string) *running {
+	t.Helper()
 	if err := p.Configure(context.Background(), sdk.Config{Registry: "test", Address: address, Options: options, Secrets: secrets}); err != nil {
 		t.Fatalf("configure: %v", err)
 	}

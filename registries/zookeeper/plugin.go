@@ -34,18 +34,28 @@ const (
 	optMode           = "mode"
 	optHostTemplate   = "hostTemplate"
 	optSessionTimeout = "sessionTimeout"
+	optMapping        = "interfaceMapping"
+	optResync         = "resyncInterval"
 	optUsername       = "username"
 	optPassword       = "password"
 )
 
-const defaultSessionTimeout = 15 * time.Second
+const (
+	defaultSessionTimeout = 15 * time.Second
+	defaultResync         = 10 * time.Minute
+	minResync             = 10 * time.Second
+)
 
 // reservedRootChildren are nodes Dubbo keeps next to interfaces under a root: service name
 // mapping, the metadata report and the configuration center.
 var reservedRootChildren = map[string]bool{"mapping": true, "metadata": true, "config": true}
 
-// appKeyPrefix starts the key of an application-level service; a root cannot have that name.
-const appKeyPrefix = "app"
+// appKeyPrefix starts the key of an application-level service, mappedKeyPrefix that of an
+// interface served through the application mapping; a root cannot have either name.
+const (
+	appKeyPrefix    = "app"
+	mappedKeyPrefix = "mapped"
+)
 
 // servicesRoot is where Dubbo 3 registers application instances (its default rootPath).
 const servicesRoot = "services"
@@ -59,12 +69,15 @@ type config struct {
 	mode           string
 	host           *regutil.HostTemplate
 	sessionTimeout time.Duration
+	mapInterfaces  bool
+	resync         time.Duration // 0: no periodic resync
 	// auth is "user:password" for digest authentication, or empty. Never log it.
 	auth string
 }
 
 func (c *config) interfaces() bool   { return c.mode == ModeInterface || c.mode == ModeBoth }
 func (c *config) applications() bool { return c.mode == ModeApplication || c.mode == ModeBoth }
+func (c *config) mapping() bool      { return c.applications() && c.mapInterfaces }
 
 // path turns a path below the chroot into a ZooKeeper path.
 func (c *config) path(elems ...string) string {
@@ -78,6 +91,8 @@ type Plugin struct {
 
 	// stats of the running (or last) watch, for tests and benchmarks.
 	stats watchStats
+	// inject, when set before Watch, runs functions in the watch loop (tests only).
+	inject chan func(*watcher)
 }
 
 // New returns the plugin, ready to be served with sdk.Serve.
@@ -102,6 +117,10 @@ var options = []sdk.Option{
 		Description: "Go text/template giving a service's host from .Interface, .Group, .Version, .Application and .Protocol (a field is empty when the service's endpoints disagree on it). The result is lower-cased and sanitised into a DNS name; a service whose result is empty or invalid is rejected."},
 	{Name: optSessionTimeout, Type: sdk.Duration, Default: defaultSessionTimeout.String(),
 		Description: "ZooKeeper session timeout (the server bounds it, by default to 2 to 20 ticks). Within it a reconnect keeps watches; after it a new session re-lists everything."},
+	{Name: optMapping, Type: sdk.Bool, Default: "true",
+		Description: "In application and both modes, also import each interface that /<root>/mapping maps to applications, as a service whose endpoints are those applications' instances serving it (restricted by /<root>/metadata when present). In both mode an interface with interface-level providers keeps only those."},
+	{Name: optResync, Type: sdk.Duration, Default: defaultResync.String(),
+		Description: "How often everything is listed again in the running session, to repair changes a lost watch missed; only differences are sent. 0 disables it; otherwise at least 10s."},
 	{Name: optUsername, Type: sdk.String, Secret: true,
 		Description: "User for ZooKeeper digest authentication; needs password."},
 	{Name: optPassword, Type: sdk.String, Secret: true,
@@ -127,7 +146,7 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 			o.Fail(optRoots, fmt.Sprintf("%q is not a path", r))
 		case validPath("/"+root) != nil:
 			o.Fail(optRoots, fmt.Sprintf("%q: %v", r, validPath("/"+root)))
-		case root == appKeyPrefix || root == servicesRoot:
+		case root == appKeyPrefix || root == mappedKeyPrefix || root == servicesRoot:
 			o.Fail(optRoots, fmt.Sprintf("%q is reserved (application-level keys and instances use it)", r))
 		case !seen[root]:
 			seen[root] = true
@@ -161,6 +180,12 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	if c.sessionTimeout > 0 && (c.sessionTimeout < time.Second || c.sessionTimeout > 10*time.Minute) {
 		o.Fail(optSessionTimeout, fmt.Sprintf("%s is outside 1s to 10m", c.sessionTimeout))
+	}
+
+	c.mapInterfaces = o.Bool(optMapping)
+	c.resync = o.Duration(optResync)
+	if c.resync != 0 && c.resync < minResync {
+		o.Fail(optResync, fmt.Sprintf("%s is shorter than %s (0 disables the resync)", c.resync, minResync))
 	}
 
 	user, pass := o.String(optUsername), o.String(optPassword)
@@ -268,5 +293,6 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 		return fmt.Errorf("zookeeper registry: watch before configure")
 	}
 	w := newWatcher(cfg, e, &p.stats)
+	w.inject = p.inject
 	return w.run(ctx)
 }

@@ -24,8 +24,9 @@ const (
 	kindApp                          // /services/<app>: children are instance ids
 	kindInstance                     // /services/<app>/<id>: data is instance JSON
 	kindMapping                      // /<root>/mapping: children are interfaces
-	kindMappingEntry                 // /<root>/mapping/<interface>: data is application names (not watched)
+	kindMappingEntry                 // /<root>/mapping/<interface>: data is application names
 	kindIfaceDir                     // /<root>/<interface>: watched while its providers node is missing
+	kindMetadata                     // /<root>/metadata/<app>/<revision>: data is MetadataInfo JSON (not watched)
 )
 
 // mayBeMissing is true for configured nodes that can appear after we first look: they get an
@@ -36,12 +37,14 @@ func (k kind) mayBeMissing() bool {
 
 // node is one ZooKeeper path the watcher reads, and what it belongs to.
 type node struct {
-	kind  kind
-	path  string
-	root  string      // kindRoot, kindMapping, kindMappingEntry
-	iface *ifaceState // kindProviders, kindIfaceDir
-	app   *appState   // kindApp, kindInstance
-	id    string      // kindInstance: instance id; kindMappingEntry: interface
+	kind   kind
+	path   string
+	root   string       // kindRoot, kindMapping
+	iface  *ifaceState  // kindProviders, kindIfaceDir
+	app    *appState    // kindApp, kindInstance
+	id     string       // kindInstance: instance id
+	mapped *mappedState // kindMappingEntry
+	meta   *metaState   // kindMetadata
 }
 
 type rootState struct {
@@ -80,7 +83,38 @@ type appState struct {
 
 type appInstance struct {
 	node      *node
+	revision  string
 	endpoints []model.Instance
+}
+
+// mappedState is an interface that /<root>/mapping maps to applications: a service whose
+// endpoints are those applications' instances that serve the interface.
+type mappedState struct {
+	key, root, iface string
+	node             *node
+	apps             []string // sorted
+}
+
+// metaState is the metadata of one application revision in one root. A revision names its
+// content, so a node that was read is not read again until the next listing.
+type metaState struct {
+	node     *node
+	root     string
+	app      string
+	ok       bool              // parsed; false while unread, absent or invalid
+	services []ServiceMetadata // sorted by interface
+}
+
+// forInterface returns the entries of one interface.
+func (m *metaState) forInterface(iface string) []ServiceMetadata {
+	i, _ := slices.BinarySearchFunc(m.services, iface, func(s ServiceMetadata, name string) int {
+		return strings.Compare(s.Interface, name)
+	})
+	j := i
+	for j < len(m.services) && m.services[j].Interface == iface {
+		j++
+	}
+	return m.services[i:j]
 }
 
 // tree is the registry content the watcher knows, rebuilt from scratch for every snapshot.
@@ -88,17 +122,20 @@ type tree struct {
 	cfg     *config
 	nodes   map[string]*node
 	rootsBy map[string]*rootState
-	ifaces  map[string]*ifaceState // by service key
-	apps    map[string]*appState   // by application name
-	mapping map[string]map[string]string
-	changed map[string]bool // service keys whose content may have changed
+	ifaces  map[string]*ifaceState     // by service key
+	apps    map[string]*appState       // by application name
+	mapped  map[string]*mappedState    // by service key
+	byApp   map[string]map[string]bool // application name -> keys of the mapped interfaces naming it
+	meta    map[string]*metaState      // by path
+	changed map[string]bool            // service keys whose content may have changed
 }
 
 func newTree(cfg *config) *tree {
 	return &tree{
 		cfg: cfg, nodes: map[string]*node{}, rootsBy: map[string]*rootState{},
 		ifaces: map[string]*ifaceState{}, apps: map[string]*appState{},
-		mapping: map[string]map[string]string{}, changed: map[string]bool{},
+		mapped: map[string]*mappedState{}, byApp: map[string]map[string]bool{},
+		meta: map[string]*metaState{}, changed: map[string]bool{},
 	}
 }
 
@@ -110,8 +147,7 @@ func (t *tree) roots() []*node {
 			t.rootsBy[r] = &rootState{name: r, ifaces: map[string]*ifaceState{}, bad: map[string]bool{}}
 			out = append(out, t.add(&node{kind: kindRoot, path: t.cfg.path(r), root: r}))
 		}
-		if t.cfg.applications() {
-			t.mapping[r] = map[string]string{}
+		if t.cfg.mapping() {
 			out = append(out, t.add(&node{kind: kindMapping, path: t.cfg.path(r, "mapping"), root: r}))
 		}
 	}
@@ -139,7 +175,20 @@ func (t *tree) lookup(path string) *node {
 	return t.nodes[path]
 }
 
+// takeChanged returns the keys of the services that may have changed, including the mapped
+// interfaces that depend on a changed application or interface-level service.
 func (t *tree) takeChanged() []string {
+	if len(t.mapped) > 0 {
+		for _, k := range slices.Collect(maps.Keys(t.changed)) {
+			if app, ok := strings.CutPrefix(k, appKeyPrefix+":"); ok {
+				for mk := range t.byApp[app] {
+					t.changed[mk] = true
+				}
+			} else if mk := mappedKeyPrefix + ":" + k; t.mapped[mk] != nil {
+				t.changed[mk] = true
+			}
+		}
+	}
 	keys := slices.Sorted(maps.Keys(t.changed))
 	clear(t.changed)
 	return keys
@@ -147,23 +196,18 @@ func (t *tree) takeChanged() []string {
 
 // keys returns every service key the tree knows, sorted.
 func (t *tree) keys() []string {
-	keys := make([]string, 0, len(t.ifaces)+len(t.apps))
+	keys := make([]string, 0, len(t.ifaces)+len(t.apps)+len(t.mapped))
 	for k := range t.ifaces {
 		keys = append(keys, k)
 	}
 	for _, a := range t.apps {
 		keys = append(keys, a.key)
 	}
+	for k := range t.mapped {
+		keys = append(keys, k)
+	}
 	slices.Sort(keys)
 	return keys
-}
-
-func (t *tree) mappings() int {
-	n := 0
-	for _, m := range t.mapping {
-		n += len(m)
-	}
-	return n
 }
 
 // apply records a successful read and returns the nodes it revealed, to be read next.
@@ -179,15 +223,13 @@ func (t *tree) apply(r readResult, w *watcher) []*node {
 	case kindApp:
 		return t.applyApp(n.app, r.children)
 	case kindInstance:
-		t.applyInstance(n, r, w)
+		return t.applyInstance(n, r, w)
 	case kindMapping:
-		return t.applyMapping(n, r.children)
+		return t.applyMapping(n, r.children, w)
 	case kindMappingEntry:
-		if !r.absent {
-			apps := strings.TrimSpace(model.Clip(string(r.data), 1024))
-			t.mapping[n.root][n.id] = apps
-			w.log.Debug("interface mapped to applications", "root", n.root, "interface", n.id, "applications", apps)
-		}
+		return t.applyMappingEntry(n.mapped, r, w)
+	case kindMetadata:
+		t.applyMetadata(n.meta, r, w)
 	}
 	return nil
 }
@@ -236,6 +278,15 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 		next = append(next, is.node)
 	}
 	return next
+}
+
+func (is *ifaceState) hasProviders() bool {
+	for _, p := range is.providers {
+		if p.ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *tree) removeIface(rs *rootState, raw string, is *ifaceState) {
@@ -397,47 +448,197 @@ func (t *tree) applyApp(as *appState, children []string) []*node {
 	return next
 }
 
-func (t *tree) applyInstance(n *node, r readResult, w *watcher) {
+// applyInstance records an instance's data and returns the metadata nodes its revision needs.
+func (t *tree) applyInstance(n *node, r readResult, w *watcher) []*node {
 	as := n.app
 	in := as.instances[n.id]
 	if in == nil || in.node != n {
-		return
+		return nil
 	}
 	t.changed[as.key] = true
 	if r.absent {
 		t.remove(n)
 		delete(as.instances, n.id)
-		return
+		return nil
 	}
 	ai, err := ParseInstanceJSON(r.data)
 	if err != nil {
-		in.endpoints = nil
+		in.endpoints, in.revision = nil, ""
 		w.reject(n.path, err.Error())
-		return
+		return nil
 	}
-	in.endpoints = appInstances(as.name, ai)
+	in.endpoints, in.revision = appInstances(as.name, ai), ai.Revision
+	var next []*node
+	for _, root := range t.rootsMapping(as.name) {
+		if m := t.needMetadata(root, as.name, in.revision); m != nil {
+			next = append(next, m)
+		}
+	}
+	return next
 }
 
-func (t *tree) applyMapping(n *node, children []string) []*node {
-	m := t.mapping[n.root]
+// rootsMapping returns the roots whose mapping names app.
+func (t *tree) rootsMapping(app string) []string {
+	var roots []string
+	for mk := range t.byApp[app] {
+		if r := t.mapped[mk].root; !slices.Contains(roots, r) {
+			roots = append(roots, r)
+		}
+	}
+	return roots
+}
+
+// needMetadata returns the node of an application revision's metadata when it still has to
+// be read.
+func (t *tree) needMetadata(root, app, revision string) *node {
+	if !validRevision(revision) {
+		return nil
+	}
+	p := t.cfg.path(root, "metadata", app, revision)
+	if t.meta[p] != nil {
+		return nil
+	}
+	ms := &metaState{root: root, app: app}
+	ms.node = t.add(&node{kind: kindMetadata, path: p, meta: ms})
+	t.meta[p] = ms
+	return ms.node
+}
+
+func (t *tree) applyMetadata(ms *metaState, r readResult, w *watcher) {
+	ms.ok, ms.services = false, nil
+	if !r.absent {
+		services, err := ParseMetadataJSON(r.data)
+		if err != nil {
+			// The mapped interfaces fall back to all of the revision's endpoints.
+			w.reject(ms.node.path, err.Error())
+		} else {
+			ms.ok, ms.services = true, services
+		}
+	}
+	for mk := range t.byApp[ms.app] {
+		if t.mapped[mk].root == ms.root {
+			t.changed[mk] = true
+		}
+	}
+}
+
+func (t *tree) applyMapping(n *node, children []string, w *watcher) []*node {
 	present := make(map[string]bool, len(children))
 	for _, c := range children {
 		present[c] = true
 	}
-	for iface := range m {
-		if !present[iface] {
-			delete(m, iface)
+	prefix := mappedKeyPrefix + ":" + n.root + ":"
+	for key, ms := range t.mapped {
+		if ms.root == n.root && !present[ms.iface] {
+			t.setMappedApps(ms, nil)
+			t.remove(ms.node)
+			delete(t.mapped, key)
+			t.changed[key] = true
 		}
 	}
 	var next []*node
 	for _, iface := range children {
-		if _, ok := m[iface]; ok {
+		key := prefix + iface
+		if t.mapped[key] != nil {
 			continue
 		}
-		m[iface] = ""
-		next = append(next, &node{kind: kindMappingEntry, path: n.path + "/" + iface, root: n.root, id: iface})
+		if !utf8.ValidString(iface) || strings.TrimSpace(iface) == "" {
+			w.reject(n.path+"/"+iface, "mapping node name is not an interface name")
+			continue
+		}
+		ms := &mappedState{key: key, root: n.root, iface: iface}
+		ms.node = t.add(&node{kind: kindMappingEntry, path: n.path + "/" + iface, mapped: ms})
+		t.mapped[key] = ms
+		next = append(next, ms.node)
 	}
 	return next
+}
+
+// applyMappingEntry records the applications mapped to an interface and returns the metadata
+// nodes their instances need.
+func (t *tree) applyMappingEntry(ms *mappedState, r readResult, w *watcher) []*node {
+	var apps []string
+	if !r.absent {
+		apps = ParseMapping(r.data)
+	}
+	if slices.Equal(apps, ms.apps) {
+		return nil
+	}
+	w.log.Debug("interface mapped to applications", "root", ms.root, "interface", ms.iface, "applications", strings.Join(apps, ","))
+	t.setMappedApps(ms, apps)
+	t.changed[ms.key] = true
+	var next []*node
+	for _, app := range apps {
+		if as := t.apps[app]; as != nil {
+			for _, in := range as.instances {
+				if m := t.needMetadata(ms.root, app, in.revision); m != nil {
+					next = append(next, m)
+				}
+			}
+		}
+	}
+	return next
+}
+
+func (t *tree) setMappedApps(ms *mappedState, apps []string) {
+	for _, a := range ms.apps {
+		if set := t.byApp[a]; set != nil {
+			if delete(set, ms.key); len(set) == 0 {
+				delete(t.byApp, a)
+			}
+		}
+	}
+	ms.apps = apps
+	for _, a := range apps {
+		if t.byApp[a] == nil {
+			t.byApp[a] = map[string]bool{}
+		}
+		t.byApp[a][ms.key] = true
+	}
+}
+
+// mappedInstances returns the endpoints of a mapped interface: those of its applications'
+// instances whose revision serves it. An instance whose revision's metadata is missing or
+// invalid contributes all its endpoints, since nothing says which of them serve the interface.
+func (t *tree) mappedInstances(ms *mappedState) []model.Instance {
+	var insts []model.Instance
+	for _, app := range ms.apps {
+		as := t.apps[app]
+		if as == nil {
+			continue
+		}
+		for _, in := range as.instances {
+			var md *metaState
+			if validRevision(in.revision) {
+				md = t.meta[t.cfg.path(ms.root, "metadata", app, in.revision)]
+			}
+			if md == nil || !md.ok {
+				insts = append(insts, in.endpoints...)
+				continue
+			}
+			entries := md.forInterface(ms.iface)
+			var labels map[string]string
+			if len(entries) == 1 {
+				labels = map[string]string{"version": entries[0].Version, "group": entries[0].Group}
+			}
+			for _, ep := range in.endpoints {
+				if !slices.ContainsFunc(entries, func(s ServiceMetadata) bool { return s.Protocol == ep.Protocol }) {
+					continue
+				}
+				if labels != nil {
+					merged := maps.Clone(ep.Labels)
+					for k, v := range labels {
+						if v != "" {
+							merged[k] = dubbo.Intern(v)
+						}
+					}
+					ep.Labels, _ = model.FilterLabels(merged)
+				}
+				insts = append(insts, ep)
+			}
+		}
+	}
+	return insts
 }
 
 // service builds the current state of a service. reason is non-empty when the service
@@ -457,6 +658,20 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 		}
 		vars = dubbo.HostVars{
 			Interface:   is.name,
+			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
+			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
+			Application: shared(insts, func(i model.Instance) string { return i.Labels["application"] }),
+			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
+		}
+	} else if ms := t.mapped[key]; ms != nil {
+		if is := t.ifaces[ms.root+":"+ms.iface]; is != nil && is.hasProviders() {
+			// Registered at interface level too (Dubbo 3 registers both ways by default):
+			// those registrations serve the interface, without doubling its endpoints.
+			return sdk.Service{Key: key}, ""
+		}
+		insts = t.mappedInstances(ms)
+		vars = dubbo.HostVars{
+			Interface:   ms.iface,
 			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
 			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
 			Application: shared(insts, func(i model.Instance) string { return i.Labels["application"] }),

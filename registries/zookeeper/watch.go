@@ -41,6 +41,9 @@ type watchStats struct {
 	snapshots        atomic.Int64
 	sessions         atomic.Int64
 	reads            atomic.Int64
+	resyncs          atomic.Int64
+	// repaired counts the services a resync found different from what was emitted.
+	repaired atomic.Int64
 }
 
 // wtype is a set of ZooKeeper watch types, as the client library tracks them.
@@ -102,19 +105,28 @@ type watcher struct {
 
 	backoff time.Duration
 	retry   *time.Timer
+
+	resyncTimer *time.Timer
+	resyncDue   bool
+	// reported holds the rejections of the last listing, so a resync does not repeat them.
+	reported map[[2]string]bool
+
+	// inject runs functions in the run loop; tests use it to reach the loop's state.
+	inject chan func(*watcher)
 }
 
 func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 	return &watcher{
 		cfg: cfg, e: e, stats: stats,
-		log:     sdk.Logger().With("registry", cfg.registry, "zookeeper", strings.Join(cfg.servers, ",")+cfg.chroot),
-		armed:   map[string]wtype{},
-		dirty:   map[string]*node{},
-		pending: map[string]*node{},
-		readErr: map[string]string{},
-		emitted: map[string]sdk.Service{},
-		badHost: map[string]string{},
-		events:  eventQueue{notify: make(chan struct{}, 1)},
+		log:      sdk.Logger().With("registry", cfg.registry, "zookeeper", strings.Join(cfg.servers, ",")+cfg.chroot),
+		armed:    map[string]wtype{},
+		dirty:    map[string]*node{},
+		pending:  map[string]*node{},
+		readErr:  map[string]string{},
+		emitted:  map[string]sdk.Service{},
+		badHost:  map[string]string{},
+		reported: map[[2]string]bool{},
+		events:   eventQueue{notify: make(chan struct{}, 1)},
 	}
 }
 
@@ -156,6 +168,9 @@ func (w *watcher) run(ctx context.Context) error {
 	w.retry = time.NewTimer(time.Hour)
 	w.retry.Stop()
 	defer w.retry.Stop()
+	w.resyncTimer = time.NewTimer(time.Hour)
+	w.resyncTimer.Stop()
+	defer w.resyncTimer.Stop()
 
 	var clientDone <-chan zk.Event
 	for w.conn == nil {
@@ -201,6 +216,10 @@ func (w *watcher) run(ctx context.Context) error {
 		case <-w.events.notify:
 		case <-w.retry.C:
 			w.markPending()
+		case <-w.resyncTimer.C:
+			w.resyncDue = true
+		case f := <-w.inject:
+			f(w)
 		}
 		for _, ev := range w.events.drain() {
 			w.handle(ev)
@@ -211,11 +230,23 @@ func (w *watcher) run(ctx context.Context) error {
 		if !w.authed && !w.authenticate() {
 			continue
 		}
-		if w.synced != w.armSession {
+		switch {
+		case w.synced != w.armSession:
 			w.fullSync(ctx)
-		} else if len(w.dirty) > 0 {
+		case w.resyncDue:
+			w.resync(ctx)
+		case len(w.dirty) > 0:
 			w.incremental()
 		}
+	}
+}
+
+// scheduleResync arms the periodic resync, jittered so that several plugins do not list
+// their ensembles in step.
+func (w *watcher) scheduleResync() {
+	w.resyncDue = false
+	if w.cfg.resync > 0 {
+		w.resyncTimer.Reset(w.cfg.resync - rand.N(w.cfg.resync/10+1))
 	}
 }
 
@@ -341,13 +372,84 @@ func (w *watcher) fullSync(ctx context.Context) {
 	}
 	clear(w.t.changed)
 	w.e.Snapshot(services)
+	clear(w.reported)
 	w.flushRejects()
+	w.scheduleResync()
 	w.synced = session
 	w.stats.snapshots.Add(1)
 	w.setHealth(true, "")
 	w.log.Info("listed ZooKeeper", "services", len(services), "instances", instances,
-		"interfaces", len(w.t.ifaces), "applications", len(w.t.apps), "mappings", w.t.mappings(),
+		"interfaces", len(w.t.ifaces), "applications", len(w.t.apps), "mappedInterfaces", len(w.t.mapped),
 		"watches", len(w.armed), "session", fmt.Sprintf("%#x", session), "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// resync lists everything again within the session and sends only what differs from what
+// was emitted. ZooKeeper cannot be asked which watches it holds, and the client can fail to
+// re-register them after a reconnect; a resync repairs what such a lost watch missed. Reads
+// set only the watches that are not outstanding, so the watch count does not grow.
+func (w *watcher) resync(ctx context.Context) {
+	start := time.Now()
+	w.stats.resyncs.Add(1)
+	old := w.t
+	w.t = newTree(w.cfg)
+	w.rejects = nil
+	clear(w.dirty) // everything is read again
+	clear(w.pending)
+	if err := w.refresh(w.t.roots()); err != nil {
+		// The connection went while listing: the new tree is incomplete. A new session
+		// lists everything anyway; within this one, the next resync tries again soon.
+		w.t = old
+		w.rejects = nil
+		if ctx.Err() == nil {
+			w.log.Info("resync interrupted; trying again", "error", err)
+			w.resyncDue = false
+			w.resyncTimer.Reset(minResync)
+		}
+		return
+	}
+	keys := w.t.keys()
+	for k := range w.emitted {
+		if _, ok := slices.BinarySearch(keys, k); !ok {
+			keys = append(keys, k)
+		}
+	}
+	repaired := 0
+	for _, key := range keys {
+		svc, ok := w.build(key)
+		prev, had := w.emitted[key]
+		switch {
+		case ok && (!had || !prev.Equal(svc)):
+			w.e.Upsert(svc)
+			w.emitted[key] = svc
+			repaired++
+		case !ok && had:
+			w.e.Delete(key)
+			delete(w.emitted, key)
+			repaired++
+		}
+	}
+	clear(w.t.changed)
+	// Report only the rejections that are new since the last listing.
+	fresh := make(map[[2]string]bool, len(w.rejects))
+	kept := w.rejects[:0]
+	for _, r := range w.rejects {
+		if !fresh[r] && !w.reported[r] {
+			kept = append(kept, r)
+		}
+		fresh[r] = true
+	}
+	w.rejects = kept
+	w.flushRejects()
+	w.reported = fresh
+	w.scheduleResync()
+	w.stats.repaired.Add(int64(repaired))
+	if repaired > 0 {
+		w.log.Warn("resync found changes the watches had not reported; sent them", "services", repaired,
+			"took", time.Since(start).Round(time.Millisecond).String())
+	} else {
+		w.log.Debug("resync found nothing missed", "services", len(w.emitted), "watches", len(w.armed),
+			"took", time.Since(start).Round(time.Millisecond).String())
+	}
 }
 
 // incremental reads the nodes that changed and reports the services they belong to.
@@ -408,7 +510,7 @@ func (w *watcher) refresh(work []*node) error {
 			}
 			delete(w.readErr, r.n.path)
 			delete(w.pending, r.n.path)
-			if w.t.nodes[r.n.path] != r.n && r.n.kind != kindMappingEntry {
+			if w.t.nodes[r.n.path] != r.n {
 				continue // removed while it was being read
 			}
 			work = append(work, w.t.apply(r, w)...)
@@ -482,17 +584,9 @@ func (w *watcher) read(n *node) readResult {
 	r := readResult{n: n}
 	var err error
 	switch n.kind {
-	case kindInstance:
-		if w.armed[n.path]&wData == 0 {
-			var set bool
-			r.data, set, err = getW(w.conn, n.path)
-			if set {
-				r.armed = append(r.armed, arm{n.path, wData})
-			}
-		} else {
-			r.data, _, err = w.conn.Get(n.path)
-		}
-	case kindMappingEntry:
+	case kindInstance, kindMappingEntry:
+		r.data, r.armed, err = w.dataW(n.path)
+	case kindMetadata:
 		r.data, _, err = w.conn.Get(n.path)
 	case kindProviders:
 		r.children, r.armed, err = w.providers(n)
@@ -513,9 +607,17 @@ func (w *watcher) read(n *node) readResult {
 	return r
 }
 
-func getW(c *zk.Conn, path string) ([]byte, bool, error) {
-	data, _, _, err := c.GetW(path)
-	return data, err == nil, err
+// dataW reads a node's data, with a data watch unless one is outstanding already.
+func (w *watcher) dataW(path string) ([]byte, []arm, error) {
+	if w.armed[path]&wData != 0 {
+		data, _, err := w.conn.Get(path)
+		return data, nil, err
+	}
+	data, _, _, err := w.conn.GetW(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, []arm{{path, wData}}, nil
 }
 
 // listW lists path's children, with a child watch unless one is outstanding already.
@@ -617,6 +719,7 @@ func (w *watcher) flushRejects() {
 	for _, r := range w.rejects {
 		w.log.Warn("rejected registry item", "item", r[0], "reason", r[1])
 		w.e.Reject(r[0], r[1])
+		w.reported[r] = true
 	}
 	w.rejects = nil
 }
