@@ -49,13 +49,7 @@ func (c *countingEmitter) Reject(string, string)    {}
 // (N from MELTEMI_BENCH_ZK_INTERFACES, default 1000) until the snapshot is emitted.
 func BenchmarkInitialListing(b *testing.B) {
 	addr := zkAddr(b)
-	n := 1000
-	if v := os.Getenv("MELTEMI_BENCH_ZK_INTERFACES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			b.Fatalf("MELTEMI_BENCH_ZK_INTERFACES=%q is not a positive number", v)
-		}
-	}
+	n := benchInterfaces(b)
 	const perIface = 10
 	chroot := fmt.Sprintf("/meltemi-bench-%08x", rand.Uint32())
 	start := time.Now()
@@ -108,6 +102,63 @@ func BenchmarkInitialListing(b *testing.B) {
 	b.ReportMetric(float64(n*perIface), "instances")
 	b.ReportMetric(retained, "retained-MiB")
 	b.ReportMetric(listed, "reads")
+}
+
+// benchInterfaces is the number of interfaces to list: MELTEMI_BENCH_ZK_INTERFACES, default 1000.
+func benchInterfaces(b *testing.B) int {
+	b.Helper()
+	v := os.Getenv("MELTEMI_BENCH_ZK_INTERFACES")
+	if v == "" {
+		return 1000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("MELTEMI_BENCH_ZK_INTERFACES=%q is not a positive number", v)
+	}
+	return n
+}
+
+// BenchmarkResync measures one periodic resync of N interfaces with 10 providers each (N
+// as for BenchmarkInitialListing) in a running session where nothing changed: what the
+// default resyncInterval costs ZooKeeper and the plugin every 10 minutes.
+func BenchmarkResync(b *testing.B) {
+	addr := zkAddr(b)
+	n := benchInterfaces(b)
+	chroot := fmt.Sprintf("/meltemi-bench-%08x", rand.Uint32())
+	populate(b, addr, chroot, n, 10)
+
+	p := New().(*Plugin)
+	p.inject = make(chan func(*watcher))
+	if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
+		b.Fatal(err)
+	}
+	e := &countingEmitter{snapshots: make(chan []sdk.Service, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Watch(ctx, e) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-e.snapshots:
+	case <-time.After(10 * time.Minute):
+		b.Fatal("no snapshot within 10 minutes")
+	}
+	watches, reads := p.stats.watches.Load(), p.stats.reads.Load()
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		p.inject <- func(w *watcher) { w.resyncDue = true }
+		p.inject <- func(*watcher) {} // taken once the resync is over
+	}
+	b.StopTimer()
+	if r := p.stats.repaired.Load(); r != 0 || e.upserts.Load() != 0 {
+		b.Fatalf("resyncs of an unchanged registry repaired %d services and sent %d upserts", r, e.upserts.Load())
+	}
+	if w := p.stats.watches.Load(); w != watches {
+		b.Fatalf("watches %d after resyncs, %d before", w, watches)
+	}
+	b.ReportMetric(float64(n*10), "instances")
+	b.ReportMetric(float64(p.stats.reads.Load()-reads)/float64(p.stats.resyncs.Load()), "reads/resync")
 }
 
 func heapAfterGC() int64 {
