@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export MELTEMI_E2E_STATE=${MELTEMI_DEMO_STATE:-/tmp/meltemi-demo}
+# Ports of their own, so the demo runs next to the test servers (make test) without a clash.
+export MELTEMI_E2E_ETCD_PORT=${MELTEMI_DEMO_ETCD_PORT:-13379}
+export MELTEMI_E2E_ETCD_PEER_PORT=${MELTEMI_DEMO_ETCD_PEER_PORT:-13380}
+export MELTEMI_E2E_KUBE_PORT=${MELTEMI_DEMO_KUBE_PORT:-17443}
+export MELTEMI_E2E_ZK_PORT=${MELTEMI_DEMO_ZK_PORT:-13181}
 BIN=${MELTEMI_BIN_DIR:-$PWD/bin}
 NS=meltemi-system
 # shellcheck source=demo-lib.sh
@@ -36,6 +41,7 @@ spec:
   address: $MELTEMI_ZK_ADDR
   options:
     roots: dubbo
+    mode: both
 YAML
 
 say "starting meltemi"

@@ -42,8 +42,41 @@ func main() {
 		}
 		slog.Info("registered provider", "interface", p.Interface, "address", fmt.Sprintf("%s:%d", p.IP, p.Port), "node", node)
 	}
+	if err := seedApplication(conn, *root); err != nil {
+		fmt.Fprintln(os.Stderr, "dubbo-seed:", err)
+		os.Exit(1)
+	}
 	// Ephemeral nodes live as long as this session, like a running Dubbo application.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
+}
+
+// seedApplication registers a Dubbo 3 application the way it does with register-mode=instance
+// and metadata-type=remote: its instances under /services, its revision's metadata, and the
+// mapping from its interface to it; no interface-level providers.
+func seedApplication(conn *zk.Conn, root string) error {
+	const (
+		app      = "inventory-service"
+		iface    = "com.example.inventory.InventoryService"
+		revision = "7f3a9c2e41d0"
+	)
+	services := []dubbo.MetadataService{{Interface: iface, Version: "1.0.0", Protocol: "tri", Port: 50051, Methods: []string{"reserve", "release"}}}
+	if err := dubbo.PublishMetadata(conn, root, app, revision, services); err != nil {
+		return err
+	}
+	for _, ip := range []string{"10.10.4.41", "10.10.4.42"} {
+		in := dubbo.Instance{Application: app, IP: ip, Port: 20880, Revision: revision, StorageType: "remote",
+			Endpoints: []dubbo.Endpoint{{Protocol: "dubbo", Port: 20880}, {Protocol: "tri", Port: 50051}}}
+		node, err := dubbo.RegisterInstance(conn, in)
+		if err != nil {
+			return err
+		}
+		slog.Info("registered application instance", "application", app, "node", node)
+	}
+	if err := dubbo.PublishMapping(conn, root, iface, app); err != nil {
+		return err
+	}
+	slog.Info("mapped interface to application", "interface", iface, "application", app)
+	return nil
 }
