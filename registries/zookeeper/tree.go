@@ -61,6 +61,9 @@ type ifaceState struct {
 	// labelSets shares one label map among the providers that have the same labels (usually
 	// all of an interface's providers of one version); counted, so churn cannot grow it.
 	labelSets map[string]*labelSet
+	// known holds the providers a resync's previous tree parsed for this interface; a node's
+	// name is its whole URL, so they need no parsing again. Read-only; nil after the listing.
+	known map[string]provider
 }
 
 type labelSet struct {
@@ -128,6 +131,8 @@ type tree struct {
 	byApp   map[string]map[string]bool // application name -> keys of the mapped interfaces naming it
 	meta    map[string]*metaState      // by path
 	changed map[string]bool            // service keys whose content may have changed
+	// prev is the tree a resync replaces, consulted for parsed providers while listing.
+	prev *tree
 }
 
 func newTree(cfg *config) *tree {
@@ -271,6 +276,9 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 			continue
 		}
 		is := &ifaceState{key: key, name: name, providers: map[string]provider{}, labelSets: map[string]*labelSet{}}
+		if old := t.prev.iface(key); old != nil {
+			is.known = old.providers
+		}
 		is.node = t.add(&node{kind: kindProviders, path: t.cfg.path(n.root, raw, "providers"), iface: is})
 		is.dir = t.add(&node{kind: kindIfaceDir, path: t.cfg.path(n.root, raw), iface: is})
 		rs.ifaces[raw] = is
@@ -278,6 +286,13 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 		next = append(next, is.node)
 	}
 	return next
+}
+
+func (t *tree) iface(key string) *ifaceState {
+	if t == nil {
+		return nil
+	}
+	return t.ifaces[key]
 }
 
 func (is *ifaceState) hasProviders() bool {
@@ -389,6 +404,11 @@ func parseNew(is *ifaceState, children []string) map[string]parsedChild {
 		}
 		if out == nil {
 			out = make(map[string]parsedChild)
+		}
+		if p, ok := is.known[c]; ok {
+			// Already reported, if it was rejected; a resync does not report it again.
+			out[c] = parsedChild{provider: p}
+			continue
 		}
 		out[c] = parseProviderChild(is.name, c)
 	}

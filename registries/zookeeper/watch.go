@@ -392,6 +392,8 @@ func (w *watcher) resync(ctx context.Context) {
 	w.stats.resyncs.Add(1)
 	old := w.t
 	w.t = newTree(w.cfg)
+	w.t.prev = old
+	defer w.dropPrev()
 	w.rejects = nil
 	clear(w.dirty) // everything is read again
 	clear(w.pending)
@@ -449,6 +451,14 @@ func (w *watcher) resync(ctx context.Context) {
 	} else {
 		w.log.Debug("resync found nothing missed", "services", len(w.emitted), "watches", len(w.armed),
 			"took", time.Since(start).Round(time.Millisecond).String())
+	}
+}
+
+// dropPrev forgets the tree a resync replaced, so its memory can go.
+func (w *watcher) dropPrev() {
+	w.t.prev = nil
+	for _, is := range w.t.ifaces {
+		is.known = nil
 	}
 }
 
