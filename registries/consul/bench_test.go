@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // BenchmarkChangeToUpsert measures, against the shared Consul server, the plugin's part of
@@ -24,13 +24,13 @@ func BenchmarkChangeToUpsert(b *testing.B) {
 	reg := newRegistrar(b, addr, "")
 	name := reg.name("bench")
 	reg.register(api.AgentServiceRegistration{ID: name + "-base", Name: name, Address: "10.90.0.1", Port: 80})
-	r := runPlugin(b, addr, map[string]string{"services": reg.pattern()}, nil)
+	p, rec := runPlugin(b, addr, map[string]string{"services": reg.pattern()}, nil)
 	var key string
-	r.rec.await(b, "snapshot", func(state map[string]sdk.Service) error {
-		for k := range state {
+	rec.WaitState(b, wait, "snapshot", func(s *sdktest.State) bool {
+		for k := range s.Services {
 			key = k
 		}
-		return hasAddresses(key, "10.90.0.1")(state)
+		return sdktest.HasAddresses(key, "10.90.0.1")(s)
 	})
 
 	// change makes one change and returns how long the plugin took to report it; changes are
@@ -41,7 +41,7 @@ func BenchmarkChangeToUpsert(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		do()
-		r.rec.await(b, "change", hasAddresses(key, want...))
+		rec.WaitState(b, wait, "change", sdktest.HasAddresses(key, want...))
 		return time.Since(start)
 	}
 	var register, health []time.Duration
@@ -59,7 +59,7 @@ func BenchmarkChangeToUpsert(b *testing.B) {
 	b.StopTimer()
 	reportPercentiles(b, "register", register)
 	reportPercentiles(b, "health", health)
-	b.ReportMetric(float64(r.p.stats.queries.Load())/float64(4*b.N), "queries/change")
+	b.ReportMetric(float64(p.stats.queries.Load())/float64(4*b.N), "queries/change")
 }
 
 func reportPercentiles(b *testing.B, name string, d []time.Duration) {
@@ -96,19 +96,16 @@ func BenchmarkInitialSnapshot(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		r := runPlugin(b, addr, map[string]string{"services": reg.pattern()}, nil)
-		r.rec.await(b, "snapshot", func(state map[string]sdk.Service) error {
-			if len(state) != n {
-				return fmt.Errorf("%d services, want %d", len(state), n)
-			}
-			return nil
+		p, rec := runPlugin(b, addr, map[string]string{"services": reg.pattern()}, nil)
+		rec.WaitState(b, wait, "snapshot", func(s *sdktest.State) bool {
+			return len(s.Services) == n
 		})
 		snapshot += float64(time.Since(start).Milliseconds())
 		b.StopTimer()
-		before := r.p.stats.queries.Load()
+		before := p.stats.queries.Load()
 		time.Sleep(5 * time.Second)
-		idle += float64(r.p.stats.queries.Load()-before) / 5
-		r.stop()
+		idle += float64(p.stats.queries.Load()-before) / 5
+		rec.Stop()
 		time.Sleep(2 * time.Second) // Consul counts closed connections out a little later
 		b.StartTimer()
 	}

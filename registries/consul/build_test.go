@@ -3,7 +3,6 @@ package consul
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"maps"
 	"os"
 	"path/filepath"
@@ -11,10 +10,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/internal/golden"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // testConfig is a configuration as Configure makes it from opts.
 func testConfig(t testing.TB, opts map[string]string) *config {
@@ -54,30 +52,13 @@ func TestBuildGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareGolden(t, filepath.Join("testdata", name), append(got, '\n'))
+			golden.Check(t, filepath.Join("testdata", name), append(got, '\n'))
 		})
 	}
 }
 
 func (r rejection) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]string{"item": r.item, "reason": r.reason})
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run go test -update after checking the change):\n%s", path, got)
-	}
 }
 
 // TestBuildOrderIndependent: the same registrations in another order give the same service.

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // These tests run the plugin in process against the shared Consul server (e2e/infra/up.sh
@@ -50,15 +50,12 @@ func TestIntegrationLifecycle(t *testing.T) {
 	skipped := reg.name("skipped")
 	reg.register(api.AgentServiceRegistration{ID: skipped, Name: skipped, Address: "10.3.0.1", Port: 80})
 
-	r := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "excludeServices": skipped}, nil)
+	_, rec := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "excludeServices": skipped}, nil)
 	keyWeb, keyAPI := dc+"/"+web, dc+"/"+grpcSvc
-	r.rec.await(t, "snapshot", func(state map[string]sdk.Service) error {
-		if len(state) != 2 {
-			return fmt.Errorf("services %v, want %s and %s", slices.Sorted(maps.Keys(state)), keyWeb, keyAPI)
-		}
-		return hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2")(state)
+	rec.WaitState(t, wait, "snapshot", func(s *sdktest.State) bool {
+		return len(s.Services) == 2 && sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2")(s)
 	})
-	s, _ := r.rec.service(keyWeb)
+	s, _ := rec.Service(keyWeb)
 	checkValid(t, s)
 	if s.Host != web+".service.consul" {
 		t.Errorf("host = %q", s.Host)
@@ -68,59 +65,59 @@ func TestIntegrationLifecycle(t *testing.T) {
 		!maps.Equal(in.Labels, map[string]string{"version": "v1", "team": "blue"}) {
 		t.Errorf("instance = %+v", in)
 	}
-	if a, _ := r.rec.service(keyAPI); a.Instances[0].Protocol != "grpc" || a.Instances[0].Port != 9090 {
+	if a, _ := rec.Service(keyAPI); a.Instances[0].Protocol != "grpc" || a.Instances[0].Port != 9090 {
 		t.Errorf("api service = %+v", a)
 	}
-	r.rec.awaitEvent(t, 0, "healthy", func(ev emitted) bool { return ev.kind == "health" && ev.ok })
-	m := r.rec.mark()
+	rec.WaitFor(t, 0, wait, "healthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && ev.Connected })
+	m := rec.Mark()
 
 	// A failing health check removes the endpoint, a passing one brings it back; warning is
 	// not good enough by default.
 	reg.setCheck(web+"-1", api.HealthCritical)
-	r.rec.await(t, "critical instance removed", hasAddresses(keyWeb, "10.1.0.2"))
+	rec.WaitState(t, wait, "critical instance removed", sdktest.HasAddresses(keyWeb, "10.1.0.2"))
 	reg.setCheck(web+"-1", api.HealthPassing)
-	r.rec.await(t, "passing instance back", hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
+	rec.WaitState(t, wait, "passing instance back", sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
 	reg.setCheck(web+"-1", api.HealthWarning)
-	r.rec.await(t, "warning instance removed", hasAddresses(keyWeb, "10.1.0.2"))
+	rec.WaitState(t, wait, "warning instance removed", sdktest.HasAddresses(keyWeb, "10.1.0.2"))
 	reg.setCheck(web+"-1", api.HealthPassing)
-	r.rec.await(t, "passing instance back", hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
+	rec.WaitState(t, wait, "passing instance back", sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
 
 	// Maintenance mode takes an instance out like a failing check.
 	if err := reg.c.Agent().EnableServiceMaintenance(web+"-2", "test"); err != nil {
 		t.Fatal(err)
 	}
-	r.rec.await(t, "instance in maintenance removed", hasAddresses(keyWeb, "10.1.0.1"))
+	rec.WaitState(t, wait, "instance in maintenance removed", sdktest.HasAddresses(keyWeb, "10.1.0.1"))
 	if err := reg.c.Agent().DisableServiceMaintenance(web + "-2"); err != nil {
 		t.Fatal(err)
 	}
-	r.rec.await(t, "instance out of maintenance", hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
+	rec.WaitState(t, wait, "instance out of maintenance", sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
 
 	// Instances come and go; the last one gone deletes the service.
 	reg.register(api.AgentServiceRegistration{ID: web + "-3", Name: web, Address: "10.1.0.3", Port: 8080})
-	r.rec.await(t, "third instance", hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2", "10.1.0.3"))
+	rec.WaitState(t, wait, "third instance", sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2", "10.1.0.3"))
 	reg.deregister(web + "-3")
-	r.rec.await(t, "third instance gone", hasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
+	rec.WaitState(t, wait, "third instance gone", sdktest.HasAddresses(keyWeb, "10.1.0.1", "10.1.0.2"))
 	reg.deregister(web + "-1")
 	reg.deregister(web + "-2")
-	r.rec.await(t, "service gone", absent(keyWeb))
-	r.rec.awaitEvent(t, m, "delete event", func(ev emitted) bool { return ev.kind == "delete" && ev.key == keyWeb })
+	rec.WaitState(t, wait, "service gone", sdktest.Absent(keyWeb))
+	rec.WaitFor(t, m, wait, "delete event", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Delete && ev.Key == keyWeb })
 
 	// A service registered later appears.
 	late := reg.name("late")
 	reg.register(api.AgentServiceRegistration{ID: late, Name: late, Address: "10.4.0.1", Port: 7000})
-	r.rec.await(t, "late service", hasAddresses(dc+"/"+late, "10.4.0.1"))
+	rec.WaitState(t, wait, "late service", sdktest.HasAddresses(dc+"/"+late, "10.4.0.1"))
 
-	for _, ev := range r.rec.since(0) {
+	for _, ev := range rec.Events(0) {
 		switch {
-		case ev.kind == "reject":
-			t.Errorf("unexpected rejection %s: %s", ev.key, ev.msg)
-		case ev.key == keyAPI && ev.kind != "snapshot":
-			t.Errorf("untouched service %s got %s", keyAPI, ev.kind)
-		case ev.key == dc+"/"+skipped:
+		case ev.Kind == sdktest.Reject:
+			t.Errorf("unexpected rejection %s: %s", ev.Key, ev.Message)
+		case ev.Key == keyAPI && ev.Kind != sdktest.Snapshot:
+			t.Errorf("untouched service %s got %s", keyAPI, ev.Kind)
+		case ev.Key == dc+"/"+skipped:
 			t.Errorf("excluded service %s reported", skipped)
 		}
 	}
-	if n := r.rec.count(0, "snapshot"); n != 1 {
+	if n := rec.Count(0, sdktest.Snapshot); n != 1 {
 		t.Errorf("%d snapshots, want 1", n)
 	}
 }
@@ -135,25 +132,22 @@ func TestIntegrationWarningAndWeights(t *testing.T) {
 	reg.register(api.AgentServiceRegistration{ID: name + "-b", Name: name, Address: "10.5.0.2", Port: 80})
 	key := dc + "/" + name
 
-	r := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "includeWarning": "true"}, nil)
-	weights := func(want map[string]uint32) func(map[string]sdk.Service) error {
-		return func(state map[string]sdk.Service) error {
+	_, rec := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "includeWarning": "true"}, nil)
+	weights := func(want map[string]uint32) func(*sdktest.State) bool {
+		return func(s *sdktest.State) bool {
 			got := map[string]uint32{}
-			for _, in := range state[key].Instances {
+			for _, in := range s.Services[key].Instances {
 				got[in.Address] = in.Weight
 			}
-			if !maps.Equal(got, want) {
-				return fmt.Errorf("weights %v, want %v", got, want)
-			}
-			return nil
+			return maps.Equal(got, want)
 		}
 	}
-	r.rec.await(t, "snapshot with weights", weights(map[string]uint32{"10.5.0.1": 10, "10.5.0.2": 1}))
+	rec.WaitState(t, wait, "snapshot with weights", weights(map[string]uint32{"10.5.0.1": 10, "10.5.0.2": 1}))
 	reg.setCheck(name+"-a", api.HealthWarning)
-	r.rec.await(t, "warning instance kept with its warning weight", weights(map[string]uint32{"10.5.0.1": 2, "10.5.0.2": 1}))
+	rec.WaitState(t, wait, "warning instance kept with its warning weight", weights(map[string]uint32{"10.5.0.1": 2, "10.5.0.2": 1}))
 	// Left with Consul's default weight only, the service says nothing about weights.
 	reg.setCheck(name+"-a", api.HealthCritical)
-	r.rec.await(t, "critical instance removed", weights(map[string]uint32{"10.5.0.2": 0}))
+	rec.WaitState(t, wait, "critical instance removed", weights(map[string]uint32{"10.5.0.2": 0}))
 }
 
 func TestIntegrationMappingAndRejections(t *testing.T) {
@@ -182,45 +176,42 @@ func TestIntegrationMappingAndRejections(t *testing.T) {
 	reg.registerExternal(reg.name("node"), "10.9.0.1", map[string]string{"zone": "az-9"},
 		&api.AgentService{ID: extName, Service: extName, Port: 7000})
 
-	r := runPlugin(t, addr, map[string]string{
+	_, rec := runPlugin(t, addr, map[string]string{
 		"services": reg.pattern(), "defaultProtocol": "http", "serviceProtocols": mappedName + "=grpc",
 	}, nil)
-	r.rec.await(t, "snapshot", func(state map[string]sdk.Service) error {
-		if len(state) != 5 {
-			return fmt.Errorf("services %v", slices.Sorted(maps.Keys(state)))
-		}
-		return hasAddresses(plainKey, "10.6.0.4")(state)
+	rec.WaitState(t, wait, "snapshot", func(s *sdktest.State) bool {
+		return len(s.Services) == 5 && sdktest.HasAddresses(plainKey, "10.6.0.4")(s)
 	})
 	for key, want := range map[string]string{metaKey: "dubbo", tagKey: "thrift", mappedKey: "grpc", plainKey: "http", extKey: "http"} {
-		s, _ := r.rec.service(key)
+		s, _ := rec.Service(key)
 		checkValid(t, s)
 		if got := s.Instances[0].Protocol; got != want {
 			t.Errorf("%s: protocol %q, want %q", key, got, want)
 		}
 	}
-	plain, _ := r.rec.service(plainKey)
+	plain, _ := rec.Service(plainKey)
 	if in := plain.Instances[0]; !maps.Equal(in.Labels, map[string]string{"version": "1.2.0", "env": "staging", "owner": "team-a"}) || in.Locality != dc+"/az-1" {
 		t.Errorf("plain instance labels %v locality %q", in.Labels, in.Locality)
 	}
-	ext, _ := r.rec.service(extKey)
+	ext, _ := rec.Service(extKey)
 	if in := ext.Instances[0]; in.Address != "10.9.0.1" || in.Locality != dc+"/az-9" {
 		t.Errorf("external instance %+v", in)
 	}
 	for _, id := range []string{"-host", "-proto", "-noport"} {
-		r.rec.awaitEvent(t, 0, "rejection of "+id, func(ev emitted) bool {
-			return ev.kind == "reject" && strings.HasSuffix(ev.key, "/"+plainName+id)
+		rec.WaitFor(t, 0, wait, "rejection of "+id, func(ev sdktest.Event) bool {
+			return ev.Kind == sdktest.Reject && strings.HasSuffix(ev.Key, "/"+plainName+id)
 		})
 	}
 
 	// A change to the service reports nothing new about the known bad registrations.
-	m := r.rec.mark()
+	m := rec.Mark()
 	reg.register(api.AgentServiceRegistration{ID: plainName + "-2", Name: plainName, Address: "10.6.0.7", Port: 8080})
-	r.rec.await(t, "second good instance", hasAddresses(plainKey, "10.6.0.4", "10.6.0.7"))
-	if n := r.rec.count(m, "reject"); n != 0 {
-		t.Errorf("%d rejections repeated:\n%s", n, r.rec.dump(m))
+	rec.WaitState(t, wait, "second good instance", sdktest.HasAddresses(plainKey, "10.6.0.4", "10.6.0.7"))
+	if n := rec.Count(m, sdktest.Reject); n != 0 {
+		t.Errorf("%d rejections repeated:\n%s", n, rec.Dump(m))
 	}
-	if n := r.rec.count(0, "reject"); n != 3 {
-		t.Errorf("%d rejections, want 3:\n%s", n, r.rec.dump(0))
+	if n := rec.Count(0, sdktest.Reject); n != 3 {
+		t.Errorf("%d rejections, want 3:\n%s", n, rec.Dump(0))
 	}
 }
 
@@ -234,24 +225,24 @@ func TestIntegrationOutageKeepsEverything(t *testing.T) {
 	reg.register(api.AgentServiceRegistration{ID: name + "-b", Name: name, Address: "10.7.0.2", Port: 80})
 	proxy := newTCPProxy(t, addr)
 
-	r := runPlugin(t, proxy.addr(), map[string]string{"services": reg.pattern(), "datacenters": dc}, nil)
-	r.rec.await(t, "snapshot", hasAddresses(key, "10.7.0.1", "10.7.0.2"))
-	m := r.rec.mark()
+	_, rec := runPlugin(t, proxy.addr(), map[string]string{"services": reg.pattern(), "datacenters": dc}, nil)
+	rec.WaitState(t, wait, "snapshot", sdktest.HasAddresses(key, "10.7.0.1", "10.7.0.2"))
+	m := rec.Mark()
 	proxy.block()
-	r.rec.awaitEvent(t, m, "unhealthy", func(ev emitted) bool { return ev.kind == "health" && !ev.ok })
+	rec.WaitFor(t, m, wait, "unhealthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && !ev.Connected })
 	// Changes while the plugin is cut off arrive when it is back; meanwhile nothing goes.
 	reg.deregister(name + "-b")
 	reg.register(api.AgentServiceRegistration{ID: name + "-c", Name: name, Address: "10.7.0.3", Port: 80})
 	time.Sleep(2 * time.Second)
-	if s, ok := r.rec.service(key); !ok || len(s.Instances) != 2 {
-		t.Fatalf("state changed during the outage:\n%s", r.rec.dump(m))
+	if s, ok := rec.Service(key); !ok || len(s.Instances) != 2 {
+		t.Fatalf("state changed during the outage:\n%s", rec.Dump(m))
 	}
 	proxy.unblock()
-	r.rec.await(t, "converged", hasAddresses(key, "10.7.0.1", "10.7.0.3"))
-	r.rec.awaitEvent(t, m, "healthy", func(ev emitted) bool { return ev.kind == "health" && ev.ok })
-	for _, ev := range r.rec.since(m) {
-		if ev.kind == "delete" || ev.kind == "snapshot" {
-			t.Errorf("%s after an outage of the same server:\n%s", ev.kind, r.rec.dump(m))
+	rec.WaitState(t, wait, "converged", sdktest.HasAddresses(key, "10.7.0.1", "10.7.0.3"))
+	rec.WaitFor(t, m, wait, "healthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && ev.Connected })
+	for _, ev := range rec.Events(m) {
+		if ev.Kind == sdktest.Delete || ev.Kind == sdktest.Snapshot {
+			t.Errorf("%s after an outage of the same server:\n%s", ev.Kind, rec.Dump(m))
 		}
 	}
 }
@@ -265,12 +256,9 @@ func TestIntegrationBoundedWatches(t *testing.T) {
 		name := reg.name(fmt.Sprint("s", i))
 		reg.register(api.AgentServiceRegistration{ID: name + "-a", Name: name, Address: "10.8.0.1", Port: 80})
 	}
-	r := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "maxWatches": "2"}, nil)
-	r.rec.await(t, "snapshot", func(state map[string]sdk.Service) error {
-		if len(state) != services {
-			return fmt.Errorf("%d services", len(state))
-		}
-		return nil
+	p, rec := runPlugin(t, addr, map[string]string{"services": reg.pattern(), "maxWatches": "2"}, nil)
+	rec.WaitState(t, wait, "snapshot", func(s *sdktest.State) bool {
+		return len(s.Services) == services
 	})
 	// Every service's change is seen although only two watches block at a time.
 	for i := range services {
@@ -278,12 +266,12 @@ func TestIntegrationBoundedWatches(t *testing.T) {
 		reg.register(api.AgentServiceRegistration{ID: name + "-b", Name: name, Address: "10.8.0.2", Port: 80})
 	}
 	for i := range services {
-		r.rec.await(t, fmt.Sprint("service ", i), hasAddresses(dc+"/"+reg.name(fmt.Sprint("s", i)), "10.8.0.1", "10.8.0.2"))
+		rec.WaitState(t, wait, fmt.Sprint("service ", i), sdktest.HasAddresses(dc+"/"+reg.name(fmt.Sprint("s", i)), "10.8.0.1", "10.8.0.2"))
 	}
-	if got := r.p.stats.maxBlocking.Load(); got != 2 {
+	if got := p.stats.maxBlocking.Load(); got != 2 {
 		t.Errorf("at most %d blocking queries in flight, want exactly 2", got)
 	}
-	if got := r.p.stats.watched.Load(); got != services {
+	if got := p.stats.watched.Load(); got != services {
 		t.Errorf("%d services watched, want %d", got, services)
 	}
 }
@@ -310,19 +298,19 @@ func TestIntegrationTLS(t *testing.T) {
 	key := dc + "/" + name
 
 	t.Run("ca file", func(t *testing.T) {
-		r := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "tlsCAFile": ca, "waitTime": "5s"}, nil)
-		r.rec.await(t, "snapshot over TLS", hasAddresses(key, "10.10.0.1"))
+		_, rec := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "tlsCAFile": ca, "waitTime": "5s"}, nil)
+		rec.WaitState(t, wait, "snapshot over TLS", sdktest.HasAddresses(key, "10.10.0.1"))
 	})
 	t.Run("insecure", func(t *testing.T) {
-		r := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "tlsInsecureSkipVerify": "true", "waitTime": "5s"}, nil)
-		r.rec.await(t, "snapshot over unverified TLS", hasAddresses(key, "10.10.0.1"))
+		_, rec := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "tlsInsecureSkipVerify": "true", "waitTime": "5s"}, nil)
+		rec.WaitState(t, wait, "snapshot over unverified TLS", sdktest.HasAddresses(key, "10.10.0.1"))
 	})
 	t.Run("unknown CA", func(t *testing.T) {
-		r := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "waitTime": "5s"}, nil)
-		r.rec.awaitEvent(t, 0, "certificate error", func(ev emitted) bool {
-			return ev.kind == "health" && !ev.ok && strings.Contains(ev.msg, "certificate")
+		_, rec := runPlugin(t, srv.URL, map[string]string{"services": reg.pattern(), "waitTime": "5s"}, nil)
+		rec.WaitFor(t, 0, wait, "certificate error", func(ev sdktest.Event) bool {
+			return ev.Kind == sdktest.Health && !ev.Connected && strings.Contains(ev.Message, "certificate")
 		})
-		if n := r.rec.count(0, "snapshot"); n != 0 {
+		if n := rec.Count(0, sdktest.Snapshot); n != 0 {
 			t.Errorf("snapshot through an unverified connection")
 		}
 	})
@@ -341,16 +329,11 @@ func TestIntegrationWatchAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 1; round <= 2; round++ {
-		rec := newStateRecorder()
+		rec := sdktest.NewRecorder()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- p.Watch(ctx, rec) }()
-		rec.await(t, "snapshot", func(state map[string]sdk.Service) error {
-			if len(state) != 2 {
-				return fmt.Errorf("%d services", len(state))
-			}
-			return nil
-		})
+		rec.WaitState(t, wait, "snapshot", func(s *sdktest.State) bool { return len(s.Services) == 2 })
 		if got := p.stats.watched.Load(); got != 2 {
 			t.Errorf("round %d: %d watches, want 2", round, got)
 		}

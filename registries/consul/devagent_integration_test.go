@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // These tests run agents of their own (see devAgent): two federated datacenters, an agent
@@ -26,19 +26,13 @@ func TestIntegrationSeveralDatacenters(t *testing.T) {
 	rw.register(api.AgentServiceRegistration{ID: web, Name: web, Address: "10.21.0.1", Port: 80})
 	re.register(api.AgentServiceRegistration{ID: only, Name: only, Address: "10.20.0.2", Port: 80})
 
-	r := runPlugin(t, east.addr(), map[string]string{"datacenters": "east,west", "services": re.pattern()}, nil)
-	r.rec.await(t, "both datacenters", func(state map[string]sdk.Service) error {
-		for _, check := range []func(map[string]sdk.Service) error{
-			hasAddresses("east/"+web, "10.20.0.1"), hasAddresses("west/"+web, "10.21.0.1"), hasAddresses("east/"+only, "10.20.0.2"),
-		} {
-			if err := check(state); err != nil {
-				return err
-			}
-		}
-		return nil
+	_, rec := runPlugin(t, east.addr(), map[string]string{"datacenters": "east,west", "services": re.pattern()}, nil)
+	rec.WaitState(t, wait, "both datacenters", func(s *sdktest.State) bool {
+		return sdktest.HasAddresses("east/"+web, "10.20.0.1")(s) && sdktest.HasAddresses("west/"+web, "10.21.0.1")(s) &&
+			sdktest.HasAddresses("east/"+only, "10.20.0.2")(s)
 	})
-	e, _ := r.rec.service("east/" + web)
-	w, _ := r.rec.service("west/" + web)
+	e, _ := rec.Service("east/" + web)
+	w, _ := rec.Service("west/" + web)
 	// One host: the mesh merges both into one ServiceEntry, told apart by locality.
 	if e.Host != web+".service.consul" || w.Host != e.Host {
 		t.Errorf("hosts %q and %q, want both %s.service.consul", e.Host, w.Host, web)
@@ -48,42 +42,36 @@ func TestIntegrationSeveralDatacenters(t *testing.T) {
 	}
 
 	// A change in one datacenter leaves the other alone.
-	m := r.rec.mark()
+	m := rec.Mark()
 	rw.deregister(web)
-	r.rec.await(t, "west instance gone", absent("west/"+web))
-	r.rec.await(t, "east kept", hasAddresses("east/"+web, "10.20.0.1"))
-	for _, ev := range r.rec.since(m) {
-		if strings.HasPrefix(ev.key, "east/") {
-			t.Errorf("east service %s got %s", ev.key, ev.kind)
+	rec.WaitState(t, wait, "west instance gone", sdktest.Absent("west/"+web))
+	rec.WaitState(t, wait, "east kept", sdktest.HasAddresses("east/"+web, "10.20.0.1"))
+	for _, ev := range rec.Events(m) {
+		if strings.HasPrefix(ev.Key, "east/") {
+			t.Errorf("east service %s got %s", ev.Key, ev.Kind)
 		}
 	}
 
 	t.Run("datacenter in the host", func(t *testing.T) {
-		r := runPlugin(t, east.addr(), map[string]string{"datacenters": "east", "services": re.pattern(),
+		_, rec := runPlugin(t, east.addr(), map[string]string{"datacenters": "east", "services": re.pattern(),
 			"hostTemplate": "{{.Service}}.service.{{.Datacenter}}.consul"}, nil)
-		r.rec.await(t, "host with datacenter", func(state map[string]sdk.Service) error {
-			if h := state["east/"+web].Host; h != web+".service.east.consul" {
-				return fmt.Errorf("host %q", h)
-			}
-			return nil
+		rec.WaitState(t, wait, "host with datacenter", func(s *sdktest.State) bool {
+			return s.Services["east/"+web].Host == web+".service.east.consul"
 		})
 	})
 	t.Run("agent's own datacenter by default", func(t *testing.T) {
-		r := runPlugin(t, west.addr(), map[string]string{"services": re.pattern()}, nil)
-		r.rec.await(t, "west only", func(state map[string]sdk.Service) error {
-			if len(state) != 0 {
-				return fmt.Errorf("services %v; west has none left", state)
-			}
-			return nil
+		_, rec := runPlugin(t, west.addr(), map[string]string{"services": re.pattern()}, nil)
+		rec.WaitState(t, wait, "west only", func(s *sdktest.State) bool {
+			return s.Synced && len(s.Services) == 0 // west has none left
 		})
 	})
 	t.Run("unknown datacenter", func(t *testing.T) {
-		r := runPlugin(t, east.addr(), map[string]string{"datacenters": "east,north", "services": re.pattern()}, nil)
-		r.rec.awaitEvent(t, 0, "error about north", func(ev emitted) bool {
-			return ev.kind == "health" && !ev.ok && strings.Contains(ev.msg, "datacenter north")
+		_, rec := runPlugin(t, east.addr(), map[string]string{"datacenters": "east,north", "services": re.pattern()}, nil)
+		rec.WaitFor(t, 0, wait, "error about north", func(ev sdktest.Event) bool {
+			return ev.Kind == sdktest.Health && !ev.Connected && strings.Contains(ev.Message, "datacenter north")
 		})
-		if n := r.rec.count(0, "snapshot"); n != 0 {
-			t.Errorf("a snapshot without datacenter north:\n%s", r.rec.dump(0))
+		if n := rec.Count(0, sdktest.Snapshot); n != 0 {
+			t.Errorf("a snapshot without datacenter north:\n%s", rec.Dump(0))
 		}
 	})
 }
@@ -100,39 +88,33 @@ func TestIntegrationIndexBackwardsResyncs(t *testing.T) {
 		reg.register(api.AgentServiceRegistration{ID: id, Name: reg.name("churn"), Address: "10.30.1.1", Port: 80})
 		reg.deregister(id)
 	}
-	r := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, nil)
-	r.rec.await(t, "first snapshot", hasAddresses("idx/"+keep, "10.30.0.1"))
-	m := r.rec.mark()
+	p, rec := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, nil)
+	rec.WaitState(t, wait, "first snapshot", sdktest.HasAddresses("idx/"+keep, "10.30.0.1"))
+	m := rec.Mark()
 
 	// While the agent is down nothing goes. It comes back empty (a -dev agent keeps nothing),
 	// as after a restore of an older snapshot: its indexes are lower than the plugin's.
 	a.stop()
-	r.rec.awaitEvent(t, m, "unhealthy", func(ev emitted) bool { return ev.kind == "health" && !ev.ok })
+	rec.WaitFor(t, m, wait, "unhealthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && !ev.Connected })
 	time.Sleep(time.Second)
-	if n := r.rec.count(m, "delete") + r.rec.count(m, "snapshot"); n > 0 {
-		t.Fatalf("deletions while the agent is down:\n%s", r.rec.dump(m))
+	if n := rec.Count(m, sdktest.Delete) + rec.Count(m, sdktest.Snapshot); n > 0 {
+		t.Fatalf("deletions while the agent is down:\n%s", rec.Dump(m))
 	}
 	a.start()
 	reg.register(api.AgentServiceRegistration{ID: keep, Name: keep, Address: "10.30.0.9", Port: 80})
-	r.rec.await(t, "resynced", func(state map[string]sdk.Service) error {
-		if r.p.stats.resyncs.Load() == 0 {
-			return fmt.Errorf("no resync yet")
-		}
-		if err := absent("idx/" + gone)(state); err != nil {
-			return err
-		}
-		return hasAddresses("idx/"+keep, "10.30.0.9")(state)
+	rec.WaitState(t, wait, "resynced", func(s *sdktest.State) bool {
+		return p.stats.resyncs.Load() > 0 && sdktest.Absent("idx/"+gone)(s) && sdktest.HasAddresses("idx/"+keep, "10.30.0.9")(s)
 	})
 	// The resync's snapshot may follow the watches' own updates: wait for it, then make sure
 	// there was exactly one.
-	r.rec.awaitEvent(t, m, "the resync's snapshot", func(ev emitted) bool { return ev.kind == "snapshot" })
-	if n := r.rec.count(m, "snapshot"); n != 1 {
-		t.Fatalf("%d new snapshots, want 1:\n%s", n, r.rec.dump(m))
+	rec.WaitFor(t, m, wait, "the resync's snapshot", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Snapshot })
+	if n := rec.Count(m, sdktest.Snapshot); n != 1 {
+		t.Fatalf("%d new snapshots, want 1:\n%s", n, rec.Dump(m))
 	}
 	// And the new state is watched again.
 	later := reg.name("later")
 	reg.register(api.AgentServiceRegistration{ID: later, Name: later, Address: "10.30.0.3", Port: 80})
-	r.rec.await(t, "watching after the resync", hasAddresses("idx/"+later, "10.30.0.3"))
+	rec.WaitState(t, wait, "watching after the resync", sdktest.HasAddresses("idx/"+later, "10.30.0.3"))
 }
 
 func TestIntegrationACLToken(t *testing.T) {
@@ -159,47 +141,38 @@ node_prefix "" { policy = "read" }`, pub)}, nil)
 	}
 
 	t.Run("management token", func(t *testing.T) {
-		r := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, map[string]string{"token": root})
-		r.rec.await(t, "both services", func(state map[string]sdk.Service) error {
-			if len(state) != 2 {
-				return fmt.Errorf("%d services", len(state))
-			}
-			return nil
+		_, rec := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, map[string]string{"token": root})
+		rec.WaitState(t, wait, "both services", func(s *sdktest.State) bool {
+			return len(s.Services) == 2
 		})
 	})
 	t.Run("limited token", func(t *testing.T) {
-		r := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, map[string]string{"token": limited.SecretID})
-		r.rec.await(t, "public service only", func(state map[string]sdk.Service) error {
-			if len(state) != 1 {
-				return fmt.Errorf("%d services", len(state))
-			}
-			return hasAddresses("acl/"+pub, "10.40.0.1")(state)
+		_, rec := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern()}, map[string]string{"token": limited.SecretID})
+		rec.WaitState(t, wait, "public service only", func(s *sdktest.State) bool {
+			return len(s.Services) == 1 && sdktest.HasAddresses("acl/"+pub, "10.40.0.1")(s)
 		})
 	})
 	t.Run("unknown token", func(t *testing.T) {
 		bad := fmt.Sprintf("bad-%016x", rand.Uint64())
-		r := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern(), "datacenters": "acl"}, map[string]string{"token": bad})
-		r.rec.awaitEvent(t, 0, "ACL error", func(ev emitted) bool {
-			return ev.kind == "health" && !ev.ok && strings.Contains(ev.msg, "ACL not found")
+		_, rec := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern(), "datacenters": "acl"}, map[string]string{"token": bad})
+		rec.WaitFor(t, 0, wait, "ACL error", func(ev sdktest.Event) bool {
+			return ev.Kind == sdktest.Health && !ev.Connected && strings.Contains(ev.Message, "ACL not found")
 		})
-		for _, ev := range r.rec.since(0) {
-			if ev.kind == "snapshot" {
+		for _, ev := range rec.Events(0) {
+			if ev.Kind == sdktest.Snapshot {
 				t.Errorf("snapshot with a rejected token")
 			}
-			if strings.Contains(ev.msg, bad) || strings.Contains(ev.key, bad) {
-				t.Errorf("token leaked: %s %s", ev.kind, ev.msg)
+			if strings.Contains(ev.Message, bad) || strings.Contains(ev.Key, bad) {
+				t.Errorf("token leaked: %s %s", ev.Kind, ev.Message)
 			}
 		}
 	})
 	t.Run("token in the environment is not used", func(t *testing.T) {
 		t.Setenv("CONSUL_HTTP_TOKEN", root)
-		r := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern(), "datacenters": "acl"}, nil)
+		_, rec := runPlugin(t, a.addr(), map[string]string{"services": reg.pattern(), "datacenters": "acl"}, nil)
 		// Anonymous reads under a deny policy see an empty catalog.
-		r.rec.await(t, "nothing visible", func(state map[string]sdk.Service) error {
-			if len(state) != 0 {
-				return fmt.Errorf("services %v visible without a configured token", state)
-			}
-			return nil
+		rec.WaitState(t, wait, "nothing visible", func(s *sdktest.State) bool {
+			return s.Synced && len(s.Services) == 0 // visible without a configured token
 		})
 	})
 }

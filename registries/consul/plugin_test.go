@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 func TestConfigureDefaults(t *testing.T) {
@@ -116,7 +117,7 @@ func TestConfigureErrorsDoNotShowTheToken(t *testing.T) {
 }
 
 func TestWatchBeforeConfigure(t *testing.T) {
-	if err := New().Watch(context.Background(), newStateRecorder()); err == nil {
+	if err := New().Watch(context.Background(), sdktest.NewRecorder()); err == nil {
 		t.Fatal("watch without configuration accepted")
 	}
 }

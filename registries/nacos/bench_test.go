@@ -11,6 +11,7 @@ import (
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
 )
 
@@ -45,9 +46,9 @@ func BenchmarkNacosPushToUpsert(b *testing.B) {
 	ns := uniqueName("bench")
 	app := nacostest.NewApp(b, addr, ns)
 	app.Register(nacostest.Instance("latency", "", "10.0.0.1", 8080, nil))
-	r := startPlugin(b, addr, map[string]string{"namespaces": ns})
+	_, rec := startPlugin(b, addr, map[string]string{"namespaces": ns})
 	key := ns + "/" + defaultGroup + "/latency"
-	r.rec.wait(b, time.Minute, "the service", hasEndpoints(key, "10.0.0.1:8080"))
+	rec.WaitState(b, time.Minute, "the service", sdktest.HasEndpoints(key, "10.0.0.1:8080"))
 
 	latencies := make([]time.Duration, 0, 2*b.N)
 	b.ResetTimer()
@@ -66,7 +67,7 @@ func BenchmarkNacosPushToUpsert(b *testing.B) {
 			b.StartTimer()
 			start := time.Now()
 			step.do(p)
-			r.rec.wait(b, time.Minute, strings.Join(step.want, ","), hasEndpoints(key, step.want...))
+			rec.WaitState(b, time.Minute, strings.Join(step.want, ","), sdktest.HasEndpoints(key, step.want...))
 			latencies = append(latencies, time.Since(start))
 		}
 	}

@@ -1,9 +1,7 @@
 package nacos
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,9 +9,8 @@ import (
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // TestConvertGolden converts realistic instance lists (testdata/convert.json) and compares
 // the result with testdata/convert.golden.json; go test -run TestConvertGolden -update
@@ -67,19 +64,7 @@ func TestConvertGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, '\n')
-	golden := filepath.Join("testdata", "convert.golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("conversion differs from %s (run with -update after checking):\n%s", golden, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "convert.golden.json"), got)
 }
 
 func TestScaleWeight(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
 )
 
@@ -48,15 +49,15 @@ func TestWatchServer(t *testing.T) {
 	a.Register(consumer)
 	a.Register(nacostest.Instance(uniqueName("elsewhere"), "other-group", "10.0.3.1", 80, nil))
 
-	r := startPlugin(t, addr, map[string]string{"namespaces": ns, "listInterval": "1s"})
+	p, rec := startPlugin(t, addr, map[string]string{"namespaces": ns, "listInterval": "1s"})
 	ordersKey := ns + "/DEFAULT_GROUP/" + orders
 	dubboKey := "dubbo:" + iface
-	r.rec.wait(t, settle, "the first snapshot", func(r *recorder) bool { return r.snapshots == 1 })
-	r.rec.wait(t, settle, "orders and the Dubbo interface", func(r *recorder) bool {
-		return hasEndpoints(ordersKey, "10.0.0.1:8080", "10.0.0.2:9090")(r) && hasEndpoints(dubboKey, "10.0.1.1:20880", "10.0.1.2:20881")(r)
+	rec.WaitState(t, settle, "the first snapshot", func(s *sdktest.State) bool { return s.Snapshots == 1 })
+	rec.WaitState(t, settle, "orders and the Dubbo interface", func(s *sdktest.State) bool {
+		return sdktest.HasEndpoints(ordersKey, "10.0.0.1:8080", "10.0.0.2:9090")(s) && sdktest.HasEndpoints(dubboKey, "10.0.1.1:20880", "10.0.1.2:20881")(s)
 	})
 
-	svc, _ := r.rec.service(ordersKey)
+	svc, _ := rec.Service(ordersKey)
 	if want := orders + "." + ns + ".nacos"; svc.Host != want {
 		t.Errorf("orders host = %q, want %q", svc.Host, want)
 	}
@@ -68,7 +69,7 @@ func TestWatchServer(t *testing.T) {
 		t.Errorf("10.0.0.2 = %+v, want the default protocol and no labels (server bookkeeping filtered)", in2)
 	}
 
-	dsvc, _ := r.rec.service(dubboKey)
+	dsvc, _ := rec.Service(dubboKey)
 	if dsvc.Host != strings.ToLower(iface) {
 		t.Errorf("Dubbo host = %q, want %q", dsvc.Host, strings.ToLower(iface))
 	}
@@ -76,9 +77,7 @@ func TestWatchServer(t *testing.T) {
 	if want := map[string]string{"version": "1.0.0", "group": "blue", "application": "greeter"}; d1.Protocol != "dubbo" || !maps.Equal(d1.Labels, want) {
 		t.Errorf("provider 10.0.1.1 = %+v, want protocol dubbo and labels %v", d1, want)
 	}
-	r.rec.mu.Lock()
-	keys := strings.Join(slices.Sorted(maps.Keys(r.rec.state)), " ")
-	r.rec.mu.Unlock()
+	keys := strings.Join(slices.Sorted(maps.Keys(rec.State().Services)), " ")
 	if strings.Contains(keys, "consumers") || strings.Contains(keys, "elsewhere") || strings.Count(keys, " ") != 1 {
 		t.Errorf("services = %s, want only orders and the Dubbo interface", keys)
 	}
@@ -86,27 +85,27 @@ func TestWatchServer(t *testing.T) {
 	// A new service is found by the next listing.
 	billing := uniqueName("billing")
 	a.Register(nacostest.Instance(billing, "", "10.0.4.1", 8080, nil))
-	r.rec.wait(t, settle, "the new service", hasEndpoints(ns+"/DEFAULT_GROUP/"+billing, "10.0.4.1:8080"))
+	rec.WaitState(t, settle, "the new service", sdktest.HasEndpoints(ns+"/DEFAULT_GROUP/"+billing, "10.0.4.1:8080"))
 
 	// Deregistering removes an endpoint.
 	a.Deregister(o2)
-	r.rec.wait(t, settle, "10.0.0.2 gone", hasEndpoints(ordersKey, "10.0.0.1:8080"))
+	rec.WaitState(t, settle, "10.0.0.2 gone", sdktest.HasEndpoints(ordersKey, "10.0.0.1:8080"))
 
 	// Weight changes are pushed.
 	o1.Weight = 3
 	a.Update(o1)
-	r.rec.wait(t, settle, "weight 300", func(r *recorder) bool {
-		s, ok := r.state[ordersKey]
-		return ok && len(s.Instances) == 1 && s.Instances[0].Weight == 300
+	rec.WaitState(t, settle, "weight 300", func(s *sdktest.State) bool {
+		svc, ok := s.Services[ordersKey]
+		return ok && len(svc.Instances) == 1 && svc.Instances[0].Weight == 300
 	})
 
 	// A disabled instance receives no traffic: the service has no endpoint left.
 	o1.Enable = false
 	a.Update(o1)
-	r.rec.wait(t, settle, "orders deleted", absent(ordersKey))
+	rec.WaitState(t, settle, "orders deleted", sdktest.Absent(ordersKey))
 	o1.Enable = true
 	a.Update(o1)
-	r.rec.wait(t, settle, "orders back", hasEndpoints(ordersKey, "10.0.0.1:8080"))
+	rec.WaitState(t, settle, "orders back", sdktest.HasEndpoints(ordersKey, "10.0.0.1:8080"))
 
 	// One subscription per listed service but the Dubbo consumer, whatever else the server
 	// lists; subscriptions checked again are renewed, not added.
@@ -114,18 +113,17 @@ func TestWatchServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := r.p.stats.subscriptions.Load(), int64(len(list.Doms)-1); got != want {
+	if got, want := p.stats.subscriptions.Load(), int64(len(list.Doms)-1); got != want {
 		t.Errorf("subscriptions = %d, want %d (the services listed: %v, less the consumer)", got, want, list.Doms)
 	}
-	if r.p.stats.verifications.Load() == 0 {
+	if p.stats.verifications.Load() == 0 {
 		t.Errorf("no subscription was checked again")
 	}
-	r.rec.mu.Lock()
-	defer r.rec.mu.Unlock()
-	if !r.rec.healthy || r.rec.deletes != 1 || r.rec.snapshots != 1 {
-		t.Errorf("healthy=%v deletes=%d snapshots=%d, want true, 1, 1", r.rec.healthy, r.rec.deletes, r.rec.snapshots)
+	st := rec.State()
+	if !st.Connected || st.Deletes != 1 || st.Snapshots != 1 {
+		t.Errorf("healthy=%v deletes=%d snapshots=%d, want true, 1, 1", st.Connected, st.Deletes, st.Snapshots)
 	}
-	for item, reason := range r.rec.rejected {
+	for item, reason := range st.Rejected {
 		t.Errorf("unexpected rejection of %s: %s", item, reason)
 	}
 }
@@ -142,18 +140,18 @@ func TestSelectNamespacesAndGroups(t *testing.T) {
 	a2.Register(nacostest.Instance(svc, "g1", "10.2.0.2", 80, nil))    // ns2, g1: not selected
 	a2.Register(nacostest.Instance("x_"+svc, "", "10.2.0.3", 80, nil)) // ns2: selected, host sanitised
 
-	r := startPlugin(t, addr, map[string]string{"namespaces": ns1 + ":g1;" + ns2, "listInterval": "1s"})
+	_, rec := startPlugin(t, addr, map[string]string{"namespaces": ns1 + ":g1;" + ns2, "listInterval": "1s"})
 	want := map[string]string{
 		ns1 + "/g1/" + svc:              "10.1.0.2:80",
 		ns2 + "/DEFAULT_GROUP/" + svc:   "10.2.0.1:80",
 		ns2 + "/DEFAULT_GROUP/x_" + svc: "10.2.0.3:80",
 	}
-	r.rec.wait(t, settle, "the selected services", func(r *recorder) bool {
-		if len(r.state) != len(want) {
+	rec.WaitState(t, settle, "the selected services", func(s *sdktest.State) bool {
+		if len(s.Services) != len(want) {
 			return false
 		}
 		for k, ep := range want {
-			if !hasEndpoints(k, ep)(r) {
+			if !sdktest.HasEndpoints(k, ep)(s) {
 				return false
 			}
 		}
@@ -165,7 +163,7 @@ func TestSelectNamespacesAndGroups(t *testing.T) {
 		ns2 + "/DEFAULT_GROUP/x_" + svc: "x-" + svc + "." + ns2 + ".nacos",
 	}
 	for k, h := range hosts {
-		if s, _ := r.rec.service(k); s.Host != h {
+		if s, _ := rec.Service(k); s.Host != h {
 			t.Errorf("host of %s = %q, want %q", k, s.Host, h)
 		}
 	}
@@ -175,13 +173,11 @@ func TestSelectNamespacesAndGroups(t *testing.T) {
 // instead of reporting an empty registry.
 func TestAllNamespacesWithoutConsoleAPI(t *testing.T) {
 	addr := nacosAddr(t)
-	r := startPlugin(t, addr, map[string]string{"namespaces": "*"})
-	r.rec.wait(t, settle, "an unhealthy status naming the console API", func(r *recorder) bool {
-		return !r.healthy && strings.Contains(r.healthMsg, "console API")
+	_, rec := startPlugin(t, addr, map[string]string{"namespaces": "*"})
+	rec.WaitState(t, settle, "an unhealthy status naming the console API", func(s *sdktest.State) bool {
+		return !s.Connected && strings.Contains(s.HealthMessage, "console API")
 	})
-	r.rec.mu.Lock()
-	defer r.rec.mu.Unlock()
-	if r.rec.snapshots != 0 {
+	if rec.State().Snapshots != 0 {
 		t.Errorf("a snapshot was sent without a complete listing")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 func TestDescribe(t *testing.T) {
@@ -161,7 +162,7 @@ func TestConfigureErrorsNeverShowSecrets(t *testing.T) {
 }
 
 func TestWatchBeforeConfigure(t *testing.T) {
-	if err := New().Watch(context.Background(), newRecorder()); err == nil {
+	if err := New().Watch(context.Background(), sdktest.NewRecorder()); err == nil {
 		t.Fatal("watch without configuration did not fail")
 	}
 }

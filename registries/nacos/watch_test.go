@@ -11,7 +11,7 @@ import (
 
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // fakeRegistry stands in for Nacos in the watcher's unit tests: it lists what it is told and
@@ -123,7 +123,7 @@ func (f *fakeRegistry) counts() (subscribers, subscribes, unsubscribes int) {
 }
 
 // startFake runs the plugin's watch against a fake registry with short intervals.
-func startFake(t *testing.T, f *fakeRegistry, options map[string]string, tune func(*config)) *running {
+func startFake(t *testing.T, f *fakeRegistry, options map[string]string, tune func(*config)) (*Plugin, *sdktest.Recorder) {
 	t.Helper()
 	p := New().(*Plugin)
 	if err := p.Configure(context.Background(), sdkConfig("nacos.test:8848", options)); err != nil {
@@ -134,16 +134,7 @@ func startFake(t *testing.T, f *fakeRegistry, options map[string]string, tune fu
 		tune(p.cfg)
 	}
 	p.newRegistry = func(context.Context, *config) (registry, error) { return f, nil }
-	r := &running{p: p, rec: newRecorder(), done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- p.Watch(ctx, r.rec) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("watch: %v", err)
-		}
-	})
-	return r
+	return p, sdktest.Watch(t, p)
 }
 
 const quick = 5 * time.Second
@@ -154,20 +145,20 @@ func TestWatcherSnapshotThenChanges(t *testing.T) {
 	f := newFakeRegistry()
 	orders := id("public", defaultGroup, "orders")
 	f.add(orders, nil, "10.0.0.1:80", "10.0.0.2:81")
-	r := startFake(t, f, nil, nil)
+	_, rec := startFake(t, f, nil, nil)
 
-	r.rec.wait(t, quick, "snapshot", func(r *recorder) bool { return r.snapshots == 1 })
-	if s, ok := r.rec.service(orders.String()); !ok || s.Host != "orders.nacos" || strings.Join(addrs(s), ",") != "10.0.0.1:80,10.0.0.2:81" {
+	rec.WaitState(t, quick, "snapshot", func(s *sdktest.State) bool { return s.Snapshots == 1 })
+	if s, ok := rec.Service(orders.String()); !ok || s.Host != "orders.nacos" || strings.Join(sdktest.Endpoints(s), ",") != "10.0.0.1:80,10.0.0.2:81" {
 		t.Fatalf("snapshot state = %+v", s)
 	}
 	f.set(orders, nil, "10.0.0.2:81")
-	r.rec.wait(t, quick, "one endpoint", hasEndpoints(orders.String(), "10.0.0.2:81"))
+	rec.WaitState(t, quick, "one endpoint", sdktest.HasEndpoints(orders.String(), "10.0.0.2:81"))
 	f.set(orders, nil)
-	r.rec.wait(t, quick, "deleted", absent(orders.String()))
+	rec.WaitState(t, quick, "deleted", sdktest.Absent(orders.String()))
 
 	billing := id("public", defaultGroup, "billing")
 	f.add(billing, nil, "10.0.1.1:80")
-	r.rec.wait(t, quick, "new service", hasEndpoints(billing.String(), "10.0.1.1:80"))
+	rec.WaitState(t, quick, "new service", sdktest.HasEndpoints(billing.String(), "10.0.1.1:80"))
 }
 
 func TestWatcherMergesDubboVersionsIntoOneService(t *testing.T) {
@@ -179,16 +170,16 @@ func TestWatcherMergesDubboVersionsIntoOneService(t *testing.T) {
 	f.add(v2, map[string]string{"version": "2.0.0", "application": "greeter"}, "10.0.0.2:20880")
 	f.add(consumer, map[string]string{"side": "consumer"}, "10.0.9.9:1")
 	// The version is part of the host only while all providers share it.
-	r := startFake(t, f, map[string]string{"dubboHostTemplate": "{{.Interface}}{{with .Version}}.v{{.}}{{end}}"}, nil)
+	_, rec := startFake(t, f, map[string]string{"dubboHostTemplate": "{{.Interface}}{{with .Version}}.v{{.}}{{end}}"}, nil)
 
 	const key = "dubbo:org.example.Greeter"
-	r.rec.wait(t, quick, "merged service", hasEndpoints(key, "10.0.0.1:20880", "10.0.0.2:20880"))
-	if s, _ := r.rec.service(key); s.Host != "org.example.greeter" || s.Instances[0].Protocol != "dubbo" {
+	rec.WaitState(t, quick, "merged service", sdktest.HasEndpoints(key, "10.0.0.1:20880", "10.0.0.2:20880"))
+	if s, _ := rec.Service(key); s.Host != "org.example.greeter" || s.Instances[0].Protocol != "dubbo" {
 		t.Fatalf("service = %+v", s)
 	}
 	f.set(v2, nil)
-	r.rec.wait(t, quick, "host with the remaining version", func(r *recorder) bool {
-		return hasEndpoints(key, "10.0.0.1:20880")(r) && r.state[key].Host == "org.example.greeter.v1.0.0"
+	rec.WaitState(t, quick, "host with the remaining version", func(s *sdktest.State) bool {
+		return sdktest.HasEndpoints(key, "10.0.0.1:20880")(s) && s.Services[key].Host == "org.example.greeter.v1.0.0"
 	})
 	if subscribers, _, _ := f.counts(); subscribers != 2 {
 		t.Errorf("subscribers = %d, want 2 (the consumer is not subscribed)", subscribers)
@@ -200,39 +191,39 @@ func TestWatcherUnsubscribesFromRemovedServices(t *testing.T) {
 	a, b := id("public", defaultGroup, "a"), id("public", defaultGroup, "b")
 	f.add(a, nil, "10.0.0.1:80")
 	f.add(b, nil, "10.0.0.2:80")
-	r := startFake(t, f, map[string]string{"recoveryGrace": "0"}, nil)
-	r.rec.wait(t, quick, "both", func(r *recorder) bool { return len(r.state) == 2 })
+	p, rec := startFake(t, f, map[string]string{"recoveryGrace": "0"}, nil)
+	rec.WaitState(t, quick, "both", func(s *sdktest.State) bool { return len(s.Services) == 2 })
 
 	f.remove(b)
-	r.rec.wait(t, quick, "b deleted", absent(b.String()))
-	if subscribers, _, _ := f.counts(); subscribers != 1 || r.p.stats.subscriptions.Load() != 1 {
-		t.Errorf("subscribers = %d, subscriptions = %d; want 1 and 1", subscribers, r.p.stats.subscriptions.Load())
+	rec.WaitState(t, quick, "b deleted", sdktest.Absent(b.String()))
+	if subscribers, _, _ := f.counts(); subscribers != 1 || p.stats.subscriptions.Load() != 1 {
+		t.Errorf("subscribers = %d, subscriptions = %d; want 1 and 1", subscribers, p.stats.subscriptions.Load())
 	}
 	// Coming back, it is subscribed again.
 	f.add(b, nil, "10.0.0.3:80")
-	r.rec.wait(t, quick, "b back", hasEndpoints(b.String(), "10.0.0.3:80"))
+	rec.WaitState(t, quick, "b back", sdktest.HasEndpoints(b.String(), "10.0.0.3:80"))
 }
 
 func TestWatcherKeepsServicesWhenListingFails(t *testing.T) {
 	f := newFakeRegistry()
 	a := id("public", defaultGroup, "a")
 	f.add(a, nil, "10.0.0.1:80")
-	r := startFake(t, f, nil, nil)
-	r.rec.wait(t, quick, "a", hasEndpoints(a.String(), "10.0.0.1:80"))
+	_, rec := startFake(t, f, nil, nil)
+	rec.WaitState(t, quick, "a", sdktest.HasEndpoints(a.String(), "10.0.0.1:80"))
 
 	f.mu.Lock()
 	f.listErr = errors.New("connection refused")
 	f.mu.Unlock()
-	r.rec.wait(t, quick, "unhealthy", func(r *recorder) bool { return !r.healthy && strings.Contains(r.healthMsg, "connection refused") })
+	rec.WaitState(t, quick, "unhealthy", func(s *sdktest.State) bool {
+		return !s.Connected && strings.Contains(s.HealthMessage, "connection refused")
+	})
 	time.Sleep(100 * time.Millisecond) // several failed listings
 	f.mu.Lock()
 	f.listErr = nil
 	f.mu.Unlock()
-	r.rec.wait(t, quick, "healthy again", func(r *recorder) bool { return r.healthy })
-	r.rec.mu.Lock()
-	defer r.rec.mu.Unlock()
-	if r.rec.deletes != 0 || !hasEndpoints(a.String(), "10.0.0.1:80")(r.rec) {
-		t.Errorf("deletes = %d, state = %v; want nothing removed", r.rec.deletes, r.rec.state)
+	rec.WaitState(t, quick, "healthy again", func(s *sdktest.State) bool { return s.Connected })
+	if st := rec.State(); st.Deletes != 0 || !sdktest.HasEndpoints(a.String(), "10.0.0.1:80")(&st) {
+		t.Errorf("deletes = %d, state = %v; want nothing removed", st.Deletes, st.Services)
 	}
 }
 
@@ -241,33 +232,30 @@ func TestWatcherRecoveryGrace(t *testing.T) {
 	a, b := id("public", defaultGroup, "a"), id("public", defaultGroup, "b")
 	f.add(a, nil, "10.0.0.1:80", "10.0.0.2:80")
 	f.add(b, nil, "10.0.1.1:80")
-	r := startFake(t, f, map[string]string{"recoveryGrace": "1s"}, nil)
-	r.rec.wait(t, quick, "both", func(r *recorder) bool { return len(r.state) == 2 })
+	_, rec := startFake(t, f, map[string]string{"recoveryGrace": "1s"}, nil)
+	rec.WaitState(t, quick, "both", func(s *sdktest.State) bool { return len(s.Services) == 2 })
 
 	// The server goes away: it comes back empty, and the applications register again late.
 	f.mu.Lock()
 	f.connected = false
 	f.mu.Unlock()
-	r.rec.wait(t, quick, "disconnected", func(r *recorder) bool { return !r.healthy })
+	rec.WaitState(t, quick, "disconnected", func(s *sdktest.State) bool { return !s.Connected })
 	f.set(a, nil)
 	f.set(b, nil)
 	f.remove(b)
 	f.mu.Lock()
 	f.connected = true
 	f.mu.Unlock()
-	r.rec.wait(t, quick, "reconnected", func(r *recorder) bool { return r.healthy })
+	rec.WaitState(t, quick, "reconnected", func(s *sdktest.State) bool { return s.Connected })
 	f.set(a, nil, "10.0.0.1:80", "10.0.0.3:80") // one back, one new, one missing
-	r.rec.wait(t, quick, "the new instance added, the missing one kept", hasEndpoints(a.String(), "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"))
-	r.rec.mu.Lock()
-	deletes := r.rec.deletes
-	r.rec.mu.Unlock()
-	if deletes != 0 {
+	rec.WaitState(t, quick, "the new instance added, the missing one kept", sdktest.HasEndpoints(a.String(), "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"))
+	if deletes := rec.State().Deletes; deletes != 0 {
 		t.Fatalf("%d deletes during the outage and the grace", deletes)
 	}
 
 	// After the grace, what is still missing goes.
-	r.rec.wait(t, quick, "converged", func(r *recorder) bool {
-		return hasEndpoints(a.String(), "10.0.0.1:80", "10.0.0.3:80")(r) && absent(b.String())(r)
+	rec.WaitState(t, quick, "converged", func(s *sdktest.State) bool {
+		return sdktest.HasEndpoints(a.String(), "10.0.0.1:80", "10.0.0.3:80")(s) && sdktest.Absent(b.String())(s)
 	})
 	if subscribers, _, _ := f.counts(); subscribers != 1 {
 		t.Errorf("subscribers = %d after the grace, want 1", subscribers)
@@ -279,16 +267,16 @@ func TestWatcherRefusesDuplicateHosts(t *testing.T) {
 	first, second := id("public", "g1", "orders"), id("public", "g2", "orders")
 	f.add(first, nil, "10.0.0.1:80")
 	f.add(second, nil, "10.0.0.2:80")
-	r := startFake(t, f, map[string]string{"groups": "g1,g2", "hostTemplate": "{{.Service}}.example", "recoveryGrace": "0"}, nil)
-	r.rec.wait(t, quick, "first holds the host, second rejected", func(r *recorder) bool {
-		return hasEndpoints(first.String(), "10.0.0.1:80")(r) && strings.Contains(r.rejected[second.String()], "already the host of")
+	_, rec := startFake(t, f, map[string]string{"groups": "g1,g2", "hostTemplate": "{{.Service}}.example", "recoveryGrace": "0"}, nil)
+	rec.WaitState(t, quick, "first holds the host, second rejected", func(s *sdktest.State) bool {
+		return sdktest.HasEndpoints(first.String(), "10.0.0.1:80")(s) && strings.Contains(s.Rejected[second.String()], "already the host of")
 	})
-	if _, ok := r.rec.service(second.String()); ok {
+	if _, ok := rec.Service(second.String()); ok {
 		t.Fatal("two services with one host")
 	}
 	f.set(first, nil)
-	r.rec.wait(t, quick, "second takes the host", func(r *recorder) bool {
-		return absent(first.String())(r) && hasEndpoints(second.String(), "10.0.0.2:80")(r)
+	rec.WaitState(t, quick, "second takes the host", func(s *sdktest.State) bool {
+		return sdktest.Absent(first.String())(s) && sdktest.HasEndpoints(second.String(), "10.0.0.2:80")(s)
 	})
 }
 
@@ -296,11 +284,11 @@ func TestWatcherRejectsBadInstancesAndKeepsTheRest(t *testing.T) {
 	f := newFakeRegistry()
 	a := id("public", defaultGroup, "a")
 	f.add(a, nil, "10.0.0.1:80", "not-an-ip:80", "10.0.0.2:0")
-	r := startFake(t, f, nil, nil)
-	r.rec.wait(t, quick, "the good instance and two rejections", func(r *recorder) bool {
-		return hasEndpoints(a.String(), "10.0.0.1:80")(r) && len(r.rejected) == 2
+	_, rec := startFake(t, f, nil, nil)
+	rec.WaitState(t, quick, "the good instance and two rejections", func(s *sdktest.State) bool {
+		return sdktest.HasEndpoints(a.String(), "10.0.0.1:80")(s) && len(s.Rejected) == 2
 	})
-	for item, reason := range r.rec.rejected {
+	for item, reason := range rec.State().Rejected {
 		if !strings.HasPrefix(item, "public/DEFAULT_GROUP/a/") || reason == "" {
 			t.Errorf("rejection %q: %q", item, reason)
 		}
@@ -311,17 +299,15 @@ func TestWatcherChecksEmptySubscriptionsAgain(t *testing.T) {
 	f := newFakeRegistry()
 	a := id("public", defaultGroup, "a")
 	f.add(a, nil)
-	r := startFake(t, f, nil, nil)
-	r.rec.wait(t, quick, "snapshot", func(r *recorder) bool { return r.snapshots == 1 })
+	_, rec := startFake(t, f, nil, nil)
+	rec.WaitState(t, quick, "snapshot", func(s *sdktest.State) bool { return s.Snapshots == 1 })
 
 	// A lost push: the registry has the instance, but the subscriber never heard of it.
 	f.mu.Lock()
 	f.instances[a] = []nacosmodel.Instance{{Ip: "10.0.0.1", Port: 80, Weight: 1, Healthy: true, Enable: true}}
 	f.mu.Unlock()
-	r.rec.wait(t, quick, "found by subscribing again", hasEndpoints(a.String(), "10.0.0.1:80"))
+	rec.WaitState(t, quick, "found by subscribing again", sdktest.HasEndpoints(a.String(), "10.0.0.1:80"))
 	if _, subscribes, unsubscribes := f.counts(); subscribes < 2 || unsubscribes != subscribes-1 {
 		t.Errorf("subscribes = %d, unsubscribes = %d: a check must replace the subscription", subscribes, unsubscribes)
 	}
 }
-
-var _ sdk.Emitter = (*recorder)(nil)

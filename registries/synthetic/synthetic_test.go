@@ -7,12 +7,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 func TestStateIsDeterministic(t *testing.T) {
@@ -74,44 +74,28 @@ func TestOptionsAreChecked(t *testing.T) {
 	}
 }
 
-// emitter records what Watch reports.
-type emitter struct {
-	mu      sync.Mutex
-	events  []string
-	upserts int
-}
-
-func (e *emitter) add(s string)             { e.mu.Lock(); e.events = append(e.events, s); e.mu.Unlock() }
-func (e *emitter) Snapshot(s []sdk.Service) { e.add(fmt.Sprintf("snapshot %d", len(s))) }
-func (e *emitter) Upsert(sdk.Service)       { e.mu.Lock(); e.upserts++; e.mu.Unlock() }
-func (e *emitter) Delete(k string)          { e.add("delete " + k) }
-func (e *emitter) Health(ok bool, m string) { e.add(fmt.Sprintf("health %v %s", ok, m)) }
-func (e *emitter) Reject(i, r string)       { e.add("reject " + i + ": " + r) }
-
 func TestWatchChurnsThenCloses(t *testing.T) {
 	p := New()
 	if err := p.Configure(context.Background(), sdk.Config{Options: map[string]string{
 		"services": "4", "churnEvents": "100", "closeAfter": "200ms", "echoSecret": "true"}, Secrets: map[string]string{"token": "tok"}}); err != nil {
 		t.Fatal(err)
 	}
-	e := &emitter{}
-	err := p.Watch(context.Background(), e)
+	rec := sdktest.NewRecorder()
+	err := p.Watch(context.Background(), rec)
 	if err == nil || !strings.Contains(err.Error(), "closing its stream after 200ms") {
 		t.Errorf("watch ended with %v", err)
 	}
-	want := "reject token tok: echoed token tok|health true synthetic registry connected with token tok|snapshot 4"
-	if got := strings.Join(e.events, "|"); got != want || e.upserts != 100 {
-		t.Errorf("events %q and %d upserts, want %q and 100", got, e.upserts, want)
+	var events []string
+	for _, ev := range rec.Events(0) {
+		if ev.Kind != sdktest.Upsert {
+			events = append(events, ev.String())
+		}
+	}
+	want := `reject token tok: echoed token tok|health true "synthetic registry connected with token tok"|snapshot (4 services)`
+	if got, upserts := strings.Join(events, "|"), rec.Count(0, sdktest.Upsert); got != want || upserts != 100 {
+		t.Errorf("events %q and %d upserts, want %q and 100", got, upserts, want)
 	}
 }
-
-// stampEmitter keeps the upserted services.
-type stampEmitter struct {
-	emitter
-	got []sdk.Service
-}
-
-func (e *stampEmitter) Upsert(s sdk.Service) { e.mu.Lock(); e.got = append(e.got, s); e.mu.Unlock() }
 
 func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 	start := filepath.Join(t.TempDir(), "go")
@@ -120,14 +104,11 @@ func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 		"services": "2", "instancesPerService": "2", "churnEvents": "3", "churnStartFile": start, "stampChanges": "true", "closeAfter": "300ms"}}); err != nil {
 		t.Fatal(err)
 	}
-	e := &stampEmitter{}
+	rec := sdktest.NewRecorder()
 	done := make(chan error, 1)
-	go func() { done <- p.Watch(context.Background(), e) }()
+	go func() { done <- p.Watch(context.Background(), rec) }()
 	time.Sleep(100 * time.Millisecond)
-	e.mu.Lock()
-	early := len(e.got)
-	e.mu.Unlock()
-	if early != 0 {
+	if early := rec.Count(0, sdktest.Upsert); early != 0 {
 		t.Fatalf("%d changes before the start file exists", early)
 	}
 	before := time.Now()
@@ -135,12 +116,16 @@ func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-done
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.got) != 3 {
-		t.Fatalf("%d changes, want 3", len(e.got))
+	var changes []sdk.Service
+	for _, ev := range rec.Events(0) {
+		if ev.Kind == sdktest.Upsert {
+			changes = append(changes, ev.Service)
+		}
 	}
-	for k, svc := range e.got {
+	if len(changes) != 3 {
+		t.Fatalf("%d changes, want 3", len(changes))
+	}
+	for k, svc := range changes {
 		in := svc.Instances[(k/2)%2]
 		ns, err := strconv.ParseInt(in.Labels[LabelChangedAt], 10, 64)
 		if err != nil || time.Unix(0, ns).Before(before) || time.Unix(0, ns).After(time.Now()) {
