@@ -1,17 +1,14 @@
 package convert
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func dubbo(addr string, port uint32, labels map[string]string) model.Instance {
 	return model.Instance{Address: addr, Port: port, Protocol: "dubbo", Labels: labels}
@@ -127,7 +124,7 @@ func TestServiceEntryGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata", tc.name+".yaml"), got)
+			golden.Check(t, filepath.Join("testdata", tc.name+".yaml"), got)
 
 			// Output must not depend on the order the registry listed instances in.
 			reversed := make([]model.Service, len(tc.services))
@@ -200,21 +197,4 @@ func marshalResult(res *Result) ([]byte, error) {
 		out = append(append(out, "---\n"...), b...)
 	}
 	return out, nil
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if string(want) != string(got) {
-		t.Errorf("%s differs from output:\n--- want\n%s\n--- got\n%s", path, want, got)
-	}
 }

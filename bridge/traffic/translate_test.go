@@ -3,7 +3,6 @@ package traffic
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,12 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files of the translation tests")
+	"github.com/meltemi-mesh/meltemi/internal/golden"
+)
 
 // TestTranslateGolden translates testdata/<case>/input.yaml (with options.yaml, if present) and
 // compares EnvoyFilters, routes and problems with the golden files next to it. Every generated
@@ -53,9 +51,9 @@ func TestTranslateGolden(t *testing.T) {
 			for _, p := range decodeProblems {
 				decoded.WriteString(p.String() + "\n")
 			}
-			golden(t, filepath.Join(dir, "envoyfilters.golden.yaml"), efs)
-			golden(t, filepath.Join(dir, "routes.golden.json"), routes)
-			golden(t, filepath.Join(dir, "problems.golden.txt"), decoded.String()+problems)
+			golden.Check(t, filepath.Join(dir, "envoyfilters.golden.yaml"), []byte(efs))
+			golden.Check(t, filepath.Join(dir, "routes.golden.json"), []byte(routes))
+			golden.Check(t, filepath.Join(dir, "problems.golden.txt"), []byte(decoded.String()+problems))
 
 			for i := range 3 {
 				shuffled := in
@@ -137,21 +135,4 @@ func render(t *testing.T, out *Output) (efs, routes, problems string) {
 		fmt.Fprintln(&b, p.String())
 	}
 	return efs, routes, b.String()
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs (-want +got; go test -update rewrites it):\n%s", path, diff)
-	}
 }
