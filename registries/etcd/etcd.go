@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
+	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Version is reported by Describe; release builds set it with -ldflags -X.
@@ -19,16 +21,17 @@ var Version = "0.1.0-dev"
 
 // Option names.
 const (
-	optRoot        = "root"
-	optHostSuffix  = "hostSuffix"
-	optDialTimeout = "dialTimeout"
-	optUsername    = "username"
-	optPassword    = "password"
+	optRoot         = "root"
+	optHostTemplate = "hostTemplate"
+	optDialTimeout  = "dialTimeout"
+	optUsername     = "username"
+	optPassword     = "password"
 )
 
 var options = []sdk.Option{
 	{Name: optRoot, Type: sdk.String, Default: "dubbo", Description: "Dubbo registry root: providers are read from /<root>/<interface>/providers/."},
-	{Name: optHostSuffix, Type: sdk.String, Description: "Appended to the lower-cased interface name to form a service's host, e.g. \".dubbo.svc\"."},
+	{Name: optHostTemplate, Type: sdk.String, Default: dubbo.DefaultHostTemplate,
+		Description: "Go template of a service's host, over .Interface, .Group, .Version, .Application and .Protocol (the last four when all providers share them), as in the ZooKeeper and Nacos plugins; e.g. \"{{.Interface}}.dubbo.svc\"."},
 	{Name: optDialTimeout, Type: sdk.Duration, Default: "5s", Description: "Timeout for connecting to etcd and for each read."},
 	{Name: optUsername, Type: sdk.String, Secret: true, Description: "etcd user; needs password."},
 	{Name: optPassword, Type: sdk.String, Secret: true, Description: "etcd password; needs username."},
@@ -39,7 +42,7 @@ type config struct {
 	registry       string
 	endpoints      []string
 	root           string // without slashes at either end
-	hostSuffix     string
+	host           *regutil.HostTemplate
 	dialTimeout    time.Duration
 	user, password string // never log these
 }
@@ -65,17 +68,17 @@ func (p *Plugin) Describe() sdk.Description {
 // "host:port" or "http(s)://host:port".
 func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 	o := sdk.NewOptions(options, cfg)
-	c := &config{registry: cfg.Registry, hostSuffix: strings.ToLower(o.String(optHostSuffix)), dialTimeout: o.Duration(optDialTimeout)}
+	c := &config{registry: cfg.Registry, dialTimeout: o.Duration(optDialTimeout)}
 	var err error
+	if c.host, err = dubbo.ParseHostTemplate(optHostTemplate, o.String(optHostTemplate)); err != nil {
+		o.Fail(optHostTemplate, err.Error())
+	}
 	if c.endpoints, err = parseEndpoints(cfg.Address); err != nil {
 		o.Fail("address", err.Error())
 	}
 	c.root = strings.Trim(o.String(optRoot), "/")
 	if c.root == "" || strings.Contains(c.root, "//") {
 		o.Fail(optRoot, fmt.Sprintf("%q is not a key path", o.String(optRoot)))
-	}
-	if _, err := hostFor("org.example.Sample", c.hostSuffix); err != nil {
-		o.Fail(optHostSuffix, err.Error())
 	}
 	if c.dialTimeout == 0 {
 		c.dialTimeout = 5 * time.Second

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,70 +15,8 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
-
-// recorder is an Emitter that keeps the state the events describe.
-type recorder struct {
-	mu        sync.Mutex
-	services  map[string]sdk.Service
-	snapshots int
-	deletes   []string
-	rejects   []string
-	health    []bool
-}
-
-func newRecorder() *recorder { return &recorder{services: map[string]sdk.Service{}} }
-
-func (r *recorder) Snapshot(services []sdk.Service) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.snapshots++
-	r.services = map[string]sdk.Service{}
-	for _, s := range services {
-		r.services[s.Key] = s
-	}
-}
-
-func (r *recorder) Upsert(svc sdk.Service) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.services[svc.Key] = svc
-}
-
-func (r *recorder) Delete(key string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.deletes = append(r.deletes, key)
-	delete(r.services, key)
-}
-
-func (r *recorder) Health(connected bool, _ string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.health = append(r.health, connected)
-}
-
-func (r *recorder) Reject(item, reason string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rejects = append(r.rejects, item+": "+reason)
-}
-
-// endpoints renders the recorded services as "key=addr:port,...", sorted.
-func (r *recorder) endpoints() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for key, s := range r.services {
-		var eps []string
-		for _, in := range s.Instances {
-			eps = append(eps, fmt.Sprintf("%s:%d", in.Address, in.Port))
-		}
-		out = append(out, key+"="+strings.Join(eps, ","))
-	}
-	slices.Sort(out)
-	return strings.Join(out, " ")
-}
 
 type etcdEnv struct {
 	env  *harness.Env
@@ -126,40 +63,17 @@ func (e *etcdEnv) del(t *testing.T, key string) {
 }
 
 // start runs the plugin's Watch against the real etcd until the test ends.
-func (e *etcdEnv) start(t *testing.T) *recorder {
+func (e *etcdEnv) start(t *testing.T) *sdktest.Recorder {
 	t.Helper()
-	p := New()
-	if err := p.Configure(context.Background(), sdk.Config{Registry: "it", Address: e.env.EtcdRegistryAddr,
-		Options: map[string]string{"root": e.root, "dialTimeout": "1s"}}); err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Watch(ctx, rec) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("watch ended with %v", err)
-		}
-	})
-	return rec
+	return sdktest.Run(t, New(), sdk.Config{Registry: "it", Address: e.env.EtcdRegistryAddr,
+		Options: map[string]string{"root": e.root, "dialTimeout": "1s"}})
 }
 
 func (e *etcdEnv) provider(iface, ip string, port int) string {
 	return providerKeyFor(e.root, iface, fmt.Sprintf("dubbo://%s:%d/%s?application=app&version=1.0.0&timestamp=%d", ip, port, iface, time.Now().UnixNano()))
 }
 
-func eventually(t *testing.T, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+const wait = 20 * time.Second
 
 func TestWatchFollowsEtcd(t *testing.T) {
 	e := connect(t)
@@ -176,24 +90,30 @@ func TestWatchFollowsEtcd(t *testing.T) {
 	rec := e.start(t)
 
 	keyA, keyB := e.root+":"+a, e.root+":"+b
-	want := keyA + "=10.0.0.1:20880,10.0.0.2:20880 " + keyB + "=10.0.1.1:20881"
-	eventually(t, "the snapshot", func() bool { return rec.endpoints() == want })
-	rec.mu.Lock()
-	if rec.snapshots != 1 || len(rec.rejects) != 1 || !strings.Contains(rec.rejects[0], "not an IP address") {
-		t.Errorf("snapshots %d, rejections %q", rec.snapshots, rec.rejects)
+	rec.WaitState(t, wait, "the snapshot", func(s *sdktest.State) bool {
+		return len(s.Services) == 2 && sdktest.HasEndpoints(keyA, "10.0.0.1:20880", "10.0.0.2:20880")(s) &&
+			sdktest.HasEndpoints(keyB, "10.0.1.1:20881")(s)
+	})
+	st := rec.State()
+	if st.Snapshots != 1 || len(st.Rejected) != 1 || !strings.Contains(fmt.Sprint(st.Rejected), "not an IP address") {
+		t.Errorf("snapshots %d, rejections %q", st.Snapshots, st.Rejected)
 	}
-	if svc := rec.services[keyA]; svc.Host != "com.example.a" || svc.Instances[0].Labels["application"] != "app" || svc.Instances[0].Labels["timestamp"] != "" {
+	// The labels and host the ZooKeeper and Nacos plugins give the same provider.
+	if svc := st.Services[keyA]; svc.Host != "com.example.a" ||
+		!maps.Equal(svc.Instances[0].Labels, map[string]string{"application": "app", "version": "1.0.0"}) {
 		t.Errorf("service %+v", svc)
 	}
-	rec.mu.Unlock()
 
 	// Changes: a provider joins B; A loses both, so A is deleted.
+	m := rec.Mark()
 	e.put(t, e.provider(b, "10.0.1.2", 20881))
 	e.del(t, a1)
 	e.del(t, a2)
-	eventually(t, "the changes", func() bool { return rec.endpoints() == keyB+"=10.0.1.1:20881,10.0.1.2:20881" })
-	if rec.deletes[0] != keyA {
-		t.Errorf("deletes %v", rec.deletes)
+	rec.WaitState(t, wait, "the changes", func(s *sdktest.State) bool {
+		return len(s.Services) == 1 && sdktest.HasEndpoints(keyB, "10.0.1.1:20881", "10.0.1.2:20881")(s)
+	})
+	if ev := rec.WaitFor(t, m, wait, "a delete", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Delete }); ev.Key != keyA {
+		t.Errorf("deleted %s, want %s", ev.Key, keyA)
 	}
 
 	// A provider bound to a lease goes when the lease does (a Dubbo provider that died).
@@ -204,11 +124,11 @@ func TestWatchFollowsEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.put(t, e.provider(a, "10.0.0.3", 20880), clientv3.WithLease(lease.ID))
-	eventually(t, "the leased provider", func() bool { return strings.Contains(rec.endpoints(), keyA+"=10.0.0.3:20880") })
+	rec.WaitState(t, wait, "the leased provider", sdktest.HasEndpoints(keyA, "10.0.0.3:20880"))
 	if _, err := e.cli.Revoke(ctx, lease.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the lease's end", func() bool { return !strings.Contains(rec.endpoints(), keyA) })
+	rec.WaitState(t, wait, "the lease's end", sdktest.Absent(keyA))
 }
 
 func TestCompactedRevisionMeansRelist(t *testing.T) {
@@ -224,7 +144,7 @@ func TestCompactedRevisionMeansRelist(t *testing.T) {
 	if err := p.Configure(ctx, sdk.Config{Address: e.env.EtcdRegistryAddr, Options: map[string]string{"root": e.root}}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := newWatcher(p.cfg, newRecorder())
+	w, err := newWatcher(p.cfg, sdktest.NewRecorder())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +164,10 @@ func TestOutageKeepsState(t *testing.T) {
 	e.put(t, e.provider(d, "10.0.3.1", 1))
 	rec := e.start(t)
 	key := e.root + ":" + d
-	eventually(t, "the snapshot", func() bool { return rec.endpoints() == key+"=10.0.3.1:1" })
+	rec.WaitState(t, wait, "the snapshot", func(s *sdktest.State) bool {
+		return len(s.Services) == 1 && sdktest.HasEndpoints(key, "10.0.3.1:1")(s)
+	})
+	m := rec.Mark()
 
 	e.env.Stop(t, harness.EtcdRegistry)
 	restarted := false
@@ -253,23 +176,15 @@ func TestOutageKeepsState(t *testing.T) {
 			e.env.Start(t, harness.EtcdRegistry)
 		}
 	})
-	eventually(t, "the outage to be reported", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return len(rec.health) > 0 && !rec.health[len(rec.health)-1]
-	})
+	rec.WaitState(t, wait, "the outage to be reported", func(s *sdktest.State) bool { return !s.Connected })
 	e.env.Start(t, harness.EtcdRegistry)
 	restarted = true
-	eventually(t, "the recovery to be reported", func() bool {
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		return rec.health[len(rec.health)-1]
-	})
+	rec.WaitState(t, wait, "the recovery to be reported", func(s *sdktest.State) bool { return s.Connected })
 	e.put(t, e.provider(d, "10.0.3.2", 1))
-	eventually(t, "a change after the outage", func() bool { return rec.endpoints() == key+"=10.0.3.1:1,10.0.3.2:1" })
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.deletes) > 0 {
-		t.Errorf("deletes during the outage: %v", rec.deletes)
+	rec.WaitState(t, wait, "a change after the outage", func(s *sdktest.State) bool {
+		return len(s.Services) == 1 && sdktest.HasEndpoints(key, "10.0.3.1:1", "10.0.3.2:1")(s)
+	})
+	if n := rec.Count(m, sdktest.Delete); n > 0 {
+		t.Errorf("deletes during the outage:\n%s", rec.Dump(m))
 	}
 }

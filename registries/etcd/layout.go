@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
@@ -54,54 +53,15 @@ func keyInterface(prefix, key string) (iface string, ok bool) {
 	return iface, err == nil && iface != ""
 }
 
-// labelParams are the provider URL parameters that become endpoint labels: stable ones that
-// Istio subsets select on. Volatile ones (timestamp, pid) would make labels churn.
-var labelParams = []string{"application", "version", "group", "serialization"}
-
 // errNotProvider marks URLs that are legitimately not endpoints (consumers, placeholders).
 var errNotProvider = errors.New("not a provider")
 
+// providerInstance applies the Dubbo rules every registry plugin shares, so that a provider
+// gets the same labels from etcd as from ZooKeeper and Nacos.
 func providerInstance(u dubbo.ProviderURL) (model.Instance, error) {
-	switch {
-	case u.Params["side"] == "consumer", u.Protocol == "empty", u.Protocol == "consumer":
-		return model.Instance{}, errNotProvider
-	}
-	inst := model.Instance{Address: u.Address, Port: u.Port, Protocol: u.Protocol}
-	for _, k := range labelParams {
-		if v := u.Params[k]; v != "" {
-			if inst.Labels == nil {
-				inst.Labels = map[string]string{}
-			}
-			inst.Labels[k] = v
-		}
-	}
-	inst.Labels, _ = model.FilterLabels(inst.Labels)
-	if w, err := strconv.ParseUint(u.Params["weight"], 10, 32); err == nil {
-		inst.Weight = uint32(w)
+	inst, skip := dubbo.ProviderInstance(u)
+	if skip != "" {
+		return inst, fmt.Errorf("%w: %s", errNotProvider, skip)
 	}
 	return inst, nil
-}
-
-// hostFor names a service after its interface: lower-cased, each character a DNS name cannot
-// carry replaced by '-', then the suffix.
-func hostFor(iface, suffix string) (string, error) {
-	var b strings.Builder
-	for _, r := range strings.ToLower(iface) + suffix {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	labels := strings.Split(b.String(), ".")
-	for i, l := range labels {
-		if labels[i] = strings.Trim(l, "-"); len(labels[i]) > 63 {
-			return "", fmt.Errorf("interface %q gives a DNS label longer than 63 characters", iface)
-		}
-	}
-	host := strings.Join(labels, ".")
-	if err := model.ValidateHost(host); err != nil {
-		return "", fmt.Errorf("interface %q gives no valid host (%q): %v", iface, host, err)
-	}
-	return host, nil
 }

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 func providerKeyFor(root, iface, rawURL string) string {
@@ -61,20 +65,68 @@ func TestParseKey(t *testing.T) {
 	}
 }
 
-func TestHostFor(t *testing.T) {
-	for _, tc := range []struct{ iface, suffix, want string }{
-		{"org.apache.dubbo.samples.GreetingService", "", "org.apache.dubbo.samples.greetingservice"},
-		{"com.example.Outer$Inner", ".dubbo", "com.example.outer-inner.dubbo"},
-		{"_private.Svc_", "", "private.svc"},
-		{"a..b", "", "error"},
-		{strings.Repeat("x", 70), "", "error"},
+// TestSharedDubboRules: a provider gets the instance the ZooKeeper and Nacos plugins give it.
+func TestSharedDubboRules(t *testing.T) {
+	const iface = "org.apache.dubbo.samples.GreetingService"
+	for _, raw := range []string{
+		"dubbo://10.1.0.1:20880/" + iface + "?application=greeter&version=1.0.0&group=blue&timestamp=1700000000&pid=42&weight=50&methods=greet",
+		"tri://10.1.0.2:50051/" + iface + "?application=greeter&serialization=protobuf&release=3.2.0&side=provider&token=s3cret&loadbalance=roundrobin",
+		"rest://10.1.0.3:8080/ctx/" + iface + "?interface=" + iface + "&dubbo=2.0.2&anyhost=true&cluster=failover",
 	} {
-		got, err := hostFor(tc.iface, tc.suffix)
+		p, _, err := parseKey("/dubbo/", providerKeyFor("dubbo", iface, raw))
 		if err != nil {
-			got = "error"
+			t.Fatalf("%s: %v", raw, err)
 		}
-		if got != tc.want {
-			t.Errorf("hostFor(%q, %q) = %q, want %q", tc.iface, tc.suffix, got, tc.want)
+		u, err := dubbo.ParseDecodedURL(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := dubbo.ProviderInstance(u)
+		if !reflect.DeepEqual(p.inst, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", raw, p.inst, want)
+		}
+	}
+}
+
+func TestServiceHost(t *testing.T) {
+	inst := func(version string) model.Instance {
+		return model.Instance{Address: "10.0.0.1", Port: 20880, Protocol: "dubbo", Labels: map[string]string{"version": version}}
+	}
+	for _, tc := range []struct {
+		template, iface string
+		insts           []model.Instance
+		want            string // or the rejection
+	}{
+		{"", "org.apache.dubbo.samples.GreetingService", []model.Instance{inst("1")}, "org.apache.dubbo.samples.greetingservice"},
+		{"", "com.example.Outer$Inner", []model.Instance{inst("1")}, "com.example.outer-inner"},
+		{"", "_private.Svc_", []model.Instance{inst("1")}, "private.svc"},
+		{"{{.Interface}}.dubbo", "a.B", []model.Instance{inst("1")}, "a.b.dubbo"},
+		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []model.Instance{inst("2"), inst("2")}, "a.b.v2"},
+		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []model.Instance{inst("1"), inst("2")}, "a.b"},
+		{"", "a..b", []model.Instance{inst("1")}, "reject: empty DNS label"},
+		{"", strings.Repeat("x", 70), []model.Instance{inst("1")}, "reject: longer than 63"},
+	} {
+		opts := map[string]string{}
+		if tc.template != "" {
+			opts["hostTemplate"] = tc.template
+		}
+		p := New().(*Plugin)
+		if err := p.Configure(context.Background(), sdk.Config{Address: "a:1", Options: opts}); err != nil {
+			t.Fatal(err)
+		}
+		rec := sdktest.NewRecorder()
+		w := &watcher{cfg: p.cfg, e: rec, providers: map[string]map[string]model.Instance{tc.iface: {}}}
+		for i, in := range tc.insts {
+			w.providers[tc.iface][fmt.Sprint(i)] = in
+		}
+		got := ""
+		if svc, ok := w.service(tc.iface); ok {
+			got = svc.Host
+		} else if evs := rec.Events(0); len(evs) == 1 && evs[0].Kind == sdktest.Reject && evs[0].Key == "dubbo:"+tc.iface {
+			got = "reject: " + evs[0].Message
+		}
+		if tc.want != got && !(strings.HasPrefix(tc.want, "reject: ") && strings.HasPrefix(got, "reject: ") && strings.Contains(got, tc.want[8:])) {
+			t.Errorf("host of %s with %q = %q, want %q", tc.iface, tc.template, got, tc.want)
 		}
 	}
 }
@@ -86,13 +138,15 @@ func TestConfigure(t *testing.T) {
 		wantErr string
 	}{
 		{"minimal", sdk.Config{Address: "127.0.0.1:2379"}, ""},
-		{"urls and options", sdk.Config{Address: "http://a:2379, https://b:2379", Options: map[string]string{"root": "/prod/dubbo/", "hostSuffix": ".svc", "dialTimeout": "2s"},
+		{"urls and options", sdk.Config{Address: "http://a:2379, https://b:2379", Options: map[string]string{"root": "/prod/dubbo/", "hostTemplate": "{{.Interface}}.svc", "dialTimeout": "2s"},
 			Secrets: map[string]string{"username": "u", "password": "p"}}, ""},
 		{"no address", sdk.Config{}, "address: is required"},
 		{"no port", sdk.Config{Address: "etcd"}, `address: endpoint "etcd" has no port`},
 		{"bad scheme", sdk.Config{Address: "unix://x:1"}, "is not host:port or an http(s) URL"},
 		{"empty root", sdk.Config{Address: "a:1", Options: map[string]string{"root": "/"}}, "root:"},
-		{"bad suffix", sdk.Config{Address: "a:1", Options: map[string]string{"hostSuffix": ".."}}, "hostSuffix: interface"},
+		{"bad host template", sdk.Config{Address: "a:1", Options: map[string]string{"hostTemplate": "{{.Nope}}"}}, "hostTemplate: gives no valid host"},
+		{"host template giving no host", sdk.Config{Address: "a:1", Options: map[string]string{"hostTemplate": "{{.Interface}}.."}}, "hostTemplate: gives no valid host"},
+		{"the old hostSuffix option", sdk.Config{Address: "a:1", Options: map[string]string{"hostSuffix": ".svc"}}, "hostSuffix: unknown option"},
 		{"half credentials", sdk.Config{Address: "a:1", Secrets: map[string]string{"username": "u"}}, "username: username and password go together"},
 		{"password as plain option", sdk.Config{Address: "a:1", Options: map[string]string{"password": "p"}}, "password: is a secret"},
 	} {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // listPage bounds one range read of a listing; a listing reads all pages at one revision.
@@ -237,14 +238,14 @@ func (w *watcher) service(iface string) (svc sdk.Service, ok bool) {
 	if len(provs) == 0 {
 		return svc, false
 	}
-	host, err := hostFor(iface, w.cfg.hostSuffix)
+	for _, key := range slices.Sorted(maps.Keys(provs)) {
+		svc.Instances = append(svc.Instances, provs[key])
+	}
+	host, err := w.cfg.host.Render(dubbo.InterfaceVars(iface, svc.Instances))
 	if err != nil {
 		w.e.Reject(svc.Key, err.Error())
 		return svc, false
 	}
 	svc.Host = host
-	for _, key := range slices.Sorted(maps.Keys(provs)) {
-		svc.Instances = append(svc.Instances, provs[key])
-	}
 	return svc, true
 }
