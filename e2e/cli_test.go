@@ -88,3 +88,30 @@ func TestPluginsListAndVersion(t *testing.T) {
 		t.Errorf("version output %q", v)
 	}
 }
+
+// TestPluginsDescribe: the options a ServiceRegistry of a kind accepts come from the plugin
+// binary itself, with types, defaults and which ones are secrets.
+func TestPluginsDescribe(t *testing.T) {
+	out, _ := meltemi(t, "plugins", "describe", "--plugin-dir", binDir, "zookeeper")
+	fields := map[string][]string{}
+	for l := range strings.SplitSeq(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 {
+			fields[f[0]] = f
+		}
+	}
+	if f := fields["resyncInterval"]; len(f) < 3 || f[1] != "duration" || f[2] != "10m0s" {
+		t.Errorf("resyncInterval line %q; output:\n%s", f, out)
+	}
+	if f := fields["password"]; len(f) < 4 || f[2] != "-" || f[3] != "secret" {
+		t.Errorf("password is not shown as a secret without default: %q", f)
+	}
+	if !strings.Contains(out, "kind:         zookeeper") || !strings.Contains(out, "dubbo-application") {
+		t.Errorf("describe output lacks the kind or capabilities:\n%s", out)
+	}
+
+	cmd := exec.Command(filepath.Join(binDir, "meltemi"), "plugins", "describe", "--plugin-dir", binDir, "no-such-kind")
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), `no plugin for kind "no-such-kind"`) || !strings.Contains(string(msg), "zookeeper") {
+		t.Errorf("describing an unknown kind: err %v, output %q", err, msg)
+	}
+}

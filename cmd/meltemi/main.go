@@ -4,6 +4,7 @@
 //	meltemi [run] [flags]            run the bridge (default)
 //	meltemi version                  print the version
 //	meltemi plugins list             list plugin binaries found
+//	meltemi plugins describe KIND    show a plugin's options
 //	meltemi convert --config FILE    print the ServiceEntries the registries in FILE would yield
 //	meltemi routes explain --host H --port P --attr method=sayHello …
 //	                                 print the route and cluster such a request takes
@@ -76,6 +77,7 @@ Commands:
   run              run the bridge (default); see meltemi run -h
   version          print the version
   plugins list     list the registry plugins found in the plugin directory
+  plugins describe show the options a registry plugin accepts
   convert          print the ServiceEntries that registries would yield, without a cluster
   routes explain   print the route and cluster a request with given attributes takes
 `

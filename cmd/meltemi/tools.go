@@ -28,9 +28,14 @@ import (
 
 var lookupEnv = os.LookupEnv
 
+const pluginsUsage = "usage: meltemi plugins list [--plugin-dir DIR]\n       meltemi plugins describe [--plugin-dir DIR] KIND"
+
 func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "describe" {
+		return pluginsDescribe(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "usage: meltemi plugins list [--plugin-dir DIR]")
+		fmt.Fprintln(stderr, pluginsUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("meltemi plugins list", flag.ContinueOnError)
@@ -64,6 +69,56 @@ func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", kind, version, sum, caps, path)
 	}
 	return tw.Flush()
+}
+
+// pluginsDescribe prints what a plugin says about itself, above all the options a
+// ServiceRegistry of its kind accepts.
+func pluginsDescribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("meltemi plugins describe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, pluginsUsage)
+		return errUsage
+	}
+	kind := fs.Arg(0)
+	found, err := host.Discover(*dir)
+	if err != nil {
+		return err
+	}
+	path, ok := found[kind]
+	if !ok {
+		return fmt.Errorf("no plugin for kind %q in %s (found: %s)", kind, *dir, strings.Join(slices.Sorted(maps.Keys(found)), ", "))
+	}
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	desc, err := host.Describe(dctx, path, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return fmt.Errorf("describing %s: %w", path, err)
+	}
+	fmt.Fprintf(stdout, "kind:         %s\nversion:      %s\ncapabilities: %s\npath:         %s\n\noptions:\n",
+		desc.GetKind(), desc.GetVersion(), strings.Join(desc.GetCapabilities(), ","), path)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tTYPE\tDEFAULT\tNOTES\tDESCRIPTION")
+	for _, o := range desc.GetOptions() {
+		var notes []string
+		if o.GetRequired() {
+			notes = append(notes, "required")
+		}
+		if o.GetSecret() {
+			notes = append(notes, "secret (from credentialsSecretRef)")
+		}
+		typ := strings.ToLower(strings.TrimPrefix(o.GetType().String(), "OPTION_TYPE_"))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", o.GetName(), typ, orDash(o.GetDefaultValue()), orDash(strings.Join(notes, ", ")), o.GetDescription())
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // collector is a Writer that keeps desired objects in memory, for convert.
