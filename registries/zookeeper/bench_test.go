@@ -18,6 +18,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
@@ -264,15 +265,15 @@ func BenchmarkWatchLatency(b *testing.B) {
 		iface := fmt.Sprintf("com.example.Other%d", i)
 		w.register("dubbo", iface, providerURL("dubbo", "10.0.0.2", 20880, iface, ""))
 	}
-	r := startPlugin(b, addr+chroot, nil, nil)
-	r.rec.waitFor(b, 0, wait, "snapshot", isSnapshot)
+	rec := sdktest.Run(b, New(), sdk.Config{Registry: "test", Address: addr + chroot})
+	rec.WaitFor(b, 0, wait, "snapshot", sdktest.IsSnapshot)
 
 	latencies := make([]time.Duration, 0, b.N)
 	writes := make([]time.Duration, 0, b.N)
 	added := ""
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		m := r.rec.mark()
+		m := rec.Mark()
 		start := time.Now()
 		want := 2
 		if added == "" {
@@ -282,8 +283,8 @@ func BenchmarkWatchLatency(b *testing.B) {
 			added, want = "", 1
 		}
 		writes = append(writes, time.Since(start))
-		j := r.rec.waitFor(b, m, wait, "upsert", upsertWith("dubbo:"+demoIface, want))
-		latencies = append(latencies, r.rec.since(j)[0].at.Sub(start))
+		j := rec.WaitFor(b, m, wait, "upsert", sdktest.IsUpsert("dubbo:"+demoIface, want))
+		latencies = append(latencies, j.At.Sub(start))
 	}
 	b.StopTimer()
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -2,7 +2,6 @@ package zookeeper
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,145 +35,7 @@ func zkAddr(t testing.TB) string {
 	return addr
 }
 
-// ---------------------------------------------------------------------------------------
-// Recording emitter
-
-type event struct {
-	kind     string // snapshot, upsert, delete, health, reject
-	services []sdk.Service
-	svc      sdk.Service
-	key      string
-	ok       bool
-	msg      string
-	at       time.Time
-}
-
-// recorder is an sdk.Emitter that keeps every event and the resulting state.
-type recorder struct {
-	mu      sync.Mutex
-	events  []event
-	state   map[string]sdk.Service
-	changed chan struct{} // closed and replaced on every event
-}
-
-func newRecorder() *recorder {
-	return &recorder{state: map[string]sdk.Service{}, changed: make(chan struct{})}
-}
-
-func (r *recorder) add(ev event) {
-	ev.at = time.Now()
-	r.mu.Lock()
-	r.events = append(r.events, ev)
-	switch ev.kind {
-	case "snapshot":
-		clear(r.state)
-		for _, s := range ev.services {
-			r.state[s.Key] = s
-		}
-	case "upsert":
-		r.state[ev.svc.Key] = ev.svc
-	case "delete":
-		delete(r.state, ev.key)
-	}
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-func (r *recorder) Snapshot(services []sdk.Service) {
-	r.add(event{kind: "snapshot", services: services})
-}
-func (r *recorder) Upsert(svc sdk.Service)     { r.add(event{kind: "upsert", svc: svc, key: svc.Key}) }
-func (r *recorder) Delete(key string)          { r.add(event{kind: "delete", key: key}) }
-func (r *recorder) Health(ok bool, msg string) { r.add(event{kind: "health", ok: ok, msg: msg}) }
-func (r *recorder) Reject(item, reason string) { r.add(event{kind: "reject", key: item, msg: reason}) }
-
-// mark returns the number of events so far, to look only at later ones.
-func (r *recorder) mark() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.events)
-}
-
-func (r *recorder) since(mark int) []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]event(nil), r.events[mark:]...)
-}
-
-// waitFor waits until cond holds for the events after mark and returns the index (absolute)
-// of the event that made it hold.
-func (r *recorder) waitFor(t testing.TB, mark int, timeout time.Duration, what string, cond func(ev event, state map[string]sdk.Service) bool) int {
-	t.Helper()
-	deadline := time.After(timeout)
-	next := mark
-	for {
-		r.mu.Lock()
-		for ; next < len(r.events); next++ {
-			if cond(r.events[next], r.state) {
-				r.mu.Unlock()
-				return next
-			}
-		}
-		ch := r.changed
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out after %s waiting for %s; events since mark:\n%s", timeout, what, r.dump(mark))
-		}
-	}
-}
-
-func (r *recorder) service(key string) (sdk.Service, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.state[key]
-	return s, ok
-}
-
-func (r *recorder) dump(mark int) string {
-	var b strings.Builder
-	for _, ev := range r.since(mark) {
-		switch ev.kind {
-		case "snapshot":
-			fmt.Fprintf(&b, "  snapshot (%d services)\n", len(ev.services))
-			for _, s := range ev.services {
-				fmt.Fprintf(&b, "    %s host=%s instances=%d\n", s.Key, s.Host, len(s.Instances))
-			}
-		case "upsert":
-			fmt.Fprintf(&b, "  upsert %s host=%s instances=%d\n", ev.key, ev.svc.Host, len(ev.svc.Instances))
-		case "delete":
-			fmt.Fprintf(&b, "  delete %s\n", ev.key)
-		case "health":
-			fmt.Fprintf(&b, "  health %v %q\n", ev.ok, ev.msg)
-		case "reject":
-			fmt.Fprintf(&b, "  reject %s: %s\n", model.Clip(ev.key, 100), ev.msg)
-		}
-	}
-	return b.String()
-}
-
-func isSnapshot(ev event, _ map[string]sdk.Service) bool { return ev.kind == "snapshot" }
-
-// upsertWith matches an upsert of key with n instances.
-func upsertWith(key string, n int) func(event, map[string]sdk.Service) bool {
-	return func(ev event, _ map[string]sdk.Service) bool {
-		return ev.kind == "upsert" && ev.key == key && len(ev.svc.Instances) == n
-	}
-}
-
-func deleteOf(key string) func(event, map[string]sdk.Service) bool {
-	return func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "delete" && ev.key == key }
-}
-
-func rejectOf(itemSubstring string) func(event, map[string]sdk.Service) bool {
-	return func(ev event, _ map[string]sdk.Service) bool {
-		return ev.kind == "reject" && strings.Contains(ev.key, itemSubstring)
-	}
-}
-
-// checkValid fails unless every service the recorder holds passes model.Validate unchanged.
+// checkValid fails unless every service passes model.Validate unchanged.
 func checkValid(t testing.TB, svcs ...sdk.Service) {
 	t.Helper()
 	for _, s := range svcs {
@@ -183,56 +44,6 @@ func checkValid(t testing.TB, svcs ...sdk.Service) {
 			t.Fatalf("service %s does not validate unchanged: ok=%v rejections=%v", s.Key, ok, rej)
 		}
 	}
-}
-
-// ---------------------------------------------------------------------------------------
-// Running the plugin in process
-
-type running struct {
-	p    *Plugin
-	rec  *recorder
-	stop func()
-}
-
-// startPlugin configures and starts the plugin against address; it is stopped at cleanup and
-// must not have returned from Watch before.
-func startPlugin(t testing.TB, address string, options map[string]string, secrets map[string]string) *running {
-	t.Helper()
-	return startConfigured(t, New().(*Plugin), address, options, secrets)
-}
-
-// startConfigured is startPlugin for a plugin the test prepared.
-func startConfigured(t testing.TB, p *Plugin, address string, options map[string]string, secrets map[string]string) *running {
-	t.Helper()
-	if err := p.Configure(context.Background(), sdk.Config{Registry: "test", Address: address, Options: options, Secrets: secrets}); err != nil {
-		t.Fatalf("configure: %v", err)
-	}
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Watch(ctx, rec) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			select {
-			case err := <-done:
-				t.Errorf("Watch returned early: %v", err)
-				return
-			default:
-			}
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Watch returned %v after cancel", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("Watch did not return within 10s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &running{p: p, rec: rec, stop: stop}
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // endpointsOf renders a service's endpoints as sorted "ip:port/protocol v=version" strings.
@@ -21,10 +22,10 @@ func endpointsOf(svc sdk.Service) []string {
 }
 
 // upsertOf matches an upsert of key whose endpoints are exactly want.
-func upsertOf(key string, want ...string) func(event, map[string]sdk.Service) bool {
+func upsertOf(key string, want ...string) func(sdktest.Event) bool {
 	slices.Sort(want)
-	return func(ev event, _ map[string]sdk.Service) bool {
-		return ev.kind == "upsert" && ev.key == key && slices.Equal(endpointsOf(ev.svc), want)
+	return func(ev sdktest.Event) bool {
+		return ev.Kind == sdktest.Upsert && ev.Key == key && slices.Equal(endpointsOf(ev.Service), want)
 	}
 }
 
@@ -55,15 +56,16 @@ func TestIntegrationInterfaceMapping(t *testing.T) {
 		w.set("/dubbo/mapping/"+iface, []byte(apps))
 	}
 
-	r := startPlugin(t, addr+chroot, map[string]string{"mode": "both"}, nil)
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	p := New().(*Plugin)
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "both"}})
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
 	snap := map[string]sdk.Service{}
-	for _, s := range r.rec.since(i)[0].services {
+	for _, s := range found.Services {
 		snap[s.Key] = s
 	}
-	checkValid(t, r.rec.since(i)[0].services...)
+	checkValid(t, found.Services...)
 	if len(snap) != 4 {
-		t.Fatalf("snapshot has %d services, want app:billing, app:demo-provider and two mapped interfaces:\n%s", len(snap), r.rec.dump(0))
+		t.Fatalf("snapshot has %d services, want app:billing, app:demo-provider and two mapped interfaces:\n%s", len(snap), rec.Dump(0))
 	}
 	demo, greet := snap["mapped:dubbo:"+demoIface], snap["mapped:dubbo:"+greeter]
 	if demo.Host != "org.apache.dubbo.demo.demoservice" || greet.Host != "org.apache.dubbo.demo.greeterservice" {
@@ -83,52 +85,52 @@ func TestIntegrationInterfaceMapping(t *testing.T) {
 	}
 
 	// Dubbo appends an application to the mapping: without metadata, all its endpoints serve.
-	m := r.rec.mark()
+	m := rec.Mark()
 	w.set("/dubbo/mapping/"+greeter, []byte("demo-provider,billing"))
-	r.rec.waitFor(t, m, wait, "billing's endpoints added through the mapping", upsertOf("mapped:dubbo:"+greeter,
+	rec.WaitFor(t, m, wait, "billing's endpoints added through the mapping", upsertOf("mapped:dubbo:"+greeter,
 		"10.0.0.1:50051/tri v=1.0.0", "10.0.0.2:50051/tri v=1.0.0", "10.0.1.1:20880/dubbo v=", "10.0.1.1:50051/tri v="))
 
 	// billing publishes metadata for a new revision and re-registers with it: its instance now
 	// serves GreeterService on dubbo only.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.ensure(chroot + "/dubbo/metadata/billing/b2")
 	w.set("/dubbo/metadata/billing/b2", []byte(`{"app":"billing","revision":"b2","services":{"`+greeter+`:dubbo":{"name":"`+greeter+`","protocol":"dubbo","port":20880}}}`))
 	w.set("/services/billing/10.0.1.1:20880", []byte(appInstanceJSON("billing", "10.0.1.1", "b2")))
-	r.rec.waitFor(t, m, wait, "billing restricted by its new revision's metadata", upsertOf("mapped:dubbo:"+greeter,
+	rec.WaitFor(t, m, wait, "billing restricted by its new revision's metadata", upsertOf("mapped:dubbo:"+greeter,
 		"10.0.0.1:50051/tri v=1.0.0", "10.0.0.2:50051/tri v=1.0.0", "10.0.1.1:20880/dubbo v="))
 
 	// An application instance going away shrinks every interface mapped to it.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.delete("/services/demo-provider/10.0.0.2:20880")
-	r.rec.waitFor(t, m, wait, "DemoService shrinks", upsertOf("mapped:dubbo:"+demoIface, "10.0.0.1:20880/dubbo v=", "10.0.0.1:50051/tri v="))
+	rec.WaitFor(t, m, wait, "DemoService shrinks", upsertOf("mapped:dubbo:"+demoIface, "10.0.0.1:20880/dubbo v=", "10.0.0.1:50051/tri v="))
 
 	// Interface-level providers of DemoService take over from the mapping, and hand back.
-	m = r.rec.mark()
-	p := w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.9", 20880, demoIface, ""))
-	r.rec.waitFor(t, m, wait, "interface-level DemoService", upsertWith("dubbo:"+demoIface, 1))
-	r.rec.waitFor(t, m, wait, "mapped DemoService withdrawn", deleteOf("mapped:dubbo:"+demoIface))
-	m = r.rec.mark()
-	w.delete(p)
-	r.rec.waitFor(t, m, wait, "mapped DemoService back", upsertOf("mapped:dubbo:"+demoIface, "10.0.0.1:20880/dubbo v=", "10.0.0.1:50051/tri v="))
+	m = rec.Mark()
+	prov := w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.9", 20880, demoIface, ""))
+	rec.WaitFor(t, m, wait, "interface-level DemoService", sdktest.IsUpsert("dubbo:"+demoIface, 1))
+	rec.WaitFor(t, m, wait, "mapped DemoService withdrawn", sdktest.IsDelete("mapped:dubbo:"+demoIface))
+	m = rec.Mark()
+	w.delete(prov)
+	rec.WaitFor(t, m, wait, "mapped DemoService back", upsertOf("mapped:dubbo:"+demoIface, "10.0.0.1:20880/dubbo v=", "10.0.0.1:50051/tri v="))
 
 	// A mapping removed deletes its service; the application's own service stays.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.delete("/dubbo/mapping/" + greeter)
-	r.rec.waitFor(t, m, wait, "mapped GreeterService deleted", deleteOf("mapped:dubbo:"+greeter))
-	if _, ok := r.rec.service("app:billing"); !ok {
+	rec.WaitFor(t, m, wait, "mapped GreeterService deleted", sdktest.IsDelete("mapped:dubbo:"+greeter))
+	if _, ok := rec.Service("app:billing"); !ok {
 		t.Fatal("app:billing went away with the mapping")
 	}
 
 	// Malformed metadata is reported; the revision falls back to all its endpoints.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.ensure(chroot + "/dubbo/metadata/demo-provider/a2")
 	w.set("/dubbo/metadata/demo-provider/a2", []byte(`{"services":{"x":{"name":`))
 	w.set("/services/demo-provider/10.0.0.1:20880", []byte(appInstanceJSON("demo-provider", "10.0.0.1", "a2")))
-	r.rec.waitFor(t, m, wait, "bad metadata rejected", rejectOf("/dubbo/metadata/demo-provider/a2"))
-	r.rec.waitFor(t, m, wait, "DemoService on the new revision", func(ev event, _ map[string]sdk.Service) bool {
-		return ev.kind == "upsert" && ev.key == "mapped:dubbo:"+demoIface && len(ev.svc.Instances) == 2 && ev.svc.Instances[0].Labels["revision"] == "a2"
+	rec.WaitFor(t, m, wait, "bad metadata rejected", sdktest.IsReject("/dubbo/metadata/demo-provider/a2"))
+	rec.WaitFor(t, m, wait, "DemoService on the new revision", func(ev sdktest.Event) bool {
+		return ev.Kind == sdktest.Upsert && ev.Key == "mapped:dubbo:"+demoIface && len(ev.Service.Instances) == 2 && ev.Service.Instances[0].Labels["revision"] == "a2"
 	})
-	if d := r.p.stats.duplicateWatches.Load(); d != 0 {
+	if d := p.stats.duplicateWatches.Load(); d != 0 {
 		t.Fatalf("%d watches were set twice", d)
 	}
 }
@@ -142,33 +144,34 @@ func TestIntegrationMappingWatchesDoNotGrow(t *testing.T) {
 	w.ensure(chroot + "/dubbo/mapping/" + demoIface)
 	w.set("/dubbo/mapping/"+demoIface, []byte("demo-provider"))
 
-	r := startPlugin(t, addr+chroot, map[string]string{"mode": "application"}, nil)
-	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	before := r.p.stats.watches.Load()
+	p := New().(*Plugin)
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "application"}})
+	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	before := p.stats.watches.Load()
 	for c := range 20 {
 		iface := fmt.Sprintf("com.example.Mapped%d", c%3)
-		m := r.rec.mark()
+		m := rec.Mark()
 		w.ensure(chroot + "/dubbo/mapping/" + iface)
 		w.set("/dubbo/mapping/"+iface, []byte("demo-provider"))
-		r.rec.waitFor(t, m, wait, "mapping added", upsertWith("mapped:dubbo:"+iface, 2))
-		m = r.rec.mark()
+		rec.WaitFor(t, m, wait, "mapping added", sdktest.IsUpsert("mapped:dubbo:"+iface, 2))
+		m = rec.Mark()
 		w.set("/dubbo/mapping/"+iface, []byte("other-app"))
-		r.rec.waitFor(t, m, wait, "mapping moved away", deleteOf("mapped:dubbo:"+iface))
-		m = r.rec.mark()
+		rec.WaitFor(t, m, wait, "mapping moved away", sdktest.IsDelete("mapped:dubbo:"+iface))
+		m = rec.Mark()
 		w.delete("/dubbo/mapping/" + iface)
 		// Nothing to emit: wait until the plugin has read the mapping directory again.
 		deadline := time.Now().Add(5 * time.Second)
-		for r.p.stats.watches.Load() != before && time.Now().Before(deadline) {
+		for p.stats.watches.Load() != before && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if ev := r.rec.since(m); len(ev) != 0 {
-			t.Fatalf("deleting an unused mapping emitted:\n%s", r.rec.dump(m))
+		if ev := rec.Events(m); len(ev) != 0 {
+			t.Fatalf("deleting an unused mapping emitted:\n%s", rec.Dump(m))
 		}
 	}
-	if after := r.p.stats.watches.Load(); after != before {
+	if after := p.stats.watches.Load(); after != before {
 		t.Fatalf("watches grew under mapping churn: %d before, %d after", before, after)
 	}
-	if d := r.p.stats.duplicateWatches.Load(); d != 0 {
+	if d := p.stats.duplicateWatches.Load(); d != 0 {
 		t.Fatalf("%d watches were set twice", d)
 	}
 }
@@ -188,10 +191,10 @@ func TestIntegrationResyncRepairsDrift(t *testing.T) {
 
 	p := New().(*Plugin)
 	p.inject = make(chan func(*watcher))
-	r := startConfigured(t, p, addr+chroot, map[string]string{"mode": "both"}, nil)
-	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	r.rec.waitFor(t, 0, wait, "bad provider rejected", rejectOf("not-a-url"))
-	watches := r.p.stats.watches.Load()
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "both"}})
+	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	rec.WaitFor(t, 0, wait, "bad provider rejected", sdktest.IsReject("not-a-url"))
+	watches := p.stats.watches.Load()
 
 	// resync edits the watcher's state in its loop, makes it resync there and returns after.
 	resync := func(drift func(wt *watcher)) {
@@ -205,14 +208,14 @@ func TestIntegrationResyncRepairsDrift(t *testing.T) {
 	}
 
 	// Nothing drifted: the resync sends nothing and repeats no rejection.
-	m := r.rec.mark()
+	m := rec.Mark()
 	resync(func(*watcher) {})
-	if ev := r.rec.since(m); len(ev) != 0 {
-		t.Fatalf("a resync without drift emitted:\n%s", r.rec.dump(m))
+	if ev := rec.Events(m); len(ev) != 0 {
+		t.Fatalf("a resync without drift emitted:\n%s", rec.Dump(m))
 	}
 
 	// One endpoint and one whole service missed, one service deleted meanwhile.
-	m = r.rec.mark()
+	m = rec.Mark()
 	resync(func(wt *watcher) {
 		svc := wt.emitted["dubbo:"+demoIface]
 		svc.Instances = svc.Instances[:1]
@@ -220,24 +223,24 @@ func TestIntegrationResyncRepairsDrift(t *testing.T) {
 		delete(wt.emitted, "app:demo-provider")
 		wt.emitted["dubbo:com.example.Gone"] = sdk.Service{Key: "dubbo:com.example.Gone", Host: "gone", Instances: svc.Instances}
 	})
-	r.rec.waitFor(t, m, wait, "missing endpoint restored", upsertWith("dubbo:"+demoIface, 2))
-	r.rec.waitFor(t, m, wait, "missing service restored", upsertWith("app:demo-provider", 2))
-	r.rec.waitFor(t, m, wait, "stale service deleted", deleteOf("dubbo:com.example.Gone"))
-	if ev := r.rec.since(m); len(ev) != 3 {
-		t.Fatalf("the resync sent %d events, want 3:\n%s", len(ev), r.rec.dump(m))
+	rec.WaitFor(t, m, wait, "missing endpoint restored", sdktest.IsUpsert("dubbo:"+demoIface, 2))
+	rec.WaitFor(t, m, wait, "missing service restored", sdktest.IsUpsert("app:demo-provider", 2))
+	rec.WaitFor(t, m, wait, "stale service deleted", sdktest.IsDelete("dubbo:com.example.Gone"))
+	if ev := rec.Events(m); len(ev) != 3 {
+		t.Fatalf("the resync sent %d events, want 3:\n%s", len(ev), rec.Dump(m))
 	}
 	if got := p.stats.repaired.Load(); got != 3 {
 		t.Fatalf("repaired = %d, want 3", got)
 	}
-	if got := r.p.stats.watches.Load(); got != watches {
+	if got := p.stats.watches.Load(); got != watches {
 		t.Fatalf("watches %d after resyncs, %d before", got, watches)
 	}
-	if d := r.p.stats.duplicateWatches.Load(); d != 0 {
+	if d := p.stats.duplicateWatches.Load(); d != 0 {
 		t.Fatalf("%d watches were set twice", d)
 	}
 
 	// Changes keep flowing through the watches after a resync.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.register("dubbo", "com.example.Other", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", ""))
-	r.rec.waitFor(t, m, wait, "change after resync", upsertWith("dubbo:com.example.Other", 2))
+	rec.WaitFor(t, m, wait, "change after resync", sdktest.IsUpsert("dubbo:com.example.Other", 2))
 }

@@ -676,13 +676,7 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 				insts = append(insts, p.inst)
 			}
 		}
-		vars = dubbo.HostVars{
-			Interface:   is.name,
-			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
-			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
-			Application: shared(insts, func(i model.Instance) string { return i.Labels["application"] }),
-			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
-		}
+		vars = dubbo.InterfaceVars(is.name, insts)
 	} else if ms := t.mapped[key]; ms != nil {
 		if is := t.ifaces[ms.root+":"+ms.iface]; is != nil && is.hasProviders() {
 			// Registered at interface level too (Dubbo 3 registers both ways by default):
@@ -690,20 +684,14 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 			return sdk.Service{Key: key}, ""
 		}
 		insts = t.mappedInstances(ms)
-		vars = dubbo.HostVars{
-			Interface:   ms.iface,
-			Group:       shared(insts, func(i model.Instance) string { return i.Labels["group"] }),
-			Version:     shared(insts, func(i model.Instance) string { return i.Labels["version"] }),
-			Application: shared(insts, func(i model.Instance) string { return i.Labels["application"] }),
-			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
-		}
+		vars = dubbo.InterfaceVars(ms.iface, insts)
 	} else if as := t.apps[strings.TrimPrefix(key, appKeyPrefix+":")]; as != nil && as.key == key {
 		for _, in := range as.instances {
 			insts = append(insts, in.endpoints...)
 		}
 		vars = dubbo.HostVars{
 			Application: as.name,
-			Protocol:    shared(insts, func(i model.Instance) string { return i.Protocol }),
+			Protocol:    dubbo.Shared(insts, func(i model.Instance) string { return i.Protocol }),
 		}
 	}
 	if len(insts) == 0 {
@@ -718,18 +706,4 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 	svc = sdk.Service{Key: key, Host: h, Instances: insts}
 	svc.Normalize()
 	return svc, ""
-}
-
-// shared returns the value every instance has, or "" when they differ.
-func shared(insts []model.Instance, f func(model.Instance) string) string {
-	if len(insts) == 0 {
-		return ""
-	}
-	v := f(insts[0])
-	for _, in := range insts[1:] {
-		if f(in) != v {
-			return ""
-		}
-	}
-	return v
 }

@@ -417,16 +417,7 @@ func (w *watcher) resync(ctx context.Context) {
 	}
 	repaired := 0
 	for _, key := range keys {
-		svc, ok := w.build(key)
-		prev, had := w.emitted[key]
-		switch {
-		case ok && (!had || !prev.Equal(svc)):
-			w.e.Upsert(svc)
-			w.emitted[key] = svc
-			repaired++
-		case !ok && had:
-			w.e.Delete(key)
-			delete(w.emitted, key)
+		if w.emit(key) {
 			repaired++
 		}
 	}
@@ -476,18 +467,27 @@ func (w *watcher) incremental() {
 		w.scheduleRetry() // normally the reconnect comes first
 	}
 	for _, key := range w.t.takeChanged() {
-		svc, ok := w.build(key)
-		prev, had := w.emitted[key]
-		switch {
-		case ok && (!had || !prev.Equal(svc)):
-			w.e.Upsert(svc)
-			w.emitted[key] = svc
-		case !ok && had:
-			w.e.Delete(key)
-			delete(w.emitted, key)
-		}
+		w.emit(key)
 	}
 	w.flushRejects()
+}
+
+// emit sends what changed in service key since it was last emitted: an upsert, a delete or
+// nothing. It reports whether it sent anything.
+func (w *watcher) emit(key string) bool {
+	svc, ok := w.build(key)
+	prev, had := w.emitted[key]
+	switch {
+	case ok && (!had || !prev.Equal(svc)):
+		w.e.Upsert(svc)
+		w.emitted[key] = svc
+		return true
+	case !ok && had:
+		w.e.Delete(key)
+		delete(w.emitted, key)
+		return true
+	}
+	return false
 }
 
 // refresh reads the given nodes and, level by level, the new nodes their contents reveal.

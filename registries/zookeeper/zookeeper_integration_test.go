@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
@@ -38,11 +39,11 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 	// An interface with no providers node yet.
 	w.ensure(chroot + "/dubbo/com.example.Later")
 
-	r := startPlugin(t, addr+chroot, nil, nil)
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	snap := r.rec.since(i)[0].services
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot})
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	snap := found.Services
 	if len(snap) != 2 || snap[0].Key != "dubbo:"+other || snap[1].Key != "dubbo:"+demoIface {
-		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		t.Fatalf("snapshot:\n%s", rec.Dump(0))
 	}
 	checkValid(t, snap...)
 	demo := snap[1]
@@ -57,47 +58,47 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 	if got := snap[0]; got.Host != "com.example.outer-inner" || got.Instances[0].Address != "2001:db8::5" || got.Instances[0].Protocol != "tri" {
 		t.Fatalf("inner-class service = %+v", got)
 	}
-	r.rec.waitFor(t, 0, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+	rec.WaitFor(t, 0, wait, "healthy", sdktest.IsHealth(true))
 
 	// A second provider, in another group: one upsert with both.
-	m := r.rec.mark()
+	m := rec.Mark()
 	second := w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.11", 20880, demoIface, "version=1.0.0&group=g2"))
-	i = r.rec.waitFor(t, m, wait, "upsert with 2 instances", upsertWith("dubbo:"+demoIface, 2))
-	checkValid(t, r.rec.since(i)[0].svc)
+	found = rec.WaitFor(t, m, wait, "upsert with 2 instances", sdktest.IsUpsert("dubbo:"+demoIface, 2))
+	checkValid(t, found.Service)
 
 	// The provider node of a later interface appears.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.register("dubbo", "com.example.Later", providerURL("dubbo", "10.0.0.8", 20880, "com.example.Later", ""))
-	r.rec.waitFor(t, m, wait, "upsert of the later interface", upsertWith("dubbo:com.example.Later", 1))
+	rec.WaitFor(t, m, wait, "upsert of the later interface", sdktest.IsUpsert("dubbo:com.example.Later", 1))
 
 	// Removing one provider: an upsert with one left.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.delete(second)
-	i = r.rec.waitFor(t, m, wait, "upsert with 1 instance", upsertWith("dubbo:"+demoIface, 1))
-	if got := r.rec.since(i)[0].svc.Instances[0].Labels["group"]; got != "g1" {
+	found = rec.WaitFor(t, m, wait, "upsert with 1 instance", sdktest.IsUpsert("dubbo:"+demoIface, 1))
+	if got := found.Service.Instances[0].Labels["group"]; got != "g1" {
 		t.Fatalf("remaining instance has group %q, want g1", got)
 	}
 
 	// Removing the last provider deletes the service; its neighbours are untouched.
-	m = r.rec.mark()
-	for _, p := range providerNodes(t, w, chroot, "dubbo", demoIface) {
-		w.delete(p)
+	m = rec.Mark()
+	for _, prov := range providerNodes(t, w, chroot, "dubbo", demoIface) {
+		w.delete(prov)
 	}
-	r.rec.waitFor(t, m, wait, "delete", deleteOf("dubbo:"+demoIface))
-	if _, ok := r.rec.service("dubbo:" + other); !ok {
+	rec.WaitFor(t, m, wait, "delete", sdktest.IsDelete("dubbo:"+demoIface))
+	if _, ok := rec.Service("dubbo:" + other); !ok {
 		t.Fatal("neighbour service disappeared")
 	}
 
 	// The whole interface node removed as well: nothing more to say, the service is gone.
 	// Re-registering brings it back.
 	w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(demoIface))
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.12", 20880, demoIface, ""))
-	r.rec.waitFor(t, m, wait, "re-registered interface", upsertWith("dubbo:"+demoIface, 1))
+	rec.WaitFor(t, m, wait, "re-registered interface", sdktest.IsUpsert("dubbo:"+demoIface, 1))
 
-	for _, ev := range r.rec.since(0) {
-		if ev.kind == "reject" {
-			t.Errorf("unexpected rejection %s: %s", ev.key, ev.msg)
+	for _, ev := range rec.Events(0) {
+		if ev.Kind == sdktest.Reject {
+			t.Errorf("unexpected rejection %s: %s", ev.Key, ev.Message)
 		}
 	}
 }
@@ -141,42 +142,42 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 	w.ensure(chroot + "/dubbo/com.example.%ZZ/providers")
 	w.register("dubbo", "com.example.Fine", providerURL("dubbo", "10.0.0.10", 20880, "com.example.Fine", ""))
 
-	r := startPlugin(t, addr+chroot, nil, nil)
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	snap := r.rec.since(i)[0].services
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot})
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	snap := found.Services
 	if len(snap) != 2 {
-		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		t.Fatalf("snapshot:\n%s", rec.Dump(0))
 	}
 	checkValid(t, snap...)
 	if s := snap[1]; s.Key != "dubbo:"+demoIface || len(s.Instances) != 2 || s.Instances[0].Address != "10.0.0.1" || s.Instances[1].Address != "10.0.0.9" {
-		t.Fatalf("good providers not emitted:\n%s", r.rec.dump(0))
+		t.Fatalf("good providers not emitted:\n%s", rec.Dump(0))
 	}
 	for _, name := range slices.Sorted(maps.Keys(bad)) {
-		r.rec.waitFor(t, 0, wait, "rejection of "+name, rejectOf(chroot+pp+"/"+bad[name][:min(40, len(bad[name]))]))
+		rec.WaitFor(t, 0, wait, "rejection of "+name, sdktest.IsReject(chroot+pp+"/"+bad[name][:min(40, len(bad[name]))]))
 	}
-	r.rec.waitFor(t, 0, wait, "rejection of the bad interface name", rejectOf("com.example.%ZZ"))
+	rec.WaitFor(t, 0, wait, "rejection of the bad interface name", sdktest.IsReject("com.example.%ZZ"))
 	rejects := 0
-	for _, ev := range r.rec.since(0) {
-		if ev.kind == "reject" {
+	for _, ev := range rec.Events(0) {
+		if ev.Kind == sdktest.Reject {
 			rejects++
-			if len(ev.key) > 260 {
-				t.Errorf("rejected item not truncated: %d bytes", len(ev.key))
+			if len(ev.Key) > 260 {
+				t.Errorf("rejected item not truncated: %d bytes", len(ev.Key))
 			}
 		}
 	}
 	if rejects != len(bad)+1 {
-		t.Fatalf("%d rejections, want %d:\n%s", rejects, len(bad)+1, r.rec.dump(0))
+		t.Fatalf("%d rejections, want %d:\n%s", rejects, len(bad)+1, rec.Dump(0))
 	}
 
 	// A malformed node added later is rejected once; a good one still comes through.
-	m := r.rec.mark()
+	m := rec.Mark()
 	w.createEphemeral(pp, dubbo.EncodeURL("dubbo://10.0.0.11:0/"+demoIface), nil)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.12", 20880, demoIface, ""))
-	r.rec.waitFor(t, m, wait, "upsert with 3 instances", upsertWith("dubbo:"+demoIface, 3))
-	r.rec.waitFor(t, m, wait, "rejection of the port-0 provider", rejectOf("10.0.0.11"))
-	for _, ev := range r.rec.since(m) {
-		if ev.kind == "reject" && !strings.Contains(ev.key, "10.0.0.11") {
-			t.Errorf("known bad item rejected again: %s", ev.key)
+	rec.WaitFor(t, m, wait, "upsert with 3 instances", sdktest.IsUpsert("dubbo:"+demoIface, 3))
+	rec.WaitFor(t, m, wait, "rejection of the port-0 provider", sdktest.IsReject("10.0.0.11"))
+	for _, ev := range rec.Events(m) {
+		if ev.Kind == sdktest.Reject && !strings.Contains(ev.Key, "10.0.0.11") {
+			t.Errorf("known bad item rejected again: %s", ev.Key)
 		}
 	}
 }
@@ -190,11 +191,11 @@ func TestIntegrationApplicationLevel(t *testing.T) {
 	w.set("/dubbo/mapping/"+demoIface, []byte("demo-provider"))
 	first := w.registerApp("demo-provider", "192.168.1.10", 20880, dubbo3Instance)
 
-	r := startPlugin(t, addr+chroot, map[string]string{"mode": "both"}, nil)
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	snap := r.rec.since(i)[0].services
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "both"}})
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	snap := found.Services
 	if len(snap) != 2 || snap[0].Key != "app:demo-provider" || snap[1].Key != "dubbo:"+demoIface {
-		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		t.Fatalf("snapshot:\n%s", rec.Dump(0))
 	}
 	checkValid(t, snap...)
 	app := snap[0]
@@ -207,46 +208,46 @@ func TestIntegrationApplicationLevel(t *testing.T) {
 	}
 
 	// A second instance: one upsert with four endpoints.
-	m := r.rec.mark()
+	m := rec.Mark()
 	second := w.registerApp("demo-provider", "192.168.1.11", 20880, strings.ReplaceAll(dubbo3Instance, "192.168.1.10", "192.168.1.11"))
-	r.rec.waitFor(t, m, wait, "upsert with 4 endpoints", upsertWith("app:demo-provider", 4))
+	rec.WaitFor(t, m, wait, "upsert with 4 endpoints", sdktest.IsUpsert("app:demo-provider", 4))
 
 	// A metadata change (new revision) of an instance is seen through its data watch.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.set(first, []byte(strings.ReplaceAll(dubbo3Instance, "a1b2c3d4e5f6", "ffff0000")))
-	r.rec.waitFor(t, m, wait, "upsert with the new revision", func(ev event, _ map[string]sdk.Service) bool {
-		if ev.kind != "upsert" || ev.key != "app:demo-provider" {
+	rec.WaitFor(t, m, wait, "upsert with the new revision", func(ev sdktest.Event) bool {
+		if ev.Kind != sdktest.Upsert || ev.Key != "app:demo-provider" {
 			return false
 		}
 		revs := map[string]int{}
-		for _, in := range ev.svc.Instances {
+		for _, in := range ev.Service.Instances {
 			revs[in.Labels["revision"]]++
 		}
 		return revs["ffff0000"] == 2 && revs["a1b2c3d4e5f6"] == 2
 	})
 
 	// Malformed instance data is rejected; the others stay.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.registerApp("demo-provider", "192.168.1.12", 20880, `{"address":"192.168.1.12","port":`)
-	r.rec.waitFor(t, m, wait, "rejection", rejectOf("192.168.1.12"))
-	if s, _ := r.rec.service("app:demo-provider"); len(s.Instances) != 4 {
+	rec.WaitFor(t, m, wait, "rejection", sdktest.IsReject("192.168.1.12"))
+	if s, _ := rec.Service("app:demo-provider"); len(s.Instances) != 4 {
 		t.Fatalf("app service has %d endpoints after a bad instance, want 4", len(s.Instances))
 	}
 
 	// Another application appears; instances go away; the last one deletes the service.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.registerApp("Billing_App", "10.1.0.1", 20880, instanceJSON("10.1.0.1", 20880, nil))
-	i = r.rec.waitFor(t, m, wait, "new application", upsertWith("app:Billing_App", 1))
-	if h := r.rec.since(i)[0].svc.Host; h != "billing-app" {
+	found = rec.WaitFor(t, m, wait, "new application", sdktest.IsUpsert("app:Billing_App", 1))
+	if h := found.Service.Host; h != "billing-app" {
 		t.Fatalf("host = %q, want billing-app", h)
 	}
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.delete(second)
-	r.rec.waitFor(t, m, wait, "upsert with 2 endpoints", upsertWith("app:demo-provider", 2))
-	m = r.rec.mark()
+	rec.WaitFor(t, m, wait, "upsert with 2 endpoints", sdktest.IsUpsert("app:demo-provider", 2))
+	m = rec.Mark()
 	w.delete(first)
 	w.delete("/services/demo-provider/192.168.1.12:20880")
-	r.rec.waitFor(t, m, wait, "delete of the application", deleteOf("app:demo-provider"))
+	rec.WaitFor(t, m, wait, "delete of the application", sdktest.IsDelete("app:demo-provider"))
 }
 
 func TestIntegrationSessionExpiry(t *testing.T) {
@@ -257,50 +258,51 @@ func TestIntegrationSessionExpiry(t *testing.T) {
 	w.register("dubbo", "com.example.Kept", providerURL("dubbo", "10.0.0.2", 20880, "com.example.Kept", ""))
 	proxy := newProxy(t, addr)
 
-	r := startPlugin(t, proxy.addr()+chroot, map[string]string{"sessionTimeout": "4s"}, nil)
-	r.rec.waitFor(t, 0, wait, "first snapshot", isSnapshot)
+	p := New().(*Plugin)
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: proxy.addr() + chroot, Options: map[string]string{"sessionTimeout": "4s"}})
+	rec.WaitFor(t, 0, wait, "first snapshot", sdktest.IsSnapshot)
 	firstSession := proxy.session()
-	watchesBefore := r.p.stats.watches.Load()
+	watchesBefore := p.stats.watches.Load()
 
 	// Expire the plugin's session, then change the registry while the plugin is between
 	// sessions: the change must come in the new snapshot, and nothing may be deleted.
-	m := r.rec.mark()
+	m := rec.Mark()
 	if err := proxy.expireSession(); err != nil {
 		t.Fatalf("expiring the session: %v", err)
 	}
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.3", 20880, demoIface, ""))
-	i := r.rec.waitFor(t, m, wait, "second snapshot", isSnapshot)
-	snap := r.rec.since(i)[0].services
+	found := rec.WaitFor(t, m, wait, "second snapshot", sdktest.IsSnapshot)
+	snap := found.Services
 	if len(snap) != 2 || len(snap[1].Instances) != 2 {
-		t.Fatalf("second snapshot:\n%s", r.rec.dump(m))
+		t.Fatalf("second snapshot:\n%s", rec.Dump(m))
 	}
 	if proxy.session() == firstSession {
 		t.Fatal("the session did not change")
 	}
 	sawUnhealthy := false
-	for _, ev := range r.rec.since(m)[:i-m] {
-		switch ev.kind {
-		case "delete":
-			t.Fatalf("delete %s between the snapshots", ev.key)
-		case "health":
-			sawUnhealthy = sawUnhealthy || !ev.ok
+	for _, ev := range rec.Events(m)[:found.Seq-m] {
+		switch ev.Kind {
+		case sdktest.Delete:
+			t.Fatalf("delete %s between the snapshots", ev.Key)
+		case sdktest.Health:
+			sawUnhealthy = sawUnhealthy || !ev.Connected
 		}
 	}
 	if !sawUnhealthy {
-		t.Errorf("no unhealthy report while the session was lost:\n%s", r.rec.dump(m))
+		t.Errorf("no unhealthy report while the session was lost:\n%s", rec.Dump(m))
 	}
-	r.rec.waitFor(t, i, wait, "healthy again", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
-	if got := r.p.stats.snapshots.Load(); got != 2 {
+	rec.WaitFor(t, found.Seq, wait, "healthy again", sdktest.IsHealth(true))
+	if got := p.stats.snapshots.Load(); got != 2 {
 		t.Fatalf("%d snapshots, want 2", got)
 	}
-	if got := r.p.stats.watches.Load(); got != watchesBefore {
+	if got := p.stats.watches.Load(); got != watchesBefore {
 		t.Fatalf("%d watches after the new session, want %d as before", got, watchesBefore)
 	}
 
 	// The new session's watches work.
-	m = r.rec.mark()
+	m = rec.Mark()
 	w.register("dubbo", "com.example.Kept", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Kept", ""))
-	r.rec.waitFor(t, m, wait, "upsert after the new session", upsertWith("dubbo:com.example.Kept", 2))
+	rec.WaitFor(t, m, wait, "upsert after the new session", sdktest.IsUpsert("dubbo:com.example.Kept", 2))
 }
 
 func TestIntegrationDisconnectKeepsSession(t *testing.T) {
@@ -310,23 +312,23 @@ func TestIntegrationDisconnectKeepsSession(t *testing.T) {
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
 	proxy := newProxy(t, addr)
 
-	r := startPlugin(t, proxy.addr()+chroot, map[string]string{"sessionTimeout": "20s"}, nil)
-	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.addr() + chroot, Options: map[string]string{"sessionTimeout": "20s"}})
+	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
 	session := proxy.session()
 
 	// A short outage: the plugin reports it, and a change made meanwhile arrives as an
 	// ordinary upsert after the reconnect (the client re-sets its watches).
-	m := r.rec.mark()
+	m := rec.Mark()
 	proxy.block()
-	r.rec.waitFor(t, m, wait, "unhealthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && !ev.ok })
+	rec.WaitFor(t, m, wait, "unhealthy", sdktest.IsHealth(false))
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.2", 20880, demoIface, ""))
 	time.Sleep(500 * time.Millisecond)
 	proxy.unblock()
-	r.rec.waitFor(t, m, wait, "upsert after reconnect", upsertWith("dubbo:"+demoIface, 2))
-	r.rec.waitFor(t, m, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
-	for _, ev := range r.rec.since(m) {
-		if ev.kind == "snapshot" || ev.kind == "delete" {
-			t.Fatalf("unexpected %s after a reconnect within the session:\n%s", ev.kind, r.rec.dump(m))
+	rec.WaitFor(t, m, wait, "upsert after reconnect", sdktest.IsUpsert("dubbo:"+demoIface, 2))
+	rec.WaitFor(t, m, wait, "healthy", sdktest.IsHealth(true))
+	for _, ev := range rec.Events(m) {
+		if ev.Kind == sdktest.Snapshot || ev.Kind == sdktest.Delete {
+			t.Fatalf("unexpected %s after a reconnect within the session:\n%s", ev.Kind, rec.Dump(m))
 		}
 	}
 	if proxy.session() != session {
@@ -342,20 +344,20 @@ func TestIntegrationZooKeeperDownAtStart(t *testing.T) {
 	proxy := newProxy(t, addr)
 	proxy.block()
 
-	r := startPlugin(t, proxy.addr()+chroot, nil, nil)
-	r.rec.waitFor(t, 0, wait, "unhealthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && !ev.ok })
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.addr() + chroot})
+	rec.WaitFor(t, 0, wait, "unhealthy", sdktest.IsHealth(false))
 	time.Sleep(2500 * time.Millisecond) // several connection attempts
-	for _, ev := range r.rec.since(0) {
-		if ev.kind != "health" || ev.ok {
-			t.Fatalf("unexpected event while ZooKeeper is unreachable:\n%s", r.rec.dump(0))
+	for _, ev := range rec.Events(0) {
+		if ev.Kind != sdktest.Health || ev.Connected {
+			t.Fatalf("unexpected event while ZooKeeper is unreachable:\n%s", rec.Dump(0))
 		}
 	}
 	proxy.unblock()
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	if snap := r.rec.since(i)[0].services; len(snap) != 1 {
-		t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	if snap := found.Services; len(snap) != 1 {
+		t.Fatalf("snapshot:\n%s", rec.Dump(0))
 	}
-	r.rec.waitFor(t, i, wait, "healthy", func(ev event, _ map[string]sdk.Service) bool { return ev.kind == "health" && ev.ok })
+	rec.WaitFor(t, found.Seq, wait, "healthy", sdktest.IsHealth(true))
 }
 
 func TestIntegrationWatchesDoNotGrow(t *testing.T) {
@@ -366,46 +368,47 @@ func TestIntegrationWatchesDoNotGrow(t *testing.T) {
 	w.register("dubbo", "com.example.Stable", providerURL("dubbo", "10.0.0.2", 20880, "com.example.Stable", ""))
 	w.registerApp("demo-provider", "10.0.0.1", 20880, instanceJSON("10.0.0.1", 20880, nil))
 
-	r := startPlugin(t, addr+chroot, map[string]string{"mode": "both"}, nil)
-	r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	before := r.p.stats.watches.Load()
+	p := New().(*Plugin)
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "both"}})
+	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	before := p.stats.watches.Load()
 	serverBefore, connsBefore, haveServer := zkWatchCount(t, addr)
 
 	// 100 add/remove cycles of a provider, each seen by the plugin.
 	for c := range 100 {
-		m := r.rec.mark()
-		p := w.register("dubbo", demoIface, providerURL("dubbo", "10.0.1.1", 20880+c%10, demoIface, ""))
-		r.rec.waitFor(t, m, wait, fmt.Sprintf("cycle %d: add", c), upsertWith("dubbo:"+demoIface, 2))
-		m = r.rec.mark()
-		w.delete(p)
-		r.rec.waitFor(t, m, wait, fmt.Sprintf("cycle %d: remove", c), upsertWith("dubbo:"+demoIface, 1))
+		m := rec.Mark()
+		prov := w.register("dubbo", demoIface, providerURL("dubbo", "10.0.1.1", 20880+c%10, demoIface, ""))
+		rec.WaitFor(t, m, wait, fmt.Sprintf("cycle %d: add", c), sdktest.IsUpsert("dubbo:"+demoIface, 2))
+		m = rec.Mark()
+		w.delete(prov)
+		rec.WaitFor(t, m, wait, fmt.Sprintf("cycle %d: remove", c), sdktest.IsUpsert("dubbo:"+demoIface, 1))
 	}
 	// Whole interfaces and application instances coming and going.
 	for c := range 20 {
 		iface := fmt.Sprintf("com.example.Churn%d", c%3)
-		m := r.rec.mark()
-		p := w.register("dubbo", iface, providerURL("dubbo", "10.0.2.1", 20880, iface, ""))
-		r.rec.waitFor(t, m, wait, "churn interface", upsertWith("dubbo:"+iface, 1))
+		m := rec.Mark()
+		prov := w.register("dubbo", iface, providerURL("dubbo", "10.0.2.1", 20880, iface, ""))
+		rec.WaitFor(t, m, wait, "churn interface", sdktest.IsUpsert("dubbo:"+iface, 1))
 		inst := w.registerApp("demo-provider", "10.0.2.1", 20880, instanceJSON("10.0.2.1", 20880, nil))
-		r.rec.waitFor(t, m, wait, "churn instance", upsertWith("app:demo-provider", 2))
-		m = r.rec.mark()
-		w.delete(p)
+		rec.WaitFor(t, m, wait, "churn instance", sdktest.IsUpsert("app:demo-provider", 2))
+		m = rec.Mark()
+		w.delete(prov)
 		w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(iface))
 		w.delete(inst)
-		r.rec.waitFor(t, m, wait, "churn interface gone", deleteOf("dubbo:"+iface))
-		r.rec.waitFor(t, m, wait, "churn instance gone", upsertWith("app:demo-provider", 1))
+		rec.WaitFor(t, m, wait, "churn interface gone", sdktest.IsDelete("dubbo:"+iface))
+		rec.WaitFor(t, m, wait, "churn instance gone", sdktest.IsUpsert("app:demo-provider", 1))
 	}
 	// Let the last events settle, then compare.
 	deadline := time.Now().Add(5 * time.Second)
-	for r.p.stats.watches.Load() != before && time.Now().Before(deadline) {
+	for p.stats.watches.Load() != before && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	after := r.p.stats.watches.Load()
-	t.Logf("plugin watches: %d before churn, %d after; %d reads", before, after, r.p.stats.reads.Load())
+	after := p.stats.watches.Load()
+	t.Logf("plugin watches: %d before churn, %d after; %d reads", before, after, p.stats.reads.Load())
 	if after != before {
 		t.Fatalf("watches grew under churn: %d before, %d after", before, after)
 	}
-	if d := r.p.stats.duplicateWatches.Load(); d != 0 {
+	if d := p.stats.duplicateWatches.Load(); d != 0 {
 		t.Fatalf("%d watches were set twice", d)
 	}
 	// The server agrees, provided nobody else uses it meanwhile: the only connections are the
@@ -436,25 +439,25 @@ func TestIntegrationDigestAuth(t *testing.T) {
 	w.createEphemeral("/dubbo/com.example.Secret/providers", dubbo.EncodeURL(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
 
 	t.Run("with credentials", func(t *testing.T) {
-		r := startPlugin(t, addr+chroot, nil, map[string]string{"username": "meltemi", "password": "s3cret-pw"})
-		i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-		if snap := r.rec.since(i)[0].services; len(snap) != 2 {
-			t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot, Secrets: map[string]string{"username": "meltemi", "password": "s3cret-pw"}})
+		found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+		if snap := found.Services; len(snap) != 2 {
+			t.Fatalf("snapshot:\n%s", rec.Dump(0))
 		}
-		for _, ev := range r.rec.since(0) {
-			if strings.Contains(ev.msg, "s3cret-pw") || strings.Contains(ev.key, "s3cret-pw") {
+		for _, ev := range rec.Events(0) {
+			if strings.Contains(ev.Message, "s3cret-pw") || strings.Contains(ev.Key, "s3cret-pw") {
 				t.Fatalf("password leaked in an event: %+v", ev)
 			}
 		}
 	})
 	t.Run("without credentials", func(t *testing.T) {
-		r := startPlugin(t, addr+chroot, nil, nil)
-		i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-		if snap := r.rec.since(i)[0].services; len(snap) != 1 || snap[0].Key != "dubbo:com.example.Open" {
-			t.Fatalf("snapshot:\n%s", r.rec.dump(0))
+		rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot})
+		found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+		if snap := found.Services; len(snap) != 1 || snap[0].Key != "dubbo:com.example.Open" {
+			t.Fatalf("snapshot:\n%s", rec.Dump(0))
 		}
-		r.rec.waitFor(t, 0, wait, "rejection of the protected node", func(ev event, _ map[string]sdk.Service) bool {
-			return ev.kind == "reject" && strings.Contains(ev.key, "com.example.Secret") && strings.Contains(ev.msg, "not authenticated")
+		rec.WaitFor(t, 0, wait, "rejection of the protected node", func(ev sdktest.Event) bool {
+			return ev.Kind == sdktest.Reject && strings.Contains(ev.Key, "com.example.Secret") && strings.Contains(ev.Message, "not authenticated")
 		})
 	})
 }
@@ -469,12 +472,12 @@ func TestIntegrationRootsAndTemplate(t *testing.T) {
 	w.register("prod/dubbo", "com.example.Mixed", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Mixed", "version=2"))
 	w.register("ignored", "com.example.Ignored", providerURL("dubbo", "10.0.0.5", 20880, "com.example.Ignored", ""))
 
-	r := startPlugin(t, addr+chroot, map[string]string{
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{
 		"roots":        "dubbo,/prod/dubbo/",
 		"hostTemplate": "{{.Version}}.{{.Interface}}.{{.Protocol}}",
-	}, nil)
-	i := r.rec.waitFor(t, 0, wait, "snapshot", isSnapshot)
-	snap := r.rec.since(i)[0].services
+	}})
+	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+	snap := found.Services
 	keys := make([]string, len(snap))
 	hosts := map[string]string{}
 	for j, s := range snap {
@@ -485,12 +488,12 @@ func TestIntegrationRootsAndTemplate(t *testing.T) {
 	// rejected.
 	want := []string{"dubbo:" + demoIface, "prod/dubbo:" + demoIface}
 	if !slices.Equal(keys, want) {
-		t.Fatalf("snapshot keys = %v, want %v\n%s", keys, want, r.rec.dump(0))
+		t.Fatalf("snapshot keys = %v, want %v\n%s", keys, want, rec.Dump(0))
 	}
 	if h := hosts["dubbo:"+demoIface]; h != "1.0.0.org.apache.dubbo.demo.demoservice.dubbo" {
 		t.Fatalf("host = %q", h)
 	}
-	r.rec.waitFor(t, 0, wait, "rejection of the mixed-version host", func(ev event, _ map[string]sdk.Service) bool {
-		return ev.kind == "reject" && ev.key == "prod/dubbo:com.example.Mixed" && strings.Contains(ev.msg, "empty DNS label")
+	rec.WaitFor(t, 0, wait, "rejection of the mixed-version host", func(ev sdktest.Event) bool {
+		return ev.Kind == sdktest.Reject && ev.Key == "prod/dubbo:com.example.Mixed" && strings.Contains(ev.Message, "empty DNS label")
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
@@ -55,4 +56,29 @@ func Absent(key string) func(*State) bool {
 		_, ok := s.Services[key]
 		return s.Synced && !ok
 	}
+}
+
+// Predicates for Recorder.WaitFor. Write others inline: func(ev sdktest.Event) bool { ... }.
+
+// IsSnapshot holds for a Snapshot.
+func IsSnapshot(ev Event) bool { return ev.Kind == Snapshot }
+
+// IsHealth holds for a Health report of this state.
+func IsHealth(connected bool) func(Event) bool {
+	return func(ev Event) bool { return ev.Kind == Health && ev.Connected == connected }
+}
+
+// IsUpsert holds for an Upsert of service key with n instances.
+func IsUpsert(key string, n int) func(Event) bool {
+	return func(ev Event) bool { return ev.Kind == Upsert && ev.Key == key && len(ev.Service.Instances) == n }
+}
+
+// IsDelete holds for a Delete of service key.
+func IsDelete(key string) func(Event) bool {
+	return func(ev Event) bool { return ev.Kind == Delete && ev.Key == key }
+}
+
+// IsReject holds for a Reject of an item that contains part.
+func IsReject(part string) func(Event) bool {
+	return func(ev Event) bool { return ev.Kind == Reject && strings.Contains(ev.Key, part) }
 }

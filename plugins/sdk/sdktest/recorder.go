@@ -41,6 +41,9 @@ const (
 type Event struct {
 	Kind Kind
 	At   time.Time
+	// Seq is the event's place in the log: passed as a mark, it looks at this event and the
+	// ones after it, with no race against events that came meanwhile.
+	Seq int
 	// Services is a Snapshot's services.
 	Services []sdk.Service
 	// Service is an Upsert's service.
@@ -110,6 +113,7 @@ func (r *Recorder) add(ev Event) {
 	ev.At = time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	ev.Seq = len(r.events)
 	r.events = append(r.events, ev)
 	s := &r.state
 	switch ev.Kind {

@@ -26,6 +26,7 @@ type watch struct {
 	// Set under the Recorder's mu when Watch returned.
 	ended   bool
 	err     error
+	early   bool // it returned before its context ended
 	stopped bool // Stop cancelled it: returning is expected then
 }
 
@@ -40,8 +41,8 @@ func Run(t testing.TB, p sdk.Plugin, cfg sdk.Config) *Recorder {
 
 // Watch runs p.Watch in a goroutine into a new Recorder until Stop or the end of the test.
 // Stopping cancels Watch's context and fails the test if Watch does not return within
-// StopTimeout or returns an error other than the context's. A Watch that returns by itself
-// fails the Recorder's next wait at once.
+// StopTimeout or returns an error other than the context's. A Watch that returns by itself,
+// even with nil, fails the Recorder's next wait at once and the test at Stop.
 func Watch(t testing.TB, p sdk.Plugin) *Recorder {
 	t.Helper()
 	r := NewRecorder()
@@ -51,8 +52,9 @@ func Watch(t testing.TB, p sdk.Plugin) *Recorder {
 	go func() {
 		defer close(w.done)
 		err := p.Watch(ctx, r)
+		early := ctx.Err() == nil
 		r.mu.Lock()
-		w.ended, w.err = true, err
+		w.ended, w.err, w.early = true, err, early
 		r.notifyLocked()
 		r.mu.Unlock()
 	}()
@@ -80,8 +82,14 @@ func (r *Recorder) Stop() {
 			return
 		}
 		r.mu.Lock()
-		err := w.err
+		err, early := w.err, w.early
 		r.mu.Unlock()
+		// The SDK treats a Watch that returns while the host listens as a failure, even
+		// with a nil error.
+		if early {
+			w.t.Errorf("Watch returned %v before it was stopped", err)
+			return
+		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			w.t.Errorf("Watch returned %v", err)
 		}

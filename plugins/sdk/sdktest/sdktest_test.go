@@ -242,6 +242,9 @@ func TestRunReportsBadPlugins(t *testing.T) {
 			e.Health(false, "no registry")
 			return errors.New("unrecoverable")
 		}}, true, []string{"waiting for service a: Watch returned unrecoverable", "Watch returned unrecoverable"}},
+		// Returning nil is no better: the host sees the watch end while it listens.
+		{"returns nil early", &fakePlugin{watch: func(context.Context, sdk.Emitter) error { return nil }}, true,
+			[]string{"waiting for service a: Watch returned <nil>", "Watch returned <nil> before it was stopped"}},
 		{"well behaved", &fakePlugin{watch: untilCancelled(func(e sdk.Emitter) { e.Snapshot(nil) })}, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,6 +263,56 @@ func TestRunReportsBadPlugins(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEventPredicatesAndSeq(t *testing.T) {
+	r := NewRecorder()
+	r.Health(false, "connecting")
+	r.Snapshot([]sdk.Service{svc("a", "10.0.0.1:80")})
+	r.Health(true, "")
+	r.Upsert(svc("a", "10.0.0.1:80", "10.0.0.2:80"))
+	r.Reject("/dubbo/com.example.Bad/providers/not-a-url", "not a URL")
+	r.Delete("a")
+	evs := r.Events(0)
+	for i, ev := range evs {
+		if ev.Seq != i {
+			t.Errorf("event %d (%s) has Seq %d", i, ev, ev.Seq)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		pred  func(Event) bool
+		match []int // the events it holds for
+	}{
+		{"snapshot", IsSnapshot, []int{1}},
+		{"unhealthy", IsHealth(false), []int{0}},
+		{"healthy", IsHealth(true), []int{2}},
+		{"upsert of a with 2", IsUpsert("a", 2), []int{3}},
+		{"upsert of a with 1", IsUpsert("a", 1), nil},
+		{"upsert of b", IsUpsert("b", 2), nil},
+		{"delete of a", IsDelete("a"), []int{5}},
+		{"delete of b", IsDelete("b"), nil},
+		{"reject by part", IsReject("com.example.Bad"), []int{4}},
+		{"reject of another", IsReject("com.example.Good"), nil},
+	} {
+		var got []int
+		for i, ev := range evs {
+			if tc.pred(ev) {
+				got = append(got, i)
+			}
+		}
+		if !slices.Equal(got, tc.match) {
+			t.Errorf("%s holds for events %v, want %v", tc.name, got, tc.match)
+		}
+	}
+	// Seq as a mark: the health report after the snapshot, however soon it came.
+	snap := r.WaitFor(t, 0, time.Second, "snapshot", IsSnapshot)
+	if ev := r.WaitFor(t, snap.Seq, time.Second, "healthy", IsHealth(true)); ev.Seq != 2 {
+		t.Errorf("found %s", ev)
+	}
+	if ev := r.WaitFor(t, snap.Seq, time.Second, "the snapshot itself", IsSnapshot); ev.Seq != snap.Seq {
+		t.Errorf("a wait from Seq does not see the event itself: found %s", ev)
 	}
 }
 
