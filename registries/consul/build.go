@@ -74,7 +74,7 @@ func itemName(key string, e *api.ServiceEntry) string {
 	if e != nil && e.Service != nil {
 		id = e.Service.ID
 	}
-	return clip(key+"/"+node+"/"+id, 256)
+	return model.Clip(key+"/"+node+"/"+id, 256)
 }
 
 // buildInstance maps one registration. use is false for registrations that are not
@@ -109,7 +109,7 @@ func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst sdk.
 	ip, perr := netip.ParseAddr(address)
 	switch {
 	case perr != nil:
-		return inst, false, fmt.Errorf("address %q is not an IP address (endpoints of a STATIC ServiceEntry must be)", clip(address, 64))
+		return inst, false, fmt.Errorf("address %q is not an IP address (endpoints of a STATIC ServiceEntry must be)", model.Clip(address, 64))
 	case ip.Zone() != "":
 		return inst, false, fmt.Errorf("address %s has an IPv6 zone", ip)
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
@@ -150,7 +150,7 @@ func protocolOf(cfg *config, name string, meta, tags map[string]string) (string,
 	} {
 		if v := strings.ToLower(strings.TrimSpace(src.value)); v != "" {
 			if !isProtocol(v) {
-				return "", fmt.Errorf("%s %q is not a protocol name (lower-case letters, digits, '-' and '_', at most 32)", src.what, clip(src.value, 40))
+				return "", fmt.Errorf("%s %q is not a protocol name (lower-case letters, digits, '-' and '_', at most 32)", src.what, model.Clip(src.value, 40))
 			}
 			return v, nil
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -410,7 +411,7 @@ func (w *watcher) reportHealth() {
 	}
 	switch {
 	case len(problems) > 0:
-		w.setHealth(false, clip(strings.Join(problems, "; "), 1024))
+		w.setHealth(false, model.Clip(strings.Join(problems, "; "), 1024))
 	case !w.synced:
 		w.setHealth(false, fmt.Sprintf("listing Consul: %d services not read yet", w.unread))
 	default:

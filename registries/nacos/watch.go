@@ -16,6 +16,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
@@ -535,13 +536,7 @@ func (w *watcher) build(key string) (sdk.Service, bool) {
 	if one.dubbo == nil {
 		host, err = w.cfg.hosts.serviceHost(ServiceVars{Service: one.id.name, Group: one.id.group, Namespace: one.id.namespace})
 	} else {
-		host, err = w.cfg.hosts.dubboHost(DubboVars{
-			Interface:   one.dubbo.iface,
-			Group:       common(insts, func(i model.Instance) string { return i.Labels["group"] }),
-			Version:     common(insts, func(i model.Instance) string { return i.Labels["version"] }),
-			Application: common(insts, func(i model.Instance) string { return i.Labels["application"] }),
-			Protocol:    common(insts, func(i model.Instance) string { return i.Protocol }),
-		})
+		host, err = w.cfg.hosts.dubboHost(dubbo.InterfaceVars(one.dubbo.iface, insts))
 	}
 	if err != nil {
 		w.reject(key, err.Error())
@@ -563,17 +558,6 @@ func (w *watcher) build(key string) (sdk.Service, bool) {
 		return sdk.Service{}, false
 	}
 	return valid, true
-}
-
-// common returns the value every instance has, or "" when they differ.
-func common(insts []model.Instance, value func(model.Instance) string) string {
-	v := value(insts[0])
-	for _, in := range insts[1:] {
-		if value(in) != v {
-			return ""
-		}
-	}
-	return v
 }
 
 // releaseHost gives up key's claim on host and lets the services that wanted it try again.
