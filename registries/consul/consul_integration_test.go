@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
@@ -223,12 +224,12 @@ func TestIntegrationOutageKeepsEverything(t *testing.T) {
 	key := dc + "/" + name
 	reg.register(api.AgentServiceRegistration{ID: name + "-a", Name: name, Address: "10.7.0.1", Port: 80})
 	reg.register(api.AgentServiceRegistration{ID: name + "-b", Name: name, Address: "10.7.0.2", Port: 80})
-	proxy := newTCPProxy(t, addr)
+	proxy := testproxy.New(t, addr)
 
-	_, rec := runPlugin(t, proxy.addr(), map[string]string{"services": reg.pattern(), "datacenters": dc}, nil)
+	_, rec := runPlugin(t, proxy.Addr(), map[string]string{"services": reg.pattern(), "datacenters": dc}, nil)
 	rec.WaitState(t, wait, "snapshot", sdktest.HasAddresses(key, "10.7.0.1", "10.7.0.2"))
 	m := rec.Mark()
-	proxy.block()
+	proxy.Block()
 	rec.WaitFor(t, m, wait, "unhealthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && !ev.Connected })
 	// Changes while the plugin is cut off arrive when it is back; meanwhile nothing goes.
 	reg.deregister(name + "-b")
@@ -237,7 +238,7 @@ func TestIntegrationOutageKeepsEverything(t *testing.T) {
 	if s, ok := rec.Service(key); !ok || len(s.Instances) != 2 {
 		t.Fatalf("state changed during the outage:\n%s", rec.Dump(m))
 	}
-	proxy.unblock()
+	proxy.Unblock()
 	rec.WaitState(t, wait, "converged", sdktest.HasAddresses(key, "10.7.0.1", "10.7.0.3"))
 	rec.WaitFor(t, m, wait, "healthy", func(ev sdktest.Event) bool { return ev.Kind == sdktest.Health && ev.Connected })
 	for _, ev := range rec.Events(m) {

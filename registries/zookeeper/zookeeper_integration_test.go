@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
@@ -256,18 +257,18 @@ func TestIntegrationSessionExpiry(t *testing.T) {
 	w := newWriter(t, addr, chroot)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
 	w.register("dubbo", "com.example.Kept", providerURL("dubbo", "10.0.0.2", 20880, "com.example.Kept", ""))
-	proxy := newProxy(t, addr)
+	proxy := testproxy.NewZooKeeper(t, addr)
 
 	p := New().(*Plugin)
-	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: proxy.addr() + chroot, Options: map[string]string{"sessionTimeout": "4s"}})
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: proxy.Addr() + chroot, Options: map[string]string{"sessionTimeout": "4s"}})
 	rec.WaitFor(t, 0, wait, "first snapshot", sdktest.IsSnapshot)
-	firstSession := proxy.session()
+	firstSession := proxy.Session()
 	watchesBefore := p.stats.watches.Load()
 
 	// Expire the plugin's session, then change the registry while the plugin is between
 	// sessions: the change must come in the new snapshot, and nothing may be deleted.
 	m := rec.Mark()
-	if err := proxy.expireSession(); err != nil {
+	if err := proxy.ExpireSession(); err != nil {
 		t.Fatalf("expiring the session: %v", err)
 	}
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.3", 20880, demoIface, ""))
@@ -276,7 +277,7 @@ func TestIntegrationSessionExpiry(t *testing.T) {
 	if len(snap) != 2 || len(snap[1].Instances) != 2 {
 		t.Fatalf("second snapshot:\n%s", rec.Dump(m))
 	}
-	if proxy.session() == firstSession {
+	if proxy.Session() == firstSession {
 		t.Fatal("the session did not change")
 	}
 	sawUnhealthy := false
@@ -310,20 +311,20 @@ func TestIntegrationDisconnectKeepsSession(t *testing.T) {
 	chroot := testChroot(t)
 	w := newWriter(t, addr, chroot)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
-	proxy := newProxy(t, addr)
+	proxy := testproxy.NewZooKeeper(t, addr)
 
-	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.addr() + chroot, Options: map[string]string{"sessionTimeout": "20s"}})
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.Addr() + chroot, Options: map[string]string{"sessionTimeout": "20s"}})
 	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
-	session := proxy.session()
+	session := proxy.Session()
 
 	// A short outage: the plugin reports it, and a change made meanwhile arrives as an
 	// ordinary upsert after the reconnect (the client re-sets its watches).
 	m := rec.Mark()
-	proxy.block()
+	proxy.Block()
 	rec.WaitFor(t, m, wait, "unhealthy", sdktest.IsHealth(false))
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.2", 20880, demoIface, ""))
 	time.Sleep(500 * time.Millisecond)
-	proxy.unblock()
+	proxy.Unblock()
 	rec.WaitFor(t, m, wait, "upsert after reconnect", sdktest.IsUpsert("dubbo:"+demoIface, 2))
 	rec.WaitFor(t, m, wait, "healthy", sdktest.IsHealth(true))
 	for _, ev := range rec.Events(m) {
@@ -331,7 +332,7 @@ func TestIntegrationDisconnectKeepsSession(t *testing.T) {
 			t.Fatalf("unexpected %s after a reconnect within the session:\n%s", ev.Kind, rec.Dump(m))
 		}
 	}
-	if proxy.session() != session {
+	if proxy.Session() != session {
 		t.Fatal("the session changed")
 	}
 }
@@ -341,10 +342,10 @@ func TestIntegrationZooKeeperDownAtStart(t *testing.T) {
 	chroot := testChroot(t)
 	w := newWriter(t, addr, chroot)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
-	proxy := newProxy(t, addr)
-	proxy.block()
+	proxy := testproxy.NewZooKeeper(t, addr)
+	proxy.Block()
 
-	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.addr() + chroot})
+	rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: proxy.Addr() + chroot})
 	rec.WaitFor(t, 0, wait, "unhealthy", sdktest.IsHealth(false))
 	time.Sleep(2500 * time.Millisecond) // several connection attempts
 	for _, ev := range rec.Events(0) {
@@ -352,7 +353,7 @@ func TestIntegrationZooKeeperDownAtStart(t *testing.T) {
 			t.Fatalf("unexpected event while ZooKeeper is unreachable:\n%s", rec.Dump(0))
 		}
 	}
-	proxy.unblock()
+	proxy.Unblock()
 	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
 	if snap := found.Services; len(snap) != 1 {
 		t.Fatalf("snapshot:\n%s", rec.Dump(0))
