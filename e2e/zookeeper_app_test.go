@@ -21,6 +21,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 )
 
 // Port names the converter gives Dubbo's protocols (bridge/convert.DefaultProtocols).
@@ -455,4 +456,59 @@ func scrape(ctx context.Context, addr string) (string, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return string(body), err
+}
+
+// TestZooKeeperSessionExpiry: the plugin's ZooKeeper session is expired (forced, through a
+// proxy) while a provider registers; the plugin lists everything again in a new session and
+// the host applies the new snapshot without ever deleting the ServiceEntry or an endpoint.
+func TestZooKeeperSessionExpiry(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	iface := fmt.Sprintf("com.example.expiry%s.ExpiryService", strings.TrimPrefix(root, "dubbo-e2e-"))
+	host := strings.ToLower(iface)
+	for _, ip := range []string{"10.95.0.1", "10.95.0.2"} {
+		if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: ip, Port: 20880, Interface: iface, Application: "expiry"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy := testproxy.NewZooKeeper(t, env.ZKAddr)
+	cfg := writeFile(t, "registries.yaml", zkRegistryYAML("zk-expiry", c.namespace, proxy.Addr(), root)+"    sessionTimeout: 4s\n")
+	br := startBridge(t, c, "--config", cfg)
+	br.waitReady(t, env)
+	awaitAddresses(t, env, c, host, "10.95.0.1", "10.95.0.2")
+	first := proxy.Session()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lost := watchLoss(ctx, t, c, host, 2)
+	if err := proxy.ExpireSession(); err != nil {
+		t.Fatalf("expiring the plugin's session: %v", err)
+	}
+	// Registered while the plugin has no session: it comes with the new session's snapshot.
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.95.0.3", Port: 20880, Interface: iface, Application: "expiry"}); err != nil {
+		t.Fatal(err)
+	}
+	awaitAddresses(t, env, c, host, "10.95.0.1", "10.95.0.2", "10.95.0.3")
+	if s := proxy.Session(); s == first || s == 0 {
+		t.Fatalf("the plugin did not get a new session (%#x, first %#x)", s, first)
+	}
+	env.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(br.logs.String(), "new ZooKeeper session; listing everything again") {
+			return fmt.Errorf("the host log does not show the plugin's new listing")
+		}
+		return nil
+	})
+	// The new session's watches work.
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.95.0.4", Port: 20880, Interface: iface, Application: "expiry"}); err != nil {
+		t.Fatal(err)
+	}
+	awaitAddresses(t, env, c, host, "10.95.0.1", "10.95.0.2", "10.95.0.3", "10.95.0.4")
+	cancel()
+	select {
+	case what := <-lost:
+		t.Fatalf("the ServiceEntry lost endpoints across the session expiry: %s", what)
+	default:
+	}
 }
