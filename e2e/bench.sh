@@ -25,8 +25,15 @@ out="$MELTEMI_E2E_STATE/logs/bench.txt"
 # Benchmarks that take one sample per iteration get a fixed count of samples in a second pass,
 # so their percentiles rest on enough of them; every other benchmark sizes itself.
 per_sample='ToServiceEntry|ChangeToUpsert|PushToUpsert'
-go test -p 1 -count=1 -run '^$' -bench "${BENCH:-.}" -skip "$per_sample" -benchmem -timeout 90m ./... 2>&1 | tee "$out"
+# A failing package does not stop the others: the report shows what ran, the exit status
+# says something failed.
+status=0
+go test -p 1 -count=1 -run '^$' -bench "${BENCH:-.}" -skip "$per_sample" -benchmem -timeout 90m ./... 2>&1 | tee "$out" || status=1
 go test -p 1 -count=1 -run '^$' -bench "$per_sample" -benchtime "${BENCH_SAMPLES:-50}x" -benchmem -timeout 30m \
-  ./e2e/ ./registries/consul/ ./registries/nacos/ 2>&1 | tee -a "$out"
+  ./e2e/ ./registries/consul/ ./registries/nacos/ 2>&1 | tee -a "$out" || status=1
 go run ./e2e/cmd/benchreport -in "$out" -out BENCHMARKS.md -command "make bench" -notes e2e/bench-notes.md
 echo "wrote BENCHMARKS.md"
+if [ "$status" -ne 0 ]; then
+  echo "some benchmarks failed; see $out" >&2
+fi
+exit "$status"
