@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
+
+	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
@@ -243,4 +246,68 @@ func TestIntegrationResyncRepairsDrift(t *testing.T) {
 	m = rec.Mark()
 	w.register("dubbo", "com.example.Other", providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", ""))
 	rec.WaitFor(t, m, wait, "change after resync", sdktest.IsUpsert("dubbo:com.example.Other", 2))
+}
+
+// TestIntegrationUnreadableNodeKeepsService: a node that becomes unreadable (here an ACL
+// that denies the plugin) is reported, and its service keeps what was sent, through a resync
+// and through a new session's snapshot; nothing is deleted for want of data.
+func TestIntegrationUnreadableNodeKeepsService(t *testing.T) {
+	const locked = "com.example.Locked"
+	addr := zkAddr(t)
+	chroot := testChroot(t)
+	w := newWriter(t, addr, chroot)
+	w.register("dubbo", locked, providerURL("dubbo", "10.0.0.1", 20880, locked, ""))
+	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.2", 20880, demoIface, ""))
+	proxy := testproxy.NewZooKeeper(t, addr)
+
+	p := New().(*Plugin)
+	p.inject = make(chan func(*watcher))
+	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: proxy.Addr() + chroot, Options: map[string]string{"sessionTimeout": "4s"}})
+	rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
+
+	// Only another user may read the providers node from now on; the writer keeps access.
+	if err := w.conn.AddAuth("digest", []byte("owner:pw")); err != nil {
+		t.Fatal(err)
+	}
+	providers := chroot + providersPath("dubbo", locked)
+	if _, err := w.conn.SetACL(providers, zk.DigestACL(zk.PermAll, "owner", "pw"), -1); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = w.conn.SetACL(providers, zk.WorldACL(zk.PermAll), -1) })
+
+	m := rec.Mark()
+	p.inject <- func(wt *watcher) { wt.resyncDue = true }
+	p.inject <- func(*watcher) {} // the resync is over
+	rec.WaitFor(t, m, wait, "the unreadable node reported", func(ev sdktest.Event) bool {
+		return ev.Kind == sdktest.Reject && strings.Contains(ev.Key, locked) && strings.Contains(ev.Message, "cannot read")
+	})
+	for _, ev := range rec.Events(m) {
+		if ev.Kind == sdktest.Delete || ev.Kind == sdktest.Upsert {
+			t.Fatalf("a resync with an unreadable node changed a service:\n%s", rec.Dump(m))
+		}
+	}
+
+	// A new session lists everything again: the snapshot still holds the locked service.
+	m = rec.Mark()
+	if err := proxy.ExpireSession(); err != nil {
+		t.Fatalf("expiring the session: %v", err)
+	}
+	snap := rec.WaitFor(t, m, wait, "second snapshot", sdktest.IsSnapshot)
+	if len(snap.Services) != 2 || snap.Services[0].Key != "dubbo:"+locked || len(snap.Services[0].Instances) != 1 {
+		t.Fatalf("the new session's snapshot dropped the unreadable service:\n%s", rec.Dump(m))
+	}
+
+	// Readable again: the retry reads it, and its watch works.
+	m = rec.Mark()
+	if _, err := w.conn.SetACL(providers, zk.WorldACL(zk.PermAll), -1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the retry backoff starts at 0.5 s
+	w.register("dubbo", locked, providerURL("dubbo", "10.0.0.3", 20880, locked, ""))
+	rec.WaitFor(t, m, wait, "the second provider", sdktest.IsUpsert("dubbo:"+locked, 2))
+	for _, ev := range rec.Events(m) {
+		if ev.Kind == sdktest.Delete {
+			t.Fatalf("delete after the node became readable:\n%s", rec.Dump(m))
+		}
+	}
 }

@@ -361,10 +361,17 @@ func (w *watcher) fullSync(ctx context.Context) {
 		return
 	}
 	services := make([]sdk.Service, 0, len(w.t.ifaces)+len(w.t.apps))
-	clear(w.emitted)
+	previous := w.emitted
+	w.emitted = make(map[string]sdk.Service, len(previous))
+	unsure := w.unsure()
 	instances := 0
-	for _, key := range w.t.keys() {
-		if svc, ok := w.build(key); ok {
+	for _, key := range w.allKeys(previous) {
+		svc, ok := w.build(key)
+		if unsure(key) {
+			// A node of it could not be read: what was sent before stands.
+			svc, ok = previous[key]
+		}
+		if ok {
 			services = append(services, svc)
 			w.emitted[key] = svc
 			instances += len(svc.Instances)
@@ -409,15 +416,10 @@ func (w *watcher) resync(ctx context.Context) {
 		}
 		return
 	}
-	keys := w.t.keys()
-	for k := range w.emitted {
-		if _, ok := slices.BinarySearch(keys, k); !ok {
-			keys = append(keys, k)
-		}
-	}
+	unsure := w.unsure()
 	repaired := 0
-	for _, key := range keys {
-		if w.emit(key) {
+	for _, key := range w.allKeys(w.emitted) {
+		if w.emit(key, unsure) {
 			repaired++
 		}
 	}
@@ -445,6 +447,68 @@ func (w *watcher) resync(ctx context.Context) {
 	}
 }
 
+// allKeys returns the keys the tree knows and those in sent, sorted and unique.
+func (w *watcher) allKeys(sent map[string]sdk.Service) []string {
+	keys := w.t.keys()
+	known := len(keys)
+	for k := range sent {
+		if _, ok := slices.BinarySearch(keys[:known], k); !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// unsure tells which services the tree cannot describe because a read of one of their nodes
+// failed (it is retried with backoff): an ACL that denies the plugin, for one. Their last
+// emitted state must stand, never be deleted for want of data.
+func (w *watcher) unsure() func(key string) bool {
+	if len(w.pending) == 0 {
+		return func(string) bool { return false }
+	}
+	keys := map[string]bool{}
+	var prefixes []string
+	mappedOf := func(app, root string) {
+		for mk := range w.t.byApp[app] {
+			if root == "" || w.t.mapped[mk].root == root {
+				keys[mk] = true
+			}
+		}
+	}
+	for _, n := range w.pending {
+		switch n.kind {
+		case kindRoot:
+			prefixes = append(prefixes, n.root+":", mappedKeyPrefix+":"+n.root+":")
+		case kindMapping:
+			prefixes = append(prefixes, mappedKeyPrefix+":"+n.root+":")
+		case kindServices:
+			prefixes = append(prefixes, appKeyPrefix+":", mappedKeyPrefix+":")
+		case kindProviders, kindIfaceDir:
+			keys[n.iface.key] = true
+			keys[mappedKeyPrefix+":"+n.iface.key] = true
+		case kindApp, kindInstance:
+			keys[n.app.key] = true
+			mappedOf(n.app.name, "")
+		case kindMappingEntry:
+			keys[n.mapped.key] = true
+		case kindMetadata:
+			mappedOf(n.meta.app, n.meta.root)
+		}
+	}
+	return func(key string) bool {
+		if keys[key] {
+			return true
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(key, p) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // dropPrev forgets the tree a resync replaced, so its memory can go.
 func (w *watcher) dropPrev() {
 	w.t.prev = nil
@@ -466,15 +530,20 @@ func (w *watcher) incremental() {
 		w.log.Debug("reading ZooKeeper interrupted; retrying when connected", "error", err)
 		w.scheduleRetry() // normally the reconnect comes first
 	}
+	unsure := w.unsure()
 	for _, key := range w.t.takeChanged() {
-		w.emit(key)
+		w.emit(key, unsure)
 	}
 	w.flushRejects()
 }
 
 // emit sends what changed in service key since it was last emitted: an upsert, a delete or
-// nothing. It reports whether it sent anything.
-func (w *watcher) emit(key string) bool {
+// nothing. It reports whether it sent anything. A service whose state is unsure keeps what
+// was sent; it is emitted once its nodes have been read.
+func (w *watcher) emit(key string, unsure func(string) bool) bool {
+	if unsure(key) {
+		return false
+	}
 	svc, ok := w.build(key)
 	prev, had := w.emitted[key]
 	switch {
