@@ -402,12 +402,15 @@ func (w *watcher) resync(ctx context.Context) {
 	w.t.prev = old
 	defer w.dropPrev()
 	w.rejects = nil
-	clear(w.dirty) // everything is read again
-	clear(w.pending)
+	// Everything is read again; the old tree's queues are kept in case the listing fails.
+	oldDirty, oldPending := w.dirty, w.pending
+	w.dirty, w.pending = map[string]*node{}, map[string]*node{}
 	if err := w.refresh(w.t.roots()); err != nil {
-		// The connection went while listing: the new tree is incomplete. A new session
-		// lists everything anyway; within this one, the next resync tries again soon.
+		// The connection went while listing: the new tree is incomplete. Go on with the old
+		// one and its queues (its failed reads still protect their services); a new session
+		// lists everything anyway, and within this one the next resync tries again soon.
 		w.t = old
+		w.dirty, w.pending = oldDirty, oldPending
 		w.rejects = nil
 		if ctx.Err() == nil {
 			w.log.Info("resync interrupted; trying again", "error", err)
