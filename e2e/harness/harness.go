@@ -39,6 +39,7 @@ const (
 	EtcdRegistry  = "etcd-registry"
 	Consul        = "consul"
 	Polaris       = "polaris" // serves the Nacos protocol
+	Istiod        = "istiod"  // Istio's control plane (pilot-discovery)
 )
 
 // Env describes the running e2e servers. Addresses are host:port unless noted.
@@ -52,6 +53,12 @@ type Env struct {
 	NacosAddr        string // Nacos HTTP API (Polaris)
 	NacosGRPCAddr    string // Nacos 2.x gRPC (Polaris)
 	EtcdRegistryAddr string // etcd used as a Dubbo registry
+	IstiodXDSAddr    string // istiod's plaintext xDS (gRPC)
+	IstiodHTTPAddr   string // istiod's HTTP port: /ready, /debug/...
+	IstiodMonitoring string // istiod's Prometheus metrics
+	IstiodLog        string // file istiod logs to
+	IstiodVersion    string // the istio.io/istio version running
+	IstiodDebounce   string // istiod's PILOT_DEBOUNCE_AFTER in milliseconds
 
 	components []string
 	root       string
@@ -61,7 +68,8 @@ type Env struct {
 var envKeys = []string{
 	"MELTEMI_E2E_STATE", "MELTEMI_E2E_COMPONENTS", "KUBECONFIG", "MELTEMI_KUBE_API",
 	"MELTEMI_KUBE_ETCD_ADDR", "MELTEMI_ZK_ADDR", "MELTEMI_CONSUL_ADDR", "MELTEMI_NACOS_ADDR",
-	"MELTEMI_NACOS_GRPC_ADDR", "MELTEMI_ETCD_REGISTRY_ADDR",
+	"MELTEMI_NACOS_GRPC_ADDR", "MELTEMI_ETCD_REGISTRY_ADDR", "MELTEMI_ISTIOD_XDS_ADDR", "MELTEMI_ISTIOD_HTTP_ADDR",
+	"MELTEMI_ISTIOD_MONITORING_ADDR", "MELTEMI_ISTIOD_LOG", "MELTEMI_ISTIOD_VERSION", "MELTEMI_ISTIOD_DEBOUNCE_MS",
 }
 
 // Load reads $MELTEMI_E2E_STATE/env (default state /tmp/meltemi-e2e); MELTEMI_* variables in
@@ -99,6 +107,12 @@ func Load(t testing.TB) *Env {
 		NacosAddr:        vals["MELTEMI_NACOS_ADDR"],
 		NacosGRPCAddr:    vals["MELTEMI_NACOS_GRPC_ADDR"],
 		EtcdRegistryAddr: vals["MELTEMI_ETCD_REGISTRY_ADDR"],
+		IstiodXDSAddr:    vals["MELTEMI_ISTIOD_XDS_ADDR"],
+		IstiodHTTPAddr:   vals["MELTEMI_ISTIOD_HTTP_ADDR"],
+		IstiodMonitoring: vals["MELTEMI_ISTIOD_MONITORING_ADDR"],
+		IstiodLog:        vals["MELTEMI_ISTIOD_LOG"],
+		IstiodVersion:    vals["MELTEMI_ISTIOD_VERSION"],
+		IstiodDebounce:   vals["MELTEMI_ISTIOD_DEBOUNCE_MS"],
 		components:       strings.Fields(vals["MELTEMI_E2E_COMPONENTS"]),
 	}
 	if v := vals["MELTEMI_E2E_STATE"]; v != "" {
@@ -107,7 +121,7 @@ func Load(t testing.TB) *Env {
 	// Servers described only by address variables (started by other means) still count.
 	for name, addr := range map[string]string{
 		KubeAPIServer: e.KubeAPI, ZooKeeper: e.ZKAddr, Consul: e.ConsulAddr,
-		Polaris: e.NacosAddr, EtcdRegistry: e.EtcdRegistryAddr, Etcd: e.KubeEtcdAddr,
+		Polaris: e.NacosAddr, EtcdRegistry: e.EtcdRegistryAddr, Etcd: e.KubeEtcdAddr, Istiod: e.IstiodXDSAddr,
 	} {
 		if addr != "" && !slices.Contains(e.components, name) {
 			e.components = append(e.components, name)
@@ -159,6 +173,8 @@ func (e *Env) addr(name string) string {
 		return e.NacosAddr
 	case EtcdRegistry:
 		return e.EtcdRegistryAddr
+	case Istiod:
+		return e.IstiodXDSAddr
 	}
 	return ""
 }
@@ -171,8 +187,20 @@ func canonical(name string) string {
 		return ZooKeeper
 	case "nacos":
 		return Polaris
+	case "istio", "pilot":
+		return Istiod
 	}
 	return name
+}
+
+// PID returns the process ID of a component the scripts started, or 0.
+func (e *Env) PID(name string) int {
+	data, err := os.ReadFile(filepath.Join(e.State, "pids", canonical(name)+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
 }
 
 // Stop stops a component with SIGTERM, keeping its data. The env file still lists it.

@@ -15,7 +15,7 @@ REPO_ROOT=$(cd "$INFRA_DIR/../.." && pwd)
 TOOLS="$INFRA_DIR/tools.sh"
 
 # Start order; dependencies first. down.sh walks it backwards.
-ALL_COMPONENTS=(etcd kube-apiserver zookeeper etcd-registry consul polaris)
+ALL_COMPONENTS=(etcd kube-apiserver istiod zookeeper etcd-registry consul polaris)
 
 # Polaris reads its ports from its stock configuration; these are all the listeners it opens.
 POLARIS_PORTS=(8848 9848 8090 8091 8093 8761 15010)
@@ -46,8 +46,9 @@ lock() {
 
 canonical() {
   case "$1" in
-    etcd | kube-apiserver | zookeeper | etcd-registry | consul | polaris) echo "$1" ;;
+    etcd | kube-apiserver | istiod | zookeeper | etcd-registry | consul | polaris) echo "$1" ;;
     kube | apiserver) echo kube-apiserver ;;
+    istio | pilot) echo istiod ;;
     zk) echo zookeeper ;;
     nacos) echo polaris ;;
     *) die "unknown component '$1' (known: ${ALL_COMPONENTS[*]})" ;;
@@ -72,6 +73,11 @@ settings_from_env() {
     etcd) printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\n' \
       "${MELTEMI_E2E_ETCD_PORT:-12379}" "${MELTEMI_E2E_ETCD_PEER_PORT:-12380}" >"$f" ;;
     kube-apiserver) printf 'KUBE_PORT=%s\n' "${MELTEMI_E2E_KUBE_PORT:-16443}" >"$f" ;;
+    # Istio's own defaults (8080, 15010, 15014, 9876) are moved off: Polaris takes 15010.
+    istiod) printf 'ISTIOD_HTTP_PORT=%s\nISTIOD_GRPC_PORT=%s\nISTIOD_MONITORING_PORT=%s\nISTIOD_CTRLZ_PORT=%s\nISTIOD_DEBOUNCE_MS=%s\n' \
+      "${MELTEMI_E2E_ISTIOD_HTTP_PORT:-15880}" "${MELTEMI_E2E_ISTIOD_GRPC_PORT:-15810}" \
+      "${MELTEMI_E2E_ISTIOD_MONITORING_PORT:-15814}" "${MELTEMI_E2E_ISTIOD_CTRLZ_PORT:-15876}" \
+      "${MELTEMI_E2E_ISTIOD_DEBOUNCE_MS:-100}" >"$f" ;;
     zookeeper) printf 'ZK_PORT=%s\n' "${MELTEMI_E2E_ZK_PORT:-12181}" >"$f" ;;
     etcd-registry) printf 'REG_PORT=%s\nREG_PEER_PORT=%s\n' \
       "${MELTEMI_E2E_REGISTRY_ETCD_PORT:-22379}" "${MELTEMI_E2E_REGISTRY_ETCD_PEER_PORT:-22380}" >"$f" ;;
@@ -103,6 +109,7 @@ ports_of() {
   case "$1" in
     etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
     kube-apiserver) echo "$KUBE_PORT" ;;
+    istiod) echo "$ISTIOD_HTTP_PORT $ISTIOD_GRPC_PORT $ISTIOD_MONITORING_PORT $ISTIOD_CTRLZ_PORT" ;;
     zookeeper) echo "$ZK_PORT" ;;
     etcd-registry) echo "$REG_PORT $REG_PEER_PORT" ;;
     consul) echo "$CONSUL_HTTP_PORT $CONSUL_SERVER_PORT $CONSUL_SERF_LAN_PORT $CONSUL_SERF_WAN_PORT $CONSUL_GRPC_PORT" ;;
@@ -406,6 +413,56 @@ apply_crds() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# istiod (pilot-discovery): a real Istio control plane against the kube-apiserver, without a
+# cluster: no CA, no webhooks, plaintext xDS on loopback. Its version (MELTEMI_ISTIO) is the
+# one tools.sh builds; the env file names it.
+
+kubectl_admin() { kubectl --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+prepare_istiod() {
+  local dir
+  dir=$(comp_dir istiod)
+  mkdir -p "$dir"
+  kubectl_admin get namespace istio-system >/dev/null 2>&1 || kubectl_admin create namespace istio-system >/dev/null ||
+    die "istiod: cannot create namespace istio-system"
+  cat >"$dir/mesh.yaml" <<EOF
+rootNamespace: istio-system
+trustDomain: cluster.local
+defaultConfig:
+  discoveryAddress: 127.0.0.1:$ISTIOD_GRPC_PORT
+EOF
+  "$TOOLS" path istiod >"$dir/binary"
+}
+
+start_istiod() {
+  local dir
+  dir=$(comp_dir istiod)
+  # PILOT_ENVOY_FILTER_STATS: istiod counts EnvoyFilter patches that failed to apply, which the
+  # conformance harness reads.
+  launch istiod "$dir" env POD_NAMESPACE=istio-system POD_NAME=istiod-local CLUSTER_ID=Kubernetes \
+    ENABLE_CA_SERVER=false PILOT_CERT_PROVIDER=none VALIDATION_WEBHOOK_CONFIG_NAME= INJECTION_WEBHOOK_CONFIG_NAME= \
+    PILOT_ENVOY_FILTER_STATS=true PILOT_DEBOUNCE_AFTER="${ISTIOD_DEBOUNCE_MS}ms" \
+    "$(cat "$dir/binary")" discovery --kubeconfig "$STATE/kubeconfig" --meshConfig "$dir/mesh.yaml" \
+    --httpAddr "127.0.0.1:$ISTIOD_HTTP_PORT" --httpsAddr "" --grpcAddr "127.0.0.1:$ISTIOD_GRPC_PORT" \
+    --secureGRPCAddr "" --monitoringAddr "127.0.0.1:$ISTIOD_MONITORING_PORT" --ctrlz_port "$ISTIOD_CTRLZ_PORT" \
+    --ctrlz_address 127.0.0.1
+}
+
+ready_istiod() { curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$ISTIOD_HTTP_PORT/ready" 2>/dev/null; }
+
+env_istiod() {
+  local bin
+  bin=$(cat "$(comp_dir istiod)/binary")
+  echo "export MELTEMI_ISTIOD_XDS_ADDR=127.0.0.1:$ISTIOD_GRPC_PORT"
+  echo "export MELTEMI_ISTIOD_HTTP_ADDR=127.0.0.1:$ISTIOD_HTTP_PORT"
+  echo "export MELTEMI_ISTIOD_MONITORING_ADDR=127.0.0.1:$ISTIOD_MONITORING_PORT"
+  echo "export MELTEMI_ISTIOD_LOG=$(log_file istiod)"
+  echo "export MELTEMI_ISTIOD_DEBOUNCE_MS=$ISTIOD_DEBOUNCE_MS"
+  # The istio.io/istio version, from the cache path the binary was built into.
+  echo "export MELTEMI_ISTIOD_VERSION=$(basename "$(dirname "$bin")" | sed 's/^istiod-//')"
+}
+
+# ---------------------------------------------------------------------------------------------
 # ZooKeeper, run with java directly (the Debian service wrapper wants root and systemd).
 
 prepare_zookeeper() {
@@ -516,6 +573,7 @@ env_polaris() {
 tools_for() {
   case "$1" in
     kube-apiserver) echo "apt kube-apiserver istio-crds" ;;
+    istiod) echo "apt kube-apiserver istio-crds istiod" ;;
     consul) echo consul ;;
     polaris) echo polaris ;;
     *) echo apt ;;

@@ -9,11 +9,15 @@ session_up() {
   if [ -f "$MELTEMI_E2E_STATE/env" ]; then
     already=$(. "$MELTEMI_E2E_STATE/env" && echo "${MELTEMI_E2E_COMPONENTS:-}")
   fi
-  SESSION_STARTED=()
+  # Called again (another set, another Istio version), it adds to what it stops at exit.
+  [ -n "${SESSION_STARTED+set}" ] || SESSION_STARTED=()
   for c in "$@"; do
-    case " $already " in *" $c "*) ;; *) SESSION_STARTED+=("$c") ;; esac
+    case " $already ${SESSION_STARTED[*]} " in *" $c "*) ;; *) SESSION_STARTED+=("$c") ;; esac
   done
-  if [[ " ${SESSION_STARTED[*]} " == *" kube-apiserver "* && " $already " != *" etcd "* ]]; then
+  if [[ " ${SESSION_STARTED[*]} " == *" istiod "* && " $already ${SESSION_STARTED[*]} " != *" kube-apiserver "* ]]; then
+    SESSION_STARTED+=(kube-apiserver)
+  fi
+  if [[ " ${SESSION_STARTED[*]} " == *" kube-apiserver "* && " $already ${SESSION_STARTED[*]} " != *" etcd "* ]]; then
     SESSION_STARTED+=(etcd)
   fi
   trap session_down EXIT

@@ -2,11 +2,18 @@
 # Installs or builds the real servers the e2e tests and the demo run against, and caches the
 # built binaries outside the repository, keyed by version, so warm runs only check for them.
 #
-#   e2e/infra/tools.sh [component...]      components: apt kube-apiserver istio-crds consul polaris helm
+#   e2e/infra/tools.sh [component...]      components: apt kube-apiserver istio-crds consul polaris helm istiod
 #   e2e/infra/tools.sh path <component>    prints where a component's binary or file lives
 #
 # Nothing here downloads prebuilt binaries: Debian packages come through apt-get, everything
 # else is compiled from the Go module proxy in a throw-away wrapper module.
+#
+# istiod is built in the version MELTEMI_ISTIO selects: "current" (default) or "previous", the
+# two Istio versions the conformance suite is held to, or an explicit istio.io/istio version.
+#
+# Every cached entry is built under a lock of its own in the cache, so two runs (two state
+# directories, a test and a demo) never build into the same path at once; the second waits and
+# then finds the binary.
 set -euo pipefail
 
 CACHE=${MELTEMI_CACHE:-$HOME/.cache/meltemi}
@@ -18,10 +25,42 @@ POLARIS_VERSION=v1.18.1
 # Bumped whenever the local patch to Polaris changes, so cached builds are rebuilt.
 POLARIS_PATCH=1
 HELM_VERSION=v3.19.0
+# istio.io/istio publishes pseudo-versions only. current: the 1.31 line of 2026-08-27 (istio.io/api
+# v1.31); previous: the line of 2026-04-23 (istio.io/api v1.30).
+ISTIO_VERSION_CURRENT=v0.0.0-20260827124520-eed52ebb66ad
+ISTIO_VERSION_PREVIOUS=v0.0.0-20260423205519-b01690e6db7d
 HELM_KUBE_MINOR=34 # the Kubernetes minor of the client-go that helm version uses
 APT_PACKAGES=(zookeeper etcd-server openssl curl netcat-openbsd)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
+
+# istio_version prints the istio.io/istio version MELTEMI_ISTIO selects.
+istio_version() {
+  case "${MELTEMI_ISTIO:-current}" in
+    current | N) echo "$ISTIO_VERSION_CURRENT" ;;
+    previous | N-1) echo "$ISTIO_VERSION_PREVIOUS" ;;
+    v*) echo "$MELTEMI_ISTIO" ;;
+    *) log "MELTEMI_ISTIO=$MELTEMI_ISTIO: want current, previous or an istio.io/istio version"; return 2 ;;
+  esac
+}
+
+# cached NAME BUILD-FUNCTION OUTPUT: runs the build function unless OUTPUT exists, holding the
+# cache entry's lock; after waiting for the lock it looks again, since the holder may have
+# built it meanwhile.
+cached() {
+  local name=$1 build=$2 out=$3 fd
+  [ -e "$out" ] && return 0
+  mkdir -p "$CACHE/locks"
+  exec {fd}>"$CACHE/locks/$name.lock"
+  if ! flock -n "$fd"; then
+    log "waiting for another build of $name to finish"
+    flock -w 3600 "$fd" || { log "gave up waiting for the build lock of $name"; return 1; }
+  fi
+  local rc=0
+  [ -e "$out" ] || "$build" || rc=$?
+  exec {fd}>&-
+  return "$rc"
+}
 
 path_of() {
   case "$1" in
@@ -31,6 +70,7 @@ path_of() {
     polaris) echo "$CACHE/polaris-$POLARIS_VERSION-p$POLARIS_PATCH/polaris-server" ;;
     polaris-conf) echo "$CACHE/polaris-$POLARIS_VERSION-p$POLARIS_PATCH/polaris-server.yaml" ;;
     helm) echo "$CACHE/helm-$HELM_VERSION/helm" ;;
+    istiod) echo "$CACHE/istiod-$(istio_version)/pilot-discovery" ;;
     etcd) command -v etcd || echo /usr/bin/etcd ;;
     zookeeper-jar) echo /usr/share/java/zookeeper.jar ;;
     *) echo "unknown component: $1" >&2; return 2 ;;
@@ -58,9 +98,8 @@ wrapper_build() {
   mv "$out.tmp" "$out"
 }
 
-ensure_kube_apiserver() {
+build_kube_apiserver() {
   local out; out=$(path_of kube-apiserver)
-  [ -x "$out" ] && return 0
   log "building kube-apiserver $KUBE_VERSION (cold: about 4 minutes)"
   local dir="$CACHE/build/kube-apiserver-$KUBE_VERSION"
   mkdir -p "$dir" "$(dirname "$out")"
@@ -89,9 +128,8 @@ GO
     "-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=35"
 }
 
-ensure_istio_crds() {
+build_istio_crds() {
   local out; out=$(path_of istio-crds)
-  [ -s "$out" ] && return 0
   mkdir -p "$(dirname "$out")"
   local dir
   dir=$(cd "$(dirname "$out")" && GOFLAGS=-mod=mod go mod download -json "istio.io/api@$ISTIO_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
@@ -99,9 +137,8 @@ ensure_istio_crds() {
   mv "$out.tmp" "$out"
 }
 
-ensure_consul() {
+build_consul() {
   local out; out=$(path_of consul)
-  [ -x "$out" ] && return 0
   log "building consul $CONSUL_VERSION (cold: about 4 minutes)"
   local dir="$CACHE/build/consul-$CONSUL_VERSION"
   mkdir -p "$dir" "$(dirname "$out")"
@@ -125,9 +162,8 @@ GOMOD
   wrapper_build "$dir" "$out" github.com/hashicorp/consul "-s -w"
 }
 
-ensure_polaris() {
+build_polaris() {
   local out; out=$(path_of polaris)
-  [ -x "$out" ] && [ -s "$(path_of polaris-conf)" ] && return 0
   log "building polaris $POLARIS_VERSION with patch $POLARIS_PATCH (cold: about 1 minute)"
   local dir="$CACHE/build/polaris-$POLARIS_VERSION-p$POLARIS_PATCH"
   mkdir -p "$dir" "$(dirname "$out")"
@@ -154,13 +190,13 @@ replace github.com/polarismesh/polaris => ./polaris
 replace gopkg.in/yaml.v2 => gopkg.in/yaml.v2 v2.2.2
 GOMOD
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/polarismesh/polaris"\n' > "$dir/tools.go"
-  wrapper_build "$dir" "$out" github.com/polarismesh/polaris "-s -w"
+  # The configuration first: the binary's presence is what marks the entry complete.
   sed 's/0\.0\.0\.0/127.0.0.1/g' "$dir/polaris/release/conf/polaris-server.yaml" > "$(path_of polaris-conf)"
+  wrapper_build "$dir" "$out" github.com/polarismesh/polaris "-s -w"
 }
 
-ensure_helm() {
+build_helm() {
   local out; out=$(path_of helm)
-  [ -x "$out" ] && return 0
   log "building helm $HELM_VERSION"
   mkdir -p "$(dirname "$out")"
   # Helm's own build stamps its version and the Kubernetes version it renders for; unstamped it
@@ -171,17 +207,48 @@ ensure_helm() {
     -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR" "$h/cmd/helm@$HELM_VERSION"
 }
 
+build_istiod() {
+  local version out dir
+  version=$(istio_version)
+  out=$(path_of istiod)
+  log "building istiod (pilot-discovery) istio.io/istio $version (cold: about 9 minutes)"
+  dir="$CACHE/build/istiod-$version"
+  mkdir -p "$dir" "$(dirname "$out")"
+  # istio.io/istio's go.mod has no replace directives, so a plain require resolves it.
+  cat > "$dir/go.mod" <<GOMOD
+module meltemi.local/istiod-build
+
+go 1.26
+
+require istio.io/istio $version
+GOMOD
+  printf '//go:build tools\n\npackage tools\n\nimport _ "istio.io/istio/pilot/cmd/pilot-discovery"\n' > "$dir/tools.go"
+  wrapper_build "$dir" "$out" istio.io/istio/pilot/cmd/pilot-discovery \
+    "-s -w -X istio.io/istio/pkg/version.buildVersion=$version -X istio.io/istio/pkg/version.buildStatus=Clean"
+}
+
+ensure() { # component
+  local c=$1
+  case "$c" in
+    kube-apiserver) cached "kube-apiserver-$KUBE_VERSION" build_kube_apiserver "$(path_of kube-apiserver)" ;;
+    istio-crds) cached "istio-api-$ISTIO_API_VERSION" build_istio_crds "$(path_of istio-crds)" ;;
+    consul) cached "consul-$CONSUL_VERSION" build_consul "$(path_of consul)" ;;
+    polaris)
+      # An entry from before the configuration was written first may lack it: rebuild it.
+      [ -s "$(path_of polaris-conf)" ] || rm -f "$(path_of polaris)"
+      cached "polaris-$POLARIS_VERSION-p$POLARIS_PATCH" build_polaris "$(path_of polaris)" ;;
+    helm) cached "helm-$HELM_VERSION" build_helm "$(path_of helm)" ;;
+    istiod) cached "istiod-$(istio_version)" build_istiod "$(path_of istiod)" ;;
+  esac
+}
+
 main() {
   if [ "${1:-}" = path ]; then path_of "$2"; return; fi
   [ $# -eq 0 ] && set -- apt kube-apiserver istio-crds
   for c in "$@"; do
     case "$c" in
       apt) ensure_apt ;;
-      kube-apiserver) ensure_kube_apiserver ;;
-      istio-crds) ensure_istio_crds ;;
-      consul) ensure_consul ;;
-      polaris) ensure_polaris ;;
-      helm) ensure_helm ;;
+      kube-apiserver | istio-crds | consul | polaris | helm | istiod) ensure "$c" ;;
       *) log "unknown component $c"; exit 2 ;;
     esac
   done

@@ -3,8 +3,9 @@
 #
 #   e2e/infra/up.sh COMPONENT...
 #
-# Components: etcd kube-apiserver (implies etcd; installs the Istio and Meltemi CRDs) zookeeper
-# etcd-registry consul polaris. A component whose own instance is already running and ready is
+# Components: etcd kube-apiserver (implies etcd; installs the Istio and Meltemi CRDs) istiod
+# (implies kube-apiserver; MELTEMI_ISTIO selects its version) zookeeper etcd-registry consul
+# polaris. A component whose own instance is already running and ready is
 # left alone, so running it twice is harmless. Missing binaries are built first (tools.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -19,7 +20,8 @@ declare -A wanted=()
 for arg in "$@"; do
   c=$(canonical "$arg")
   wanted[$c]=1
-  [ "$c" = kube-apiserver ] && wanted[etcd]=1
+  [ "$c" = istiod ] && wanted[kube-apiserver]=1
+  [ "$c" = kube-apiserver ] || [ "$c" = istiod ] && wanted[etcd]=1
 done
 order=()
 needed_tools=()
@@ -41,6 +43,13 @@ trap write_env EXIT
 
 up_one() {
   local c=$1 pid
+  # A running istiod of another version than the one asked for is replaced.
+  if [ "$c" = istiod ] && own_pid istiod >/dev/null &&
+    [ "$(cat "$(comp_dir istiod)/binary" 2>/dev/null)" != "$("$TOOLS" path istiod)" ]; then
+    log "istiod runs another Istio version than MELTEMI_ISTIO=${MELTEMI_ISTIO:-current} asks for; restarting it"
+    load_settings istiod
+    stop_comp istiod
+  fi
   if pid=$(own_pid "$c"); then
     load_settings "$c"
     wait_ready "$c" "$pid" quiet
