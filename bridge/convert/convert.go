@@ -133,6 +133,7 @@ func Convert(in Input, opt Options) *Result {
 	}
 
 	endpoints := buildEndpoints(services, opt, ports, number)
+	setWeights(endpoints)
 
 	names := slices.Sorted(maps.Keys(registries))
 	se := &istio.ServiceEntry{
@@ -272,6 +273,27 @@ func buildEndpoints(services []model.Service, opt Options, ports []istio.Service
 	// that order among equal addresses, so output is canonical.
 	slices.SortStableFunc(endpoints, compareEndpoints)
 	return endpoints
+}
+
+// setWeights gives every endpoint its weight (the default for instances without one) when the
+// weights differ, and none when they are all equal: the mesh then balances evenly, as it would
+// with the weights, and the objects stay smaller.
+func setWeights(endpoints []istio.WorkloadEntry) {
+	effective := func(w uint32) uint32 { return cmp.Or(w, model.DefaultWeight) }
+	uniform := true
+	for i := range endpoints {
+		if effective(endpoints[i].Weight) != effective(endpoints[0].Weight) {
+			uniform = false
+			break
+		}
+	}
+	for i := range endpoints {
+		if uniform {
+			endpoints[i].Weight = 0
+		} else {
+			endpoints[i].Weight = effective(endpoints[i].Weight)
+		}
+	}
 }
 
 func servicePort(ports []istio.ServicePort, name string) uint32 {

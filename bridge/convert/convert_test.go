@@ -1,7 +1,9 @@
 package convert
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -197,4 +199,38 @@ func marshalResult(res *Result) ([]byte, error) {
 		out = append(append(out, "---\n"...), b...)
 	}
 	return out, nil
+}
+
+// Weights are written only where they differ, and then on every endpoint, the registry's
+// default standing for instances that have none.
+func TestWeights(t *testing.T) {
+	svc := func(weights ...uint32) []model.Service {
+		s := model.Service{Registry: "r", Key: "k", Host: "h.example"}
+		for i, w := range weights {
+			s.Instances = append(s.Instances, model.Instance{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 80, Protocol: "http", Weight: w})
+		}
+		return []model.Service{s}
+	}
+	for _, tc := range []struct {
+		name    string
+		weights []uint32
+		want    []uint32
+	}{
+		{"none", []uint32{0, 0}, []uint32{0, 0}},
+		{"all the default, explicitly", []uint32{model.DefaultWeight, model.DefaultWeight}, []uint32{0, 0}},
+		{"all equal", []uint32{7, 7, 7}, []uint32{0, 0, 0}},
+		{"one differs", []uint32{0, 50}, []uint32{model.DefaultWeight, 50}},
+		{"default equals a given weight", []uint32{0, model.DefaultWeight}, []uint32{0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := Convert(Input{Host: "h.example", Services: svc(tc.weights...)}, Options{Namespace: "ns"})
+			var got []uint32
+			for _, ep := range res.ServiceEntry.Spec.Endpoints {
+				got = append(got, ep.Weight)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("weights %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

@@ -27,11 +27,16 @@ type Instance struct {
 	// Protocol is the application protocol as the registry names it ("dubbo", "tri", "http").
 	Protocol string
 	Labels   map[string]string
-	// Weight is relative; 0 means unset.
+	// Weight is relative to DefaultWeight, the weight of an instance its registry gives no
+	// weight of its own; 0 means that default. Plugins scale their registry's weights so that
+	// its default maps to DefaultWeight, which keeps hosts merged from several registries fair.
 	Weight uint32
 	// Locality is Istio's "region/zone/subzone", empty when unknown.
 	Locality string
 }
+
+// DefaultWeight is the weight of an instance whose registry gives it none (Dubbo's default).
+const DefaultWeight = 100
 
 // Equal reports whether two services have the same content. Instance order matters: plugins
 // and the store keep instances sorted (see Normalize), so equal content compares equal.

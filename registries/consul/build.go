@@ -42,7 +42,6 @@ func buildService(cfg *config, in serviceInput) (svc sdk.Service, rejected []rej
 		return sdk.Service{}, []rejection{{in.Key, err.Error()}}, false
 	}
 	svc = sdk.Service{Key: in.Key, Host: host}
-	var weighted bool
 	for _, e := range in.Entries {
 		inst, use, err := buildInstance(cfg, in, e)
 		if err != nil {
@@ -52,14 +51,7 @@ func buildService(cfg *config, in serviceInput) (svc sdk.Service, rejected []rej
 		if !use {
 			continue
 		}
-		weighted = weighted || inst.Weight != 1
 		svc.Instances = append(svc.Instances, inst)
-	}
-	if !weighted {
-		// Consul's default weight everywhere: say nothing rather than weight 1 on every endpoint.
-		for i := range svc.Instances {
-			svc.Instances[i].Weight = 0
-		}
 	}
 	svc.Normalize()
 	return svc, rejected, len(svc.Instances) > 0
@@ -98,9 +90,9 @@ func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst sdk.
 	default:
 		return inst, false, nil
 	}
-	if inst.Weight == 0 {
-		inst.Weight = 1 // Consul's default for a registration that set no weights
-	}
+	// Consul's weights are relative to 1, its default for a registration that set none; the
+	// mesh's are relative to DefaultWeight.
+	inst.Weight = max(inst.Weight, 1) * model.DefaultWeight
 
 	address := s.Address
 	if address == "" {

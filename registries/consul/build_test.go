@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
@@ -122,7 +123,7 @@ func TestInstanceRules(t *testing.T) {
 		check  func(sdk.Instance) bool
 	}{
 		{name: "plain", use: true, check: func(in sdk.Instance) bool {
-			return in.Address == "10.0.0.1" && in.Port == 80 && in.Protocol == "tcp" && in.Locality == "dc" && in.Weight == 1
+			return in.Address == "10.0.0.1" && in.Port == 80 && in.Protocol == "tcp" && in.Locality == "dc" && in.Weight == model.DefaultWeight
 		}},
 		{name: "node address when the service has none", modify: func(e *api.ServiceEntry) { e.Service.Address = "" }, use: true,
 			check: func(in sdk.Instance) bool { return in.Address == "192.168.0.1" }},
@@ -138,7 +139,7 @@ func TestInstanceRules(t *testing.T) {
 		{name: "warning by default", modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning }},
 		{name: "warning included", opts: map[string]string{"includeWarning": "true"},
 			modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning; e.Service.Weights.Warning = 3 }, use: true,
-			check: func(in sdk.Instance) bool { return in.Weight == 3 }},
+			check: func(in sdk.Instance) bool { return in.Weight == 3*model.DefaultWeight }},
 		{name: "warning weight 0 means no traffic", opts: map[string]string{"includeWarning": "true"},
 			modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning; e.Service.Weights.Warning = 0 }},
 		{name: "maintenance", modify: func(e *api.ServiceEntry) {
@@ -195,19 +196,15 @@ func TestLabelsAreBounded(t *testing.T) {
 	}
 }
 
-func TestWeightsOnlyWhenSomeDiffer(t *testing.T) {
+// Consul's weights are relative to its default of 1; the mesh's to model.DefaultWeight.
+func TestWeightsScaledToTheMeshDefault(t *testing.T) {
 	cfg := testConfig(t, nil)
 	plain := []*api.ServiceEntry{entry("a", "10.0.0.1", 80, nil, nil), entry("b", "10.0.0.2", 80, nil, nil)}
-	svc, _, _ := buildService(cfg, serviceInput{Key: "k", Name: "s", Datacenter: "dc", Entries: plain})
-	for _, in := range svc.Instances {
-		if in.Weight != 0 {
-			t.Fatalf("default weights reported: %+v", svc.Instances)
-		}
-	}
 	plain[0].Service.Weights.Passing = 4
-	svc, _, _ = buildService(cfg, serviceInput{Key: "k", Name: "s", Datacenter: "dc", Entries: plain})
-	if svc.Instances[0].Weight != 4 || svc.Instances[1].Weight != 1 {
-		t.Fatalf("weights %+v, want 4 and 1", svc.Instances)
+	plain[1].Service.Weights = api.AgentWeights{} // registered without weights
+	svc, _, _ := buildService(cfg, serviceInput{Key: "k", Name: "s", Datacenter: "dc", Entries: plain})
+	if svc.Instances[0].Weight != 4*model.DefaultWeight || svc.Instances[1].Weight != model.DefaultWeight {
+		t.Fatalf("weights %+v, want %d and %d", svc.Instances, 4*model.DefaultWeight, model.DefaultWeight)
 	}
 }
 
