@@ -88,8 +88,8 @@ func dubboApp(t testing.TB, conn *zk.Conn, prefix string) string {
 }
 
 // appHost is the host the default template gives the applications these tests name (letters,
-// digits, underscores): lower case, underscores become hyphens.
-func appHost(app string) string { return strings.ReplaceAll(strings.ToLower(app), "_", "-") }
+// digits, underscores): lower case, underscores become hyphens, and the suffix .dubbo.
+func appHost(app string) string { return strings.ReplaceAll(strings.ToLower(app), "_", "-") + ".dubbo" }
 
 func registerInstance(t testing.TB, conn *zk.Conn, in dubbo.Instance) string {
 	t.Helper()

@@ -3,8 +3,11 @@ package dubbo
 import "github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 
 // DefaultHostTemplate names a service after its interface (interface level) or its
-// application (application level).
-const DefaultHostTemplate = "{{if .Interface}}{{.Interface}}{{else}}{{.Application}}{{end}}"
+// application with the suffix .dubbo (application level). Application names rarely hold a dot,
+// and Istio reads a host without one in a DestinationRule or VirtualService as a short name of
+// the rule's namespace (<name>.<namespace>.svc.cluster.local): no rule could select such a
+// ServiceEntry's endpoints.
+const DefaultHostTemplate = "{{if .Interface}}{{.Interface}}{{else}}{{.Application}}.dubbo{{end}}"
 
 // HostVars is what a host template sees. For an interface-level service Interface is set and
 // Group, Version, Application and Protocol hold the value all of its providers share, or ""

@@ -19,7 +19,7 @@ func TestHostTemplate(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "default, interface level", template: DefaultHostTemplate, vars: iface, want: "org.apache.dubbo.demo.demoservice"},
-		{name: "default, application level", template: DefaultHostTemplate, vars: app, want: "demo-provider"},
+		{name: "default, application level", template: DefaultHostTemplate, vars: app, want: "demo-provider.dubbo"},
 		{name: "group and version", template: "{{.Version}}.{{.Group}}.{{.Interface}}", vars: iface, want: "1.0.0.g1.org.apache.dubbo.demo.demoservice"},
 		{name: "suffix", template: "{{.Application}}.dubbo.svc", vars: iface, want: "demo-provider.dubbo.svc"},
 		{name: "conditional", template: "{{.Interface}}{{if .Version}}.v{{.Version}}{{end}}", vars: HostVars{Interface: "a.B"}, want: "a.b"},

@@ -200,7 +200,7 @@ func TestIntegrationApplicationLevel(t *testing.T) {
 	}
 	checkValid(t, snap...)
 	app := snap[0]
-	if app.Host != "demo-provider" || len(app.Instances) != 2 {
+	if app.Host != "demo-provider.dubbo" || len(app.Instances) != 2 {
 		t.Fatalf("app service = %+v", app)
 	}
 	wantLabels := map[string]string{"application": "demo-provider", "revision": "a1b2c3d4e5f6"}
@@ -239,8 +239,8 @@ func TestIntegrationApplicationLevel(t *testing.T) {
 	m = rec.Mark()
 	w.registerApp("Billing_App", "10.1.0.1", 20880, instanceJSON("10.1.0.1", 20880, nil))
 	found = rec.WaitFor(t, m, wait, "new application", sdktest.IsUpsert("app:Billing_App", 1))
-	if h := found.Service.Host; h != "billing-app" {
-		t.Fatalf("host = %q, want billing-app", h)
+	if h := found.Service.Host; h != "billing-app.dubbo" {
+		t.Fatalf("host = %q, want billing-app.dubbo", h)
 	}
 	m = rec.Mark()
 	w.delete(second)
