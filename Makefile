@@ -11,7 +11,7 @@ export PATH := $(MELTEMI_CACHE)/bin:$(PATH)
 PLUGINS := ./registries/zookeeper/cmd/meltemi-registry-zookeeper ./registries/etcd/cmd/meltemi-registry-etcd ./registries/synthetic/cmd/meltemi-registry-synthetic ./registries/consul/cmd/meltemi-registry-consul ./registries/nacos/cmd/meltemi-registry-nacos
 TOOLS := ./e2e/cmd/dubbo-seed
 
-.PHONY: all build test demo demo-down bench generate lint fmt clean tools image helm-lint
+.PHONY: all build test conformance demo demo-down bench generate lint fmt clean tools image helm-lint
 
 all: build
 
@@ -34,9 +34,13 @@ helm-lint:
 tools:
 	e2e/infra/tools.sh apt
 
-## test: unit tests plus e2e tests against real kube-apiserver, etcd and ZooKeeper
+## test: unit tests plus e2e tests against real kube-apiserver, etcd, istiod, ZooKeeper, Consul and Polaris
 test: tools build
 	e2e/test.sh
+
+## conformance: the conformance suite against each supported Istio version (current, previous)
+conformance: tools build
+	e2e/conformance.sh
 
 ## demo: local ZooKeeper + kube-apiserver, seeded Dubbo providers, meltemi, ServiceEntries listed
 demo: tools build

@@ -55,10 +55,11 @@ func newCluster(t testing.TB, env *harness.Env) *cluster {
 	t.Cleanup(func() {
 		// The test API server runs no namespace controller: a deleted namespace keeps its
 		// objects. Delete the bulky ones, so that benchmarks' tens of thousands of objects do
-		// not slow down the tests and benchmarks after them.
+		// not slow down the tests and benchmarks after them, and the Istio configuration, which
+		// istiod would otherwise keep serving to (and reporting about for) later tests.
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		for _, gvr := range []schema.GroupVersionResource{serviceEntries, workloadEntries} {
+		for _, gvr := range []schema.GroupVersionResource{serviceEntries, workloadEntries, destinationRules, envoyFiltersGVR} {
 			if err := c.dyn.Resource(gvr).Namespace(c.namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 				t.Logf("cleanup: deleting %s in %s: %v", gvr.Resource, c.namespace, err)
 			}

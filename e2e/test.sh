@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COMPONENTS=(${MELTEMI_TEST_COMPONENTS:-kube-apiserver zookeeper etcd-registry consul polaris})
+COMPONENTS=(${MELTEMI_TEST_COMPONENTS:-kube-apiserver istiod zookeeper etcd-registry consul polaris})
 export MELTEMI_E2E=1
 export MELTEMI_E2E_STATE=${MELTEMI_E2E_STATE:-/tmp/meltemi-e2e}
 export MELTEMI_BIN_DIR=${MELTEMI_BIN_DIR:-$PWD/bin}
