@@ -1,5 +1,5 @@
 // Package controller is the host's core loop: it receives validated registry state from the
-// plugin supervisors, keeps it in the model store, and turns every changed host into the
+// plugin supervisors, keeps it in the store (bridge/store), and turns every changed host into the
 // desired ServiceEntry handed to the writer (sync/kube). Bursts of changes are coalesced:
 // each host is converted once per flush, however many events touched it.
 package controller
@@ -21,8 +21,9 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
@@ -50,7 +51,7 @@ type Config struct {
 // Controller implements host.Sink.
 type Controller struct {
 	cfg    Config
-	store  *model.Store
+	store  *store.Store
 	writer Writer
 	log    *slog.Logger
 
@@ -64,7 +65,7 @@ type Controller struct {
 	// keepLastNonEmpty holds the registries whose services never drop to empty.
 	keepLastNonEmpty map[string]bool
 	status           map[string]host.Status
-	rejections       map[string][]model.Rejection
+	rejections       map[string][]catalog.Rejection
 	deletesOK        bool
 	// workloadEntries remembers the WorkloadEntry names written per host, to unset those a
 	// host no longer has; only the flush loop touches it.
@@ -79,7 +80,7 @@ type Controller struct {
 
 // New returns a controller writing through w. Until SetRegistries names the configured
 // registries, and each of them has synced, deletions are held back.
-func New(cfg Config, store *model.Store, w Writer) *Controller {
+func New(cfg Config, store *store.Store, w Writer) *Controller {
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = 50 * time.Millisecond
 	}
@@ -92,7 +93,7 @@ func New(cfg Config, store *model.Store, w Writer) *Controller {
 	c := &Controller{
 		cfg: cfg, store: store, writer: w, log: cfg.Logger,
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
-		expected: map[string]bool{}, status: map[string]host.Status{}, rejections: map[string][]model.Rejection{},
+		expected: map[string]bool{}, status: map[string]host.Status{}, rejections: map[string][]catalog.Rejection{},
 		workloadEntries: map[string]map[string]bool{}, unwritten: map[string]time.Time{}, lastSweep: time.Now(),
 		eventWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meltemi_registry_event_to_write_seconds",
@@ -104,11 +105,11 @@ func New(cfg Config, store *model.Store, w Writer) *Controller {
 	return c
 }
 
-// Store returns the model store.
-func (c *Controller) Store() *model.Store { return c.store }
+// Store returns the store of registry services.
+func (c *Controller) Store() *store.Store { return c.store }
 
 // Replace implements host.Sink.
-func (c *Controller) Replace(registry string, services []model.Service, keep []string) {
+func (c *Controller) Replace(registry string, services []catalog.Service, keep []string) {
 	present := make(map[string]bool, len(services))
 	kept := services[:0:0]
 	for _, svc := range services {
@@ -128,7 +129,7 @@ func (c *Controller) Replace(registry string, services []model.Service, keep []s
 }
 
 // Upsert implements host.Sink.
-func (c *Controller) Upsert(svc model.Service) {
+func (c *Controller) Upsert(svc catalog.Service) {
 	if len(svc.Instances) == 0 && c.holdsEmpty(svc.Registry, svc.Key) {
 		return
 	}
@@ -144,7 +145,7 @@ func (c *Controller) Delete(registry, key string) {
 }
 
 // Reject implements host.Sink; the last rejections per registry are kept for status.
-func (c *Controller) Reject(r model.Rejection) {
+func (c *Controller) Reject(r catalog.Rejection) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	const keepLast = 20
@@ -170,7 +171,7 @@ func (c *Controller) Status(registry string, st host.Status) {
 }
 
 // RegistryStatus returns the last status of a registry and its recent rejections.
-func (c *Controller) RegistryStatus(registry string) (host.Status, []model.Rejection) {
+func (c *Controller) RegistryStatus(registry string) (host.Status, []catalog.Rejection) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status[registry], slices.Clone(c.rejections[registry])
@@ -366,7 +367,7 @@ func (c *Controller) write(h string) error {
 	return errors.Join(errs...)
 }
 
-func hasInstances(services []model.Service) bool {
+func hasInstances(services []catalog.Service) bool {
 	for _, s := range services {
 		if len(s.Instances) > 0 {
 			return true

@@ -15,7 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/store"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
@@ -69,7 +70,7 @@ func start(t *testing.T, cfg Config) (*Controller, *recorder) {
 		cfg.Debounce = 5 * time.Millisecond
 	}
 	cfg.Convert.Namespace = "ns"
-	c := New(cfg, model.NewStore(), rec)
+	c := New(cfg, store.New(), rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -77,10 +78,10 @@ func start(t *testing.T, cfg Config) (*Controller, *recorder) {
 	return c, rec
 }
 
-func svc(registry, key, host string, addrs ...string) model.Service {
-	s := model.Service{Registry: registry, Key: key, Host: host}
+func svc(registry, key, host string, addrs ...string) catalog.Service {
+	s := catalog.Service{Registry: registry, Key: key, Host: host}
 	for _, a := range addrs {
-		s.Instances = append(s.Instances, model.Instance{Address: a, Port: 20880, Protocol: "dubbo"})
+		s.Instances = append(s.Instances, catalog.Instance{Address: a, Port: 20880, Protocol: "dubbo"})
 	}
 	return s
 }
@@ -104,7 +105,7 @@ func endpointCount(obj *unstructured.Unstructured) int {
 func TestDeletesWaitForEveryRegistry(t *testing.T) {
 	c, rec := start(t, Config{})
 	c.SetRegistries([]host.Registration{{Name: "a"}, {Name: "b"}})
-	c.Replace("a", []model.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
+	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
 	c.Status("a", host.Status{Synced: true})
 	eventually(t, "ServiceEntry of a", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/one.example"] != nil })
 	time.Sleep(30 * time.Millisecond)
@@ -168,7 +169,7 @@ func TestMaxDelayBoundsAStreamOfChanges(t *testing.T) {
 func TestIdenticalSnapshotWritesNothing(t *testing.T) {
 	c, rec := start(t, Config{})
 	c.SetRegistries([]host.Registration{{Name: "zk"}})
-	services := []model.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2")}
+	services := []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2")}
 	c.Replace("zk", services, nil)
 	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
 	_, before, _, _ := rec.snapshot()
@@ -182,10 +183,10 @@ func TestIdenticalSnapshotWritesNothing(t *testing.T) {
 func TestSnapshotRemovesMissingAndKeepsUnusable(t *testing.T) {
 	c, rec := start(t, Config{})
 	c.SetRegistries([]host.Registration{{Name: "zk"}})
-	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2"), svc("zk", "c", "c.example", "10.0.0.3")}, nil)
+	c.Replace("zk", []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2"), svc("zk", "c", "c.example", "10.0.0.3")}, nil)
 	eventually(t, "three ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 3 })
 	// b is gone; c was sent but unusable this time and must keep its state.
-	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1")}, []string{"c"})
+	c.Replace("zk", []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1")}, []string{"c"})
 	eventually(t, "b unset", func() bool {
 		_, _, unsets, _ := rec.snapshot()
 		return slices.Contains(unsets, "ServiceEntry/b.example")
@@ -199,8 +200,8 @@ func TestSnapshotRemovesMissingAndKeepsUnusable(t *testing.T) {
 func TestKeepLastNonEmpty(t *testing.T) {
 	c, rec := start(t, Config{})
 	c.SetRegistries([]host.Registration{{Name: "guarded", KeepLastNonEmpty: true}, {Name: "plain"}})
-	c.Replace("guarded", []model.Service{svc("guarded", "g", "g.example", "10.0.0.1")}, nil)
-	c.Replace("plain", []model.Service{svc("plain", "p", "p.example", "10.0.0.2")}, nil)
+	c.Replace("guarded", []catalog.Service{svc("guarded", "g", "g.example", "10.0.0.1")}, nil)
+	c.Replace("plain", []catalog.Service{svc("plain", "p", "p.example", "10.0.0.2")}, nil)
 	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
 
 	c.Upsert(svc("guarded", "g", "g.example")) // suddenly empty
@@ -273,7 +274,7 @@ func TestRegistryCountMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetRegistries([]host.Registration{{Name: "zk"}, {Name: "empty"}})
-	c.Replace("zk", []model.Service{svc("zk", "a", "a.example", "10.0.0.1", "10.0.0.2"), svc("zk", "b", "b.example", "10.0.0.3")}, nil)
+	c.Replace("zk", []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1", "10.0.0.2"), svc("zk", "b", "b.example", "10.0.0.3")}, nil)
 	want := `
 # HELP meltemi_registry_instances Instances a registry currently provides (last known state while it is down).
 # TYPE meltemi_registry_instances gauge

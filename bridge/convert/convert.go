@@ -15,7 +15,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Options shape the output.
@@ -41,7 +41,7 @@ const DefaultMaxInlineEndpoints = 1000
 type Input struct {
 	Host string
 	// Services are every registry service claiming Host, in registry and key order.
-	Services []model.Service
+	Services []catalog.Service
 	// VIP is the virtual IP allocated to the host; empty for none.
 	VIP string
 }
@@ -230,7 +230,7 @@ func labelValue(host string) string {
 // with the same labels share an endpoint whose port map lists each protocol's port (only
 // where it differs from the service port). A second instance of the same protocol at that
 // address (two processes on one machine) gets an endpoint of its own.
-func buildEndpoints(services []model.Service, opt Options, ports []istio.ServicePort, number map[string]uint32) []istio.WorkloadEntry {
+func buildEndpoints(services []catalog.Service, opt Options, ports []istio.ServicePort, number map[string]uint32) []istio.WorkloadEntry {
 	type workload struct {
 		registry, address, labels, locality string
 		weight                              uint32
@@ -242,7 +242,7 @@ func buildEndpoints(services []model.Service, opt Options, ports []istio.Service
 		for _, in := range svc.Instances {
 			p := opt.prefix(in.Protocol)
 			name := portName(ports, number[p], p)
-			key := workload{svc.Registry, in.Address, model.LabelString(in.Labels), in.Locality, in.Weight}
+			key := workload{svc.Registry, in.Address, catalog.LabelString(in.Labels), in.Locality, in.Weight}
 			idx := -1
 			for _, i := range groups[key] {
 				if !served[i][name] {
@@ -279,7 +279,7 @@ func buildEndpoints(services []model.Service, opt Options, ports []istio.Service
 // weights differ, and none when they are all equal: the mesh then balances evenly, as it would
 // with the weights, and the objects stay smaller.
 func setWeights(endpoints []istio.WorkloadEntry) {
-	effective := func(w uint32) uint32 { return cmp.Or(w, model.DefaultWeight) }
+	effective := func(w uint32) uint32 { return cmp.Or(w, catalog.DefaultWeight) }
 	uniform := true
 	for i := range endpoints {
 		if effective(endpoints[i].Weight) != effective(endpoints[0].Weight) {

@@ -8,12 +8,12 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
-func dubbo(addr string, port uint32, labels map[string]string) model.Instance {
-	return model.Instance{Address: addr, Port: port, Protocol: "dubbo", Labels: labels}
+func dubbo(addr string, port uint32, labels map[string]string) catalog.Instance {
+	return catalog.Instance{Address: addr, Port: port, Protocol: "dubbo", Labels: labels}
 }
 
 func TestServiceEntryGolden(t *testing.T) {
@@ -21,16 +21,16 @@ func TestServiceEntryGolden(t *testing.T) {
 	tests := []struct {
 		name     string
 		host     string
-		services []model.Service
+		services []catalog.Service
 		vip      string
 		opt      Options
 	}{
 		{
 			name: "dubbo-two-providers",
 			host: "org.apache.dubbo.demo.demoservice",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "zk", Key: "dubbo:org.apache.dubbo.demo.DemoService", Host: "org.apache.dubbo.demo.demoservice",
-				Instances: []model.Instance{
+				Instances: []catalog.Instance{
 					dubbo("10.0.0.2", 20880, map[string]string{"version": "1.0.0", "group": "g1", "application": "demo"}),
 					dubbo("10.0.0.1", 20880, map[string]string{"version": "2.0.0", "application": "demo"}),
 				},
@@ -40,9 +40,9 @@ func TestServiceEntryGolden(t *testing.T) {
 		{
 			name: "instances-on-different-ports",
 			host: "svc.example",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "nacos", Key: "svc", Host: "svc.example",
-				Instances: []model.Instance{
+				Instances: []catalog.Instance{
 					dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.2", 20880, nil), dubbo("10.0.0.3", 20881, nil),
 				},
 			}},
@@ -51,9 +51,9 @@ func TestServiceEntryGolden(t *testing.T) {
 		{
 			name: "several-protocols-and-unknown",
 			host: "multi.example",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "zk", Key: "multi", Host: "multi.example",
-				Instances: []model.Instance{
+				Instances: []catalog.Instance{
 					dubbo("10.0.0.1", 20880, nil),
 					{Address: "10.0.0.1", Port: 50051, Protocol: "tri"},
 					{Address: "10.0.0.1", Port: 9000, Protocol: "weird"},
@@ -65,9 +65,9 @@ func TestServiceEntryGolden(t *testing.T) {
 		{
 			name: "two-processes-on-one-machine",
 			host: "proc.example",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "zk", Key: "p", Host: "proc.example",
-				Instances: []model.Instance{
+				Instances: []catalog.Instance{
 					dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.1", 20881, nil),
 					{Address: "10.0.0.1", Port: 50051, Protocol: "tri"}, dubbo("10.0.0.2", 20880, nil),
 				},
@@ -77,9 +77,9 @@ func TestServiceEntryGolden(t *testing.T) {
 		{
 			name: "merged-from-two-registries",
 			host: "shared.example",
-			services: []model.Service{
-				{Registry: "nacos", Key: "a", Host: "shared.example", Instances: []model.Instance{dubbo("10.0.0.9", 20880, nil)}},
-				{Registry: "zk", Key: "b", Host: "shared.example", Instances: []model.Instance{dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.9", 20880, nil)}},
+			services: []catalog.Service{
+				{Registry: "nacos", Key: "a", Host: "shared.example", Instances: []catalog.Instance{dubbo("10.0.0.9", 20880, nil)}},
+				{Registry: "zk", Key: "b", Host: "shared.example", Instances: []catalog.Instance{dubbo("10.0.0.1", 20880, nil), dubbo("10.0.0.9", 20880, nil)}},
 			},
 			opt: opt,
 		},
@@ -87,9 +87,9 @@ func TestServiceEntryGolden(t *testing.T) {
 			name: "vip-and-workload-entries-above-limit",
 			host: "big.example",
 			vip:  "240.240.0.7",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "zk", Key: "big", Host: "big.example",
-				Instances: []model.Instance{
+				Instances: []catalog.Instance{
 					dubbo("10.0.0.1", 20880, map[string]string{"version": "1"}),
 					dubbo("10.0.0.2", 20880, map[string]string{"version": "2"}),
 					dubbo("10.0.0.3", 20881, nil),
@@ -100,18 +100,18 @@ func TestServiceEntryGolden(t *testing.T) {
 		{
 			name: "port-number-shared-by-two-protocols",
 			host: "clash.example",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "zk", Key: "c", Host: "clash.example",
-				Instances: []model.Instance{dubbo("10.0.0.1", 8080, nil), {Address: "10.0.0.2", Port: 8080, Protocol: "http"}},
+				Instances: []catalog.Instance{dubbo("10.0.0.1", 8080, nil), {Address: "10.0.0.2", Port: 8080, Protocol: "http"}},
 			}},
 			opt: opt,
 		},
 		{
 			name: "custom-protocol-mapping",
 			host: "thrift.example",
-			services: []model.Service{{
+			services: []catalog.Service{{
 				Registry: "consul", Key: "t", Host: "thrift.example",
-				Instances: []model.Instance{{Address: "10.0.0.1", Port: 9090, Protocol: "thrift"}, {Address: "10.0.0.2", Port: 7000, Protocol: ""}},
+				Instances: []catalog.Instance{{Address: "10.0.0.1", Port: 9090, Protocol: "thrift"}, {Address: "10.0.0.2", Port: 7000, Protocol: ""}},
 			}},
 			opt: Options{Namespace: "mesh", Protocols: map[string]string{"thrift": "tcp-thrift"}, UnknownProtocol: "tcp-opaque"},
 		},
@@ -129,9 +129,9 @@ func TestServiceEntryGolden(t *testing.T) {
 			golden.Check(t, filepath.Join("testdata", tc.name+".yaml"), got)
 
 			// Output must not depend on the order the registry listed instances in.
-			reversed := make([]model.Service, len(tc.services))
+			reversed := make([]catalog.Service, len(tc.services))
 			for i, s := range tc.services {
-				s.Instances = append([]model.Instance(nil), s.Instances...)
+				s.Instances = append([]catalog.Instance(nil), s.Instances...)
 				for l, r := 0, len(s.Instances)-1; l < r; l, r = l+1, r-1 {
 					s.Instances[l], s.Instances[r] = s.Instances[r], s.Instances[l]
 				}
@@ -151,7 +151,7 @@ func TestServiceEntryGolden(t *testing.T) {
 }
 
 func TestServiceEntryNoInstances(t *testing.T) {
-	svc := []model.Service{{Registry: "zk", Key: "k", Host: "h.example"}}
+	svc := []catalog.Service{{Registry: "zk", Key: "k", Host: "h.example"}}
 	if res := Convert(Input{Host: "h.example", Services: svc}, Options{}); res != nil {
 		t.Fatalf("want nil for a service without instances, got %+v", res)
 	}
@@ -176,8 +176,8 @@ func TestPortNames(t *testing.T) {
 		{"dubbo", Options{Protocols: map[string]string{"dubbo": "tcp-dubbo"}}, "tcp-dubbo-20880", "TCP"},
 	}
 	for _, tc := range tests {
-		res := Convert(Input{Host: "h.example", Services: []model.Service{{Registry: "r", Key: "k", Host: "h.example",
-			Instances: []model.Instance{{Address: "10.0.0.1", Port: 20880, Protocol: tc.protocol}}}}}, tc.opt)
+		res := Convert(Input{Host: "h.example", Services: []catalog.Service{{Registry: "r", Key: "k", Host: "h.example",
+			Instances: []catalog.Instance{{Address: "10.0.0.1", Port: 20880, Protocol: tc.protocol}}}}}, tc.opt)
 		if got := res.ServiceEntry.Spec.Ports[0]; got.Name != tc.want || got.Protocol != tc.istio {
 			t.Errorf("protocol %q: got port %s/%s, want %s/%s", tc.protocol, got.Name, got.Protocol, tc.want, tc.istio)
 		}
@@ -204,12 +204,12 @@ func marshalResult(res *Result) ([]byte, error) {
 // Weights are written only where they differ, and then on every endpoint, the registry's
 // default standing for instances that have none.
 func TestWeights(t *testing.T) {
-	svc := func(weights ...uint32) []model.Service {
-		s := model.Service{Registry: "r", Key: "k", Host: "h.example"}
+	svc := func(weights ...uint32) []catalog.Service {
+		s := catalog.Service{Registry: "r", Key: "k", Host: "h.example"}
 		for i, w := range weights {
-			s.Instances = append(s.Instances, model.Instance{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 80, Protocol: "http", Weight: w})
+			s.Instances = append(s.Instances, catalog.Instance{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 80, Protocol: "http", Weight: w})
 		}
-		return []model.Service{s}
+		return []catalog.Service{s}
 	}
 	for _, tc := range []struct {
 		name    string
@@ -217,10 +217,10 @@ func TestWeights(t *testing.T) {
 		want    []uint32
 	}{
 		{"none", []uint32{0, 0}, []uint32{0, 0}},
-		{"all the default, explicitly", []uint32{model.DefaultWeight, model.DefaultWeight}, []uint32{0, 0}},
+		{"all the default, explicitly", []uint32{catalog.DefaultWeight, catalog.DefaultWeight}, []uint32{0, 0}},
 		{"all equal", []uint32{7, 7, 7}, []uint32{0, 0, 0}},
-		{"one differs", []uint32{0, 50}, []uint32{model.DefaultWeight, 50}},
-		{"default equals a given weight", []uint32{0, model.DefaultWeight}, []uint32{0, 0}},
+		{"one differs", []uint32{0, 50}, []uint32{catalog.DefaultWeight, 50}},
+		{"default equals a given weight", []uint32{0, catalog.DefaultWeight}, []uint32{0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := Convert(Input{Host: "h.example", Services: svc(tc.weights...)}, Options{Namespace: "ns"})

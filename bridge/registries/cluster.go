@@ -19,7 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
@@ -32,7 +32,7 @@ type ClusterSource struct {
 	Manager   *Manager
 	// Counts and Rejections feed the status; usually the controller's store and rejections.
 	Counts         func(registry string) (services, instances int)
-	Rejections     func(registry string) []model.Rejection
+	Rejections     func(registry string) []catalog.Rejection
 	StatusInterval time.Duration
 	Logger         *slog.Logger
 	// Events, when set, records connection loss and recovery, first sync and rejected items
@@ -155,7 +155,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		var rejections []model.Rejection
+		var rejections []catalog.Rejection
 		if s.Rejections != nil {
 			rejections = s.Rejections(u.GetName())
 		}
@@ -190,7 +190,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 }
 
 // recordEvents emits an Event for each change worth a user's attention since the last call.
-func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st host.Status, rejections []model.Rejection) {
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st host.Status, rejections []catalog.Rejection) {
 	if s.Events == nil {
 		return
 	}

@@ -24,9 +24,10 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/controller"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
@@ -147,7 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	ctrl = controller.New(controller.Config{
 		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
 		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Logger: log.With("component", "controller"),
-	}, model.NewStore(), rec)
+	}, store.New(), rec)
 	if err := ctrl.RegisterMetrics(reg); err != nil {
 		return err
 	}
@@ -206,7 +207,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		src := &registries.ClusterSource{
 			Dynamic: dyn, Kube: kube, Namespace: f.registryNamespace, Manager: mgr,
-			Counts: ctrl.Store().Counts, Rejections: func(r string) []model.Rejection { _, rej := ctrl.RegistryStatus(r); return rej },
+			Counts: ctrl.Store().Counts, Rejections: func(r string) []catalog.Rejection { _, rej := ctrl.RegistryStatus(r); return rej },
 			Logger: log.With("component", "registries"), Events: newEventRecorder(ctx, kube),
 		}
 		goRun("registry source", func() error { return src.Run(ctx, configured) })

@@ -21,8 +21,8 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/bridge/controller"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
@@ -170,7 +170,7 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	out := &collector{objs: map[string]*unstructured.Unstructured{}}
-	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, model.NewStore(), out)
+	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, store.New(), out)
 	mgr := registries.NewManager(host.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

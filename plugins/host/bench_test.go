@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
@@ -62,17 +62,17 @@ func (c *countingSink) add(n int) {
 	}
 }
 
-func (c *countingSink) Replace(_ string, services []model.Service, _ []string) {
+func (c *countingSink) Replace(_ string, services []catalog.Service, _ []string) {
 	n := 0
 	for _, s := range services {
 		n += len(s.Instances)
 	}
 	c.add(n)
 }
-func (c *countingSink) Upsert(svc model.Service) { c.add(len(svc.Instances)) }
-func (c *countingSink) Delete(string, string)    {}
-func (c *countingSink) Status(string, Status)    {}
-func (c *countingSink) Reject(model.Rejection)   {}
+func (c *countingSink) Upsert(svc catalog.Service) { c.add(len(svc.Instances)) }
+func (c *countingSink) Delete(string, string)      {}
+func (c *countingSink) Status(string, Status)      {}
+func (c *countingSink) Reject(catalog.Rejection)   {}
 
 // Stream benchmark sizes: a snapshot of streamServices single-instance services, then
 // streamChurn instance changes as fast as the host takes them. Every event is one instance.
@@ -258,12 +258,12 @@ func inProcessOnce(b *testing.B) time.Duration {
 // countingEmitter counts the instances a plugin emits.
 type countingEmitter struct{ sink *countingSink }
 
-func (c *countingEmitter) Snapshot(services []sdk.Service) {
+func (c *countingEmitter) Snapshot(services []catalog.Service) {
 	for _, s := range services {
 		c.Upsert(s)
 	}
 }
-func (c *countingEmitter) Upsert(svc sdk.Service) { c.sink.add(len(svc.Instances)) }
-func (c *countingEmitter) Delete(string)          {}
-func (c *countingEmitter) Health(bool, string)    {}
-func (c *countingEmitter) Reject(string, string)  {}
+func (c *countingEmitter) Upsert(svc catalog.Service) { c.sink.add(len(svc.Instances)) }
+func (c *countingEmitter) Delete(string)              {}
+func (c *countingEmitter) Health(bool, string)        {}
+func (c *countingEmitter) Reject(string, string)      {}

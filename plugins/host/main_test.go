@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/bridge/store"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Plugin directories built for the tests: one with the synthetic plugin, one with the same
@@ -47,22 +48,22 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// recordSink is a Sink over a real model store that remembers everything it was told, and
+// recordSink is a Sink over a real store that remembers everything it was told, and
 // in particular every service that was ever removed.
 type recordSink struct {
 	mu       sync.Mutex
-	store    *model.Store
+	store    *store.Store
 	statuses []Status
-	rejected []model.Rejection
+	rejected []catalog.Rejection
 	removed  []string // keys of services deleted or dropped by a Replace
 	replaces int
 	changed  []int // hosts changed by each Replace
 	upserts  int
 }
 
-func newRecordSink() *recordSink { return &recordSink{store: model.NewStore()} }
+func newRecordSink() *recordSink { return &recordSink{store: store.New()} }
 
-func (r *recordSink) Replace(registry string, services []model.Service, keep []string) {
+func (r *recordSink) Replace(registry string, services []catalog.Service, keep []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	before := r.keys(registry)
@@ -88,7 +89,7 @@ func (r *recordSink) keys(registry string) map[string]bool {
 	return out
 }
 
-func (r *recordSink) Upsert(svc model.Service) {
+func (r *recordSink) Upsert(svc catalog.Service) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.upserts++
@@ -108,17 +109,17 @@ func (r *recordSink) Status(_ string, st Status) {
 	r.statuses = append(r.statuses, st)
 }
 
-func (r *recordSink) Reject(rej model.Rejection) {
+func (r *recordSink) Reject(rej catalog.Rejection) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rejected = append(r.rejected, rej)
 }
 
 // services returns the registry's services by key.
-func (r *recordSink) services(registry string) map[string]model.Service {
+func (r *recordSink) services(registry string) map[string]catalog.Service {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string]model.Service{}
+	out := map[string]catalog.Service{}
 	for _, h := range r.store.Hosts() {
 		for _, s := range r.store.ForHost(h) {
 			if s.Registry == registry {
@@ -129,7 +130,7 @@ func (r *recordSink) services(registry string) map[string]model.Service {
 	return out
 }
 
-func (r *recordSink) snapshot() (statuses []Status, rejected []model.Rejection, removed []string) {
+func (r *recordSink) snapshot() (statuses []Status, rejected []catalog.Rejection, removed []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.statuses), slices.Clone(r.rejected), slices.Clone(r.removed)

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/registries/synthetic"
 )
@@ -74,7 +74,7 @@ func (s *supervised) restarts(reason string) float64 {
 }
 
 // waitServices waits until the sink holds exactly want (compared by content).
-func (s *supervised) waitServices(t *testing.T, timeout time.Duration, want []model.Service) {
+func (s *supervised) waitServices(t *testing.T, timeout time.Duration, want []catalog.Service) {
 	t.Helper()
 	eventually(t, timeout, func() error {
 		got := s.sink.services(s.reg.Name)
@@ -92,7 +92,7 @@ func (s *supervised) waitServices(t *testing.T, timeout time.Duration, want []mo
 	})
 }
 
-func expected(t *testing.T, options map[string]string, churned int) []model.Service {
+func expected(t *testing.T, options map[string]string, churned int) []catalog.Service {
 	t.Helper()
 	svcs, err := synthetic.State("", options, churned)
 	if err != nil {

@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
 
@@ -24,7 +24,7 @@ type receiver struct {
 	status func(func(*Status))
 
 	inSnapshot bool
-	pending    []model.Service
+	pending    []catalog.Service
 	keep       []string
 	// reported remembers item -> reason of rejections reported since the last snapshot
 	// began: a bad instance is sent again with every change of its service, but logged,
@@ -81,17 +81,17 @@ func (r *receiver) handle(ev *protocol.Event) {
 		if ev.Key != "" && r.inSnapshot {
 			r.keep = append(r.keep, ev.Key)
 		}
-		r.reject(model.Rejection{Registry: r.registry, Item: ev.Item, Reason: ev.Reason})
+		r.reject(catalog.Rejection{Registry: r.registry, Item: ev.Item, Reason: ev.Reason})
 	case protocol.KindMalformed:
 		// Like a service the plugin could not send: what was known of it stays.
 		item := "event"
 		if ev.Key != "" {
-			item = model.Clip(ev.Key, 256)
+			item = catalog.Clip(ev.Key, 256)
 			if r.inSnapshot {
 				r.keep = append(r.keep, ev.Key)
 			}
 		}
-		r.reject(model.Rejection{Registry: r.registry, Item: item, Reason: "malformed event from the plugin: " + ev.Err.Error()})
+		r.reject(catalog.Rejection{Registry: r.registry, Item: item, Reason: "malformed event from the plugin: " + ev.Err.Error()})
 	}
 }
 
@@ -109,9 +109,9 @@ func (r *receiver) dropPending(key string) {
 // validate checks one service. Unusable parts are rejected one by one: bad instances, and
 // labels that cannot be Kubernetes labels. ok is false when the service as a whole is
 // unusable.
-func (r *receiver) validate(svc model.Service) (model.Service, bool) {
+func (r *receiver) validate(svc catalog.Service) (catalog.Service, bool) {
 	svc.Registry = r.registry
-	valid, rejections, ok := model.ValidateAll(svc)
+	valid, rejections, ok := catalog.ValidateAll(svc)
 	for _, rej := range rejections {
 		r.reject(rej)
 	}
@@ -119,7 +119,7 @@ func (r *receiver) validate(svc model.Service) (model.Service, bool) {
 }
 
 // reject reports a rejection once per snapshot: log, metric and sink (status).
-func (r *receiver) reject(rej model.Rejection) {
+func (r *receiver) reject(rej catalog.Rejection) {
 	rej.Item, rej.Reason = r.redact.Redact(rej.Item), r.redact.Redact(rej.Reason)
 	if prev, seen := r.reported[rej.Item]; seen && prev == rej.Reason {
 		return

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
@@ -64,11 +64,11 @@ type Status struct {
 type Sink interface {
 	// Replace makes services the complete state of registry, except that services listed in
 	// keep (sent whole but unusable this time) keep their previous state.
-	Replace(registry string, services []model.Service, keep []string)
-	Upsert(svc model.Service)
+	Replace(registry string, services []catalog.Service, keep []string)
+	Upsert(svc catalog.Service)
 	Delete(registry, key string)
 	Status(registry string, st Status)
-	Reject(r model.Rejection)
+	Reject(r catalog.Rejection)
 }
 
 // Config tunes supervision.

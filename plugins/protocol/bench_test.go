@@ -6,21 +6,21 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 )
 
 // BenchmarkWatchResponseCodec compares the hand-written codec with the generated code on a
 // batch like the stream benchmark's: 500 single-instance upserts with a service label and
 // two instance labels. Each side includes the conversion the plugin or host needs: model
-// to wire, wire to model.
+// to wire, wire to catalog.
 func BenchmarkWatchResponseCodec(b *testing.B) {
 	const events = 500
-	svcs := make([]model.Service, events)
+	svcs := make([]catalog.Service, events)
 	for i := range svcs {
-		svcs[i] = model.Service{Key: fmt.Sprintf("svc-%05d", i), Host: fmt.Sprintf("svc-%05d.synthetic.local", i),
+		svcs[i] = catalog.Service{Key: fmt.Sprintf("svc-%05d", i), Host: fmt.Sprintf("svc-%05d.synthetic.local", i),
 			Labels: map[string]string{"app": fmt.Sprintf("svc-%05d", i)},
-			Instances: []model.Instance{{Address: "10.0.3.232", Port: 20880, Protocol: "dubbo",
+			Instances: []catalog.Instance{{Address: "10.0.3.232", Port: 20880, Protocol: "dubbo",
 				Labels: map[string]string{"version": "1.0.0", "rev": fmt.Sprint(i)}}}}
 	}
 	generated := func() *registryv1.WatchResponse {

@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // The Watch stream carries nearly all of the plugin traffic, so its WatchResponse messages
@@ -82,7 +82,7 @@ func (b *WireBatch) AppendSnapshotEnd() { b.appendEvent(fieldEventSnapshotEnd, n
 // returns an error when svc cannot be sent: when the event would be larger than limit bytes
 // (a *TooLargeError), or when some of its text is not valid UTF-8, which protobuf strings
 // must be.
-func (b *WireBatch) AppendUpsert(svc model.Service, limit int) error {
+func (b *WireBatch) AppendUpsert(svc catalog.Service, limit int) error {
 	mark, valid := len(b.buf), false
 	b.appendEvent(fieldEventUpsert, func(buf []byte) []byte {
 		buf, valid = appendService(buf, svc)
@@ -160,7 +160,7 @@ func validText(s string) string {
 // compiler from adding a GC write barrier to every append.
 
 // appendService appends svc's fields and reports whether all its text is valid UTF-8.
-func appendService(b []byte, svc model.Service) ([]byte, bool) {
+func appendService(b []byte, svc catalog.Service) ([]byte, bool) {
 	valid := utf8.ValidString(svc.Key) && utf8.ValidString(svc.Host)
 	b = appendText(b, fieldServiceKey, svc.Key)
 	b = appendText(b, fieldServiceHost, svc.Host)
@@ -261,7 +261,7 @@ const (
 type Event struct {
 	Kind EventKind
 	// Service is the upserted service; its Registry is not set.
-	Service model.Service
+	Service catalog.Service
 	// Key is the deleted service's (KindDelete), the service the plugin could not send
 	// (KindRejected, may be empty), or the service a malformed upsert was about, as far as
 	// it could be read (KindMalformed, may be empty).
@@ -512,7 +512,7 @@ func decodeFieldsIn(data []byte, text string, fn func(protowire.Number, field) e
 // decodeService decodes a Service message into svc, merging with what svc holds (a message
 // field seen twice is merged). All its strings are cut from one copy of the message's bytes:
 // one allocation instead of one per string, and what it keeps alive is just this service.
-func decodeService(data []byte, svc *model.Service) error {
+func decodeService(data []byte, svc *catalog.Service) error {
 	text := string(data)
 	if n := countField(data, fieldServiceInstances); n > 0 {
 		svc.Instances = growInstances(svc.Instances, n)
@@ -527,7 +527,7 @@ func decodeService(data []byte, svc *model.Service) error {
 			if f.typ != protowire.BytesType {
 				return nil
 			}
-			svc.Instances = append(svc.Instances, model.Instance{})
+			svc.Instances = append(svc.Instances, catalog.Instance{})
 			return decodeInstance(f.raw, f.text, &svc.Instances[len(svc.Instances)-1])
 		case fieldServiceLabels:
 			return decodeEntry(f, &svc.Labels)
@@ -536,7 +536,7 @@ func decodeService(data []byte, svc *model.Service) error {
 	})
 }
 
-func decodeInstance(data []byte, text string, in *model.Instance) error {
+func decodeInstance(data []byte, text string, in *catalog.Instance) error {
 	return decodeFieldsIn(data, text, func(num protowire.Number, f field) error {
 		switch num {
 		case fieldInstanceAddress:
@@ -602,11 +602,11 @@ func countField(data []byte, want protowire.Number) int {
 	return count
 }
 
-func growInstances(s []model.Instance, n int) []model.Instance {
+func growInstances(s []catalog.Instance, n int) []catalog.Instance {
 	if cap(s)-len(s) >= n {
 		return s
 	}
-	out := make([]model.Instance, len(s), len(s)+n)
+	out := make([]catalog.Instance, len(s), len(s)+n)
 	copy(out, s)
 	return out
 }

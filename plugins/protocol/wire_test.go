@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 )
 
@@ -82,22 +82,22 @@ func TestWireNumbersMatchTheProto(t *testing.T) {
 // services covers what the encoder must get right: empty fields, several instances, label
 // maps on both levels, non-ASCII text, and bodies past 127 bytes (whose length needs more
 // than the one byte reserved for it) up to past 16 KiB.
-func services() []model.Service {
-	big := model.Service{Key: "big", Host: "big.example"}
+func services() []catalog.Service {
+	big := catalog.Service{Key: "big", Host: "big.example"}
 	for i := range 700 {
-		big.Instances = append(big.Instances, model.Instance{
+		big.Instances = append(big.Instances, catalog.Instance{
 			Address: fmt.Sprintf("10.0.%d.%d", i>>8, i&255), Port: 20880, Protocol: "dubbo",
 			Labels: map[string]string{"version": "1.0.0", "rev": fmt.Sprint(i)},
 		})
 	}
-	return []model.Service{
+	return []catalog.Service{
 		{Key: "a", Host: "a.example"},
-		{Key: "b", Host: "b.example", Labels: map[string]string{"app": "b", "empty": ""}, Instances: []model.Instance{
+		{Key: "b", Host: "b.example", Labels: map[string]string{"app": "b", "empty": ""}, Instances: []catalog.Instance{
 			{Address: "10.0.0.1", Port: 20880, Protocol: "dubbo", Labels: map[string]string{"version": "1.0.0"}, Weight: 100, Locality: "eu/west-1/a"},
 			{Address: "fd00::1", Port: 65535},
 			{},
 		}},
-		{Key: "ünïcödé ☃", Host: "c.example", Instances: []model.Instance{{Address: "10.0.0.2", Port: 1, Labels: map[string]string{"k": strings.Repeat("v", 200)}}}},
+		{Key: "ünïcödé ☃", Host: "c.example", Instances: []catalog.Instance{{Address: "10.0.0.2", Port: 1, Labels: map[string]string{"k": strings.Repeat("v", 200)}}}},
 		{Key: strings.Repeat("k", 300), Host: "long.example"},
 		big,
 	}
@@ -128,7 +128,7 @@ func sameEvent(a, b Event) bool {
 		a.Message == b.Message && a.Item == b.Item && a.Reason == b.Reason && (a.Err == nil) == (b.Err == nil)
 }
 
-func encodeAll(svcs []model.Service) *WireBatch {
+func encodeAll(svcs []catalog.Service) *WireBatch {
 	b := NewWireBatch(0)
 	b.AppendHealth(true, "connected")
 	b.AppendSnapshotBegin()
@@ -273,7 +273,7 @@ func TestUnsendableUpsertIsNotAppended(t *testing.T) {
 	if err := b.AppendUpsert(services()[4], 1000); !errors.As(err, &tooLarge) || tooLarge.Size < 1000 {
 		t.Errorf("oversized service: %v", err)
 	}
-	bad := model.Service{Key: "k", Host: "h", Instances: []model.Instance{{Address: "10.0.0.1", Labels: map[string]string{"k": "\xff"}}}}
+	bad := catalog.Service{Key: "k", Host: "h", Instances: []catalog.Instance{{Address: "10.0.0.1", Labels: map[string]string{"k": "\xff"}}}}
 	if err := b.AppendUpsert(bad, 1000); err == nil {
 		t.Errorf("service with invalid UTF-8 appended")
 	}
@@ -344,7 +344,7 @@ func textIsValid(ev Event) bool {
 
 // toProto and fromProto convert between the model and the generated messages: the reference
 // the hand-written codec is compared with.
-func toProto(s model.Service) *registryv1.Service {
+func toProto(s catalog.Service) *registryv1.Service {
 	out := &registryv1.Service{Key: s.Key, Host: s.Host, Labels: s.Labels}
 	for _, in := range s.Instances {
 		out.Instances = append(out.Instances, &registryv1.Instance{
@@ -355,10 +355,10 @@ func toProto(s model.Service) *registryv1.Service {
 	return out
 }
 
-func fromProto(s *registryv1.Service) model.Service {
-	out := model.Service{Key: s.GetKey(), Host: s.GetHost(), Labels: s.GetLabels()}
+func fromProto(s *registryv1.Service) catalog.Service {
+	out := catalog.Service{Key: s.GetKey(), Host: s.GetHost(), Labels: s.GetLabels()}
 	for _, in := range s.GetInstances() {
-		out.Instances = append(out.Instances, model.Instance{
+		out.Instances = append(out.Instances, catalog.Instance{
 			Address: in.GetAddress(), Port: in.GetPort(), Protocol: in.GetProtocol(),
 			Labels: in.GetLabels(), Weight: in.GetWeight(), Locality: in.GetLocality(),
 		})

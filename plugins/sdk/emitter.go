@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
@@ -129,7 +129,7 @@ func (e *emitter) run(send func(*protocol.WireBatch) error) error {
 	}
 }
 
-func (e *emitter) Snapshot(services []Service) {
+func (e *emitter) Snapshot(services []catalog.Service) {
 	e.add((*protocol.WireBatch).AppendSnapshotBegin)
 	for _, svc := range services {
 		e.Upsert(svc)
@@ -137,12 +137,12 @@ func (e *emitter) Snapshot(services []Service) {
 	e.add((*protocol.WireBatch).AppendSnapshotEnd)
 }
 
-func (e *emitter) Upsert(svc Service) {
+func (e *emitter) Upsert(svc catalog.Service) {
 	var err error
 	e.add(func(b *protocol.WireBatch) { err = b.AppendUpsert(svc, maxServiceBytes) })
 	if err != nil {
 		// Sending it would break the stream for everyone; the host keeps what it knew.
-		e.reject(model.Clip(svc.Key, 256), svc.Key, fmt.Sprintf("service with %d instances cannot be sent: %v", len(svc.Instances), err))
+		e.reject(catalog.Clip(svc.Key, 256), svc.Key, fmt.Sprintf("service with %d instances cannot be sent: %v", len(svc.Instances), err))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	registryv1 "github.com/meltemi-mesh/meltemi/plugins/proto/registry/v1"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 )
@@ -135,10 +136,10 @@ func watchWith(t *testing.T, secrets map[string]string, watch func(ctx context.C
 	return st, err
 }
 
-func svc(key string, instances int) Service {
-	s := Service{Key: key, Host: key + ".example"}
+func svc(key string, instances int) catalog.Service {
+	s := catalog.Service{Key: key, Host: key + ".example"}
 	for i := range instances {
-		s.Instances = append(s.Instances, Instance{Address: fmt.Sprintf("10.0.%d.%d", i>>8&255, i&255), Port: 20880, Protocol: "dubbo"})
+		s.Instances = append(s.Instances, catalog.Instance{Address: fmt.Sprintf("10.0.%d.%d", i>>8&255, i&255), Port: 20880, Protocol: "dubbo"})
 	}
 	return s
 }
@@ -147,7 +148,7 @@ func TestEmitterKeepsOrderAcrossBatches(t *testing.T) {
 	const n = 3000 // several batches
 	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
 		e.Health(true, "up")
-		e.Snapshot([]Service{svc("a", 1), svc("b", 1)})
+		e.Snapshot([]catalog.Service{svc("a", 1), svc("b", 1)})
 		for i := range n {
 			if i%3 == 2 {
 				e.Delete(fmt.Sprint(i - 1))
@@ -246,9 +247,9 @@ func TestEmitterBoundsBatchBytes(t *testing.T) {
 }
 
 func TestEmitterRejectsOversizedServiceKeepingIt(t *testing.T) {
-	huge := Service{Key: "huge", Host: "huge.example", Instances: []Instance{{Address: "10.0.0.1", Port: 1, Labels: map[string]string{"x": strings.Repeat("y", maxServiceBytes)}}}}
+	huge := catalog.Service{Key: "huge", Host: "huge.example", Instances: []catalog.Instance{{Address: "10.0.0.1", Port: 1, Labels: map[string]string{"x": strings.Repeat("y", maxServiceBytes)}}}}
 	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
-		e.Snapshot([]Service{svc("ok", 1), huge})
+		e.Snapshot([]catalog.Service{svc("ok", 1), huge})
 		return nil
 	})
 	if err != nil {
@@ -264,7 +265,7 @@ func TestEmitterRejectsServiceWithInvalidText(t *testing.T) {
 	bad := svc("bad\xff", 1)
 	bad.Instances[0].Labels = map[string]string{"v": "\xfe"}
 	st, err := watchWith(t, nil, func(ctx context.Context, e Emitter) error {
-		e.Snapshot([]Service{bad, svc("ok", 1)})
+		e.Snapshot([]catalog.Service{bad, svc("ok", 1)})
 		return nil
 	})
 	if err != nil {

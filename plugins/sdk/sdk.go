@@ -1,5 +1,6 @@
-// Package sdk is everything a registry plugin author needs: implement Plugin and call Serve.
-// go-plugin, gRPC and the wire format stay behind this package.
+// Package sdk is everything a registry plugin author needs besides the data it reports
+// (plugins/catalog): implement Plugin and call Serve. go-plugin, gRPC and the wire format
+// stay behind this package.
 //
 //	func main() { sdk.Serve(&myRegistry{}) }
 //
@@ -12,13 +13,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-)
-
-// Service and Instance are what a plugin reports; see bridge/model for the fields.
-type (
-	Service  = model.Service
-	Instance = model.Instance
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Plugin is implemented by a registry plugin.
@@ -82,9 +77,9 @@ type Config struct {
 // the services given: do not modify them, their instance slices or their label maps later.
 type Emitter interface {
 	// Snapshot reports the complete state of the registry; services not in it are removed.
-	Snapshot(services []Service)
+	Snapshot(services []catalog.Service)
 	// Upsert reports the complete current state of one service.
-	Upsert(svc Service)
+	Upsert(svc catalog.Service)
 	// Delete reports that a service is gone.
 	Delete(key string)
 	// Health reports whether the plugin can reach its registry.

@@ -9,8 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Keys of service meta (and tags key=value) that Meltemi reads instead of copying to labels.
@@ -36,12 +35,12 @@ type serviceInput struct {
 // buildService turns a health query result into the service Meltemi reports. ok is false when
 // no instance is usable (the service then has no endpoints) or the host is invalid. It is pure:
 // the same input gives the same output whatever order Consul listed instances in.
-func buildService(cfg *config, in serviceInput) (svc sdk.Service, rejected []rejection, ok bool) {
+func buildService(cfg *config, in serviceInput) (svc catalog.Service, rejected []rejection, ok bool) {
 	host, err := cfg.host.render(HostVars{Service: in.Name, Datacenter: in.Datacenter})
 	if err != nil {
-		return sdk.Service{}, []rejection{{in.Key, err.Error()}}, false
+		return catalog.Service{}, []rejection{{in.Key, err.Error()}}, false
 	}
-	svc = sdk.Service{Key: in.Key, Host: host}
+	svc = catalog.Service{Key: in.Key, Host: host}
 	for _, e := range in.Entries {
 		inst, use, err := buildInstance(cfg, in, e)
 		if err != nil {
@@ -66,12 +65,12 @@ func itemName(key string, e *api.ServiceEntry) string {
 	if e != nil && e.Service != nil {
 		id = e.Service.ID
 	}
-	return model.Clip(key+"/"+node+"/"+id, 256)
+	return catalog.Clip(key+"/"+node+"/"+id, 256)
 }
 
 // buildInstance maps one registration. use is false for registrations that are not
 // endpoints (unhealthy ones, Connect proxies and gateways); err says why one is malformed.
-func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst sdk.Instance, use bool, err error) {
+func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst catalog.Instance, use bool, err error) {
 	if e == nil || e.Service == nil || e.Node == nil {
 		return inst, false, fmt.Errorf("registration without service or node")
 	}
@@ -92,7 +91,7 @@ func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst sdk.
 	}
 	// Consul's weights are relative to 1, its default for a registration that set none; the
 	// mesh's are relative to DefaultWeight.
-	inst.Weight = max(inst.Weight, 1) * model.DefaultWeight
+	inst.Weight = max(inst.Weight, 1) * catalog.DefaultWeight
 
 	address := s.Address
 	if address == "" {
@@ -101,7 +100,7 @@ func buildInstance(cfg *config, in serviceInput, e *api.ServiceEntry) (inst sdk.
 	ip, perr := netip.ParseAddr(address)
 	switch {
 	case perr != nil:
-		return inst, false, fmt.Errorf("address %q is not an IP address (endpoints of a STATIC ServiceEntry must be)", model.Clip(address, 64))
+		return inst, false, fmt.Errorf("address %q is not an IP address (endpoints of a STATIC ServiceEntry must be)", catalog.Clip(address, 64))
 	case ip.Zone() != "":
 		return inst, false, fmt.Errorf("address %s has an IPv6 zone", ip)
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
@@ -141,8 +140,8 @@ func protocolOf(cfg *config, name string, meta, tags map[string]string) (string,
 		{"tag " + metaProtocol + "=", tags[metaProtocol]},
 	} {
 		if v := strings.ToLower(strings.TrimSpace(src.value)); v != "" {
-			if !isProtocol(v) {
-				return "", fmt.Errorf("%s %q is not a protocol name (lower-case letters, digits, '-' and '_', at most 32)", src.what, model.Clip(src.value, 40))
+			if !catalog.IsProtocol(v) {
+				return "", fmt.Errorf("%s %q is not a protocol name (lower-case letters, digits, '-' and '_', at most 32)", src.what, catalog.Clip(src.value, 40))
 			}
 			return v, nil
 		}
@@ -185,7 +184,7 @@ func labels(cfg *config, tags, meta map[string]string) map[string]string {
 			delete(merged, k)
 		}
 	}
-	kept, _ := model.FilterLabels(merged)
+	kept, _ := catalog.FilterLabels(merged)
 	if len(kept) > maxInstanceLabels {
 		// A deterministic subset, so output does not flap.
 		for _, k := range slices.Sorted(maps.Keys(kept))[maxInstanceLabels:] {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -47,7 +47,7 @@ func TestBuildGolden(t *testing.T) {
 			}
 			checkValid(t, svc)
 			got, err := json.MarshalIndent(struct {
-				Service  sdk.Service
+				Service  catalog.Service
 				Rejected []rejection
 			}{svc, rejected}, "", "  ")
 			if err != nil {
@@ -120,15 +120,15 @@ func TestInstanceRules(t *testing.T) {
 		modify func(*api.ServiceEntry)
 		use    bool
 		err    bool
-		check  func(sdk.Instance) bool
+		check  func(catalog.Instance) bool
 	}{
-		{name: "plain", use: true, check: func(in sdk.Instance) bool {
-			return in.Address == "10.0.0.1" && in.Port == 80 && in.Protocol == "tcp" && in.Locality == "dc" && in.Weight == model.DefaultWeight
+		{name: "plain", use: true, check: func(in catalog.Instance) bool {
+			return in.Address == "10.0.0.1" && in.Port == 80 && in.Protocol == "tcp" && in.Locality == "dc" && in.Weight == catalog.DefaultWeight
 		}},
 		{name: "node address when the service has none", modify: func(e *api.ServiceEntry) { e.Service.Address = "" }, use: true,
-			check: func(in sdk.Instance) bool { return in.Address == "192.168.0.1" }},
+			check: func(in catalog.Instance) bool { return in.Address == "192.168.0.1" }},
 		{name: "ipv4-mapped address", modify: func(e *api.ServiceEntry) { e.Service.Address = "::ffff:10.1.2.3" }, use: true,
-			check: func(in sdk.Instance) bool { return in.Address == "10.1.2.3" }},
+			check: func(in catalog.Instance) bool { return in.Address == "10.1.2.3" }},
 		{name: "host name", modify: func(e *api.ServiceEntry) { e.Service.Address = "db.local" }, err: true},
 		{name: "unspecified address", modify: func(e *api.ServiceEntry) { e.Service.Address = "0.0.0.0" }, err: true},
 		{name: "zoned address", modify: func(e *api.ServiceEntry) { e.Service.Address = "fe80::1%eth0" }, err: true},
@@ -139,7 +139,7 @@ func TestInstanceRules(t *testing.T) {
 		{name: "warning by default", modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning }},
 		{name: "warning included", opts: map[string]string{"includeWarning": "true"},
 			modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning; e.Service.Weights.Warning = 3 }, use: true,
-			check: func(in sdk.Instance) bool { return in.Weight == 3*model.DefaultWeight }},
+			check: func(in catalog.Instance) bool { return in.Weight == 3*catalog.DefaultWeight }},
 		{name: "warning weight 0 means no traffic", opts: map[string]string{"includeWarning": "true"},
 			modify: func(e *api.ServiceEntry) { e.Checks[0].Status = api.HealthWarning; e.Service.Weights.Warning = 0 }},
 		{name: "maintenance", modify: func(e *api.ServiceEntry) {
@@ -150,19 +150,19 @@ func TestInstanceRules(t *testing.T) {
 			e.Service.Meta = map[string]string{"zone": "m"}
 			e.Service.Locality = &api.Locality{Zone: "l"}
 			e.Node.Meta = map[string]string{"zone": "n"}
-		}, use: true, check: func(in sdk.Instance) bool { return in.Locality == "dc/m" }},
+		}, use: true, check: func(in catalog.Instance) bool { return in.Locality == "dc/m" }},
 		{name: "zone from Consul locality", modify: func(e *api.ServiceEntry) {
 			e.Service.Locality = &api.Locality{Region: "ignored", Zone: "l"}
 			e.Node.Meta = map[string]string{"zone": "n"}
-		}, use: true, check: func(in sdk.Instance) bool { return in.Locality == "dc/l" }},
+		}, use: true, check: func(in catalog.Instance) bool { return in.Locality == "dc/l" }},
 		{name: "zone from node meta", modify: func(e *api.ServiceEntry) { e.Node.Meta = map[string]string{"zone": "n"} }, use: true,
-			check: func(in sdk.Instance) bool { return in.Locality == "dc/n" }},
+			check: func(in catalog.Instance) bool { return in.Locality == "dc/n" }},
 		{name: "zone with a slash is left out", modify: func(e *api.ServiceEntry) { e.Service.Meta = map[string]string{"zone": "a/b"} }, use: true,
-			check: func(in sdk.Instance) bool { return in.Locality == "dc" }},
+			check: func(in catalog.Instance) bool { return in.Locality == "dc" }},
 		{name: "labels", opts: map[string]string{"excludeLabels": "secret"}, modify: func(e *api.ServiceEntry) {
 			e.Service.Tags = []string{"version=1", "env=prod", "plain", "=x", "bad key=1", "protocol=http", "meltemi.io/registry=x"}
 			e.Service.Meta = map[string]string{"env": "dev", "secret": "s", "zone": "z", "long": string(bytes.Repeat([]byte("v"), 64))}
-		}, use: true, check: func(in sdk.Instance) bool {
+		}, use: true, check: func(in catalog.Instance) bool {
 			return maps.Equal(in.Labels, map[string]string{"version": "1", "env": "dev"}) && in.Protocol == "http"
 		}},
 	} {
@@ -196,15 +196,15 @@ func TestLabelsAreBounded(t *testing.T) {
 	}
 }
 
-// Consul's weights are relative to its default of 1; the mesh's to model.DefaultWeight.
+// Consul's weights are relative to its default of 1; the mesh's to catalog.DefaultWeight.
 func TestWeightsScaledToTheMeshDefault(t *testing.T) {
 	cfg := testConfig(t, nil)
 	plain := []*api.ServiceEntry{entry("a", "10.0.0.1", 80, nil, nil), entry("b", "10.0.0.2", 80, nil, nil)}
 	plain[0].Service.Weights.Passing = 4
 	plain[1].Service.Weights = api.AgentWeights{} // registered without weights
 	svc, _, _ := buildService(cfg, serviceInput{Key: "k", Name: "s", Datacenter: "dc", Entries: plain})
-	if svc.Instances[0].Weight != 4*model.DefaultWeight || svc.Instances[1].Weight != model.DefaultWeight {
-		t.Fatalf("weights %+v, want %d and %d", svc.Instances, 4*model.DefaultWeight, model.DefaultWeight)
+	if svc.Instances[0].Weight != 4*catalog.DefaultWeight || svc.Instances[1].Weight != catalog.DefaultWeight {
+		t.Fatalf("weights %+v, want %d and %d", svc.Instances, 4*catalog.DefaultWeight, catalog.DefaultWeight)
 	}
 }
 

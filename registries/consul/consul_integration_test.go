@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/internal/testproxy"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
@@ -62,7 +63,7 @@ func TestIntegrationLifecycle(t *testing.T) {
 		t.Errorf("host = %q", s.Host)
 	}
 	in := s.Instances[0]
-	if in.Port != 8080 || in.Protocol != "http" || in.Locality != dc || in.Weight != 0 ||
+	if in.Port != 8080 || in.Protocol != "http" || in.Locality != dc || in.Weight != catalog.DefaultWeight ||
 		!maps.Equal(in.Labels, map[string]string{"version": "v1", "team": "blue"}) {
 		t.Errorf("instance = %+v", in)
 	}
@@ -143,12 +144,13 @@ func TestIntegrationWarningAndWeights(t *testing.T) {
 			return maps.Equal(got, want)
 		}
 	}
-	rec.WaitState(t, wait, "snapshot with weights", weights(map[string]uint32{"10.5.0.1": 10, "10.5.0.2": 1}))
+	// Consul's weights relative to its default 1, scaled to the mesh's default.
+	d := uint32(catalog.DefaultWeight)
+	rec.WaitState(t, wait, "snapshot with weights", weights(map[string]uint32{"10.5.0.1": 10 * d, "10.5.0.2": d}))
 	reg.setCheck(name+"-a", api.HealthWarning)
-	rec.WaitState(t, wait, "warning instance kept with its warning weight", weights(map[string]uint32{"10.5.0.1": 2, "10.5.0.2": 1}))
-	// Left with Consul's default weight only, the service says nothing about weights.
+	rec.WaitState(t, wait, "warning instance kept with its warning weight", weights(map[string]uint32{"10.5.0.1": 2 * d, "10.5.0.2": d}))
 	reg.setCheck(name+"-a", api.HealthCritical)
-	rec.WaitState(t, wait, "critical instance removed", weights(map[string]uint32{"10.5.0.2": 0}))
+	rec.WaitState(t, wait, "critical instance removed", weights(map[string]uint32{"10.5.0.2": d}))
 }
 
 func TestIntegrationMappingAndRejections(t *testing.T) {

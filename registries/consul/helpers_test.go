@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
@@ -25,11 +25,11 @@ func sharedConsul(t testing.TB) string {
 	return env.ConsulAddr
 }
 
-// checkValid fails unless every service passes model.Validate unchanged.
-func checkValid(t testing.TB, svcs ...sdk.Service) {
+// checkValid fails unless every service passes catalog.Validate unchanged.
+func checkValid(t testing.TB, svcs ...catalog.Service) {
 	t.Helper()
 	for _, s := range svcs {
-		valid, rej, ok := model.Validate(s)
+		valid, rej, ok := catalog.Validate(s)
 		if !ok || len(rej) > 0 || !valid.Equal(s) {
 			t.Fatalf("service %s does not validate unchanged: ok=%v rejections=%v", s.Key, ok, rej)
 		}

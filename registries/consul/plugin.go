@@ -16,8 +16,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Version is the plugin's version, reported by Describe. Release builds set it with
@@ -206,7 +206,7 @@ func parseConfig(cfg sdk.Config) (*config, error) {
 	}
 
 	if p := strings.ToLower(o.String(optDefaultProtocol)); p != "" {
-		if !isProtocol(p) {
+		if !catalog.IsProtocol(p) {
 			o.Fail(optDefaultProtocol, fmt.Sprintf("%q is not a protocol name (lower-case letters, digits, '-' and '_')", p))
 		}
 		c.defaultProtocol = p
@@ -214,7 +214,7 @@ func parseConfig(cfg sdk.Config) (*config, error) {
 	for _, pair := range o.List(optServiceProtocols) {
 		name, proto, ok := strings.Cut(pair, "=")
 		name, proto = strings.TrimSpace(name), strings.ToLower(strings.TrimSpace(proto))
-		if !ok || name == "" || !isProtocol(proto) {
+		if !ok || name == "" || !catalog.IsProtocol(proto) {
 			o.Fail(optServiceProtocols, fmt.Sprintf("%q is not service=protocol", pair))
 			continue
 		}
@@ -311,9 +311,6 @@ func parseAddress(address string) (scheme, hostport string, err error) {
 
 // isDatacenterName follows Consul's rule for datacenter names.
 func isDatacenterName(s string) bool { return isToken(s, 64, true) }
-
-// isProtocol accepts what bridge/model accepts as an instance protocol.
-func isProtocol(p string) bool { return regutil.IsProtocol(p) }
 
 // isToken reports whether s is 1 to n letters, digits, '-' and '_' (lower case only unless
 // upper).

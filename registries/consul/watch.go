@@ -16,7 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -68,7 +68,7 @@ type serviceWatch struct {
 	cancel  context.CancelFunc
 	fetched bool // a health result arrived in this generation
 	err     error
-	built   sdk.Service
+	built   catalog.Service
 	ok      bool // built has instances
 }
 
@@ -106,7 +106,7 @@ type watcher struct {
 	dcs       []*dcWatch
 	unread    int // services of this generation not read yet
 	synced    bool
-	emitted   map[string]sdk.Service
+	emitted   map[string]catalog.Service
 	rejected  map[string]map[string]string // key -> item -> reason, as last reported
 	health    struct {
 		reported, ok bool
@@ -124,7 +124,7 @@ func newWatcher(cfg *config, client *api.Client, e sdk.Emitter, stats *watchStat
 		watchSlots:  make(chan struct{}, cfg.maxWatches),
 		fetchSlots:  make(chan struct{}, fetchConcurrency),
 		msgs:        make(chan message),
-		emitted:     map[string]sdk.Service{},
+		emitted:     map[string]catalog.Service{},
 		rejected:    map[string]map[string]string{},
 		filteredLog: map[string]bool{},
 	}
@@ -380,7 +380,7 @@ func (w *watcher) maybeSnapshot() {
 			return
 		}
 	}
-	var services []sdk.Service
+	var services []catalog.Service
 	for _, dc := range w.dcs {
 		for _, s := range dc.services {
 			if s.ok {
@@ -388,7 +388,7 @@ func (w *watcher) maybeSnapshot() {
 			}
 		}
 	}
-	slices.SortFunc(services, func(a, b sdk.Service) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(services, func(a, b catalog.Service) int { return strings.Compare(a.Key, b.Key) })
 	w.e.Snapshot(services)
 	clear(w.emitted)
 	instances := 0
@@ -411,7 +411,7 @@ func (w *watcher) reportHealth() {
 	}
 	switch {
 	case len(problems) > 0:
-		w.setHealth(false, model.Clip(strings.Join(problems, "; "), 1024))
+		w.setHealth(false, catalog.Clip(strings.Join(problems, "; "), 1024))
 	case !w.synced:
 		w.setHealth(false, fmt.Sprintf("listing Consul: %d services not read yet", w.unread))
 	default:

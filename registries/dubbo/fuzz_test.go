@@ -5,8 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // The seed corpus lives in testdata/fuzz/FuzzParseProviderURL.
@@ -30,7 +29,7 @@ func FuzzParseProviderURL(f *testing.F) {
 			}
 			return
 		}
-		if !regutil.IsProtocol(u.Protocol) {
+		if !catalog.IsProtocol(u.Protocol) {
 			t.Fatalf("protocol %q is not a token", u.Protocol)
 		}
 		if ip, err := netip.ParseAddr(u.Address); err != nil || ip.String() != u.Address || ip.Zone() != "" {
@@ -47,7 +46,7 @@ func FuzzParseProviderURL(f *testing.F) {
 			return
 		}
 		// What the plugin emits must pass the host's validation untouched.
-		valid, rej, ok := model.Validate(model.Service{Key: "k", Host: "h", Instances: []model.Instance{inst}})
+		valid, rej, ok := catalog.Validate(catalog.Service{Key: "k", Host: "h", Instances: []catalog.Instance{inst}})
 		if !ok || len(rej) > 0 || len(valid.Instances) != 1 || !valid.Instances[0].Equal(inst) {
 			t.Fatalf("instance %+v does not validate unchanged: %v", inst, rej)
 		}

@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 	"unique"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
@@ -64,7 +64,7 @@ func ParseDecodedURL(raw string) (ProviderURL, error) {
 		return u, fmt.Errorf("not a URL: no \"://\" in %s", regutil.Quote(raw, 48))
 	}
 	scheme = strings.ToLower(scheme)
-	if !regutil.IsProtocol(scheme) {
+	if !catalog.IsProtocol(scheme) {
 		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(scheme, 32))
 	}
 	u.Protocol = Intern(scheme)
@@ -164,7 +164,7 @@ var nonProviderProtocols = map[string]bool{
 
 // ProviderInstance turns a provider URL into an endpoint. skip is non-empty when the URL is
 // legitimately not a provider (a consumer, another category): it is ignored, not rejected.
-func ProviderInstance(u ProviderURL) (inst model.Instance, skip string) {
+func ProviderInstance(u ProviderURL) (inst catalog.Instance, skip string) {
 	switch {
 	case u.Params["side"] == "consumer":
 		return inst, "consumer URL"
@@ -173,7 +173,7 @@ func ProviderInstance(u ProviderURL) (inst model.Instance, skip string) {
 	case nonProviderProtocols[u.Protocol]:
 		return inst, u.Protocol + " URL"
 	}
-	inst = model.Instance{Address: u.Address, Port: u.Port, Protocol: u.Protocol, Labels: ProviderLabels(u.Params)}
+	inst = catalog.Instance{Address: u.Address, Port: u.Port, Protocol: u.Protocol, Labels: ProviderLabels(u.Params)}
 	if w, err := strconv.ParseUint(u.Params["weight"], 10, 32); err == nil {
 		inst.Weight = uint32(w)
 	}
@@ -185,7 +185,7 @@ func ProviderInstance(u ProviderURL) (inst model.Instance, skip string) {
 func ProviderLabels(params map[string]string) map[string]string {
 	var labels map[string]string
 	for k, v := range params {
-		if v == "" || droppedParams[k] || !model.IsLabelKey(k) || !model.IsLabelValue(v) {
+		if v == "" || droppedParams[k] || !catalog.IsLabelKey(k) || !catalog.IsLabelValue(v) {
 			continue
 		}
 		if labels == nil {
@@ -194,12 +194,12 @@ func ProviderLabels(params map[string]string) map[string]string {
 		labels[Intern(k)] = Intern(v)
 	}
 	if len(labels) > maxProviderLabels {
-		labels, _ = model.FilterLabels(labels) // keeps a deterministic subset
+		labels, _ = catalog.FilterLabels(labels) // keeps a deterministic subset
 	}
 	return labels
 }
 
-// maxProviderLabels is model.FilterLabels' bound; past it, FilterLabels picks the subset.
+// maxProviderLabels is catalog.FilterLabels' bound; past it, FilterLabels picks the subset.
 const maxProviderLabels = 64
 
 // Intern returns the canonical copy of a string that is kept for long: label keys and values

@@ -6,14 +6,14 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // providerKey is what a key under the root says.
 type providerKey struct {
 	iface string // the interface, as in the path
-	inst  model.Instance
+	inst  catalog.Instance
 }
 
 // parseKey reads /<root>/<interface>/providers/<URL-encoded provider URL>. Keys of other
@@ -58,7 +58,7 @@ var errNotProvider = errors.New("not a provider")
 
 // providerInstance applies the Dubbo rules every registry plugin shares, so that a provider
 // gets the same labels from etcd as from ZooKeeper and Nacos.
-func providerInstance(u dubbo.ProviderURL) (model.Instance, error) {
+func providerInstance(u dubbo.ProviderURL) (catalog.Instance, error) {
 	inst, skip := dubbo.ProviderInstance(u)
 	if skip != "" {
 		return inst, fmt.Errorf("%w: %s", errNotProvider, skip)

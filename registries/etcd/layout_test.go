@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
@@ -89,22 +89,22 @@ func TestSharedDubboRules(t *testing.T) {
 }
 
 func TestServiceHost(t *testing.T) {
-	inst := func(version string) model.Instance {
-		return model.Instance{Address: "10.0.0.1", Port: 20880, Protocol: "dubbo", Labels: map[string]string{"version": version}}
+	inst := func(version string) catalog.Instance {
+		return catalog.Instance{Address: "10.0.0.1", Port: 20880, Protocol: "dubbo", Labels: map[string]string{"version": version}}
 	}
 	for _, tc := range []struct {
 		template, iface string
-		insts           []model.Instance
+		insts           []catalog.Instance
 		want            string // or the rejection
 	}{
-		{"", "org.apache.dubbo.samples.GreetingService", []model.Instance{inst("1")}, "org.apache.dubbo.samples.greetingservice"},
-		{"", "com.example.Outer$Inner", []model.Instance{inst("1")}, "com.example.outer-inner"},
-		{"", "_private.Svc_", []model.Instance{inst("1")}, "private.svc"},
-		{"{{.Interface}}.dubbo", "a.B", []model.Instance{inst("1")}, "a.b.dubbo"},
-		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []model.Instance{inst("2"), inst("2")}, "a.b.v2"},
-		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []model.Instance{inst("1"), inst("2")}, "a.b"},
-		{"", "a..b", []model.Instance{inst("1")}, "reject: empty DNS label"},
-		{"", strings.Repeat("x", 70), []model.Instance{inst("1")}, "reject: longer than 63"},
+		{"", "org.apache.dubbo.samples.GreetingService", []catalog.Instance{inst("1")}, "org.apache.dubbo.samples.greetingservice"},
+		{"", "com.example.Outer$Inner", []catalog.Instance{inst("1")}, "com.example.outer-inner"},
+		{"", "_private.Svc_", []catalog.Instance{inst("1")}, "private.svc"},
+		{"{{.Interface}}.dubbo", "a.B", []catalog.Instance{inst("1")}, "a.b.dubbo"},
+		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []catalog.Instance{inst("2"), inst("2")}, "a.b.v2"},
+		{"{{.Interface}}{{with .Version}}.v{{.}}{{end}}", "a.B", []catalog.Instance{inst("1"), inst("2")}, "a.b"},
+		{"", "a..b", []catalog.Instance{inst("1")}, "reject: empty DNS label"},
+		{"", strings.Repeat("x", 70), []catalog.Instance{inst("1")}, "reject: longer than 63"},
 	} {
 		opts := map[string]string{}
 		if tc.template != "" {
@@ -115,7 +115,7 @@ func TestServiceHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		rec := sdktest.NewRecorder()
-		w := &watcher{cfg: p.cfg, e: rec, providers: map[string]map[string]model.Instance{tc.iface: {}}}
+		w := &watcher{cfg: p.cfg, e: rec, providers: map[string]map[string]catalog.Instance{tc.iface: {}}}
 		for i, in := range tc.insts {
 			w.providers[tc.iface][fmt.Sprint(i)] = in
 		}

@@ -14,7 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
@@ -39,7 +39,7 @@ type watcher struct {
 	cli *clientv3.Client
 
 	// providers holds the usable providers by interface, then by key.
-	providers map[string]map[string]model.Instance
+	providers map[string]map[string]catalog.Instance
 	// reported holds the service keys last reported with instances.
 	reported map[string]bool
 }
@@ -92,7 +92,7 @@ func (w *watcher) run(ctx context.Context) error {
 func (w *watcher) resync(ctx context.Context) (int64, error) {
 	prefix := w.cfg.prefix()
 	end := clientv3.GetPrefixRangeEnd(prefix)
-	w.providers, w.reported = map[string]map[string]model.Instance{}, map[string]bool{}
+	w.providers, w.reported = map[string]map[string]catalog.Instance{}, map[string]bool{}
 	var rev int64
 	for from := prefix; ; {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(listPage),
@@ -117,7 +117,7 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	var services []sdk.Service
+	var services []catalog.Service
 	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
 		if svc, ok := w.service(iface); ok {
 			services = append(services, svc)
@@ -211,7 +211,7 @@ func (w *watcher) put(key string) string {
 		return ""
 	}
 	if w.providers[p.iface] == nil {
-		w.providers[p.iface] = map[string]model.Instance{}
+		w.providers[p.iface] = map[string]catalog.Instance{}
 	}
 	w.providers[p.iface][key] = p.inst
 	return p.iface
@@ -232,7 +232,7 @@ func (w *watcher) delete(key string) string {
 
 // service builds an interface's service; ok is false when it has no providers or its name
 // makes no host (then it is rejected).
-func (w *watcher) service(iface string) (svc sdk.Service, ok bool) {
+func (w *watcher) service(iface string) (svc catalog.Service, ok bool) {
 	svc.Key = w.cfg.root + ":" + iface
 	provs := w.providers[iface]
 	if len(provs) == 0 {

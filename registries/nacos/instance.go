@@ -10,7 +10,7 @@ import (
 
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
@@ -70,8 +70,8 @@ type converter struct {
 // convert returns the usable instances of a service and the instances it rejects. Disabled,
 // unhealthy, zero-weight and other clusters' instances are left out without a rejection:
 // they are valid, just not to receive traffic (Nacos's own clients skip them too).
-func (c converter) convert(id serviceID, dubbo *dubboName, hosts []nacosmodel.Instance) ([]model.Instance, []rejection) {
-	out := make([]model.Instance, 0, len(hosts))
+func (c converter) convert(id serviceID, dubbo *dubboName, hosts []nacosmodel.Instance) ([]catalog.Instance, []rejection) {
+	out := make([]catalog.Instance, 0, len(hosts))
 	var rejected []rejection
 	for _, h := range hosts {
 		if !c.wanted(h) {
@@ -104,7 +104,7 @@ func (c converter) wanted(h nacosmodel.Instance) bool {
 
 // instance converts one instance. skip is non-empty for an instance that is legitimately not
 // an endpoint (a Dubbo consumer registered among providers).
-func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst model.Instance, skip string, err error) {
+func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst catalog.Instance, skip string, err error) {
 	ip, err := netip.ParseAddr(strings.Trim(h.Ip, "[]"))
 	switch {
 	case err != nil:
@@ -139,10 +139,10 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst model
 		}
 		labels = metadataLabels(md, volatileMetadata)
 	}
-	if !regutil.IsProtocol(protocol) {
+	if !catalog.IsProtocol(protocol) {
 		return inst, "", fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(protocol, 32))
 	}
-	return model.Instance{
+	return catalog.Instance{
 		Address:  ip.Unmap().String(),
 		Port:     uint32(h.Port),
 		Protocol: protocol,
@@ -180,7 +180,7 @@ func metadataLabels(md map[string]string, drop map[string]bool) map[string]strin
 		}
 		labels[k] = v
 	}
-	kept, _ := model.FilterLabels(labels)
+	kept, _ := catalog.FilterLabels(labels)
 	return kept
 }
 

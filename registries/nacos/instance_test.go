@@ -8,8 +8,8 @@ import (
 
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // TestConvertGolden converts realistic instance lists (testdata/convert.json) and compares
@@ -30,9 +30,9 @@ func TestConvertGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	type result struct {
-		Name       string           `json:"name"`
-		Instances  []model.Instance `json:"instances"`
-		Rejections []string         `json:"rejections,omitempty"`
+		Name       string             `json:"name"`
+		Instances  []catalog.Instance `json:"instances"`
+		Rejections []string           `json:"rejections,omitempty"`
 	}
 	var results []result
 	for _, c := range cases {
@@ -47,14 +47,14 @@ func TestConvertGolden(t *testing.T) {
 			dubbo = &d
 		}
 		insts, rejected := conv.convert(serviceID{"public", defaultGroup, c.Service}, dubbo, c.Hosts)
-		svc := model.Service{Instances: insts}
+		svc := catalog.Service{Instances: insts}
 		svc.Normalize()
 		r := result{Name: c.Name, Instances: svc.Instances}
 		for _, rej := range rejected {
 			r.Rejections = append(r.Rejections, rej.item+": "+rej.reason)
 		}
 		// What the converter keeps passes the host's validation unchanged.
-		if valid, rej, ok := model.Validate(model.Service{Key: "k", Host: "h.example", Instances: insts}); !ok || len(rej) > 0 || !valid.Equal(model.Service{Key: "k", Host: "h.example", Instances: svc.Instances}) {
+		if valid, rej, ok := catalog.Validate(catalog.Service{Key: "k", Host: "h.example", Instances: insts}); !ok || len(rej) > 0 || !valid.Equal(catalog.Service{Key: "k", Host: "h.example", Instances: svc.Instances}) {
 			t.Errorf("%s: converted instances do not validate unchanged: %v", c.Name, rej)
 		}
 		results = append(results, r)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
 )
@@ -17,13 +17,13 @@ import (
 // Pushes from the server arrive about once a second; listings every second in these tests.
 const settle = 15 * time.Second
 
-func instanceAt(s model.Service, address string) (model.Instance, bool) {
+func instanceAt(s catalog.Service, address string) (catalog.Instance, bool) {
 	for _, in := range s.Instances {
 		if in.Address == address {
 			return in, true
 		}
 	}
-	return model.Instance{}, false
+	return catalog.Instance{}, false
 }
 
 func TestWatchServer(t *testing.T) {

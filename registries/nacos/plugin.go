@@ -15,9 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Version is the plugin's version, reported by Describe. Release builds set it with
@@ -238,7 +238,7 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 
 	c.defaultProtocol = strings.ToLower(o.String(optDefaultProtocol))
-	if !regutil.IsProtocol(c.defaultProtocol) {
+	if !catalog.IsProtocol(c.defaultProtocol) {
 		o.Fail(optDefaultProtocol, fmt.Sprintf("%q is not a lower-case token such as tcp, http, grpc or dubbo", o.String(optDefaultProtocol)))
 	}
 

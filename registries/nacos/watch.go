@@ -14,7 +14,7 @@ import (
 
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
@@ -58,7 +58,7 @@ type subscription struct {
 	dubbo       *dubboName // set for Dubbo providers
 	gen         uint64     // tells this subscription's pushes from an earlier one's
 	unsubscribe func()
-	instances   []model.Instance
+	instances   []catalog.Instance
 	verifyAt    time.Time     // when to subscribe again to check; zero: never
 	verifyDelay time.Duration // the delay before the last check
 	// missing is set when the service left the listing during the recovery grace; it is
@@ -96,7 +96,7 @@ type watcher struct {
 	subFailed  map[serviceID]int  // failed subscription attempts in a row
 	keys       map[string]map[serviceID]*subscription
 	dirty      map[string]bool
-	emitted    map[string]sdk.Service
+	emitted    map[string]catalog.Service
 	hosts      map[string]string          // host -> key of the emitted service holding it
 	waiting    map[string]map[string]bool // host -> keys refused because it was taken
 	graceKeys  map[string]bool            // keys whose output kept missing instances
@@ -122,7 +122,7 @@ func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 		pending: map[serviceID]push{}, notify: make(chan struct{}, 1),
 		subs: map[serviceID]*subscription{}, skipped: map[serviceID]bool{}, subFailed: map[serviceID]int{},
 		keys: map[string]map[serviceID]*subscription{}, dirty: map[string]bool{},
-		emitted: map[string]sdk.Service{}, hosts: map[string]string{}, waiting: map[string]map[string]bool{},
+		emitted: map[string]catalog.Service{}, hosts: map[string]string{}, waiting: map[string]map[string]bool{},
 		graceKeys: map[string]bool{}, reported: map[string]string{},
 		connected: true,
 	}
@@ -436,7 +436,7 @@ func (w *watcher) applyPushes() {
 
 // snapshot reports every service; the host replaces what it knew with it.
 func (w *watcher) snapshot() {
-	services := make([]sdk.Service, 0, len(w.keys))
+	services := make([]catalog.Service, 0, len(w.keys))
 	instances := 0
 	for _, key := range slices.Sorted(maps.Keys(w.keys)) {
 		if svc, ok := w.build(key); ok {
@@ -494,7 +494,7 @@ func (w *watcher) sync(key string) {
 
 // keepMissing adds to cur the instances of prev that cur lacks (by address, port and
 // protocol); cur's own instances win.
-func keepMissing(prev, cur sdk.Service, curOK bool) sdk.Service {
+func keepMissing(prev, cur catalog.Service, curOK bool) catalog.Service {
 	if !curOK {
 		return prev
 	}
@@ -520,16 +520,16 @@ func keepMissing(prev, cur sdk.Service, curOK bool) sdk.Service {
 
 // build computes a service's state from its subscriptions; ok is false when it has no
 // usable instance or cannot be reported (its host is invalid or taken).
-func (w *watcher) build(key string) (sdk.Service, bool) {
+func (w *watcher) build(key string) (catalog.Service, bool) {
 	subs := w.keys[key]
-	var insts []model.Instance
+	var insts []catalog.Instance
 	var one *subscription
 	for _, s := range subs {
 		insts = append(insts, s.instances...)
 		one = s
 	}
 	if len(insts) == 0 {
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
 	var host string
 	var err error
@@ -540,7 +540,7 @@ func (w *watcher) build(key string) (sdk.Service, bool) {
 	}
 	if err != nil {
 		w.reject(key, err.Error())
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
 	if owner, taken := w.hosts[host]; taken && owner != key {
 		if w.waiting[host] == nil {
@@ -548,14 +548,14 @@ func (w *watcher) build(key string) (sdk.Service, bool) {
 		}
 		w.waiting[host][key] = true
 		w.reject(key, fmt.Sprintf("host %s is already the host of %s; make the host templates tell them apart", host, owner))
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
-	valid, rejections, ok := model.Validate(sdk.Service{Key: key, Host: host, Instances: insts})
+	valid, rejections, ok := catalog.Validate(catalog.Service{Key: key, Host: host, Instances: insts})
 	for _, r := range rejections {
 		w.reject(r.Item, r.Reason)
 	}
 	if !ok || len(valid.Instances) == 0 {
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
 	return valid, true
 }

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -93,7 +93,7 @@ func parse(cfg sdk.Config) (*config, error) {
 	if c.services > 0 && c.instances > maxInstances/c.services {
 		o.Fail(OptInstancesPerService, fmt.Sprintf("%d services × %d instances is more than %d addresses", c.services, c.instances, maxInstances))
 	}
-	if err := model.ValidateHost("svc-00000." + c.domain); err != nil {
+	if err := catalog.ValidateHost("svc-00000." + c.domain); err != nil {
 		o.Fail(OptDomain, fmt.Sprintf("%q does not make valid hosts: %v", c.domain, err))
 	}
 	if err := o.Err(); err != nil {
@@ -253,11 +253,11 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 // state is the registry content the plugin has reported.
 type state struct {
-	services []sdk.Service
+	services []catalog.Service
 }
 
 func (c *config) state() *state {
-	s := &state{services: make([]sdk.Service, c.services)}
+	s := &state{services: make([]catalog.Service, c.services)}
 	for i := range s.services {
 		s.services[i] = c.service(i)
 	}
@@ -267,10 +267,10 @@ func (c *config) state() *state {
 // Key returns the key of the i-th service.
 func Key(i int) string { return fmt.Sprintf("svc-%05d", i) }
 
-func (c *config) service(i int) sdk.Service {
-	svc := sdk.Service{Key: Key(i), Host: Key(i) + "." + c.domain, Labels: map[string]string{"app": Key(i)}}
+func (c *config) service(i int) catalog.Service {
+	svc := catalog.Service{Key: Key(i), Host: Key(i) + "." + c.domain, Labels: map[string]string{"app": Key(i)}}
 	for j := range c.instances {
-		svc.Instances = append(svc.Instances, sdk.Instance{
+		svc.Instances = append(svc.Instances, catalog.Instance{
 			Address: address(i*c.instances + j + 1), Port: 20880, Protocol: "dubbo",
 			Labels: map[string]string{"version": "1.0.0", "rev": "0"},
 		})
@@ -282,13 +282,13 @@ func (c *config) service(i int) sdk.Service {
 }
 
 // addGarbage adds four bad instances and, for two in three garbage services, breaks the host.
-func addGarbage(svc *sdk.Service, g int) {
+func addGarbage(svc *catalog.Service, g int) {
 	good := address(1<<24 - 2)
 	svc.Instances = append(svc.Instances,
-		sdk.Instance{Address: "not-an-ip", Port: 20880, Protocol: "dubbo"},
-		sdk.Instance{Address: good, Port: 0, Protocol: "dubbo"},
-		sdk.Instance{Address: good, Port: 70000, Protocol: "dubbo"},
-		sdk.Instance{Address: good, Port: 20881, Protocol: "dubbo", Labels: map[string]string{"oversized": strings.Repeat("x", 300), "version": "1.0.0"}},
+		catalog.Instance{Address: "not-an-ip", Port: 20880, Protocol: "dubbo"},
+		catalog.Instance{Address: good, Port: 0, Protocol: "dubbo"},
+		catalog.Instance{Address: good, Port: 70000, Protocol: "dubbo"},
+		catalog.Instance{Address: good, Port: 20881, Protocol: "dubbo", Labels: map[string]string{"oversized": strings.Repeat("x", 300), "version": "1.0.0"}},
 	)
 	switch g % 3 {
 	case 1:
@@ -301,14 +301,14 @@ func addGarbage(svc *sdk.Service, g int) {
 // churn makes the k-th change: one instance of one service gets a new revision label (and,
 // when stamp is set, the label LabelChangedAt). The service is copied, since the emitter owns
 // what it was given.
-func (s *state) churn(c *config, k int, stamp string) sdk.Service {
+func (s *state) churn(c *config, k int, stamp string) catalog.Service {
 	i := k % c.services
 	svc := s.services[i]
 	if c.instances == 0 {
 		return svc
 	}
 	j := (k / c.services) % c.instances
-	insts := append([]sdk.Instance(nil), svc.Instances...)
+	insts := append([]catalog.Instance(nil), svc.Instances...)
 	insts[j].Labels = map[string]string{"version": "1.0.0", "rev": strconv.Itoa(k + 1)}
 	if stamp != "" {
 		insts[j].Labels[LabelChangedAt] = stamp
@@ -324,7 +324,7 @@ func address(n int) string {
 
 // State returns the services a plugin configured with options reports once it has made
 // churned changes: what the host should hold when the plugin is done.
-func State(registry string, options map[string]string, churned int) ([]sdk.Service, error) {
+func State(registry string, options map[string]string, churned int) ([]catalog.Service, error) {
 	c, err := parse(sdk.Config{Registry: registry, Options: options})
 	if err != nil {
 		return nil, err

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
@@ -116,7 +116,7 @@ func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-done
-	var changes []sdk.Service
+	var changes []catalog.Service
 	for _, ev := range rec.Events(0) {
 		if ev.Kind == sdktest.Upsert {
 			changes = append(changes, ev.Service)
@@ -131,7 +131,7 @@ func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 		if err != nil || time.Unix(0, ns).Before(before) || time.Unix(0, ns).After(time.Now()) {
 			t.Errorf("change %d: stamp %q, want a time after the start file appeared", k, in.Labels[LabelChangedAt])
 		}
-		if _, dropped := model.FilterLabels(in.Labels); len(dropped) > 0 {
+		if _, dropped := catalog.FilterLabels(in.Labels); len(dropped) > 0 {
 			t.Errorf("stamped labels dropped by the host's validation: %v", dropped)
 		}
 	}

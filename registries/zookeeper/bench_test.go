@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
@@ -36,15 +37,15 @@ func BenchmarkParseInstanceJSON(b *testing.B) {
 // countingEmitter signals snapshots and keeps nothing, so memory measurements see only what
 // the plugin itself holds.
 type countingEmitter struct {
-	snapshots chan []sdk.Service
+	snapshots chan []catalog.Service
 	upserts   atomic.Int64
 }
 
-func (c *countingEmitter) Snapshot(s []sdk.Service) { c.snapshots <- s }
-func (c *countingEmitter) Upsert(sdk.Service)       { c.upserts.Add(1) }
-func (c *countingEmitter) Delete(string)            {}
-func (c *countingEmitter) Health(bool, string)      {}
-func (c *countingEmitter) Reject(string, string)    {}
+func (c *countingEmitter) Snapshot(s []catalog.Service) { c.snapshots <- s }
+func (c *countingEmitter) Upsert(catalog.Service)       { c.upserts.Add(1) }
+func (c *countingEmitter) Delete(string)                {}
+func (c *countingEmitter) Health(bool, string)          {}
+func (c *countingEmitter) Reject(string, string)        {}
 
 // BenchmarkInitialListing measures connecting and listing N interfaces with 10 providers each
 // (N from MELTEMI_BENCH_ZK_INTERFACES, default 1000) until the snapshot is emitted.
@@ -66,13 +67,13 @@ func BenchmarkInitialListing(b *testing.B) {
 		if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
 			b.Fatal(err)
 		}
-		e := &countingEmitter{snapshots: make(chan []sdk.Service, 1)}
+		e := &countingEmitter{snapshots: make(chan []catalog.Service, 1)}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		b.StartTimer()
 
 		go func() { done <- p.Watch(ctx, e) }()
-		var snap []sdk.Service
+		var snap []catalog.Service
 		select {
 		case snap = <-e.snapshots:
 		case <-time.After(10 * time.Minute):
@@ -133,7 +134,7 @@ func BenchmarkResync(b *testing.B) {
 	if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
 		b.Fatal(err)
 	}
-	e := &countingEmitter{snapshots: make(chan []sdk.Service, 1)}
+	e := &countingEmitter{snapshots: make(chan []catalog.Service, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Watch(ctx, e) }()

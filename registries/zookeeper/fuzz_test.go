@@ -4,8 +4,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // The seed corpora live in testdata/fuzz/<FuzzName>; the f.Add seeds below cover the shapes
@@ -44,7 +43,7 @@ func FuzzParseInstanceJSON(f *testing.F) {
 				}
 			}
 		}
-		valid, rej, ok := model.Validate(model.Service{Key: "k", Host: "h", Instances: insts})
+		valid, rej, ok := catalog.Validate(catalog.Service{Key: "k", Host: "h", Instances: insts})
 		if !ok || len(rej) > 0 || len(valid.Instances) != len(insts) {
 			t.Fatalf("instances %+v do not validate: %v", insts, rej)
 		}
@@ -70,7 +69,7 @@ func FuzzParseMetadataJSON(f *testing.F) {
 			return
 		}
 		for i, s := range services {
-			if s.Interface == "" || !utf8.ValidString(s.Interface) || !regutil.IsProtocol(s.Protocol) {
+			if s.Interface == "" || !utf8.ValidString(s.Interface) || !catalog.IsProtocol(s.Protocol) {
 				t.Fatalf("service %+v accepted", s)
 			}
 			if i > 0 && services[i-1].Interface > s.Interface {

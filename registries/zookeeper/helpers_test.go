@@ -14,8 +14,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
@@ -32,11 +31,11 @@ func zkAddr(t testing.TB) string {
 	return addr
 }
 
-// checkValid fails unless every service passes model.Validate unchanged.
-func checkValid(t testing.TB, svcs ...sdk.Service) {
+// checkValid fails unless every service passes catalog.Validate unchanged.
+func checkValid(t testing.TB, svcs ...catalog.Service) {
 	t.Helper()
 	for _, s := range svcs {
-		valid, rej, ok := model.Validate(s)
+		valid, rej, ok := catalog.Validate(s)
 		if !ok || len(rej) > 0 || !valid.Equal(s) {
 			t.Fatalf("service %s does not validate unchanged: ok=%v rejections=%v", s.Key, ok, rej)
 		}
@@ -106,7 +105,7 @@ func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {
 	w.ensure(w.abs(parent))
 	p := parent + "/" + name
 	if _, err := w.conn.Create(w.abs(p), data, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil {
-		w.t.Fatalf("create %s: %v", model.Clip(p, 120), err)
+		w.t.Fatalf("create %s: %v", catalog.Clip(p, 120), err)
 	}
 	return p
 }
@@ -114,7 +113,7 @@ func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {
 func (w *dubboWriter) delete(p string) {
 	w.t.Helper()
 	if err := w.conn.Delete(w.abs(p), -1); err != nil {
-		w.t.Fatalf("delete %s: %v", model.Clip(p, 120), err)
+		w.t.Fatalf("delete %s: %v", catalog.Clip(p, 120), err)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -151,7 +151,7 @@ func parseEndpoints(text string) ([]Endpoint, error) {
 		if proto = strings.ToLower(proto); proto == "" {
 			proto = "dubbo"
 		}
-		if !regutil.IsProtocol(proto) {
+		if !catalog.IsProtocol(proto) {
 			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, regutil.Quote(proto, 32))
 		}
 		eps = append(eps, Endpoint{Protocol: proto, Port: port})
@@ -207,19 +207,19 @@ func jsonError(err error) string {
 		}
 		return fmt.Sprintf("wrong JSON type (%s)", te.Value)
 	}
-	return model.Clip(err.Error(), 120)
+	return catalog.Clip(err.Error(), 120)
 }
 
 // appInstances turns a parsed application instance into endpoints, one per protocol and port.
-func appInstances(app string, ai AppInstance) []model.Instance {
+func appInstances(app string, ai AppInstance) []catalog.Instance {
 	labels := map[string]string{"application": dubbo.Intern(app)}
 	if ai.Revision != "" {
 		labels["revision"] = dubbo.Intern(ai.Revision)
 	}
-	labels, _ = model.FilterLabels(labels)
-	out := make([]model.Instance, 0, len(ai.Endpoints))
+	labels, _ = catalog.FilterLabels(labels)
+	out := make([]catalog.Instance, 0, len(ai.Endpoints))
 	for _, ep := range ai.Endpoints {
-		out = append(out, model.Instance{Address: ai.Address, Port: ep.Port, Protocol: ep.Protocol, Labels: maps.Clone(labels)})
+		out = append(out, catalog.Instance{Address: ai.Address, Port: ep.Port, Protocol: ep.Protocol, Labels: maps.Clone(labels)})
 	}
 	return out
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
@@ -141,12 +141,12 @@ func TestAppInstancesLabels(t *testing.T) {
 }
 
 // mustValidate fails unless the instance passes the host's validation unchanged.
-func mustValidate(t testing.TB, insts ...model.Instance) {
+func mustValidate(t testing.TB, insts ...catalog.Instance) {
 	t.Helper()
-	svc := model.Service{Key: "k", Host: "h.example", Instances: insts}
-	valid, rej, ok := model.Validate(svc)
+	svc := catalog.Service{Key: "k", Host: "h.example", Instances: insts}
+	valid, rej, ok := catalog.Validate(svc)
 	if !ok || len(rej) > 0 {
-		t.Fatalf("model.Validate rejected %+v: %v", insts, rej)
+		t.Fatalf("catalog.Validate rejected %+v: %v", insts, rej)
 	}
 	for i := range valid.Instances {
 		found := false

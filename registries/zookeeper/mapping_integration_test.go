@@ -10,12 +10,13 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/internal/testproxy"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 // endpointsOf renders a service's endpoints as sorted "ip:port/protocol v=version" strings.
-func endpointsOf(svc sdk.Service) []string {
+func endpointsOf(svc catalog.Service) []string {
 	var out []string
 	for _, in := range svc.Instances {
 		out = append(out, fmt.Sprintf("%s:%d/%s v=%s", in.Address, in.Port, in.Protocol, in.Labels["version"]))
@@ -62,7 +63,7 @@ func TestIntegrationInterfaceMapping(t *testing.T) {
 	p := New().(*Plugin)
 	rec := sdktest.Run(t, p, sdk.Config{Registry: "test", Address: addr + chroot, Options: map[string]string{"mode": "both"}})
 	found := rec.WaitFor(t, 0, wait, "snapshot", sdktest.IsSnapshot)
-	snap := map[string]sdk.Service{}
+	snap := map[string]catalog.Service{}
 	for _, s := range found.Services {
 		snap[s.Key] = s
 	}
@@ -224,7 +225,7 @@ func TestIntegrationResyncRepairsDrift(t *testing.T) {
 		svc.Instances = svc.Instances[:1]
 		wt.emitted["dubbo:"+demoIface] = svc
 		delete(wt.emitted, "app:demo-provider")
-		wt.emitted["dubbo:com.example.Gone"] = sdk.Service{Key: "dubbo:com.example.Gone", Host: "gone", Instances: svc.Instances}
+		wt.emitted["dubbo:com.example.Gone"] = catalog.Service{Key: "dubbo:com.example.Gone", Host: "gone", Instances: svc.Instances}
 	})
 	rec.WaitFor(t, m, wait, "missing endpoint restored", sdktest.IsUpsert("dubbo:"+demoIface, 2))
 	rec.WaitFor(t, m, wait, "missing service restored", sdktest.IsUpsert("app:demo-provider", 2))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -85,7 +86,7 @@ func ParseMetadataJSON(data []byte) ([]ServiceMetadata, error) {
 		switch {
 		case strings.TrimSpace(m.Interface) == "" || !utf8.ValidString(m.Interface):
 			return nil, fmt.Errorf("%s has no interface name", what)
-		case !regutil.IsProtocol(m.Protocol):
+		case !catalog.IsProtocol(m.Protocol):
 			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, regutil.Quote(m.Protocol, 32))
 		}
 		out = append(out, m)

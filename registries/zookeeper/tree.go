@@ -8,8 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -73,7 +72,7 @@ type labelSet struct {
 
 // provider is a parsed provider node. A child's name never changes, so it is parsed once.
 type provider struct {
-	inst     model.Instance
+	inst     catalog.Instance
 	ok       bool
 	labelKey string
 }
@@ -87,7 +86,7 @@ type appState struct {
 type appInstance struct {
 	node      *node
 	revision  string
-	endpoints []model.Instance
+	endpoints []catalog.Instance
 }
 
 // mappedState is an interface that /<root>/mapping maps to applications: a service whose
@@ -342,7 +341,7 @@ func (t *tree) applyProviders(is *ifaceState, children []string, parsed map[stri
 		case pc.reject != "":
 			w.reject(is.node.path+"/"+c, pc.reject)
 		case pc.skip != "":
-			w.log.Debug("ignoring provider node", "path", model.Clip(is.node.path+"/"+c, 256), "why", pc.skip)
+			w.log.Debug("ignoring provider node", "path", catalog.Clip(is.node.path+"/"+c, 256), "why", pc.skip)
 		}
 		p := pc.provider
 		if p.ok {
@@ -620,8 +619,8 @@ func (t *tree) setMappedApps(ms *mappedState, apps []string) {
 // mappedInstances returns the endpoints of a mapped interface: those of its applications'
 // instances whose revision serves it. An instance whose revision's metadata is missing or
 // invalid contributes all its endpoints, since nothing says which of them serve the interface.
-func (t *tree) mappedInstances(ms *mappedState) []model.Instance {
-	var insts []model.Instance
+func (t *tree) mappedInstances(ms *mappedState) []catalog.Instance {
+	var insts []catalog.Instance
 	for _, app := range ms.apps {
 		as := t.apps[app]
 		if as == nil {
@@ -652,7 +651,7 @@ func (t *tree) mappedInstances(ms *mappedState) []model.Instance {
 							merged[k] = dubbo.Intern(v)
 						}
 					}
-					ep.Labels, _ = model.FilterLabels(merged)
+					ep.Labels, _ = catalog.FilterLabels(merged)
 				}
 				insts = append(insts, ep)
 			}
@@ -664,13 +663,13 @@ func (t *tree) mappedInstances(ms *mappedState) []model.Instance {
 // service builds the current state of a service. reason is non-empty when the service
 // exists but cannot be reported (its host is invalid); a service without usable endpoints
 // comes back with no instances.
-func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service, reason string) {
+func (t *tree) service(key string, host *regutil.HostTemplate) (svc catalog.Service, reason string) {
 	var (
-		insts []model.Instance
+		insts []catalog.Instance
 		vars  dubbo.HostVars
 	)
 	if is := t.ifaces[key]; is != nil {
-		insts = make([]model.Instance, 0, len(is.providers))
+		insts = make([]catalog.Instance, 0, len(is.providers))
 		for _, p := range is.providers {
 			if p.ok {
 				insts = append(insts, p.inst)
@@ -681,7 +680,7 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 		if is := t.ifaces[ms.root+":"+ms.iface]; is != nil && is.hasProviders() {
 			// Registered at interface level too (Dubbo 3 registers both ways by default):
 			// those registrations serve the interface, without doubling its endpoints.
-			return sdk.Service{Key: key}, ""
+			return catalog.Service{Key: key}, ""
 		}
 		insts = t.mappedInstances(ms)
 		vars = dubbo.InterfaceVars(ms.iface, insts)
@@ -691,19 +690,19 @@ func (t *tree) service(key string, host *regutil.HostTemplate) (svc sdk.Service,
 		}
 		vars = dubbo.HostVars{
 			Application: as.name,
-			Protocol:    dubbo.Shared(insts, func(i model.Instance) string { return i.Protocol }),
+			Protocol:    dubbo.Shared(insts, func(i catalog.Instance) string { return i.Protocol }),
 		}
 	}
 	if len(insts) == 0 {
-		return sdk.Service{Key: key}, ""
+		return catalog.Service{Key: key}, ""
 	}
 	h, err := host.Render(vars)
 	if err != nil {
-		return sdk.Service{}, err.Error()
+		return catalog.Service{}, err.Error()
 	}
-	// The parsers emit only endpoints that pass model.Validate (the table and fuzz tests check
+	// The parsers emit only endpoints that pass catalog.Validate (the table and fuzz tests check
 	// it), and the host validates again; here they only get their canonical order.
-	svc = sdk.Service{Key: key, Host: h, Instances: insts}
+	svc = catalog.Service{Key: key, Host: h, Instances: insts}
 	svc.Normalize()
 	return svc, ""
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
@@ -99,7 +99,7 @@ type watcher struct {
 	dirty   map[string]*node // nodes to read again
 	pending map[string]*node // nodes whose last read failed
 	readErr map[string]string
-	emitted map[string]sdk.Service
+	emitted map[string]catalog.Service
 	badHost map[string]string // service key -> reason its host was rejected
 	rejects [][2]string       // rejections to report after the current refresh
 
@@ -123,7 +123,7 @@ func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 		dirty:    map[string]*node{},
 		pending:  map[string]*node{},
 		readErr:  map[string]string{},
-		emitted:  map[string]sdk.Service{},
+		emitted:  map[string]catalog.Service{},
 		badHost:  map[string]string{},
 		reported: map[[2]string]bool{},
 		events:   eventQueue{notify: make(chan struct{}, 1)},
@@ -360,9 +360,9 @@ func (w *watcher) fullSync(ctx context.Context) {
 		}
 		return
 	}
-	services := make([]sdk.Service, 0, len(w.t.ifaces)+len(w.t.apps))
+	services := make([]catalog.Service, 0, len(w.t.ifaces)+len(w.t.apps))
 	previous := w.emitted
-	w.emitted = make(map[string]sdk.Service, len(previous))
+	w.emitted = make(map[string]catalog.Service, len(previous))
 	unsure := w.unsure()
 	instances := 0
 	for _, key := range w.allKeys(previous) {
@@ -451,7 +451,7 @@ func (w *watcher) resync(ctx context.Context) {
 }
 
 // allKeys returns the keys the tree knows and those in sent, sorted and unique.
-func (w *watcher) allKeys(sent map[string]sdk.Service) []string {
+func (w *watcher) allKeys(sent map[string]catalog.Service) []string {
 	keys := w.t.keys()
 	known := len(keys)
 	for k := range sent {
@@ -777,24 +777,24 @@ func isConnErr(err error) bool {
 }
 
 // build computes a service's current state; ok is false when it has no usable endpoint.
-func (w *watcher) build(key string) (sdk.Service, bool) {
+func (w *watcher) build(key string) (catalog.Service, bool) {
 	svc, reason := w.t.service(key, w.cfg.host)
 	if reason != "" {
 		if w.badHost[key] != reason {
 			w.badHost[key] = reason
 			w.reject(key, reason)
 		}
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
 	delete(w.badHost, key)
 	if len(svc.Instances) == 0 {
-		return sdk.Service{}, false
+		return catalog.Service{}, false
 	}
 	return svc, true
 }
 
 func (w *watcher) reject(item, reason string) {
-	w.rejects = append(w.rejects, [2]string{model.Clip(item, 256), model.Clip(reason, 512)})
+	w.rejects = append(w.rejects, [2]string{catalog.Clip(item, 256), catalog.Clip(reason, 512)})
 }
 
 func (w *watcher) flushRejects() {

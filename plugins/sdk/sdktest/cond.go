@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meltemi-mesh/meltemi/plugins/sdk"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Conditions for Recorder.WaitState. Combine them in a closure:
@@ -16,7 +16,7 @@ import (
 //	})
 
 // Endpoints lists a service's instances as ip:port, in the order the plugin sent them.
-func Endpoints(svc sdk.Service) []string {
+func Endpoints(svc catalog.Service) []string {
 	out := make([]string, len(svc.Instances))
 	for i, in := range svc.Instances {
 		out[i] = net.JoinHostPort(in.Address, strconv.FormatUint(uint64(in.Port), 10))

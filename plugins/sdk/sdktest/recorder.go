@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -45,9 +46,9 @@ type Event struct {
 	// ones after it, with no race against events that came meanwhile.
 	Seq int
 	// Services is a Snapshot's services.
-	Services []sdk.Service
+	Services []catalog.Service
 	// Service is an Upsert's service.
-	Service sdk.Service
+	Service catalog.Service
 	// Key is the service key of an Upsert or Delete, or the item of a Reject.
 	Key string
 	// Connected is a Health report's state.
@@ -76,7 +77,7 @@ func (ev Event) String() string {
 // State is what the host would know after the events so far.
 type State struct {
 	// Services by key: the last snapshot with the upserts and deletes since applied.
-	Services map[string]sdk.Service
+	Services map[string]catalog.Service
 	// Synced is set by the first Snapshot; before it, Services says nothing.
 	Synced bool
 	// Connected and HealthMessage are from the last Health report.
@@ -102,7 +103,7 @@ type Recorder struct {
 // NewRecorder returns an empty Recorder, for tests that call Watch themselves.
 func NewRecorder() *Recorder {
 	return &Recorder{
-		state:   State{Services: map[string]sdk.Service{}, Rejected: map[string]string{}},
+		state:   State{Services: map[string]catalog.Service{}, Rejected: map[string]string{}},
 		changed: make(chan struct{}),
 	}
 }
@@ -145,12 +146,14 @@ func (r *Recorder) notifyLocked() {
 }
 
 // Snapshot implements sdk.Emitter.
-func (r *Recorder) Snapshot(services []sdk.Service) {
+func (r *Recorder) Snapshot(services []catalog.Service) {
 	r.add(Event{Kind: Snapshot, Services: services})
 }
 
 // Upsert implements sdk.Emitter.
-func (r *Recorder) Upsert(svc sdk.Service) { r.add(Event{Kind: Upsert, Service: svc, Key: svc.Key}) }
+func (r *Recorder) Upsert(svc catalog.Service) {
+	r.add(Event{Kind: Upsert, Service: svc, Key: svc.Key})
+}
 
 // Delete implements sdk.Emitter.
 func (r *Recorder) Delete(key string) { r.add(Event{Kind: Delete, Key: key}) }
@@ -192,7 +195,7 @@ func (r *Recorder) Count(mark int, kind Kind) int {
 }
 
 // Service returns a service's current state.
-func (r *Recorder) Service(key string) (sdk.Service, bool) {
+func (r *Recorder) Service(key string) (catalog.Service, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	svc, ok := r.state.Services[key]

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -84,13 +85,13 @@ func untilCancelled(emit func(e sdk.Emitter)) func(context.Context, sdk.Emitter)
 	}
 }
 
-func svc(key string, eps ...string) sdk.Service {
-	s := sdk.Service{Key: key, Host: key + ".example"}
+func svc(key string, eps ...string) catalog.Service {
+	s := catalog.Service{Key: key, Host: key + ".example"}
 	for _, ep := range eps {
 		ip, port, _ := strings.Cut(ep, ":")
 		var p uint32
 		fmt.Sscan(port, &p)
-		s.Instances = append(s.Instances, sdk.Instance{Address: ip, Port: p})
+		s.Instances = append(s.Instances, catalog.Instance{Address: ip, Port: p})
 	}
 	return s
 }
@@ -101,7 +102,7 @@ func TestRecorderKeepsStateAndEvents(t *testing.T) {
 		t.Fatalf("fresh state %+v: synced or absent before any snapshot", s)
 	}
 	r.Health(true, "")
-	r.Snapshot([]sdk.Service{svc("a", "10.0.0.1:80"), svc("b", "10.0.0.2:81")})
+	r.Snapshot([]catalog.Service{svc("a", "10.0.0.1:80"), svc("b", "10.0.0.2:81")})
 	m := r.Mark()
 	r.Upsert(svc("a", "10.0.0.1:80", "10.0.0.3:80"))
 	r.Delete("b")
@@ -154,7 +155,7 @@ func TestRecorderKeepsStateAndEvents(t *testing.T) {
 		t.Errorf("dump shows events before the mark:\n%s", dump)
 	}
 	// A new snapshot replaces everything.
-	r.Snapshot([]sdk.Service{svc("c", "10.0.0.9:1")})
+	r.Snapshot([]catalog.Service{svc("c", "10.0.0.9:1")})
 	if s := r.State(); len(s.Services) != 1 || !Absent("a")(&s) {
 		t.Errorf("after a second snapshot: %v", s.Services)
 	}
@@ -198,7 +199,7 @@ func TestWaitFailsWithTheEvents(t *testing.T) {
 func TestRunConfiguresWatchesAndStops(t *testing.T) {
 	var cancelled bool
 	p := &fakePlugin{watch: func(ctx context.Context, e sdk.Emitter) error {
-		e.Snapshot([]sdk.Service{svc("a", "10.0.0.1:80")})
+		e.Snapshot([]catalog.Service{svc("a", "10.0.0.1:80")})
 		<-ctx.Done()
 		cancelled = true
 		return ctx.Err() // like context.Canceled: a clean end
@@ -269,7 +270,7 @@ func TestRunReportsBadPlugins(t *testing.T) {
 func TestEventPredicatesAndSeq(t *testing.T) {
 	r := NewRecorder()
 	r.Health(false, "connecting")
-	r.Snapshot([]sdk.Service{svc("a", "10.0.0.1:80")})
+	r.Snapshot([]catalog.Service{svc("a", "10.0.0.1:80")})
 	r.Health(true, "")
 	r.Upsert(svc("a", "10.0.0.1:80", "10.0.0.2:80"))
 	r.Reject("/dubbo/com.example.Bad/providers/not-a-url", "not a URL")

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/meltemi-mesh/meltemi/bridge/model"
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // MaxTemplateOutput bounds a rendered host before sanitising; a DNS name is at most 253.
@@ -84,7 +84,7 @@ func SanitizeHost(s string) (string, error) {
 		labels[i] = l
 	}
 	host := strings.Join(labels, ".")
-	if err := model.ValidateHost(host); err != nil {
+	if err := catalog.ValidateHost(host); err != nil {
 		return "", fmt.Errorf("host %s: %v", Quote(host, 80), err)
 	}
 	return host, nil

@@ -51,14 +51,6 @@ func TestHostTemplate(t *testing.T) {
 	}
 }
 
-func TestIsProtocol(t *testing.T) {
-	for p, want := range map[string]bool{"dubbo": true, "tri": true, "grpc_web-2": true, "": false, "Dubbo": false, "a b": false, "ü": false, strings.Repeat("a", 33): false} {
-		if got := IsProtocol(p); got != want {
-			t.Errorf("IsProtocol(%q) = %v, want %v", p, got, want)
-		}
-	}
-}
-
 func TestSleep(t *testing.T) {
 	if !Sleep(context.Background(), time.Millisecond) {
 		t.Error("Sleep with a live context reported cancellation")

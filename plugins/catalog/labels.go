@@ -1,6 +1,7 @@
-package model
+package catalog
 
 import (
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -9,7 +10,7 @@ import (
 // of every upsert passes here, and apimachinery's regexp-based validators cost more than the
 // rest of the host's receive path together. These accept exactly what apimachinery's
 // IsQualifiedName, IsValidLabelValue and IsDNS1123Subdomain accept (labels_test.go compares
-// them, also by fuzzing); apimachinery is only asked for its wording when something is wrong.
+// them, also by fuzzing), without linking apimachinery into plugin binaries.
 
 // labelValueMaxLength is Kubernetes' limit for a label value and a key's name part.
 const labelValueMaxLength = 63
@@ -80,4 +81,42 @@ func Clip(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// keyProblem says why k is not a label key (IsLabelKey is false).
+func keyProblem(k string) string {
+	prefix, name, found := strings.Cut(k, "/")
+	switch {
+	case !found:
+		return "name part " + nameProblem(k)
+	case strings.Contains(name, "/"):
+		return "a key holds at most one '/', between an optional DNS prefix and the name"
+	case !isDNSSubdomain(prefix):
+		return "prefix part " + subdomainProblem(prefix)
+	}
+	return "name part " + nameProblem(name)
+}
+
+// nameProblem says why s is not a label name (a label value or a key's name part).
+func nameProblem(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case len(s) > labelValueMaxLength:
+		return fmt.Sprintf("must be no more than %d bytes", labelValueMaxLength)
+	}
+	return "must consist of letters, digits, '-', '_' or '.', and start and end with a letter or digit"
+}
+
+// subdomainProblem says why s is not a lower-case DNS subdomain.
+func subdomainProblem(s string) string {
+	if len(s) > maxHostLength {
+		return fmt.Sprintf("must be no more than %d characters", maxHostLength)
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" {
+			return "must not have an empty part between dots"
+		}
+	}
+	return "must be dot-separated parts of lower-case letters, digits and '-', each starting and ending with a letter or digit"
 }

@@ -1,6 +1,8 @@
-// Package model holds Meltemi's view of registry services: what plugins report, validated, and
-// indexed by the mesh host they become. It has no I/O.
-package model
+// Package catalog is what a registry plugin reports and the host accepts: services, their
+// instances, and the rules (validation, label syntax, weights) that decide what may reach the
+// mesh. It is the plugin contract's data, below the SDK, the wire protocol and the host, and
+// imports nothing of Kubernetes: plugin binaries stay small.
+package catalog
 
 import (
 	"maps"

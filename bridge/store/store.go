@@ -1,10 +1,14 @@
-package model
+// Package store holds the host's view of registry services: the last state every registry's
+// plugin reported, validated, and indexed by the mesh host it becomes. It has no I/O.
+package store
 
 import (
 	"cmp"
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
 // Store holds the last known services of every registry, indexed by host. A registry that
@@ -12,29 +16,29 @@ import (
 // Every mutation returns the hosts whose content really changed, so callers write only those.
 type Store struct {
 	mu         sync.RWMutex
-	registries map[string]map[string]Service // registry -> key -> service
-	hosts      map[string]map[ref]struct{}   // host -> services that claim it
+	registries map[string]map[string]catalog.Service // registry -> key -> service
+	hosts      map[string]map[ref]struct{}           // host -> services that claim it
 }
 
 type ref struct{ registry, key string }
 
-// NewStore returns an empty store.
-func NewStore() *Store {
-	return &Store{registries: map[string]map[string]Service{}, hosts: map[string]map[ref]struct{}{}}
+// New returns an empty store.
+func New() *Store {
+	return &Store{registries: map[string]map[string]catalog.Service{}, hosts: map[string]map[ref]struct{}{}}
 }
 
 // Upsert replaces one service. It returns the hosts that changed: none for an identical
 // upsert, two when a service moved from one host to another.
-func (s *Store) Upsert(svc Service) []string {
+func (s *Store) Upsert(svc catalog.Service) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.upsertLocked(svc)
 }
 
-func (s *Store) upsertLocked(svc Service) []string {
+func (s *Store) upsertLocked(svc catalog.Service) []string {
 	byKey := s.registries[svc.Registry]
 	if byKey == nil {
-		byKey = map[string]Service{}
+		byKey = map[string]catalog.Service{}
 		s.registries[svc.Registry] = byKey
 	}
 	old, existed := byKey[svc.Key]
@@ -73,7 +77,7 @@ func (s *Store) deleteLocked(registry, key string) []string {
 // deleted, except the keys in keep, which keep their previous state (a service that was sent
 // but could not be used must not lose what was known of it). Only hosts whose content
 // changed are returned, so a plugin restart that reports the same state changes nothing.
-func (s *Store) Replace(registry string, services []Service, keep []string) []string {
+func (s *Store) Replace(registry string, services []catalog.Service, keep []string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed := map[string]struct{}{}
@@ -105,7 +109,7 @@ func (s *Store) RemoveRegistry(registry string) []string {
 }
 
 // Get returns one service.
-func (s *Store) Get(registry, key string) (Service, bool) {
+func (s *Store) Get(registry, key string) (catalog.Service, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	svc, ok := s.registries[registry][key]
@@ -120,15 +124,15 @@ func (s *Store) Keys(registry string) []string {
 }
 
 // ForHost returns every service that claims host, ordered by registry and key.
-func (s *Store) ForHost(host string) []Service {
+func (s *Store) ForHost(host string) []catalog.Service {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	refs := s.hosts[host]
-	out := make([]Service, 0, len(refs))
+	out := make([]catalog.Service, 0, len(refs))
 	for r := range refs {
 		out = append(out, s.registries[r.registry][r.key])
 	}
-	slices.SortFunc(out, func(a, b Service) int {
+	slices.SortFunc(out, func(a, b catalog.Service) int {
 		return cmp.Or(cmp.Compare(a.Registry, b.Registry), cmp.Compare(a.Key, b.Key))
 	})
 	return out

@@ -1,12 +1,11 @@
-package model
+package catalog
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Rejection says why one item a registry reported was not used.
@@ -82,15 +81,15 @@ func validate(s Service, reportLabels bool) (valid Service, rejections []Rejecti
 	return valid, rejections, true
 }
 
-// labelProblem says in Kubernetes' words why k=v cannot be a label; a valid one was dropped
-// for the bound on their number.
+// labelProblem says why k=v cannot be a label; a valid one was dropped for the bound on their
+// number.
 func labelProblem(k, v string) string {
 	var reasons []string
 	if !IsLabelKey(k) {
-		reasons = append(reasons, "key: "+strings.Join(validation.IsQualifiedName(k), "; "))
+		reasons = append(reasons, "key: "+keyProblem(k))
 	}
 	if !IsLabelValue(v) {
-		reasons = append(reasons, fmt.Sprintf("value of %d bytes: %s", len(v), strings.Join(validation.IsValidLabelValue(v), "; ")))
+		reasons = append(reasons, fmt.Sprintf("value of %d bytes: %s", len(v), nameProblem(v)))
 	}
 	if len(reasons) == 0 {
 		return fmt.Sprintf("more than %d labels", maxLabels)
@@ -109,8 +108,7 @@ func ValidateHost(host string) error {
 	if isDNSSubdomain(host) {
 		return nil
 	}
-	// Only the wording comes from Kubernetes; the decision is isDNSSubdomain's (the same).
-	return fmt.Errorf("not a DNS name: %s", strings.Join(validation.IsDNS1123Subdomain(host), "; "))
+	return fmt.Errorf("not a DNS name: %s", subdomainProblem(host))
 }
 
 func validateInstance(in Instance) error {
@@ -127,7 +125,7 @@ func validateInstance(in Instance) error {
 	if in.Port == 0 || in.Port > 65535 {
 		return fmt.Errorf("port %d out of range 1-65535", in.Port)
 	}
-	if in.Protocol != "" && !isProtocolToken(in.Protocol) {
+	if in.Protocol != "" && !IsProtocol(in.Protocol) {
 		return fmt.Errorf("protocol %q is not a lower-case token", Clip(in.Protocol, 32))
 	}
 	if len(in.Locality) > maxLocalityLen {
@@ -139,8 +137,10 @@ func validateInstance(in Instance) error {
 	return nil
 }
 
-func isProtocolToken(p string) bool {
-	if len(p) > 32 {
+// IsProtocol reports whether p can be an instance's protocol: 1 to 32 lower-case letters,
+// digits, '-' and '_'.
+func IsProtocol(p string) bool {
+	if p == "" || len(p) > 32 {
 		return false
 	}
 	for _, r := range p {
@@ -172,7 +172,7 @@ func FilterLabels(in map[string]string) (kept map[string]string, dropped []strin
 	}
 	if len(kept) > maxLabels {
 		// Keep a deterministic subset so output does not flap between runs.
-		keys := sortedKeys(kept)
+		keys := slices.Sorted(maps.Keys(kept))
 		for _, k := range keys[maxLabels:] {
 			delete(kept, k)
 			dropped = append(dropped, k)

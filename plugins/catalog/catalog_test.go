@@ -1,4 +1,4 @@
-package model
+package catalog
 
 import (
 	"fmt"
@@ -98,7 +98,6 @@ func TestValidateAllRejectsDroppedLabels(t *testing.T) {
 	if !ok || len(valid.Labels) != 1 || len(valid.Instances[0].Labels) != 1 {
 		t.Fatalf("ok %v, labels %v %v", ok, valid.Labels, valid.Instances[0].Labels)
 	}
-	// The wording is Kubernetes'.
 	if len(rej) != 2 || rej[0].Item != "k label bad key" || !strings.HasPrefix(rej[0].Reason, "key: name part must consist of") ||
 		rej[1].Item != "k/10.0.0.1:1 label long" || rej[1].Reason != "value of 64 bytes: must be no more than 63 bytes; label dropped" ||
 		!strings.HasSuffix(rej[0].Reason, "; label dropped") {
@@ -110,42 +109,6 @@ func TestValidateAllRejectsDroppedLabels(t *testing.T) {
 	}
 }
 
-func TestStoreReportsOnlyRealChanges(t *testing.T) {
-	s := NewStore()
-	a := Service{Registry: "zk", Key: "a", Host: "a.example", Instances: []Instance{{Address: "10.0.0.1", Port: 1}}}
-	if got := s.Upsert(a); !slices.Equal(got, []string{"a.example"}) {
-		t.Fatalf("first upsert changed %v", got)
-	}
-	if got := s.Upsert(a); got != nil {
-		t.Fatalf("identical upsert changed %v", got)
-	}
-	moved := a
-	moved.Host = "b.example"
-	if got := s.Upsert(moved); !slices.Equal(got, []string{"a.example", "b.example"}) {
-		t.Fatalf("host move changed %v", got)
-	}
-	if got := s.ForHost("a.example"); len(got) != 0 {
-		t.Fatalf("old host still has %v", got)
-	}
-	other := Service{Registry: "nacos", Key: "x", Host: "b.example"}
-	s.Upsert(other)
-	if got := s.ForHost("b.example"); len(got) != 2 || got[0].Registry != "nacos" || got[1].Registry != "zk" {
-		t.Fatalf("ForHost order: %v", got)
-	}
-	if got := s.Replace("zk", []Service{moved}, nil); len(got) != 0 {
-		t.Fatalf("identical snapshot changed %v", got)
-	}
-	if got := s.Replace("zk", nil, []string{"a"}); len(got) != 0 {
-		t.Fatalf("kept key was deleted: %v", got)
-	}
-	if got := s.Replace("zk", nil, nil); !slices.Equal(got, []string{"b.example"}) {
-		t.Fatalf("empty snapshot changed %v", got)
-	}
-	if svc, n := s.Counts("nacos"); svc != 1 || n != 0 {
-		t.Fatalf("counts = %d, %d", svc, n)
-	}
-}
-
 func TestNormalizeIsOrderIndependent(t *testing.T) {
 	a := Service{Instances: []Instance{{Address: "10.0.0.2", Port: 1}, {Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}, {Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}}}
 	b := Service{Instances: []Instance{{Address: "10.0.0.1", Port: 2, Labels: map[string]string{"v": "1"}}, {Address: "10.0.0.2", Port: 1}}}
@@ -153,5 +116,13 @@ func TestNormalizeIsOrderIndependent(t *testing.T) {
 	b.Normalize()
 	if !a.Equal(b) {
 		t.Fatalf("normalized services differ:\n%v\n%v", a, b)
+	}
+}
+
+func TestIsProtocol(t *testing.T) {
+	for p, want := range map[string]bool{"dubbo": true, "tri": true, "grpc_web-2": true, "": false, "Dubbo": false, "a b": false, "ü": false, strings.Repeat("a", 33): false} {
+		if got := IsProtocol(p); got != want {
+			t.Errorf("IsProtocol(%q) = %v, want %v", p, got, want)
+		}
 	}
 }

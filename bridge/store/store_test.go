@@ -1,0 +1,44 @@
+package store
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
+)
+
+func TestStoreReportsOnlyRealChanges(t *testing.T) {
+	s := New()
+	a := catalog.Service{Registry: "zk", Key: "a", Host: "a.example", Instances: []catalog.Instance{{Address: "10.0.0.1", Port: 1}}}
+	if got := s.Upsert(a); !slices.Equal(got, []string{"a.example"}) {
+		t.Fatalf("first upsert changed %v", got)
+	}
+	if got := s.Upsert(a); got != nil {
+		t.Fatalf("identical upsert changed %v", got)
+	}
+	moved := a
+	moved.Host = "b.example"
+	if got := s.Upsert(moved); !slices.Equal(got, []string{"a.example", "b.example"}) {
+		t.Fatalf("host move changed %v", got)
+	}
+	if got := s.ForHost("a.example"); len(got) != 0 {
+		t.Fatalf("old host still has %v", got)
+	}
+	other := catalog.Service{Registry: "nacos", Key: "x", Host: "b.example"}
+	s.Upsert(other)
+	if got := s.ForHost("b.example"); len(got) != 2 || got[0].Registry != "nacos" || got[1].Registry != "zk" {
+		t.Fatalf("ForHost order: %v", got)
+	}
+	if got := s.Replace("zk", []catalog.Service{moved}, nil); len(got) != 0 {
+		t.Fatalf("identical snapshot changed %v", got)
+	}
+	if got := s.Replace("zk", nil, []string{"a"}); len(got) != 0 {
+		t.Fatalf("kept key was deleted: %v", got)
+	}
+	if got := s.Replace("zk", nil, nil); !slices.Equal(got, []string{"b.example"}) {
+		t.Fatalf("empty snapshot changed %v", got)
+	}
+	if svc, n := s.Counts("nacos"); svc != 1 || n != 0 {
+		t.Fatalf("counts = %d, %d", svc, n)
+	}
+}
