@@ -445,3 +445,61 @@ func TestConformanceHarnessSeesRejections(t *testing.T) {
 		t.Fatalf("unapplied patches %v, want the one of %s", got, unmatched.GetName())
 	}
 }
+
+// TestConformanceIstiodAllocatedAddresses: with Meltemi's own VIPs off, istiod gives its
+// ServiceEntries addresses (written into their status) and, to proxies that capture DNS,
+// listeners on them; Meltemi leaves istiod's writes alone instead of fighting them. A proxy
+// without DNS capture only has the port's wildcard listener.
+func TestConformanceIstiodAllocatedAddresses(t *testing.T) {
+	env := harness.Load(t)
+	env.RequireComponent(t, harness.Istiod)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	iface := fmt.Sprintf("org.conformance.c%06x.AllocatedService", rand.Uint32()>>8)
+	host := strings.ToLower(iface)
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.63.0.1", Port: 20880, Interface: iface, Application: "alloc"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, "registries.yaml", zkRegistryYAML("zk", c.namespace, env.ZKAddr, root))
+	b := startBridge(t, c, "--config", cfg, "--vip-cidr=")
+	b.waitReady(t, env)
+
+	var addr string
+	env.Eventually(t, xdsWait, func() error {
+		se, err := c.getServiceEntry(host)
+		if err != nil {
+			return err
+		}
+		if spec, _, _ := unstructured.NestedStringSlice(se.Object, "spec", "addresses"); len(spec) != 0 {
+			t.Fatalf("ServiceEntry %s has addresses %v with --vip-cidr=", host, spec)
+		}
+		status, _, _ := unstructured.NestedSlice(se.Object, "status", "addresses")
+		if len(status) == 0 {
+			return fmt.Errorf("istiod has not allocated an address to %s yet", host)
+		}
+		addr, _, _ = unstructured.NestedString(status[0].(map[string]any), "value")
+		return nil
+	})
+	writes := metricSum(b.metrics(t), "meltemi_sync_writes_total")
+	sc := env.JoinSidecar(t, c.kube, harness.SidecarOptions{Name: "consumer", Namespace: c.namespace,
+		Metadata: map[string]string{"DNS_CAPTURE": "true"}})
+	listener := addr + "_20880"
+	sc.WaitFor(xdsWait, "listener "+listener, func(v *harness.View) error {
+		_, err := v.Filter(listener, 0, "envoy.filters.network.tcp_proxy")
+		return err
+	})
+	plain := env.JoinSidecar(t, c.kube, harness.SidecarOptions{Name: "no-dns-capture", Namespace: c.namespace})
+	plain.WaitFor(xdsWait, "the wildcard listener 0.0.0.0_20880", func(v *harness.View) error {
+		if _, ok := v.Listeners[listener]; ok {
+			return fmt.Errorf("a proxy without DNS capture has listener %s", listener)
+		}
+		_, err := v.Filter("0.0.0.0_20880", 0, "envoy.filters.network.tcp_proxy")
+		return err
+	})
+	time.Sleep(3 * time.Second)
+	if after := metricSum(b.metrics(t), "meltemi_sync_writes_total"); after != writes {
+		t.Errorf("Meltemi wrote %v more times after istiod allocated %s an address", after-writes, host)
+	}
+	sc.RequireNoProblems(t)
+}

@@ -158,21 +158,22 @@ func TestNacosServicesBecomeServiceEntries(t *testing.T) {
 	app.Deregister(o2)
 	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1")
 
-	// Weight and enabled.
+	// Weight and enabled. Weights are written when they differ: scaled by 100 (4 -> 400, the
+	// default 1 -> 100).
 	o1.Weight = 4
 	app.Update(o1)
+	app.Register(o2)
 	env.Eventually(t, nacosWait, func() error {
 		se, err := c.getServiceEntry(ordersHost)
 		if err != nil {
 			return err
 		}
-		if w := endpointField(se, "10.80.0.1", "weight"); w != int64(400) {
-			return fmt.Errorf("weight %v, want 400", w)
+		w1, w2 := endpointField(se, "10.80.0.1", "weight"), endpointField(se, "10.80.0.2", "weight")
+		if w1 != int64(400) || w2 != int64(100) {
+			return fmt.Errorf("weights %v and %v, want 400 and 100", w1, w2)
 		}
 		return nil
 	})
-	app.Register(o2)
-	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1", "10.80.0.2")
 	o2.Enable = false
 	app.Update(o2)
 	awaitEndpoints(t, env, c, nacosWait, ordersHost, "10.80.0.1")

@@ -179,8 +179,8 @@ func TestLargeServiceBecomesWorkloadEntries(t *testing.T) {
 		return nil
 	})
 	if se, err := c.getServiceEntry(host); err == nil {
-		if addrs, _, _ := unstructured.NestedStringSlice(se.Object, "spec", "addresses"); len(addrs) != 1 || !strings.HasPrefix(addrs[0], "240.240.") {
-			t.Errorf("virtual IP %v, want one address from 240.240.0.0/16", addrs)
+		if addrs, _, _ := unstructured.NestedStringSlice(se.Object, "spec", "addresses"); len(addrs) != 1 || !strings.HasPrefix(addrs[0], "240.241.") {
+			t.Errorf("virtual IP %v, want one address from 240.241.0.0/16", addrs)
 		}
 	}
 }

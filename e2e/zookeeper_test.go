@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -208,8 +209,17 @@ func TestZooKeeperProvidersBecomeServiceEntries(t *testing.T) {
 		if err != nil {
 			t.Fatalf("foreign ServiceEntry %s: %v", before.GetName(), err)
 		}
-		if after.GetResourceVersion() != before.GetResourceVersion() {
-			t.Errorf("foreign ServiceEntry %s was modified (resourceVersion %s -> %s)", before.GetName(), before.GetResourceVersion(), after.GetResourceVersion())
+		// istiod may write status into it (address allocation): only its spec, labels and
+		// annotations, and who manages them, must be as they were.
+		if after.GetGeneration() != before.GetGeneration() || !maps.Equal(after.GetLabels(), before.GetLabels()) ||
+			!maps.Equal(after.GetAnnotations(), before.GetAnnotations()) {
+			t.Errorf("foreign ServiceEntry %s was modified (generation %d -> %d, labels %v -> %v)", before.GetName(),
+				before.GetGeneration(), after.GetGeneration(), before.GetLabels(), after.GetLabels())
+		}
+		for _, mf := range after.GetManagedFields() {
+			if mf.Manager == "meltemi" {
+				t.Errorf("foreign ServiceEntry %s has fields managed by meltemi", before.GetName())
+			}
 		}
 		if _, owned := after.GetLabels()["app.kubernetes.io/managed-by"]; owned {
 			t.Errorf("foreign ServiceEntry %s got Meltemi's labels", before.GetName())

@@ -72,12 +72,17 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 	fs.IntVar(&f.maxInline, "max-inline-endpoints", convert.DefaultMaxInlineEndpoints, "most endpoints a ServiceEntry carries inline; above, instances become WorkloadEntries")
-	fs.StringVar(&f.vipCIDR, "vip-cidr", "240.240.0.0/16", "range virtual IPs are given out from, one per ServiceEntry; empty disables")
+	fs.StringVar(&f.vipCIDR, "vip-cidr", defaultVIPCIDR, "range virtual IPs are given out from, one per ServiceEntry; empty disables (istiod may then allocate addresses itself)")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader among replicas through a Lease: only the leader writes, standbys keep warm")
 	fs.StringVar(&f.leaseNamespace, "leader-election-namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace of the leader election Lease")
 	fs.StringVar(&f.leaseName, "leader-election-id", "meltemi", "name of the leader election Lease")
 	fs.DurationVar(&f.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal; a standby takes over after it")
 }
+
+// defaultVIPCIDR is next to, not inside, the range istiod allocates ServiceEntry addresses
+// from (240.240.0.0/16): two allocators on one range would give two hosts one address, and so
+// one listener.
+const defaultVIPCIDR = "240.241.0.0/16"
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()

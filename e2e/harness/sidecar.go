@@ -53,6 +53,9 @@ type SidecarOptions struct {
 	IP string
 	// IstioVersion is the proxy version the sidecar announces; default "1.31.0".
 	IstioVersion string
+	// Metadata adds node metadata, as ISTIO_META_<key> environment variables do for a real
+	// proxy (e.g. DNS_CAPTURE: "true").
+	Metadata map[string]string
 }
 
 // Sidecar is a real xDS client of istiod standing in for an Envoy sidecar: one aggregated
@@ -176,7 +179,7 @@ func (s *Sidecar) nodeOf(opts SidecarOptions) *corev3.Node {
 	for k, v := range opts.Labels {
 		labels[k] = v
 	}
-	md, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		"NAMESPACE":       opts.Namespace,
 		"CLUSTER_ID":      "Kubernetes",
 		"ISTIO_VERSION":   opts.IstioVersion,
@@ -184,7 +187,11 @@ func (s *Sidecar) nodeOf(opts SidecarOptions) *corev3.Node {
 		"INSTANCE_IPS":    opts.IP,
 		"SERVICE_ACCOUNT": "default",
 		"WORKLOAD_NAME":   opts.Name,
-	})
+	}
+	for k, v := range opts.Metadata {
+		fields[k] = v
+	}
+	md, err := structpb.NewStruct(fields)
 	if err != nil {
 		s.t.Fatalf("sidecar node metadata: %v", err)
 	}

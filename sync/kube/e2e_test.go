@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,9 @@ func (ke *kubeEnv) create(t testing.TB, u *unstructured.Unstructured) *unstructu
 
 func foreignEntry(ns, name string, labels map[string]string) *unstructured.Unstructured {
 	u := serviceEntry(ns, name, 2, "foreign")
-	u.SetLabels(labels)
+	l := map[string]string{noAutoallocate: "false"}
+	maps.Copy(l, labels)
+	u.SetLabels(l)
 	return u
 }
 
@@ -146,7 +149,7 @@ func TestE2EDeletesOnlyAfterAllowDeletes(t *testing.T) {
 	ns := ke.namespace(t)
 	// A leftover of an earlier run: owned, desired by nobody now.
 	leftover := serviceEntry(ns, "leftover", 1, "0.9")
-	leftover.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelRegistry: "zk-test"})
+	leftover.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelRegistry: "zk-test", noAutoallocate: "false"})
 	ke.create(t, leftover)
 
 	client, wc := ke.countedClient(t)
@@ -445,7 +448,7 @@ func TestE2EObjectThatStopsBeingOwned(t *testing.T) {
 	taken := map[string]string{}
 	for _, name := range []string{"adopted", "orphan"} {
 		u := ke.get(t, ns, name)
-		u.SetLabels(map[string]string{"team": "payments"})
+		u.SetLabels(map[string]string{"team": "payments", noAutoallocate: "false"})
 		out, err := ke.admin.Resource(seGVR).Namespace(ns).Update(context.Background(), u, metav1.UpdateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -520,7 +523,7 @@ func TestE2EWritePreconditions(t *testing.T) {
 	stale := ke.get(t, ns, "racy")
 	// Someone else changes it after we read it.
 	fresh := stale.DeepCopy()
-	fresh.SetLabels(map[string]string{"team": "payments"})
+	fresh.SetLabels(map[string]string{"team": "payments", noAutoallocate: "false"})
 	if _, err := ke.admin.Resource(seGVR).Namespace(ns).Update(context.Background(), fresh, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,11 @@ var (
 )
 
 // serviceEntry builds a valid Istio ServiceEntry with n endpoints, labelled like the host does.
+// noAutoallocate opts a ServiceEntry out of istiod's address allocation: istiod runs beside
+// these tests and would write status.addresses into every entry without addresses, changing
+// resourceVersions that the tests compare.
+const noAutoallocate = "networking.istio.io/enable-autoallocate-ip"
+
 func serviceEntry(ns, name string, n int, version string) *unstructured.Unstructured {
 	eps := make([]any, n)
 	for i := range eps {
@@ -46,7 +51,7 @@ func serviceEntry(ns, name string, n int, version string) *unstructured.Unstruct
 		"metadata": map[string]any{
 			"name":      name,
 			"namespace": ns,
-			"labels":    map[string]any{LabelRegistry: "zk-test"},
+			"labels":    map[string]any{LabelRegistry: "zk-test", noAutoallocate: "false"},
 		},
 		"spec": map[string]any{
 			"hosts":      []any{name + ".dubbo.svc"},
