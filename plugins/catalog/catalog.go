@@ -63,6 +63,26 @@ func (s *Service) Normalize() {
 	s.Instances = slices.CompactFunc(s.Instances, Instance.Equal)
 }
 
+// Normalized returns the service with its instances in the canonical order of Normalize,
+// leaving s's instance slice as it is: a copy is made only when the order must change.
+func (s Service) Normalized() Service {
+	if isNormal(s.Instances) {
+		return s
+	}
+	s.Instances = slices.Clone(s.Instances)
+	s.Normalize()
+	return s
+}
+
+func isNormal(in []Instance) bool {
+	for i := 1; i < len(in); i++ {
+		if c := compareInstances(in[i-1], in[i]); c > 0 || c == 0 && in[i-1].Equal(in[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func compareInstances(a, b Instance) int {
 	if c := compareStrings(a.Address, b.Address); c != 0 {
 		return c

@@ -126,3 +126,18 @@ func TestIsProtocol(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalizedCopiesOnlyWhenItMust(t *testing.T) {
+	sorted := Service{Instances: []Instance{{Address: "10.0.0.1", Port: 1}, {Address: "10.0.0.2", Port: 1}}}
+	if got := sorted.Normalized(); &got.Instances[0] != &sorted.Instances[0] {
+		t.Error("a service in canonical order was copied")
+	}
+	unsorted := Service{Instances: []Instance{{Address: "10.0.0.2", Port: 1}, {Address: "10.0.0.1", Port: 1}, {Address: "10.0.0.1", Port: 1}}}
+	got := unsorted.Normalized()
+	if len(got.Instances) != 2 || got.Instances[0].Address != "10.0.0.1" {
+		t.Errorf("normalized %v", got.Instances)
+	}
+	if unsorted.Instances[0].Address != "10.0.0.2" || len(unsorted.Instances) != 3 {
+		t.Errorf("the original changed: %v", unsorted.Instances)
+	}
+}

@@ -260,10 +260,12 @@ type countingEmitter struct{ sink *countingSink }
 
 func (c *countingEmitter) Snapshot(services []catalog.Service) {
 	for _, s := range services {
-		c.Upsert(s)
+		c.Set(s)
 	}
 }
-func (c *countingEmitter) Upsert(svc catalog.Service) { c.sink.add(len(svc.Instances)) }
-func (c *countingEmitter) Delete(string)              {}
-func (c *countingEmitter) Health(bool, string)        {}
-func (c *countingEmitter) Reject(string, string)      {}
+func (c *countingEmitter) Set(svc catalog.Service) bool                { c.sink.add(len(svc.Instances)); return true }
+func (c *countingEmitter) Remove(string) bool                          { return false }
+func (c *countingEmitter) Sent(string) (s catalog.Service, found bool) { return s, false }
+func (c *countingEmitter) SentKeys() []string                          { return nil }
+func (c *countingEmitter) Health(bool, string)                         {}
+func (c *countingEmitter) Reject(string, string)                       {}

@@ -22,13 +22,19 @@ const (
 	maxServiceBytes = protocol.MaxMessageBytes / 2
 )
 
-// emitter implements Emitter for one Watch call. Events are encoded into the wire form at
+// emitter implements Emitter for one Watch call. What the plugin states goes through the
+// plan, which decides what the host must hear; those events are encoded into the wire form at
 // once, in the caller's goroutine, and appended to the batch being filled; run sends
 // batches in order. Encoding early costs the plugin no conversion into generated messages
 // and lets a busy plugin's goroutines encode while the stream sends.
 type emitter struct {
 	ctx context.Context
 	srv *server
+
+	// planMu orders plan decisions and their events: what one call decides is queued before
+	// the next call decides.
+	planMu sync.Mutex
+	plan   *Plan
 
 	mu sync.Mutex
 	// filled is signalled when there is something to send (or the emitter ends), drained
@@ -41,8 +47,8 @@ type emitter struct {
 	lastSize int
 }
 
-func newEmitter(ctx context.Context, srv *server) *emitter {
-	e := &emitter{ctx: ctx, srv: srv}
+func newEmitter(ctx context.Context, srv *server, uniqueHosts bool) *emitter {
+	e := &emitter{ctx: ctx, srv: srv, plan: NewPlan(uniqueHosts)}
 	e.filled.L, e.drained.L = &e.mu, &e.mu
 	context.AfterFunc(ctx, e.wake)
 	return e
@@ -130,24 +136,32 @@ func (e *emitter) run(send func(*protocol.WireBatch) error) error {
 }
 
 func (e *emitter) Snapshot(services []catalog.Service) {
-	e.add((*protocol.WireBatch).AppendSnapshotBegin)
-	for _, svc := range services {
-		e.Upsert(svc)
-	}
-	e.add((*protocol.WireBatch).AppendSnapshotEnd)
+	e.decide(func(p *Plan) []Change { return p.Snapshot(services) })
 }
 
-func (e *emitter) Upsert(svc catalog.Service) {
-	var err error
-	e.add(func(b *protocol.WireBatch) { err = b.AppendUpsert(svc, maxServiceBytes) })
-	if err != nil {
-		// Sending it would break the stream for everyone; the host keeps what it knew.
-		e.reject(catalog.Clip(svc.Key, 256), svc.Key, fmt.Sprintf("service with %d instances cannot be sent: %v", len(svc.Instances), err))
-	}
+func (e *emitter) Set(svc catalog.Service) bool {
+	return e.decide(func(p *Plan) []Change { return p.Set(svc) })
 }
 
-func (e *emitter) Delete(key string) {
-	e.add(func(b *protocol.WireBatch) { b.AppendDelete(key) })
+func (e *emitter) Remove(key string) bool {
+	return e.decide(func(p *Plan) []Change { return p.Remove(key) })
+}
+
+func (e *emitter) Reject(item, reason string) {
+	item, reason = e.srv.redact(item), e.srv.redact(reason)
+	e.decide(func(p *Plan) []Change { return p.Reject(item, reason) })
+}
+
+func (e *emitter) Sent(key string) (catalog.Service, bool) {
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	return e.plan.Sent(key)
+}
+
+func (e *emitter) SentKeys() []string {
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	return e.plan.SentKeys()
 }
 
 func (e *emitter) Health(connected bool, message string) {
@@ -156,9 +170,45 @@ func (e *emitter) Health(connected bool, message string) {
 	e.add(func(b *protocol.WireBatch) { b.AppendHealth(connected, message) })
 }
 
-func (e *emitter) Reject(item, reason string) { e.reject(item, "", reason) }
+// decide runs one plan step and queues the events it decided; it reports whether there were
+// any.
+func (e *emitter) decide(step func(*Plan) []Change) bool {
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	changes := step(e.plan)
+	for _, c := range changes {
+		switch c.Kind {
+		case ChangeSnapshot:
+			e.add((*protocol.WireBatch).AppendSnapshotBegin)
+			for _, svc := range c.Services {
+				e.upsert(svc, catalog.Service{}, false)
+			}
+			e.add((*protocol.WireBatch).AppendSnapshotEnd)
+		case ChangeUpsert:
+			e.upsert(c.Service, c.Prev, c.Had)
+		case ChangeDelete:
+			e.add(func(b *protocol.WireBatch) { b.AppendDelete(c.Key) })
+		case ChangeReject:
+			e.reject(c.Item, c.Key, c.Reason)
+		}
+	}
+	return len(changes) > 0
+}
+
+// upsert queues one service; one the wire cannot carry is rejected instead and the plan
+// goes back to prev, which the host keeps.
+func (e *emitter) upsert(svc, prev catalog.Service, had bool) {
+	var err error
+	e.add(func(b *protocol.WireBatch) { err = b.AppendUpsert(svc, maxServiceBytes) })
+	if err != nil {
+		e.plan.Unsent(svc.Key, prev, had)
+		// Sending it would break the stream for everyone; the host keeps what it knew.
+		e.reject(catalog.Clip(svc.Key, 256), svc.Key, fmt.Sprintf("service with %d instances cannot be sent: %v", len(svc.Instances), err))
+	}
+}
 
 func (e *emitter) reject(item, key, reason string) {
 	item, reason = e.srv.redact(item), e.srv.redact(reason)
+	logger.Warn("registry item rejected", "item", item, "reason", reason)
 	e.add(func(b *protocol.WireBatch) { b.AppendRejection(item, reason, key) })
 }

@@ -37,6 +37,11 @@ type Description struct {
 	Version      string
 	Capabilities []string
 	Options      []Option
+	// UniqueHosts makes the SDK refuse to let two services of the registry share a host: the
+	// later one (by key) is rejected until the first lets the host go. Set it when one host for
+	// two services can only be a mistake of the host templates; leave it off when services are
+	// meant to merge (e.g. one name in several datacenters). It is not sent to the host.
+	UniqueHosts bool
 }
 
 // OptionType is the type of an option's value.
@@ -72,19 +77,32 @@ type Config struct {
 	Secrets map[string]string
 }
 
-// Emitter carries a plugin's reports to the host. Calls block while the host is busy
-// (back-pressure); they are safe for concurrent use. Snapshot and Upsert take ownership of
-// the services given: do not modify them, their instance slices or their label maps later.
+// Emitter carries what a plugin knows of its registry to the host. The plugin states what
+// is — the whole registry, or one service whole — and the SDK sends the host only what that
+// changes: an unchanged service costs nothing, so a plugin never keeps its own record of what
+// it sent. Calls block while the host is busy (back-pressure); they are safe for concurrent
+// use. Snapshot and Set take ownership of the services given: do not modify them, their
+// instance slices or their label maps later.
 type Emitter interface {
-	// Snapshot reports the complete state of the registry; services not in it are removed.
+	// Snapshot states the complete state of the registry: services not in it are gone. The
+	// first snapshot of a Watch call reaches the host whole, later ones (after a reconnect or
+	// a resync) as the changes from what it has. Set and Remove before the first snapshot
+	// change nothing.
 	Snapshot(services []catalog.Service)
-	// Upsert reports the complete current state of one service.
-	Upsert(svc catalog.Service)
-	// Delete reports that a service is gone.
-	Delete(key string)
+	// Set states the complete current state of one service (every instance); a service
+	// without instances is gone. It reports whether the host is told anything.
+	Set(svc catalog.Service) bool
+	// Remove states that a service is gone. It reports whether the host is told anything.
+	Remove(key string) bool
+	// Sent returns the state of a service the host has, as last sent: what a plugin must
+	// stand by when it cannot read a service for a while.
+	Sent(key string) (catalog.Service, bool)
+	// SentKeys returns the keys of the services the host has, sorted.
+	SentKeys() []string
 	// Health reports whether the plugin can reach its registry.
 	Health(connected bool, message string)
-	// Reject reports a registry item that could not be understood.
+	// Reject reports a registry item that could not be understood; an item is reported once
+	// per reason.
 	Reject(item, reason string)
 }
 

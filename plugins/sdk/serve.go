@@ -156,7 +156,7 @@ func (s *server) Watch(_ *registryv1.WatchRequest, stream registryv1.Registry_Wa
 
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	e := newEmitter(ctx, s)
+	e := newEmitter(ctx, s, s.p.Describe().UniqueHosts)
 	sendErr := make(chan error, 1)
 	go func() {
 		sendErr <- e.run(func(b *protocol.WireBatch) error { return stream.SendMsg(b) })

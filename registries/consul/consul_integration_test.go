@@ -332,7 +332,7 @@ func TestIntegrationWatchAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := 1; round <= 2; round++ {
-		rec := sdktest.NewRecorder()
+		rec := sdktest.NewRecorder(false)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- p.Watch(ctx, rec) }()

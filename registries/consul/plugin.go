@@ -335,10 +335,7 @@ func (p *Plugin) config() *config {
 // Watch implements sdk.Plugin: it reports a snapshot of every datacenter's services, then
 // changes, until ctx ends.
 func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
-	cfg := p.config()
-	if cfg == nil {
-		return fmt.Errorf("consul registry: watch before configure")
-	}
+	cfg := p.config() // the SDK calls Watch only after a successful Configure
 	client, err := newClient(cfg)
 	if err != nil {
 		return fmt.Errorf("consul registry: %w", err)

@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 func TestConfigureDefaults(t *testing.T) {
@@ -113,12 +112,6 @@ func TestConfigureErrorsDoNotShowTheToken(t *testing.T) {
 		if fe.Field != "hostTemplate" && strings.Contains(fe.Message, token) {
 			t.Errorf("%s: %s", fe.Field, fe.Message)
 		}
-	}
-}
-
-func TestWatchBeforeConfigure(t *testing.T) {
-	if err := New().Watch(context.Background(), sdktest.NewRecorder()); err == nil {
-		t.Fatal("watch without configuration accepted")
 	}
 }
 

@@ -105,10 +105,10 @@ type watcher struct {
 	genCancel context.CancelFunc
 	dcs       []*dcWatch
 	unread    int // services of this generation not read yet
-	synced    bool
-	emitted   map[string]catalog.Service
-	rejected  map[string]map[string]string // key -> item -> reason, as last reported
-	health    struct {
+	// synced is false while a listing is under way: what a partial listing holds is stated
+	// only with the complete one, in its snapshot.
+	synced bool
+	health struct {
 		reported, ok bool
 		msg          string
 	}
@@ -124,8 +124,6 @@ func newWatcher(cfg *config, client *api.Client, e sdk.Emitter, stats *watchStat
 		watchSlots:  make(chan struct{}, cfg.maxWatches),
 		fetchSlots:  make(chan struct{}, fetchConcurrency),
 		msgs:        make(chan message),
-		emitted:     map[string]catalog.Service{},
-		rejected:    map[string]map[string]string{},
 		filteredLog: map[string]bool{},
 	}
 }
@@ -243,7 +241,6 @@ func (w *watcher) resync(reason string) time.Duration {
 		dc.services = nil
 	}
 	w.synced = false
-	clear(w.rejected)
 	// Resyncs in quick succession (an index flapping between two clusters behind one address)
 	// back off; an isolated one starts at once.
 	if time.Since(w.lastResync) < time.Minute {
@@ -310,10 +307,8 @@ func (w *watcher) catalog(m message) {
 
 // drop forgets a service that left the catalog.
 func (w *watcher) drop(key string) {
-	delete(w.rejected, key)
-	if _, ok := w.emitted[key]; ok && w.synced {
-		w.e.Delete(key)
-		delete(w.emitted, key)
+	if w.synced {
+		w.e.Remove(key)
 	}
 }
 
@@ -336,37 +331,18 @@ func (w *watcher) service(m message) {
 		w.unread--
 	}
 	svc, rejected, ok := buildService(w.cfg, serviceInput{Key: s.key, Name: s.name, Datacenter: s.dc.name, Entries: m.entries})
-	w.noteRejections(s.key, rejected)
+	for _, r := range rejected {
+		w.e.Reject(r.item, r.reason)
+	}
 	s.built, s.ok = svc, ok
 	if !w.synced {
 		return
 	}
-	prev, had := w.emitted[s.key]
-	switch {
-	case ok && (!had || !prev.Equal(svc)):
-		w.e.Upsert(svc)
-		w.emitted[s.key] = svc
-	case !ok && had:
-		w.e.Delete(s.key)
-		delete(w.emitted, s.key)
+	if ok {
+		w.e.Set(svc)
+	} else {
+		w.e.Remove(s.key)
 	}
-}
-
-// noteRejections reports the rejections of a service that were not reported before.
-func (w *watcher) noteRejections(key string, rejected []rejection) {
-	now := make(map[string]string, len(rejected))
-	for _, r := range rejected {
-		now[r.item] = r.reason
-		if w.rejected[key][r.item] != r.reason {
-			w.log.Warn("rejected registry item", "item", r.item, "reason", r.reason)
-			w.e.Reject(r.item, r.reason)
-		}
-	}
-	if len(now) == 0 {
-		delete(w.rejected, key)
-		return
-	}
-	w.rejected[key] = now
 }
 
 // maybeSnapshot reports the snapshot once every datacenter was listed and every service in
@@ -389,13 +365,11 @@ func (w *watcher) maybeSnapshot() {
 		}
 	}
 	slices.SortFunc(services, func(a, b catalog.Service) int { return strings.Compare(a.Key, b.Key) })
-	w.e.Snapshot(services)
-	clear(w.emitted)
 	instances := 0
 	for _, s := range services {
-		w.emitted[s.Key] = s
 		instances += len(s.Instances)
 	}
+	w.e.Snapshot(services)
 	w.synced = true
 	w.stats.snapshots.Add(1)
 	w.log.Info("listed Consul", "datacenters", len(w.dcs), "services", len(services), "instances", instances, "watches", w.stats.watched.Load())

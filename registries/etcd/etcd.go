@@ -124,11 +124,8 @@ func parseEndpoints(address string) ([]string, error) {
 // Watch implements sdk.Plugin.
 func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 	p.mu.Lock()
-	c := p.cfg
+	c := p.cfg // the SDK calls Watch only after a successful Configure
 	p.mu.Unlock()
-	if c == nil {
-		return fmt.Errorf("etcd registry: watch before configure")
-	}
 	w, err := newWatcher(c, e)
 	if err != nil {
 		return err

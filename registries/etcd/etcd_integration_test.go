@@ -144,7 +144,7 @@ func TestCompactedRevisionMeansRelist(t *testing.T) {
 	if err := p.Configure(ctx, sdk.Config{Address: e.env.EtcdRegistryAddr, Options: map[string]string{"root": e.root}}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := newWatcher(p.cfg, sdktest.NewRecorder())
+	w, err := newWatcher(p.cfg, sdktest.NewRecorder(false))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func TestServiceHost(t *testing.T) {
 		if err := p.Configure(context.Background(), sdk.Config{Address: "a:1", Options: opts}); err != nil {
 			t.Fatal(err)
 		}
-		rec := sdktest.NewRecorder()
+		rec := sdktest.NewRecorder(false)
 		w := &watcher{cfg: p.cfg, e: rec, providers: map[string]map[string]catalog.Instance{tc.iface: {}}}
 		for i, in := range tc.insts {
 			w.providers[tc.iface][fmt.Sprint(i)] = in

@@ -40,8 +40,6 @@ type watcher struct {
 
 	// providers holds the usable providers by interface, then by key.
 	providers map[string]map[string]catalog.Instance
-	// reported holds the service keys last reported with instances.
-	reported map[string]bool
 }
 
 func newWatcher(c *config, e sdk.Emitter) (*watcher, error) {
@@ -92,7 +90,7 @@ func (w *watcher) run(ctx context.Context) error {
 func (w *watcher) resync(ctx context.Context) (int64, error) {
 	prefix := w.cfg.prefix()
 	end := clientv3.GetPrefixRangeEnd(prefix)
-	w.providers, w.reported = map[string]map[string]catalog.Instance{}, map[string]bool{}
+	w.providers = map[string]map[string]catalog.Instance{}
 	var rev int64
 	for from := prefix; ; {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(listPage),
@@ -121,7 +119,6 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	for _, iface := range slices.Sorted(maps.Keys(w.providers)) {
 		if svc, ok := w.service(iface); ok {
 			services = append(services, svc)
-			w.reported[svc.Key] = true
 		}
 	}
 	w.e.Health(true, "")
@@ -168,7 +165,7 @@ func (w *watcher) watch(ctx context.Context, rev int64) error {
 	}
 }
 
-// apply records a batch of changes and reports each changed service once.
+// apply records a batch of changes and states each changed service once.
 func (w *watcher) apply(events []*clientv3.Event) {
 	changed := map[string]bool{}
 	for _, ev := range events {
@@ -185,14 +182,10 @@ func (w *watcher) apply(events []*clientv3.Event) {
 		}
 	}
 	for _, iface := range slices.Sorted(maps.Keys(changed)) {
-		svc, ok := w.service(iface)
-		switch {
-		case ok:
-			w.e.Upsert(svc)
-			w.reported[svc.Key] = true
-		case w.reported[svc.Key]:
-			w.e.Delete(svc.Key)
-			delete(w.reported, svc.Key)
+		if svc, ok := w.service(iface); ok {
+			w.e.Set(svc)
+		} else {
+			w.e.Remove(svc.Key)
 		}
 	}
 }

@@ -162,6 +162,9 @@ func (p *Plugin) Describe() sdk.Description {
 		Version:      Version,
 		Capabilities: []string{"dubbo-interface", "push"},
 		Options:      options,
+		// Two Nacos services with one host can only be host templates that do not tell them
+		// apart (Dubbo providers of one interface are one service already).
+		UniqueHosts: true,
 	}
 }
 
@@ -319,10 +322,7 @@ func (p *Plugin) config() *config {
 
 // Watch implements sdk.Plugin: it connects, reports a snapshot, then changes, until ctx ends.
 func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
-	cfg := p.config()
-	if cfg == nil {
-		return fmt.Errorf("nacos registry: watch before configure")
-	}
+	cfg := p.config() // the SDK calls Watch only after a successful Configure
 	w := newWatcher(cfg, e, &p.stats)
 	reg, err := p.newRegistry(ctx, cfg)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
 func TestDescribe(t *testing.T) {
@@ -158,11 +157,5 @@ func TestConfigureErrorsNeverShowSecrets(t *testing.T) {
 	err := p.Configure(context.Background(), sdk.Config{Address: "", Secrets: map[string]string{"password": "hunter2-secret"}})
 	if err == nil || strings.Contains(err.Error(), "hunter2-secret") {
 		t.Fatalf("error %v", err)
-	}
-}
-
-func TestWatchBeforeConfigure(t *testing.T) {
-	if err := New().Watch(context.Background(), sdktest.NewRecorder()); err == nil {
-		t.Fatal("watch without configuration did not fail")
 	}
 }

@@ -48,9 +48,6 @@ const maxVerifyPerList = 100
 // shutdownBudget bounds the unsubscribing when the watch ends.
 const shutdownBudget = 2 * time.Second
 
-// maxReported bounds the memory of reported problems (used to report each problem once).
-const maxReported = 10000
-
 // subscription is one subscribed Nacos service.
 type subscription struct {
 	id          serviceID
@@ -77,7 +74,7 @@ type connState struct {
 	msg string
 }
 
-// watcher runs one Watch call: the subscriptions, what was emitted, and the recovery grace.
+// watcher runs one Watch call: the subscriptions and the recovery grace.
 // Everything but pending is touched by the run loop only.
 type watcher struct {
 	cfg   *config
@@ -96,12 +93,7 @@ type watcher struct {
 	subFailed  map[serviceID]int  // failed subscription attempts in a row
 	keys       map[string]map[serviceID]*subscription
 	dirty      map[string]bool
-	emitted    map[string]catalog.Service
-	hosts      map[string]string          // host -> key of the emitted service holding it
-	waiting    map[string]map[string]bool // host -> keys refused because it was taken
-	graceKeys  map[string]bool            // keys whose output kept missing instances
-	reported   map[string]string          // item -> reason reported last
-	rejects    []rejection
+	graceKeys  map[string]bool // keys whose output kept missing instances
 	nextGen    uint64
 	connected  bool
 	listErr    string
@@ -122,9 +114,7 @@ func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 		pending: map[serviceID]push{}, notify: make(chan struct{}, 1),
 		subs: map[serviceID]*subscription{}, skipped: map[serviceID]bool{}, subFailed: map[serviceID]int{},
 		keys: map[string]map[serviceID]*subscription{}, dirty: map[string]bool{},
-		emitted: map[string]catalog.Service{}, hosts: map[string]string{}, waiting: map[string]map[string]bool{},
-		graceKeys: map[string]bool{}, reported: map[string]string{},
-		connected: true,
+		graceKeys: map[string]bool{}, connected: true,
 	}
 }
 
@@ -440,55 +430,39 @@ func (w *watcher) snapshot() {
 	instances := 0
 	for _, key := range slices.Sorted(maps.Keys(w.keys)) {
 		if svc, ok := w.build(key); ok {
-			w.emitted[key] = svc
-			w.hosts[svc.Host] = key
 			services = append(services, svc)
 			instances += len(svc.Instances)
 		}
 	}
 	clear(w.dirty)
 	w.e.Snapshot(services)
-	w.flushRejects()
 	w.stats.snapshots.Add(1)
 	w.backoff = 0
 	w.setHealth(true, "")
 	w.log.Info("listed Nacos", "services", len(services), "instances", instances, "subscriptions", len(w.subs))
 }
 
-// flush reports the services that changed.
+// flush states the services that changed.
 func (w *watcher) flush() {
-	for len(w.dirty) > 0 {
-		keys := slices.Sorted(maps.Keys(w.dirty))
-		clear(w.dirty)
-		for _, k := range keys {
-			w.sync(k) // may make other keys dirty: those waiting for a host it gave up
-		}
+	keys := slices.Sorted(maps.Keys(w.dirty))
+	clear(w.dirty)
+	for _, k := range keys {
+		w.sync(k)
 	}
-	w.flushRejects()
 }
 
-// sync reports one service's current state if it changed. During the recovery grace,
-// instances that are missing now are kept, and nothing is deleted.
+// sync states one service's current state. During the recovery grace, instances that are
+// missing now are kept, and nothing is removed.
 func (w *watcher) sync(key string) {
 	svc, ok := w.build(key)
-	prev, had := w.emitted[key]
-	if had && w.inGrace() {
+	if prev, had := w.e.Sent(key); had && w.inGrace() {
 		svc, ok = keepMissing(prev, svc, ok), true
 		w.graceKeys[key] = true
 	}
-	switch {
-	case ok && had && prev.Equal(svc):
-	case ok:
-		if had && prev.Host != svc.Host {
-			w.releaseHost(prev.Host, key)
-		}
-		w.hosts[svc.Host] = key
-		w.emitted[key] = svc
-		w.e.Upsert(svc)
-	case had:
-		w.releaseHost(prev.Host, key)
-		delete(w.emitted, key)
-		w.e.Delete(key)
+	if ok {
+		w.e.Set(svc)
+	} else {
+		w.e.Remove(key)
 	}
 }
 
@@ -519,7 +493,7 @@ func keepMissing(prev, cur catalog.Service, curOK bool) catalog.Service {
 }
 
 // build computes a service's state from its subscriptions; ok is false when it has no
-// usable instance or cannot be reported (its host is invalid or taken).
+// instance or its host is invalid.
 func (w *watcher) build(key string) (catalog.Service, bool) {
 	subs := w.keys[key]
 	var insts []catalog.Instance
@@ -542,34 +516,9 @@ func (w *watcher) build(key string) (catalog.Service, bool) {
 		w.reject(key, err.Error())
 		return catalog.Service{}, false
 	}
-	if owner, taken := w.hosts[host]; taken && owner != key {
-		if w.waiting[host] == nil {
-			w.waiting[host] = map[string]bool{}
-		}
-		w.waiting[host][key] = true
-		w.reject(key, fmt.Sprintf("host %s is already the host of %s; make the host templates tell them apart", host, owner))
-		return catalog.Service{}, false
-	}
-	valid, rejections, ok := catalog.Validate(catalog.Service{Key: key, Host: host, Instances: insts})
-	for _, r := range rejections {
-		w.reject(r.Item, r.Reason)
-	}
-	if !ok || len(valid.Instances) == 0 {
-		return catalog.Service{}, false
-	}
-	return valid, true
-}
-
-// releaseHost gives up key's claim on host and lets the services that wanted it try again.
-func (w *watcher) releaseHost(host, key string) {
-	if w.hosts[host] != key {
-		return
-	}
-	delete(w.hosts, host)
-	for k := range w.waiting[host] {
-		w.dirty[k] = true
-	}
-	delete(w.waiting, host)
+	// The host validates the instances; a service left without a valid one becomes no
+	// ServiceEntry.
+	return catalog.Service{Key: key, Host: host, Instances: insts}, true
 }
 
 // listed records the outcome of a periodic listing.
@@ -649,25 +598,7 @@ func (w *watcher) endGrace() {
 	clear(w.graceKeys)
 }
 
-func (w *watcher) reject(item, reason string) {
-	item, reason = clip(item, 256), clip(reason, 512)
-	if w.reported[item] == reason {
-		return
-	}
-	if len(w.reported) >= maxReported {
-		clear(w.reported)
-	}
-	w.reported[item] = reason
-	w.rejects = append(w.rejects, rejection{item, reason})
-}
-
-func (w *watcher) flushRejects() {
-	for _, r := range w.rejects {
-		w.log.Warn("rejected registry item", "item", r.item, "reason", r.reason)
-		w.e.Reject(r.item, r.reason)
-	}
-	w.rejects = nil
-}
+func (w *watcher) reject(item, reason string) { w.e.Reject(clip(item, 256), clip(reason, 512)) }
 
 func (w *watcher) setHealth(ok bool, msg string) {
 	msg = redact(clip(msg, 1024), w.cfg.redactor)

@@ -6,7 +6,6 @@ package synthetic
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -142,11 +141,8 @@ func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 // Watch implements sdk.Plugin.
 func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 	p.mu.Lock()
-	c := p.cfg
+	c := p.cfg // the SDK calls Watch only after a successful Configure
 	p.mu.Unlock()
-	if c == nil {
-		return errors.New("synthetic registry: watch before configure")
-	}
 	log := p.log() // the host tags forwarded records with the registry
 	s := c.state()
 	log.Info("synthetic registry serving", "services", c.services, "instancesPerService", c.instances)
@@ -184,7 +180,7 @@ func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
 		if c.stampChanges {
 			stamp = strconv.FormatInt(time.Now().UnixNano(), 10)
 		}
-		e.Upsert(s.churn(c, k, stamp))
+		e.Set(s.churn(c, k, stamp))
 	}
 	if c.churnEvents > 0 {
 		log.Info("synthetic churn done", "events", c.churnEvents, "seconds", time.Since(start).Seconds())

@@ -80,7 +80,7 @@ func TestWatchChurnsThenCloses(t *testing.T) {
 		"services": "4", "churnEvents": "100", "closeAfter": "200ms", "echoSecret": "true"}, Secrets: map[string]string{"token": "tok"}}); err != nil {
 		t.Fatal(err)
 	}
-	rec := sdktest.NewRecorder()
+	rec := sdktest.NewRecorder(false)
 	err := p.Watch(context.Background(), rec)
 	if err == nil || !strings.Contains(err.Error(), "closing its stream after 200ms") {
 		t.Errorf("watch ended with %v", err)
@@ -104,7 +104,7 @@ func TestChurnWaitsForStartFileAndStampsChanges(t *testing.T) {
 		"services": "2", "instancesPerService": "2", "churnEvents": "3", "churnStartFile": start, "stampChanges": "true", "closeAfter": "300ms"}}); err != nil {
 		t.Fatal(err)
 	}
-	rec := sdktest.NewRecorder()
+	rec := sdktest.NewRecorder(false)
 	done := make(chan error, 1)
 	go func() { done <- p.Watch(context.Background(), rec) }()
 	time.Sleep(100 * time.Millisecond)

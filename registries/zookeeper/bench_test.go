@@ -34,18 +34,56 @@ func BenchmarkParseInstanceJSON(b *testing.B) {
 	}
 }
 
-// countingEmitter signals snapshots and keeps nothing, so memory measurements see only what
-// the plugin itself holds.
+// countingEmitter is the SDK's plan without a stream: it signals snapshots and counts
+// upserts, and keeps what the SDK keeps of what it sent, so memory measurements see what a
+// plugin process holds.
 type countingEmitter struct {
+	mu        sync.Mutex
+	plan      *sdk.Plan
 	snapshots chan []catalog.Service
 	upserts   atomic.Int64
 }
 
-func (c *countingEmitter) Snapshot(s []catalog.Service) { c.snapshots <- s }
-func (c *countingEmitter) Upsert(catalog.Service)       { c.upserts.Add(1) }
-func (c *countingEmitter) Delete(string)                {}
-func (c *countingEmitter) Health(bool, string)          {}
-func (c *countingEmitter) Reject(string, string)        {}
+func newCountingEmitter() *countingEmitter {
+	return &countingEmitter{plan: sdk.NewPlan(false), snapshots: make(chan []catalog.Service, 1)}
+}
+
+func (c *countingEmitter) decide(step func(*sdk.Plan) []sdk.Change) bool {
+	c.mu.Lock()
+	changes := step(c.plan)
+	c.mu.Unlock()
+	for _, ch := range changes {
+		switch ch.Kind {
+		case sdk.ChangeSnapshot:
+			c.snapshots <- ch.Services
+		case sdk.ChangeUpsert:
+			c.upserts.Add(1)
+		}
+	}
+	return len(changes) > 0
+}
+
+func (c *countingEmitter) Snapshot(s []catalog.Service) {
+	c.decide(func(p *sdk.Plan) []sdk.Change { return p.Snapshot(s) })
+}
+func (c *countingEmitter) Set(svc catalog.Service) bool {
+	return c.decide(func(p *sdk.Plan) []sdk.Change { return p.Set(svc) })
+}
+func (c *countingEmitter) Remove(key string) bool {
+	return c.decide(func(p *sdk.Plan) []sdk.Change { return p.Remove(key) })
+}
+func (c *countingEmitter) Sent(key string) (catalog.Service, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.plan.Sent(key)
+}
+func (c *countingEmitter) SentKeys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.plan.SentKeys()
+}
+func (c *countingEmitter) Health(bool, string)   {}
+func (c *countingEmitter) Reject(string, string) {}
 
 // BenchmarkInitialListing measures connecting and listing N interfaces with 10 providers each
 // (N from MELTEMI_BENCH_ZK_INTERFACES, default 1000) until the snapshot is emitted.
@@ -67,7 +105,7 @@ func BenchmarkInitialListing(b *testing.B) {
 		if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
 			b.Fatal(err)
 		}
-		e := &countingEmitter{snapshots: make(chan []catalog.Service, 1)}
+		e := newCountingEmitter()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		b.StartTimer()
@@ -134,7 +172,7 @@ func BenchmarkResync(b *testing.B) {
 	if err := p.Configure(context.Background(), sdk.Config{Registry: "bench", Address: addr + chroot}); err != nil {
 		b.Fatal(err)
 	}
-	e := &countingEmitter{snapshots: make(chan []catalog.Service, 1)}
+	e := newCountingEmitter()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Watch(ctx, e) }()

@@ -288,10 +288,7 @@ func (p *Plugin) config() *config {
 
 // Watch implements sdk.Plugin: it connects, reports a snapshot, then changes, until ctx ends.
 func (p *Plugin) Watch(ctx context.Context, e sdk.Emitter) error {
-	cfg := p.config()
-	if cfg == nil {
-		return fmt.Errorf("zookeeper registry: watch before configure")
-	}
+	cfg := p.config() // the SDK calls Watch only after a successful Configure
 	w := newWatcher(cfg, e, &p.stats)
 	w.inject = p.inject
 	return w.run(ctx)

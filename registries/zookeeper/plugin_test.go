@@ -125,9 +125,3 @@ func TestConfigure(t *testing.T) {
 		})
 	}
 }
-
-func TestWatchBeforeConfigure(t *testing.T) {
-	if err := New().Watch(context.Background(), nil); err == nil {
-		t.Fatal("Watch before Configure succeeded")
-	}
-}

@@ -70,7 +70,7 @@ func fired(t zk.EventType) wtype {
 	return 0
 }
 
-// watcher runs one Watch call: one ZooKeeper client, its sessions, and what was emitted.
+// watcher runs one Watch call: one ZooKeeper client and its sessions.
 type watcher struct {
 	cfg   *config
 	e     sdk.Emitter
@@ -99,17 +99,12 @@ type watcher struct {
 	dirty   map[string]*node // nodes to read again
 	pending map[string]*node // nodes whose last read failed
 	readErr map[string]string
-	emitted map[string]catalog.Service
-	badHost map[string]string // service key -> reason its host was rejected
-	rejects [][2]string       // rejections to report after the current refresh
 
 	backoff time.Duration
 	retry   *time.Timer
 
 	resyncTimer *time.Timer
 	resyncDue   bool
-	// reported holds the rejections of the last listing, so a resync does not repeat them.
-	reported map[[2]string]bool
 
 	// inject runs functions in the run loop; tests use it to reach the loop's state.
 	inject chan func(*watcher)
@@ -118,15 +113,12 @@ type watcher struct {
 func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 	return &watcher{
 		cfg: cfg, e: e, stats: stats,
-		log:      sdk.Logger().With("registry", cfg.registry, "zookeeper", strings.Join(cfg.servers, ",")+cfg.chroot),
-		armed:    map[string]wtype{},
-		dirty:    map[string]*node{},
-		pending:  map[string]*node{},
-		readErr:  map[string]string{},
-		emitted:  map[string]catalog.Service{},
-		badHost:  map[string]string{},
-		reported: map[[2]string]bool{},
-		events:   eventQueue{notify: make(chan struct{}, 1)},
+		log:     sdk.Logger().With("registry", cfg.registry, "zookeeper", strings.Join(cfg.servers, ",")+cfg.chroot),
+		armed:   map[string]wtype{},
+		dirty:   map[string]*node{},
+		pending: map[string]*node{},
+		readErr: map[string]string{},
+		events:  eventQueue{notify: make(chan struct{}, 1)},
 	}
 }
 
@@ -345,15 +337,12 @@ func (w *watcher) fullSync(ctx context.Context) {
 	start := time.Now()
 	session := w.armSession
 	w.t = newTree(w.cfg)
-	w.rejects = nil
 	clear(w.dirty)
 	clear(w.pending)
 	clear(w.readErr)
-	clear(w.badHost)
 
 	if err := w.refresh(w.t.roots()); err != nil {
 		clear(w.t.changed)
-		w.rejects = nil
 		if ctx.Err() == nil {
 			w.log.Info("listing ZooKeeper interrupted; retrying when connected", "error", err)
 			w.scheduleRetry() // normally the reconnect comes first
@@ -361,26 +350,21 @@ func (w *watcher) fullSync(ctx context.Context) {
 		return
 	}
 	services := make([]catalog.Service, 0, len(w.t.ifaces)+len(w.t.apps))
-	previous := w.emitted
-	w.emitted = make(map[string]catalog.Service, len(previous))
 	unsure := w.unsure()
 	instances := 0
-	for _, key := range w.allKeys(previous) {
+	for _, key := range w.allKeys() {
 		svc, ok := w.build(key)
 		if unsure(key) {
 			// A node of it could not be read: what was sent before stands.
-			svc, ok = previous[key]
+			svc, ok = w.e.Sent(key)
 		}
 		if ok {
 			services = append(services, svc)
-			w.emitted[key] = svc
 			instances += len(svc.Instances)
 		}
 	}
 	clear(w.t.changed)
 	w.e.Snapshot(services)
-	clear(w.reported)
-	w.flushRejects()
 	w.scheduleResync()
 	w.synced = session
 	w.stats.snapshots.Add(1)
@@ -391,7 +375,7 @@ func (w *watcher) fullSync(ctx context.Context) {
 }
 
 // resync lists everything again within the session and sends only what differs from what
-// was emitted. ZooKeeper cannot be asked which watches it holds, and the client can fail to
+// the host has. ZooKeeper cannot be asked which watches it holds, and the client can fail to
 // re-register them after a reconnect; a resync repairs what such a lost watch missed. Reads
 // set only the watches that are not outstanding, so the watch count does not grow.
 func (w *watcher) resync(ctx context.Context) {
@@ -401,7 +385,6 @@ func (w *watcher) resync(ctx context.Context) {
 	w.t = newTree(w.cfg)
 	w.t.prev = old
 	defer w.dropPrev()
-	w.rejects = nil
 	// Everything is read again; the old tree's queues are kept in case the listing fails.
 	oldDirty, oldPending := w.dirty, w.pending
 	w.dirty, w.pending = map[string]*node{}, map[string]*node{}
@@ -411,7 +394,6 @@ func (w *watcher) resync(ctx context.Context) {
 		// lists everything anyway, and within this one the next resync tries again soon.
 		w.t = old
 		w.dirty, w.pending = oldDirty, oldPending
-		w.rejects = nil
 		if ctx.Err() == nil {
 			w.log.Info("resync interrupted; trying again", "error", err)
 			w.resyncDue = false
@@ -421,40 +403,29 @@ func (w *watcher) resync(ctx context.Context) {
 	}
 	unsure := w.unsure()
 	repaired := 0
-	for _, key := range w.allKeys(w.emitted) {
+	keys := w.allKeys()
+	for _, key := range keys {
 		if w.emit(key, unsure) {
 			repaired++
 		}
 	}
 	clear(w.t.changed)
-	// Report only the rejections that are new since the last listing.
-	fresh := make(map[[2]string]bool, len(w.rejects))
-	kept := w.rejects[:0]
-	for _, r := range w.rejects {
-		if !fresh[r] && !w.reported[r] {
-			kept = append(kept, r)
-		}
-		fresh[r] = true
-	}
-	w.rejects = kept
-	w.flushRejects()
-	w.reported = fresh
 	w.scheduleResync()
 	w.stats.repaired.Add(int64(repaired))
 	if repaired > 0 {
 		w.log.Warn("resync found changes the watches had not reported; sent them", "services", repaired,
 			"took", time.Since(start).Round(time.Millisecond).String())
 	} else {
-		w.log.Debug("resync found nothing missed", "services", len(w.emitted), "watches", len(w.armed),
+		w.log.Debug("resync found nothing missed", "services", len(keys), "watches", len(w.armed),
 			"took", time.Since(start).Round(time.Millisecond).String())
 	}
 }
 
-// allKeys returns the keys the tree knows and those in sent, sorted and unique.
-func (w *watcher) allKeys(sent map[string]catalog.Service) []string {
+// allKeys returns the keys the tree knows and those the host has, sorted and unique.
+func (w *watcher) allKeys() []string {
 	keys := w.t.keys()
 	known := len(keys)
-	for k := range sent {
+	for _, k := range w.e.SentKeys() {
 		if _, ok := slices.BinarySearch(keys[:known], k); !ok {
 			keys = append(keys, k)
 		}
@@ -465,7 +436,7 @@ func (w *watcher) allKeys(sent map[string]catalog.Service) []string {
 
 // unsure tells which services the tree cannot describe because a read of one of their nodes
 // failed (it is retried with backoff): an ACL that denies the plugin, for one. Their last
-// emitted state must stand, never be deleted for want of data.
+// state the host has must stand, never be deleted for want of data.
 func (w *watcher) unsure() func(key string) bool {
 	if len(w.pending) == 0 {
 		return func(string) bool { return false }
@@ -537,29 +508,19 @@ func (w *watcher) incremental() {
 	for _, key := range w.t.takeChanged() {
 		w.emit(key, unsure)
 	}
-	w.flushRejects()
 }
 
-// emit sends what changed in service key since it was last emitted: an upsert, a delete or
-// nothing. It reports whether it sent anything. A service whose state is unsure keeps what
-// was sent; it is emitted once its nodes have been read.
+// emit states service key as the tree has it, and reports whether the host was told
+// anything. A service whose state is unsure keeps what was sent; it is stated once its nodes
+// have been read.
 func (w *watcher) emit(key string, unsure func(string) bool) bool {
 	if unsure(key) {
 		return false
 	}
-	svc, ok := w.build(key)
-	prev, had := w.emitted[key]
-	switch {
-	case ok && (!had || !prev.Equal(svc)):
-		w.e.Upsert(svc)
-		w.emitted[key] = svc
-		return true
-	case !ok && had:
-		w.e.Delete(key)
-		delete(w.emitted, key)
-		return true
+	if svc, ok := w.build(key); ok {
+		return w.e.Set(svc)
 	}
-	return false
+	return w.e.Remove(key)
 }
 
 // refresh reads the given nodes and, level by level, the new nodes their contents reveal.
@@ -780,13 +741,9 @@ func isConnErr(err error) bool {
 func (w *watcher) build(key string) (catalog.Service, bool) {
 	svc, reason := w.t.service(key, w.cfg.host)
 	if reason != "" {
-		if w.badHost[key] != reason {
-			w.badHost[key] = reason
-			w.reject(key, reason)
-		}
+		w.reject(key, reason)
 		return catalog.Service{}, false
 	}
-	delete(w.badHost, key)
 	if len(svc.Instances) == 0 {
 		return catalog.Service{}, false
 	}
@@ -794,16 +751,7 @@ func (w *watcher) build(key string) (catalog.Service, bool) {
 }
 
 func (w *watcher) reject(item, reason string) {
-	w.rejects = append(w.rejects, [2]string{catalog.Clip(item, 256), catalog.Clip(reason, 512)})
-}
-
-func (w *watcher) flushRejects() {
-	for _, r := range w.rejects {
-		w.log.Warn("rejected registry item", "item", r[0], "reason", r[1])
-		w.e.Reject(r[0], r[1])
-		w.reported[r] = true
-	}
-	w.rejects = nil
+	w.e.Reject(catalog.Clip(item, 256), catalog.Clip(reason, 512))
 }
 
 func (w *watcher) setHealth(ok bool, msg string) {

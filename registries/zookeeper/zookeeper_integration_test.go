@@ -266,25 +266,25 @@ func TestIntegrationSessionExpiry(t *testing.T) {
 	watchesBefore := p.stats.watches.Load()
 
 	// Expire the plugin's session, then change the registry while the plugin is between
-	// sessions: the change must come in the new snapshot, and nothing may be deleted.
+	// sessions: the new session's listing must bring the change (as the difference from what
+	// the host has), and nothing may be deleted.
 	m := rec.Mark()
 	if err := proxy.ExpireSession(); err != nil {
 		t.Fatalf("expiring the session: %v", err)
 	}
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.3", 20880, demoIface, ""))
-	found := rec.WaitFor(t, m, wait, "second snapshot", sdktest.IsSnapshot)
-	snap := found.Services
-	if len(snap) != 2 || len(snap[1].Instances) != 2 {
-		t.Fatalf("second snapshot:\n%s", rec.Dump(m))
+	found := rec.WaitFor(t, m, wait, "the change from the new session's listing", sdktest.IsUpsert("dubbo:"+demoIface, 2))
+	if got := p.stats.snapshots.Load(); got != 2 {
+		t.Fatalf("%d listings, want 2", got)
 	}
 	if proxy.Session() == firstSession {
 		t.Fatal("the session did not change")
 	}
 	sawUnhealthy := false
-	for _, ev := range rec.Events(m)[:found.Seq-m] {
+	for _, ev := range rec.Events(m) {
 		switch ev.Kind {
-		case sdktest.Delete:
-			t.Fatalf("delete %s between the snapshots", ev.Key)
+		case sdktest.Delete, sdktest.Snapshot:
+			t.Fatalf("%s after the session expired:\n%s", ev, rec.Dump(m))
 		case sdktest.Health:
 			sawUnhealthy = sawUnhealthy || !ev.Connected
 		}
@@ -293,8 +293,8 @@ func TestIntegrationSessionExpiry(t *testing.T) {
 		t.Errorf("no unhealthy report while the session was lost:\n%s", rec.Dump(m))
 	}
 	rec.WaitFor(t, found.Seq, wait, "healthy again", sdktest.IsHealth(true))
-	if got := p.stats.snapshots.Load(); got != 2 {
-		t.Fatalf("%d snapshots, want 2", got)
+	if _, ok := rec.Service("dubbo:com.example.Kept"); !ok {
+		t.Fatalf("the unchanged service is gone:\n%s", rec.Dump(m))
 	}
 	if got := p.stats.watches.Load(); got != watchesBefore {
 		t.Fatalf("%d watches after the new session, want %d as before", got, watchesBefore)

@@ -1,6 +1,7 @@
 // Package sdktest helps test a registry plugin in process, without the host: a Recorder is
-// an sdk.Emitter that keeps every event and the state the host would build from them, and
-// Run runs a plugin's Watch into one for the length of a test.
+// an sdk.Emitter that decides what to send with the SDK's own plan (sdk.Plan) and keeps every
+// event the host would receive and the state the host would build from them, and Run runs a
+// plugin's Watch into one for the length of a test.
 //
 //	rec := sdktest.Run(t, myreg.New(), sdk.Config{Registry: "test", Address: addr})
 //	rec.WaitState(t, 10*time.Second, "the snapshot", sdktest.HasEndpoints("svc", "10.0.0.1:80"))
@@ -29,7 +30,7 @@ import (
 // Kind is what an Event reports.
 type Kind string
 
-// Event kinds, one per sdk.Emitter method.
+// Event kinds: what the host receives.
 const (
 	Snapshot Kind = "snapshot"
 	Upsert   Kind = "upsert"
@@ -50,6 +51,8 @@ type Event struct {
 	// Service is an Upsert's service.
 	Service catalog.Service
 	// Key is the service key of an Upsert or Delete, or the item of a Reject.
+	// (A rejection of a whole service the wire could not carry, which only a real stream
+	// makes, does not occur here.)
 	Key string
 	// Connected is a Health report's state.
 	Connected bool
@@ -89,10 +92,12 @@ type State struct {
 	Snapshots, Upserts, Deletes int
 }
 
-// Recorder is a goroutine-safe sdk.Emitter that records every event and keeps the State they
-// make. Services are kept as given: like the host, it takes ownership of them.
+// Recorder is a goroutine-safe sdk.Emitter that records every event the host would receive
+// and keeps the State they make. Services are kept as given: like the host, it takes ownership
+// of them.
 type Recorder struct {
 	mu      sync.Mutex
+	plan    *sdk.Plan
 	events  []Event
 	state   State
 	changed chan struct{} // closed and replaced on every event
@@ -100,9 +105,11 @@ type Recorder struct {
 	watch *watch
 }
 
-// NewRecorder returns an empty Recorder, for tests that call Watch themselves.
-func NewRecorder() *Recorder {
+// NewRecorder returns an empty Recorder, for tests that call Watch themselves; uniqueHosts is
+// the plugin's sdk.Description.UniqueHosts.
+func NewRecorder(uniqueHosts bool) *Recorder {
 	return &Recorder{
+		plan:    sdk.NewPlan(uniqueHosts),
 		state:   State{Services: map[string]catalog.Service{}, Rejected: map[string]string{}},
 		changed: make(chan struct{}),
 	}
@@ -111,9 +118,13 @@ func NewRecorder() *Recorder {
 var _ sdk.Emitter = (*Recorder)(nil)
 
 func (r *Recorder) add(ev Event) {
-	ev.At = time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.addLocked(ev)
+}
+
+func (r *Recorder) addLocked(ev Event) {
+	ev.At = time.Now()
 	ev.Seq = len(r.events)
 	r.events = append(r.events, ev)
 	s := &r.state
@@ -145,18 +156,54 @@ func (r *Recorder) notifyLocked() {
 	r.changed = make(chan struct{})
 }
 
+// decide runs one plan step and records what it sends; it reports whether it sent anything.
+func (r *Recorder) decide(step func(*sdk.Plan) []sdk.Change) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changes := step(r.plan)
+	for _, c := range changes {
+		switch c.Kind {
+		case sdk.ChangeSnapshot:
+			r.addLocked(Event{Kind: Snapshot, Services: c.Services})
+		case sdk.ChangeUpsert:
+			r.addLocked(Event{Kind: Upsert, Service: c.Service, Key: c.Key})
+		case sdk.ChangeDelete:
+			r.addLocked(Event{Kind: Delete, Key: c.Key})
+		case sdk.ChangeReject:
+			r.addLocked(Event{Kind: Reject, Key: c.Item, Message: c.Reason})
+		}
+	}
+	return len(changes) > 0
+}
+
 // Snapshot implements sdk.Emitter.
 func (r *Recorder) Snapshot(services []catalog.Service) {
-	r.add(Event{Kind: Snapshot, Services: services})
+	r.decide(func(p *sdk.Plan) []sdk.Change { return p.Snapshot(services) })
 }
 
-// Upsert implements sdk.Emitter.
-func (r *Recorder) Upsert(svc catalog.Service) {
-	r.add(Event{Kind: Upsert, Service: svc, Key: svc.Key})
+// Set implements sdk.Emitter.
+func (r *Recorder) Set(svc catalog.Service) bool {
+	return r.decide(func(p *sdk.Plan) []sdk.Change { return p.Set(svc) })
 }
 
-// Delete implements sdk.Emitter.
-func (r *Recorder) Delete(key string) { r.add(Event{Kind: Delete, Key: key}) }
+// Remove implements sdk.Emitter.
+func (r *Recorder) Remove(key string) bool {
+	return r.decide(func(p *sdk.Plan) []sdk.Change { return p.Remove(key) })
+}
+
+// SentKeys implements sdk.Emitter.
+func (r *Recorder) SentKeys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.plan.SentKeys()
+}
+
+// Sent implements sdk.Emitter.
+func (r *Recorder) Sent(key string) (catalog.Service, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.plan.Sent(key)
+}
 
 // Health implements sdk.Emitter.
 func (r *Recorder) Health(connected bool, message string) {
@@ -165,7 +212,7 @@ func (r *Recorder) Health(connected bool, message string) {
 
 // Reject implements sdk.Emitter.
 func (r *Recorder) Reject(item, reason string) {
-	r.add(Event{Kind: Reject, Key: item, Message: reason})
+	r.decide(func(p *sdk.Plan) []sdk.Change { return p.Reject(item, reason) })
 }
 
 // Mark is the number of events so far: pass it to Events, Count, WaitFor or Dump to look

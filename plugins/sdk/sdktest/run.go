@@ -45,7 +45,7 @@ func Run(t testing.TB, p sdk.Plugin, cfg sdk.Config) *Recorder {
 // even with nil, fails the Recorder's next wait at once and the test at Stop.
 func Watch(t testing.TB, p sdk.Plugin) *Recorder {
 	t.Helper()
-	r := NewRecorder()
+	r := NewRecorder(p.Describe().UniqueHosts)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watch{t: t, cancel: cancel, done: make(chan struct{})}
 	r.watch = w

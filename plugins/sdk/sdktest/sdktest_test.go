@@ -97,15 +97,15 @@ func svc(key string, eps ...string) catalog.Service {
 }
 
 func TestRecorderKeepsStateAndEvents(t *testing.T) {
-	r := NewRecorder()
+	r := NewRecorder(false)
 	if s := r.State(); s.Synced || len(s.Services) != 0 || Absent("a")(&s) {
 		t.Fatalf("fresh state %+v: synced or absent before any snapshot", s)
 	}
 	r.Health(true, "")
 	r.Snapshot([]catalog.Service{svc("a", "10.0.0.1:80"), svc("b", "10.0.0.2:81")})
 	m := r.Mark()
-	r.Upsert(svc("a", "10.0.0.1:80", "10.0.0.3:80"))
-	r.Delete("b")
+	r.Set(svc("a", "10.0.0.1:80", "10.0.0.3:80"))
+	r.Remove("b")
 	r.Reject("bad-item", "not an IP address")
 	r.Health(false, "registry gone")
 
@@ -162,15 +162,16 @@ func TestRecorderKeepsStateAndEvents(t *testing.T) {
 }
 
 func TestWaitForSeesLaterEventsOnly(t *testing.T) {
-	r := NewRecorder()
-	r.Delete("x")
+	r := NewRecorder(false)
+	r.Snapshot([]catalog.Service{svc("x", "10.0.0.9:1")})
+	r.Set(svc("x", "10.0.0.9:2"))
 	m := r.Mark()
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		r.Upsert(svc("y", "10.0.0.1:1"))
-		r.Delete("x")
+		r.Set(svc("y", "10.0.0.1:1"))
+		r.Remove("x")
 	}()
-	ev := r.WaitFor(t, m, 10*time.Second, "x deleted again", func(ev Event) bool { return ev.Kind == Delete && ev.Key == "x" })
+	ev := r.WaitFor(t, m, 10*time.Second, "x deleted", func(ev Event) bool { return ev.Kind == Delete && ev.Key == "x" })
 	if ev.At.IsZero() || r.Count(m, Upsert) != 1 {
 		t.Errorf("found %+v before the upsert that preceded it", ev)
 	}
@@ -178,7 +179,7 @@ func TestWaitForSeesLaterEventsOnly(t *testing.T) {
 }
 
 func TestWaitFailsWithTheEvents(t *testing.T) {
-	r := NewRecorder()
+	r := NewRecorder(false)
 	r.Reject("item-1", "broken")
 	failures := runFake(t, func(t testing.TB) {
 		r.WaitState(t, 50*time.Millisecond, "service z", HasEndpoints("z", "10.0.0.1:1"))
@@ -268,13 +269,13 @@ func TestRunReportsBadPlugins(t *testing.T) {
 }
 
 func TestEventPredicatesAndSeq(t *testing.T) {
-	r := NewRecorder()
+	r := NewRecorder(false)
 	r.Health(false, "connecting")
 	r.Snapshot([]catalog.Service{svc("a", "10.0.0.1:80")})
 	r.Health(true, "")
-	r.Upsert(svc("a", "10.0.0.1:80", "10.0.0.2:80"))
+	r.Set(svc("a", "10.0.0.1:80", "10.0.0.2:80"))
 	r.Reject("/dubbo/com.example.Bad/providers/not-a-url", "not a URL")
-	r.Delete("a")
+	r.Remove("a")
 	evs := r.Events(0)
 	for i, ev := range evs {
 		if ev.Seq != i {
@@ -318,12 +319,13 @@ func TestEventPredicatesAndSeq(t *testing.T) {
 }
 
 func TestRecorderIsSafeForConcurrentUse(t *testing.T) {
-	r := NewRecorder()
+	r := NewRecorder(false)
+	r.Snapshot(nil)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range 100 {
-				r.Upsert(svc(fmt.Sprint(g, "-", i), "10.0.0.1:1"))
+				r.Set(svc(fmt.Sprint(g, "-", i), "10.0.0.1:1"))
 				_ = r.State()
 			}
 		})
