@@ -148,6 +148,9 @@ func TestMetaRouterBecomesEnvoyFiltersAndLiveRoutes(t *testing.T) {
 			if err := traffic.CheckEnvoyFilter(&list.Items[i]); err != nil {
 				return fmt.Errorf("%s: %w", list.Items[i].GetName(), err)
 			}
+			if l := list.Items[i].GetLabels(); l["app.kubernetes.io/managed-by"] != "meltemi" || l[traffic.LabelComponent] != "traffic" {
+				t.Fatalf("EnvoyFilter %s lacks its ownership labels: %v", list.Items[i].GetName(), l)
+			}
 			names = append(names, list.Items[i].GetName())
 		}
 		if len(names) != 2 {

@@ -15,11 +15,17 @@ const (
 	Version = "v1"
 )
 
-// Kinds written by Meltemi.
+// Kinds written by Meltemi, and their resources.
 var (
 	ServiceEntryKind  = schema.GroupVersionKind{Group: Group, Version: Version, Kind: "ServiceEntry"}
 	WorkloadEntryKind = schema.GroupVersionKind{Group: Group, Version: Version, Kind: "WorkloadEntry"}
 	EnvoyFilterKind   = schema.GroupVersionKind{Group: Group, Version: "v1alpha3", Kind: "EnvoyFilter"}
+
+	ServiceEntryResource  = ServiceEntryKind.GroupVersion().WithResource("serviceentries")
+	WorkloadEntryResource = WorkloadEntryKind.GroupVersion().WithResource("workloadentries")
+	EnvoyFilterResource   = EnvoyFilterKind.GroupVersion().WithResource("envoyfilters")
+	// DestinationRuleResource is read, never written.
+	DestinationRuleResource = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "destinationrules"}
 )
 
 // ServiceEntry is networking.istio.io/v1 ServiceEntry.

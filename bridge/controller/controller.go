@@ -25,17 +25,8 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
-
-// Writer applies desired objects; sync/kube's Reconciler implements it.
-type Writer interface {
-	Set(obj *unstructured.Unstructured) error
-	Unset(gvk schema.GroupVersionKind, namespace, name string)
-	// AllowDeletes is called once every registry has delivered a complete snapshot and the
-	// desired state built from them has been handed over: only then can an owned object that
-	// nobody wants be told apart from one whose registry has not reported yet.
-	AllowDeletes()
-}
 
 // Config tunes the controller.
 type Config struct {
@@ -52,7 +43,7 @@ type Config struct {
 type Controller struct {
 	cfg    Config
 	store  *store.Store
-	writer Writer
+	writer synckube.Writer
 	log    *slog.Logger
 
 	mu         sync.Mutex
@@ -67,9 +58,6 @@ type Controller struct {
 	status           map[string]host.Status
 	rejections       map[string][]catalog.Rejection
 	deletesOK        bool
-	// workloadEntries remembers the WorkloadEntry names written per host, to unset those a
-	// host no longer has; only the flush loop touches it.
-	workloadEntries map[string]map[string]bool
 	// unwritten holds, per host handed to the writer, the time of its earliest change whose
 	// ServiceEntry write has not been confirmed yet (see ObjectSynced); lastSweep bounds how
 	// long an entry the writer never reports on can linger.
@@ -80,7 +68,7 @@ type Controller struct {
 
 // New returns a controller writing through w. Until SetRegistries names the configured
 // registries, and each of them has synced, deletions are held back.
-func New(cfg Config, store *store.Store, w Writer) *Controller {
+func New(cfg Config, st *store.Store, w synckube.Writer) *Controller {
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = 50 * time.Millisecond
 	}
@@ -91,10 +79,10 @@ func New(cfg Config, store *store.Store, w Writer) *Controller {
 		cfg.Logger = slog.Default()
 	}
 	c := &Controller{
-		cfg: cfg, store: store, writer: w, log: cfg.Logger,
+		cfg: cfg, store: st, writer: w, log: cfg.Logger,
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		expected: map[string]bool{}, status: map[string]host.Status{}, rejections: map[string][]catalog.Rejection{},
-		workloadEntries: map[string]map[string]bool{}, unwritten: map[string]time.Time{}, lastSweep: time.Now(),
+		unwritten: map[string]time.Time{}, lastSweep: time.Now(),
 		eventWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meltemi_registry_event_to_write_seconds",
 			Help: "Time from a registry change reaching the host to the ServiceEntry it changed being written (applied or deleted); changes that need no write are not observed.",
@@ -326,8 +314,9 @@ func (c *Controller) ObjectSynced(gvk schema.GroupVersionKind, namespace, name s
 	}
 }
 
-// write hands the desired objects of host h to the writer, and unsets those it no longer
-// has (the ServiceEntry when no instance is left, WorkloadEntries of removed instances).
+// write hands the desired objects of host h to the writer as one group: the writer deletes
+// what the host no longer has (the ServiceEntry when no instance is left, WorkloadEntries of
+// removed instances).
 func (c *Controller) write(h string) error {
 	in := convert.Input{Host: h, Services: c.store.ForHost(h)}
 	if c.cfg.VIPs != nil && hasInstances(in.Services) {
@@ -338,33 +327,26 @@ func (c *Controller) write(h string) error {
 		in.VIP = addr
 	}
 	res := convert.Convert(in, c.cfg.Convert)
-	ns := c.cfg.Convert.Namespace
-	prev := c.workloadEntries[h]
-	next := map[string]bool{}
-	var errs []error
+	var objs []*unstructured.Unstructured
 	if res == nil {
-		c.writer.Unset(istio.ServiceEntryKind, ns, h)
 		if c.cfg.VIPs != nil {
 			c.cfg.VIPs.Release(h)
 		}
 	} else {
 		for _, we := range res.WorkloadEntries {
-			next[we.Name] = true
-			errs = append(errs, c.set(we))
+			u, err := ToUnstructured(we)
+			if err != nil {
+				return err
+			}
+			objs = append(objs, u)
 		}
-		errs = append(errs, c.set(res.ServiceEntry))
-	}
-	for name := range prev {
-		if !next[name] {
-			c.writer.Unset(istio.WorkloadEntryKind, ns, name)
+		u, err := ToUnstructured(res.ServiceEntry)
+		if err != nil {
+			return err
 		}
+		objs = append(objs, u)
 	}
-	if len(next) == 0 {
-		delete(c.workloadEntries, h)
-	} else {
-		c.workloadEntries[h] = next
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.writer.SetGroup(h, objs)...)
 }
 
 func hasInstances(services []catalog.Service) bool {
@@ -374,14 +356,6 @@ func hasInstances(services []catalog.Service) bool {
 		}
 	}
 	return false
-}
-
-func (c *Controller) set(obj any) error {
-	u, err := ToUnstructured(obj)
-	if err != nil {
-		return err
-	}
-	return c.writer.Set(u)
 }
 
 // ToUnstructured converts a typed object for the dynamic client.

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
@@ -20,31 +19,41 @@ import (
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
-// recorder is a Writer that records calls; the controller's contract with sync/kube is only
-// these calls, so recording them tests the controller's logic completely.
+// recorder is a Writer that records what it is handed; the controller's contract with
+// sync/kube is only SetGroup and AllowDeletes, so recording them tests the controller's logic
+// completely. Objects a group no longer holds are recorded as unset, as the reconciler turns
+// them into orphans.
 type recorder struct {
 	mu      sync.Mutex
-	objects map[string]*unstructured.Unstructured // kind/name -> last Set
+	groups  map[string][]*unstructured.Unstructured
+	objects map[string]*unstructured.Unstructured // kind/name -> last handed over
 	sets    int
 	unsets  []string
 	deletes bool
 }
 
-func newRecorder() *recorder { return &recorder{objects: map[string]*unstructured.Unstructured{}} }
-
-func (r *recorder) Set(obj *unstructured.Unstructured) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.sets++
-	r.objects[obj.GetKind()+"/"+obj.GetName()] = obj
-	return nil
+func newRecorder() *recorder {
+	return &recorder{groups: map[string][]*unstructured.Unstructured{}, objects: map[string]*unstructured.Unstructured{}}
 }
 
-func (r *recorder) Unset(gvk schema.GroupVersionKind, _, name string) {
+func (r *recorder) SetGroup(group string, objs []*unstructured.Unstructured) []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.objects, gvk.Kind+"/"+name)
-	r.unsets = append(r.unsets, gvk.Kind+"/"+name)
+	now := map[string]bool{}
+	for _, obj := range objs {
+		id := obj.GetKind() + "/" + obj.GetName()
+		now[id] = true
+		r.objects[id] = obj
+		r.sets++
+	}
+	for _, old := range r.groups[group] {
+		if id := old.GetKind() + "/" + old.GetName(); !now[id] {
+			delete(r.objects, id)
+			r.unsets = append(r.unsets, id)
+		}
+	}
+	r.groups[group] = objs
+	return nil
 }
 
 func (r *recorder) AllowDeletes() {

@@ -141,10 +141,8 @@ func Convert(in Input, opt Options) *Result {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      host, // a valid host is a valid object name
 			Namespace: opt.Namespace,
-			Labels: map[string]string{
-				v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue,
-				v1alpha1.LabelRegistry:  registryLabel(names),
-			},
+			// The writer adds the ownership labels; which registries it comes from is ours.
+			Labels: map[string]string{v1alpha1.LabelRegistry: registryLabel(names)},
 		},
 		Spec: istio.ServiceEntrySpec{
 			Hosts:      []string{host},

@@ -23,7 +23,6 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
 )
 
@@ -63,7 +62,7 @@ type envoyFilter struct {
 type efMeta struct {
 	Name        string            `json:"name"`
 	Namespace   string            `json:"namespace"`
-	Labels      map[string]string `json:"labels"`
+	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
@@ -118,13 +117,12 @@ func (t *translator) addEnvoyFilter(host string, port uint32, direction string, 
 	if len(patches) == 0 {
 		return nil
 	}
-	labels := map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}
-	maps.Copy(labels, OwnerLabels())
+	// The writer adds the ownership labels (managed-by, and OwnerLabels as its own).
 	ef := envoyFilter{
 		APIVersion: istio.EnvoyFilterKind.GroupVersion().String(),
 		Kind:       istio.EnvoyFilterKind.Kind,
 		Metadata: efMeta{
-			Name: envoyFilterName(host, port, direction), Namespace: t.opts.Namespace, Labels: labels,
+			Name: envoyFilterName(host, port, direction), Namespace: t.opts.Namespace,
 			Annotations: map[string]string{AnnotationService: fmt.Sprintf("%s:%d", host, port)},
 		},
 		Spec: envoyFilterSpec{ConfigPatches: patches},

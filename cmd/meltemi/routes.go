@@ -15,9 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	trafficcontroller "github.com/meltemi-mesh/meltemi/bridge/traffic/controller"
 )
 
 const routesUsage = `usage: meltemi routes explain --host HOST --port PORT [--attr NAME=VALUE]... [-f FILE]... [--kubeconfig FILE] [--watch-namespace NS]
@@ -103,7 +103,7 @@ func listTrafficObjects(ctx context.Context, kubeconfig, namespace string) ([]*u
 	}
 	var objs []*unstructured.Unstructured
 	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource,
-		trafficcontroller.DestinationRuleResource, trafficcontroller.ServiceEntryResource} {
+		istio.DestinationRuleResource, istio.ServiceEntryResource} {
 		list, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", gvr.Resource, err)

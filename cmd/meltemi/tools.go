@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/bridge/controller"
@@ -24,6 +24,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/registries"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
 var lookupEnv = os.LookupEnv
@@ -121,26 +122,45 @@ func orDash(s string) string {
 	return s
 }
 
-// collector is a Writer that keeps desired objects in memory, for convert.
+// collector is a Writer that keeps desired objects in memory, as the reconciler would apply
+// them, for convert.
 type collector struct {
-	mu   sync.Mutex
-	objs map[string]*unstructured.Unstructured
+	mu     sync.Mutex
+	groups map[string][]*unstructured.Unstructured
 }
 
-func (c *collector) Set(obj *unstructured.Unstructured) error {
+func (c *collector) SetGroup(group string, objs []*unstructured.Unstructured) []error {
+	var errs []error
+	desired := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, obj := range objs {
+		d, err := synckube.Desired(obj, nil)
+		if err != nil {
+			errs = append(errs, &synckube.ObjectError{Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName(), Err: err})
+			continue
+		}
+		desired = append(desired, d)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.objs[obj.GetKind()+"/"+obj.GetName()] = obj
-	return nil
-}
-
-func (c *collector) Unset(gvk schema.GroupVersionKind, _, name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.objs, gvk.Kind+"/"+name)
+	c.groups[group] = desired
+	return errs
 }
 
 func (c *collector) AllowDeletes() {}
+
+// objects returns every object, ordered by kind and name.
+func (c *collector) objects() []*unstructured.Unstructured {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*unstructured.Unstructured
+	for _, objs := range c.groups {
+		out = append(out, objs...)
+	}
+	slices.SortFunc(out, func(a, b *unstructured.Unstructured) int {
+		return cmp.Or(cmp.Compare(a.GetKind(), b.GetKind()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+	return out
+}
 
 func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("meltemi convert", flag.ContinueOnError)
@@ -169,7 +189,7 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	out := &collector{objs: map[string]*unstructured.Unstructured{}}
+	out := &collector{groups: map[string][]*unstructured.Unstructured{}}
 	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, store.New(), out)
 	mgr := registries.NewManager(host.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -190,10 +210,8 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	for i, key := range slices.Sorted(maps.Keys(out.objs)) {
-		if err := printObject(stdout, out.objs[key].Object, *output, i); err != nil {
+	for i, obj := range out.objects() {
+		if err := printObject(stdout, obj.Object, *output, i); err != nil {
 			return err
 		}
 	}

@@ -9,21 +9,10 @@ import (
 	"maps"
 	"math"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
-)
-
-// Labels and annotations that mark and describe the objects Meltemi writes.
-const (
-	// LabelManagedBy marks every object the reconciler writes; objects without it (set to
-	// ManagedByValue) are never modified or deleted.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	// ManagedByValue is the value of LabelManagedBy on owned objects.
-	ManagedByValue = "meltemi"
-	// LabelRegistry names the registry an object was converted from; the caller sets it.
-	LabelRegistry = "meltemi.io/registry"
-	// AnnotationContentHash holds the hash of an object's desired content (see ContentHash).
-	AnnotationContentHash = "meltemi.io/content-hash"
 )
 
 // DefaultMaxObjectBytes is the largest JSON encoding of an object the reconciler writes: etcd's
@@ -49,6 +38,16 @@ type desiredObject struct {
 	hash string
 	size int    // bytes of the JSON apply body (without resourceVersion)
 	body []byte // that body
+}
+
+// Desired returns obj as a reconciler with ownerLabels would apply it (see normalize): what
+// a preview such as meltemi convert shows.
+func Desired(obj *unstructured.Unstructured, ownerLabels map[string]string) (*unstructured.Unstructured, error) {
+	d, err := normalize(obj, ownerLabels, DefaultMaxObjectBytes)
+	if err != nil {
+		return nil, err
+	}
+	return d.obj, nil
 }
 
 // normalize turns a caller's object into the form that is hashed, compared and applied:
@@ -87,12 +86,12 @@ func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, max
 		labels = map[string]string{}
 	}
 	labels = maps.Clone(labels)
-	labels[LabelManagedBy] = ManagedByValue
+	labels[v1alpha1.LabelManagedBy] = v1alpha1.ManagedByValue
 	maps.Copy(labels, ownerLabels)
 	u.SetLabels(labels)
 
 	annotations := maps.Clone(in.GetAnnotations())
-	delete(annotations, AnnotationContentHash)
+	delete(annotations, v1alpha1.AnnotationContentHash)
 	if len(annotations) > 0 {
 		u.SetAnnotations(annotations)
 	}
@@ -101,7 +100,7 @@ func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, max
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
-	annotations[AnnotationContentHash] = hash
+	annotations[v1alpha1.AnnotationContentHash] = hash
 	u.SetAnnotations(annotations)
 
 	body, err := json.Marshal(u.Object)
@@ -182,7 +181,7 @@ func jsonValue(v any) (any, bool) {
 }
 
 // ContentHash is the hex SHA-256 of the canonical JSON of an object's labels, its annotations
-// except AnnotationContentHash, and its content (every top-level field except apiVersion, kind,
+// except v1alpha1.AnnotationContentHash, and its content (every top-level field except apiVersion, kind,
 // metadata and status). encoding/json writes map keys sorted, so equal content gives equal
 // bytes; callers pass objects whose numbers are int64/float64 as decoded from JSON.
 func ContentHash(u *unstructured.Unstructured) string {
@@ -194,7 +193,7 @@ func ContentHash(u *unstructured.Unstructured) string {
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
-	delete(annotations, AnnotationContentHash)
+	delete(annotations, v1alpha1.AnnotationContentHash)
 	content := make(map[string]any, len(u.Object))
 	for k, v := range u.Object {
 		if !nonContent(k) {
@@ -232,7 +231,7 @@ func (d *desiredObject) applyBody(resourceVersion string) ([]byte, error) {
 // tolerated; a changed value, a removed field or a list of another length is drift.
 func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
 	liveAnn := live.GetAnnotations()
-	if liveAnn[AnnotationContentHash] != d.hash {
+	if liveAnn[v1alpha1.AnnotationContentHash] != d.hash {
 		return false
 	}
 	for k, v := range d.obj.GetAnnotations() {

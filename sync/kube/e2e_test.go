@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -80,14 +82,14 @@ func TestE2ECreateNoopAndChange(t *testing.T) {
 			t.Fatalf("%s not created", name)
 		}
 		labels := live.GetLabels()
-		if labels[LabelManagedBy] != ManagedByValue || labels[LabelRegistry] != "zk-test" {
+		if labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue || labels[v1alpha1.LabelRegistry] != "zk-test" {
 			t.Errorf("%s labels %v", name, labels)
 		}
 		d, err := normalize(serviceEntry(ns, name, 10, "1.0.0"), nil, DefaultMaxObjectBytes)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h := live.GetAnnotations()[AnnotationContentHash]; h != d.hash || h != ContentHash(live) {
+		if h := live.GetAnnotations()[v1alpha1.AnnotationContentHash]; h != d.hash || h != ContentHash(live) {
 			t.Errorf("%s hash annotation %q, want %q (recomputed from live %q)", name, h, d.hash, ContentHash(live))
 		}
 		for _, mf := range live.GetManagedFields() {
@@ -136,7 +138,7 @@ func TestE2ECreateNoopAndChange(t *testing.T) {
 	if v := endpointVersion(t, live); v != "2.0.0" {
 		t.Errorf("svc-3 endpoint version %q after change", v)
 	}
-	if live.GetAnnotations()[AnnotationContentHash] != ContentHash(live) {
+	if live.GetAnnotations()[v1alpha1.AnnotationContentHash] != ContentHash(live) {
 		t.Errorf("svc-3 hash annotation not updated")
 	}
 	if s := rr.Stats(); s.Applies != n+1 || s.Creates != n || s.Errors != 0 || s.Deletes != 0 {
@@ -149,7 +151,7 @@ func TestE2EDeletesOnlyAfterAllowDeletes(t *testing.T) {
 	ns := ke.namespace(t)
 	// A leftover of an earlier run: owned, desired by nobody now.
 	leftover := serviceEntry(ns, "leftover", 1, "0.9")
-	leftover.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, LabelRegistry: "zk-test", noAutoallocate: "false"})
+	leftover.SetLabels(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelRegistry: "zk-test", noAutoallocate: "false"})
 	ke.create(t, leftover)
 
 	client, wc := ke.countedClient(t)
@@ -232,7 +234,7 @@ func TestE2EForeignObjectWithDesiredName(t *testing.T) {
 		t.Fatal("the conflict blocked another object")
 	}
 	live := ke.get(t, ns, "taken")
-	if live.GetResourceVersion() != foreign.GetResourceVersion() || live.GetLabels()[LabelManagedBy] != "" {
+	if live.GetResourceVersion() != foreign.GetResourceVersion() || live.GetLabels()[v1alpha1.LabelManagedBy] != "" {
 		t.Fatalf("foreign object modified: rv %s -> %s, labels %v", foreign.GetResourceVersion(), live.GetResourceVersion(), live.GetLabels())
 	}
 	if got := wc.total(); got != 1 {
@@ -255,7 +257,7 @@ func TestE2EForeignObjectWithDesiredName(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() error {
 		u := ke.get(t, ns, "taken")
-		if u == nil || u.GetLabels()[LabelManagedBy] != ManagedByValue {
+		if u == nil || u.GetLabels()[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
 			return errors.New("taken not yet created by the reconciler")
 		}
 		return nil
@@ -266,7 +268,7 @@ func TestE2EForeignObjectsElsewhereUntouched(t *testing.T) {
 	ke := loadKube(t)
 	ns := ke.namespace(t)
 	plain := ke.create(t, foreignEntry(ns, "someone-else", nil))
-	other := ke.create(t, foreignEntry(ns, "helm-owned", map[string]string{LabelManagedBy: "Helm", LabelRegistry: "zk-test"}))
+	other := ke.create(t, foreignEntry(ns, "helm-owned", map[string]string{v1alpha1.LabelManagedBy: "Helm", v1alpha1.LabelRegistry: "zk-test"}))
 
 	client, wc := ke.countedClient(t)
 	rr := newReconciler(t, client, ns, nil).start(t)
@@ -314,12 +316,12 @@ func TestE2EDriftReverted(t *testing.T) {
 		}},
 		{"registry label removed", func(u *unstructured.Unstructured) {
 			l := u.GetLabels()
-			delete(l, LabelRegistry)
+			delete(l, v1alpha1.LabelRegistry)
 			u.SetLabels(l)
 		}},
 		{"hash annotation changed", func(u *unstructured.Unstructured) {
 			a := u.GetAnnotations()
-			a[AnnotationContentHash] = "tampered"
+			a[v1alpha1.AnnotationContentHash] = "tampered"
 			u.SetAnnotations(a)
 		}},
 	}
@@ -363,7 +365,7 @@ func TestE2EDeletedDesiredObjectRecreated(t *testing.T) {
 		if u == nil || u.GetUID() == old.GetUID() {
 			return errors.New("not recreated yet")
 		}
-		if u.GetLabels()[LabelManagedBy] != ManagedByValue {
+		if u.GetLabels()[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
 			return errors.New("recreated without the ownership label")
 		}
 		return nil
@@ -551,7 +553,7 @@ func TestE2EWritePreconditions(t *testing.T) {
 	if _, err := rr.apply(context.Background(), k, d, true, stale.GetResourceVersion()); err != nil {
 		t.Errorf("conditional apply to a deleted object: %v", err)
 	}
-	if u := ke.get(t, ns, "racy"); u == nil || u.GetLabels()[LabelManagedBy] != ManagedByValue {
+	if u := ke.get(t, ns, "racy"); u == nil || u.GetLabels()[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
 		t.Errorf("conditional apply to a deleted object did not create it")
 	}
 	// Deletes carry the UID they were decided on.
@@ -605,4 +607,58 @@ func TestE2ERejectedObjectRetriedWithBackoff(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestE2EGroups: a group handed over whole keeps exactly its objects; an object another group
+// took over stays.
+func TestE2EGroups(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	client, _ := ke.countedClient(t)
+	rr := newReconciler(t, client, ns, nil).start(t)
+	rr.AllowDeletes()
+	set := func(group string, names ...string) {
+		t.Helper()
+		var objs []*unstructured.Unstructured
+		for _, n := range names {
+			objs = append(objs, serviceEntry(ns, n, 1, "1.0.0"))
+		}
+		if errs := rr.SetGroup(group, objs); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		rr.waitIdle(t)
+	}
+	exist := func(want map[string]bool) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() error {
+			for name, ok := range want {
+				if got := ke.get(t, ns, name) != nil; got != ok {
+					return fmt.Errorf("%s exists: %v, want %v", name, got, ok)
+				}
+			}
+			return nil
+		})
+	}
+	set("h1", "a", "a-1", "a-2")
+	set("h2", "b")
+	exist(map[string]bool{"a": true, "a-1": true, "a-2": true, "b": true})
+	set("h1", "a", "a-1")
+	exist(map[string]bool{"a": true, "a-1": true, "a-2": false, "b": true})
+	// a-1 moves to h2; h1 then drops it: it stays, h2 wants it.
+	set("h2", "b", "a-1")
+	set("h1", "a")
+	exist(map[string]bool{"a": true, "a-1": true, "b": true})
+	set("h2")
+	exist(map[string]bool{"a": true, "a-1": false, "b": false})
+	// An object the writer refuses (here: of a kind it does not manage) is reported by name;
+	// the rest of the group is taken.
+	bad := serviceEntry(ns, "c", 1, "1.0.0")
+	bad.SetKind("WorkloadEntry")
+	errs := rr.SetGroup("h3", []*unstructured.Unstructured{bad, serviceEntry(ns, "d", 1, "1.0.0")})
+	var oe *ObjectError
+	if len(errs) != 1 || !errors.As(errs[0], &oe) || oe.Name != "c" || oe.Kind != "WorkloadEntry" {
+		t.Fatalf("errors %v, want one for WorkloadEntry c", errs)
+	}
+	rr.waitIdle(t)
+	exist(map[string]bool{"d": true})
 }

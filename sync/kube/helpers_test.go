@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
 var (
@@ -51,7 +54,7 @@ func serviceEntry(ns, name string, n int, version string) *unstructured.Unstruct
 		"metadata": map[string]any{
 			"name":      name,
 			"namespace": ns,
-			"labels":    map[string]any{LabelRegistry: "zk-test", noAutoallocate: "false"},
+			"labels":    map[string]any{v1alpha1.LabelRegistry: "zk-test", noAutoallocate: "false"},
 		},
 		"spec": map[string]any{
 			"hosts":      []any{name + ".dubbo.svc"},

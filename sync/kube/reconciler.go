@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +26,33 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
+// Writer takes the desired state of the controllers (the Reconciler implements it): each
+// hands over whole groups of objects — everything for one mesh host, every EnvoyFilter — and
+// the writer works out what to create, change and delete.
+type Writer interface {
+	// SetGroup makes objs the complete desired state of group (nil: nothing): each object
+	// is wanted as given, and the objects the group held before and does not hold now are
+	// orphans, deleted once deletes are allowed. It returns one error per object it could
+	// not take, each an *ObjectError.
+	SetGroup(group string, objs []*unstructured.Unstructured) []error
+	// AllowDeletes is called once every source has delivered a complete snapshot and the
+	// desired state built from them has been handed over: only then can an owned object that
+	// nobody wants be told apart from one whose source has not reported yet.
+	AllowDeletes()
+}
+
+// ObjectError is a desired object the writer did not take.
+type ObjectError struct {
+	Kind, Namespace, Name string
+	Err                   error
+}
+
+func (e *ObjectError) Error() string {
+	return fmt.Sprintf("%s %s/%s: %v", e.Kind, e.Namespace, e.Name, e.Err)
+}
+
+func (e *ObjectError) Unwrap() error { return e.Err }
+
 // Kind is a namespaced resource the reconciler manages.
 type Kind struct {
 	GVK      schema.GroupVersionKind
@@ -31,17 +61,17 @@ type Kind struct {
 
 // ServiceEntryKind is Istio's networking.istio.io/v1 ServiceEntry.
 func ServiceEntryKind() Kind {
-	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "ServiceEntry"}, Resource: "serviceentries"}
+	return Kind{GVK: istio.ServiceEntryKind, Resource: istio.ServiceEntryResource.Resource}
 }
 
 // WorkloadEntryKind is Istio's networking.istio.io/v1 WorkloadEntry.
 func WorkloadEntryKind() Kind {
-	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1", Kind: "WorkloadEntry"}, Resource: "workloadentries"}
+	return Kind{GVK: istio.WorkloadEntryKind, Resource: istio.WorkloadEntryResource.Resource}
 }
 
 // EnvoyFilterKind is Istio's networking.istio.io/v1alpha3 EnvoyFilter.
 func EnvoyFilterKind() Kind {
-	return Kind{GVK: schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}, Resource: "envoyfilters"}
+	return Kind{GVK: istio.EnvoyFilterKind, Resource: istio.EnvoyFilterResource.Resource}
 }
 
 // Event types and reasons passed to Config.Recorder.
@@ -162,6 +192,8 @@ type Reconciler struct {
 
 	mu        sync.RWMutex
 	desired   map[objKey]*desiredState
+	groups    map[string][]objKey // group -> the keys it was last given
+	member    map[objKey]string   // key -> the group that last gave it
 	lastWrite map[objKey]*writeRecord
 	applied   map[objKey]appliedRecord // last successful apply per key, kept after it is observed
 	pending   map[objKey]struct{}      // owned orphans kept while deletes are not allowed
@@ -211,7 +243,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	for k, v := range cfg.OwnerLabels {
-		if k == LabelManagedBy || v == "" {
+		if k == v1alpha1.LabelManagedBy || v == "" {
 			return nil, fmt.Errorf("kube reconciler: invalid owner label %q=%q", k, v)
 		}
 	}
@@ -226,6 +258,8 @@ func New(cfg Config) (*Reconciler, error) {
 		limiter:   rate.NewLimiter(rate.Limit(cfg.QPS), cfg.Burst),
 		m:         m,
 		desired:   map[objKey]*desiredState{},
+		groups:    map[string][]objKey{},
+		member:    map[objKey]string{},
 		lastWrite: map[objKey]*writeRecord{},
 		applied:   map[objKey]appliedRecord{},
 		pending:   map[objKey]struct{}{},
@@ -406,6 +440,51 @@ func (r *Reconciler) Unset(gvk schema.GroupVersionKind, namespace, name string) 
 	}
 }
 
+// SetGroup implements Writer.
+func (r *Reconciler) SetGroup(group string, objs []*unstructured.Unstructured) []error {
+	var errs []error
+	keys := make([]objKey, 0, len(objs))
+	for _, obj := range objs {
+		err := r.Set(obj)
+		if k, kerr := r.key(obj.GroupVersionKind(), obj.GetNamespace(), obj.GetName()); kerr == nil {
+			keys = append(keys, k) // a refused object (too large) still belongs to the group
+		}
+		if err != nil {
+			errs = append(errs, &ObjectError{Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName(), Err: err})
+		}
+	}
+	r.mu.Lock()
+	prev := r.groups[group]
+	if len(keys) == 0 {
+		delete(r.groups, group)
+	} else {
+		r.groups[group] = keys
+	}
+	for _, k := range keys {
+		r.member[k] = group
+	}
+	// What the group gave before and not now is no longer wanted, unless another group has
+	// taken it since.
+	var gone []objKey
+	if len(prev) > 0 {
+		now := make(map[objKey]struct{}, len(keys))
+		for _, k := range keys {
+			now[k] = struct{}{}
+		}
+		for _, k := range prev {
+			if _, ok := now[k]; !ok && r.member[k] == group {
+				delete(r.member, k)
+				gone = append(gone, k)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, k := range gone {
+		r.Unset(r.kinds[k.kind].GVK, k.namespace, k.name)
+	}
+	return errs
+}
+
 // AllowDeletes enables deleting owned objects that are not desired. Call it once every source
 // has delivered its first complete snapshot; before that, such orphans are kept and counted
 // (meltemi_sync_pending_deletes).
@@ -507,7 +586,7 @@ func (r *Reconciler) record(obj runtime.Object, eventType, reason, message strin
 // owned reports whether a cluster object belongs to this reconciler.
 func (r *Reconciler) owned(u *unstructured.Unstructured) bool {
 	labels := u.GetLabels()
-	if labels[LabelManagedBy] != ManagedByValue {
+	if labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
 		return false
 	}
 	for k, v := range r.cfg.OwnerLabels {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -250,7 +252,7 @@ func (r *Reconciler) refuseForeign(k objKey, live *unstructured.Unstructured) er
 	r.conflicts[k] = live.GetUID()
 	r.mu.Unlock()
 	msg := fmt.Sprintf("%s %s/%s exists and is not managed by meltemi (no label %s=%s); not touching it, will retry",
-		ks.label, k.namespace, k.name, LabelManagedBy, ManagedByValue)
+		ks.label, k.namespace, k.name, v1alpha1.LabelManagedBy, v1alpha1.ManagedByValue)
 	if first {
 		r.log.Warn("desired name taken by a foreign object", "kind", ks.label, "namespace", k.namespace,
 			"name", k.name, "uid", live.GetUID())

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,7 +64,7 @@ func TestContentHashCanonical(t *testing.T) {
 	other.SetUID("x")
 	other.SetGeneration(3)
 	other.Object["status"] = map[string]any{"conditions": []any{}}
-	other.SetAnnotations(map[string]string{AnnotationContentHash: "stale"})
+	other.SetAnnotations(map[string]string{v1alpha1.AnnotationContentHash: "stale"})
 	if got := mustNormalize(t, other).hash; got != base.hash {
 		t.Errorf("equivalent objects hash differently: %s vs %s", got, base.hash)
 	}
@@ -70,7 +72,7 @@ func TestContentHashCanonical(t *testing.T) {
 	if got := ContentHash(asLive(t, base)); got != base.hash {
 		t.Errorf("ContentHash(live) %s != desired %s", got, base.hash)
 	}
-	if base.obj.GetAnnotations()[AnnotationContentHash] != base.hash {
+	if base.obj.GetAnnotations()[v1alpha1.AnnotationContentHash] != base.hash {
 		t.Errorf("hash annotation not set")
 	}
 
@@ -79,7 +81,7 @@ func TestContentHashCanonical(t *testing.T) {
 			_ = unstructured.SetNestedField(u.Object, "DNS", "spec", "resolution")
 		},
 		"label": func(u *unstructured.Unstructured) {
-			u.SetLabels(map[string]string{LabelRegistry: "other"})
+			u.SetLabels(map[string]string{v1alpha1.LabelRegistry: "other"})
 		},
 		"annotation": func(u *unstructured.Unstructured) {
 			u.SetAnnotations(map[string]string{"meltemi.io/source": "x"})
@@ -104,14 +106,14 @@ func TestContentHashCanonical(t *testing.T) {
 
 func TestNormalize(t *testing.T) {
 	in := serviceEntry("ns", "a", 2, "1.0.0")
-	in.SetLabels(map[string]string{LabelRegistry: "zk", LabelManagedBy: "someone"})
+	in.SetLabels(map[string]string{v1alpha1.LabelRegistry: "zk", v1alpha1.LabelManagedBy: "someone"})
 	in.SetFinalizers([]string{"x"})
 	d, err := normalize(in, map[string]string{"meltemi.io/instance": "prod"}, DefaultMaxObjectBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{LabelRegistry: "zk", LabelManagedBy: ManagedByValue, "meltemi.io/instance": "prod"}
-	if got := d.obj.GetLabels(); len(got) != len(want) || got[LabelManagedBy] != ManagedByValue || got["meltemi.io/instance"] != "prod" || got[LabelRegistry] != "zk" {
+	want := map[string]string{v1alpha1.LabelRegistry: "zk", v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, "meltemi.io/instance": "prod"}
+	if got := d.obj.GetLabels(); len(got) != len(want) || got[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue || got["meltemi.io/instance"] != "prod" || got[v1alpha1.LabelRegistry] != "zk" {
 		t.Errorf("labels %v, want %v", got, want)
 	}
 	md := d.obj.Object["metadata"].(map[string]any)
@@ -122,7 +124,7 @@ func TestNormalize(t *testing.T) {
 			t.Errorf("metadata field %q kept", k)
 		}
 	}
-	if in.GetLabels()[LabelManagedBy] != "someone" {
+	if in.GetLabels()[v1alpha1.LabelManagedBy] != "someone" {
 		t.Errorf("normalize modified the caller's object")
 	}
 	if _, ok := d.obj.Object["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)["number"].(int64); !ok {
@@ -200,16 +202,16 @@ func TestInSync(t *testing.T) {
 		"spec removed": func(u *unstructured.Unstructured) { delete(u.Object, "spec") },
 		"label removed": func(u *unstructured.Unstructured) {
 			l := u.GetLabels()
-			delete(l, LabelRegistry)
+			delete(l, v1alpha1.LabelRegistry)
 			u.SetLabels(l)
 		},
 		"label changed": func(u *unstructured.Unstructured) {
 			l := u.GetLabels()
-			l[LabelRegistry] = "other"
+			l[v1alpha1.LabelRegistry] = "other"
 			u.SetLabels(l)
 		},
 		"hash annotation": func(u *unstructured.Unstructured) {
-			u.SetAnnotations(map[string]string{AnnotationContentHash: "x"})
+			u.SetAnnotations(map[string]string{v1alpha1.AnnotationContentHash: "x"})
 		},
 		"number": func(u *unstructured.Unstructured) {
 			ports, _, _ := unstructured.NestedSlice(u.Object, "spec", "ports")
@@ -345,9 +347,9 @@ func TestFakeOwnershipDecisions(t *testing.T) {
 	foreign := serviceEntry("ns", "foreign-same-name", 1, "f")
 	foreign.SetLabels(map[string]string{"team": "x"})
 	helm := serviceEntry("ns", "helm", 1, "f")
-	helm.SetLabels(map[string]string{LabelManagedBy: "Helm"})
+	helm.SetLabels(map[string]string{v1alpha1.LabelManagedBy: "Helm"})
 	orphan := serviceEntry("ns", "orphan", 1, "old")
-	orphan.SetLabels(map[string]string{LabelManagedBy: ManagedByValue})
+	orphan.SetLabels(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})
 	orphan.SetUID("uid-orphan")
 	c := newFakeCluster(t, foreign, helm, orphan)
 
@@ -369,7 +371,7 @@ func TestFakeOwnershipDecisions(t *testing.T) {
 	if len(applies) != 1 || applies[0] != "ns/new" || len(deletes) != 0 {
 		t.Fatalf("applies %v deletes %v; want only ns/new applied", applies, deletes)
 	}
-	if got := c.get(t, "ns", "new"); got.GetLabels()[LabelManagedBy] != ManagedByValue || got.GetAnnotations()[AnnotationContentHash] == "" {
+	if got := c.get(t, "ns", "new"); got.GetLabels()[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue || got.GetAnnotations()[v1alpha1.AnnotationContentHash] == "" {
 		t.Errorf("written object lacks ownership label or hash: %v %v", got.GetLabels(), got.GetAnnotations())
 	}
 	if s := rr.Stats(); s.PendingDeletes != 1 {
@@ -393,7 +395,7 @@ func TestFakeOwnershipDecisions(t *testing.T) {
 			t.Errorf("foreign %s deleted", name)
 		}
 	}
-	if got := c.get(t, "ns", "foreign-same-name"); got.GetLabels()[LabelManagedBy] != "" {
+	if got := c.get(t, "ns", "foreign-same-name"); got.GetLabels()[v1alpha1.LabelManagedBy] != "" {
 		t.Errorf("foreign object modified")
 	}
 }
@@ -401,7 +403,7 @@ func TestFakeOwnershipDecisions(t *testing.T) {
 func TestFakeOwnerLabelsNarrowOwnership(t *testing.T) {
 	// Owned by another Meltemi instance: managed-by=meltemi but another instance label.
 	other := serviceEntry("ns", "other-instance", 1, "x")
-	other.SetLabels(map[string]string{LabelManagedBy: ManagedByValue, "meltemi.io/instance": "b"})
+	other.SetLabels(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, "meltemi.io/instance": "b"})
 	c := newFakeCluster(t, other)
 	rr := newReconciler(t, c, "ns", func(cfg *Config) { cfg.OwnerLabels = map[string]string{"meltemi.io/instance": "a"} })
 	if err := rr.Set(serviceEntry("ns", "mine", 1, "1")); err != nil {

@@ -6,8 +6,6 @@ package controller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,16 +28,8 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
-
-// Writer applies desired EnvoyFilters; sync/kube's Reconciler implements it.
-type Writer interface {
-	Set(obj *unstructured.Unstructured) error
-	Unset(gvk schema.GroupVersionKind, namespace, name string)
-	// AllowDeletes is called once the first translation of complete inputs has been handed
-	// over, so that owned EnvoyFilters nobody wants any more can be told apart.
-	AllowDeletes()
-}
 
 // RouteSink receives the complete set of route configurations after each translation; the
 // xDS server (sync/xds) implements it.
@@ -48,16 +38,10 @@ type RouteSink interface {
 	UpdateSince(origin time.Time, routes map[string]*routev3.RouteConfiguration)
 }
 
-// Resources watched.
-var (
-	DestinationRuleResource = schema.GroupVersionResource{Group: istio.Group, Version: "v1", Resource: "destinationrules"}
-	ServiceEntryResource    = schema.GroupVersionResource{Group: istio.Group, Version: "v1", Resource: "serviceentries"}
-)
-
 // Config configures a Controller. Client, Writer and Routes are required.
 type Config struct {
 	Client  dynamic.Interface
-	Writer  Writer
+	Writer  synckube.Writer
 	Routes  RouteSink
 	Options traffic.Options
 	// WatchNamespace limits the objects read to one namespace; "" reads all (MetaRouters are
@@ -90,7 +74,6 @@ type Controller struct {
 	last     time.Time // last change
 	wake     chan struct{}
 	accepted map[types.NamespacedName]*mpv1.MetaRouter // last valid version of each MetaRouter
-	written  map[string]string                         // EnvoyFilter name -> content written
 	problems map[string]bool                           // problems of the last translation
 	synced   bool                                      // first translation handed over
 }
@@ -124,11 +107,11 @@ func New(cfg Config) (*Controller, error) {
 		cfg: cfg, log: cfg.Logger, m: m,
 		wake:     make(chan struct{}, 1),
 		accepted: map[types.NamespacedName]*mpv1.MetaRouter{},
-		written:  map[string]string{},
+
 		problems: map[string]bool{},
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Client, 0, cfg.WatchNamespace, nil)
-	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, DestinationRuleResource, ServiceEntryResource} {
+	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, istio.DestinationRuleResource, istio.ServiceEntryResource} {
 		inf := factory.ForResource(gvr).Informer()
 		if err := inf.SetTransform(slim); err != nil {
 			return nil, err
@@ -352,44 +335,22 @@ func (c *Controller) substituteAccepted(in *traffic.Input) map[types.NamespacedN
 	return bad
 }
 
-// writeEnvoyFilters hands changed EnvoyFilters to the writer and withdraws those no longer
-// produced. Objects whose content did not change are not handed over again.
+// envoyFilterGroup is the one group the translator's EnvoyFilters are handed over as.
+const envoyFilterGroup = "envoyfilters"
+
+// writeEnvoyFilters hands every EnvoyFilter to the writer, which withdraws those no longer
+// produced and writes only what changed.
 func (c *Controller) writeEnvoyFilters(efs []*unstructured.Unstructured) []traffic.Problem {
 	var problems []traffic.Problem
-	want := map[string]string{}
-	for _, ef := range efs {
-		content, err := fingerprint(ef)
-		if err == nil && c.written[ef.GetName()] == content {
-			want[ef.GetName()] = content
-			continue
+	for _, err := range c.cfg.Writer.SetGroup(envoyFilterGroup, efs) {
+		p := traffic.Problem{Kind: "EnvoyFilter", Severity: traffic.SeverityError, Message: fmt.Sprintf("not written: %v", err)}
+		var oe *synckube.ObjectError
+		if errors.As(err, &oe) {
+			p.Namespace, p.Name, p.Message = oe.Namespace, oe.Name, fmt.Sprintf("not written: %v", oe.Err)
 		}
-		if err == nil {
-			err = c.cfg.Writer.Set(ef)
-		}
-		if err != nil {
-			problems = append(problems, traffic.Problem{Kind: "EnvoyFilter", Namespace: ef.GetNamespace(), Name: ef.GetName(),
-				Severity: traffic.SeverityError, Message: fmt.Sprintf("not written: %v", err)})
-			content = "" // neither withdrawn nor taken as written: tried again next time
-		}
-		want[ef.GetName()] = content
+		problems = append(problems, p)
 	}
-	for name := range c.written {
-		if _, ok := want[name]; !ok {
-			c.cfg.Writer.Unset(istio.EnvoyFilterKind, c.cfg.Options.Namespace, name)
-		}
-	}
-	c.written = want
 	return problems
-}
-
-// fingerprint identifies an object's content (encoding/json sorts map keys).
-func fingerprint(u *unstructured.Unstructured) (string, error) {
-	b, err := json.Marshal(u.Object)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return string(sum[:]), nil
 }
 
 // reportProblems logs problems that appeared since the last translation, and those resolved.

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
@@ -98,7 +99,7 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gvrs := map[string]schema.GroupVersionResource{"ServiceEntry": ServiceEntryResource, "DestinationRule": DestinationRuleResource,
+	gvrs := map[string]schema.GroupVersionResource{"ServiceEntry": istio.ServiceEntryResource, "DestinationRule": istio.DestinationRuleResource,
 		"MetaRouter": mpv1.MetaRouterResource, "ApplicationProtocol": mpv1.ApplicationProtocolResource}
 	for _, o := range objs {
 		if _, err := dyn.Resource(gvrs[o.GetKind()]).Namespace(ns).Create(ctx, o, metav1.CreateOptions{}); err != nil {
@@ -212,7 +213,7 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	env.Eventually(t, 20*time.Second, wantCluster(hello, "outbound|20880||"+host))
 
 	// Deleting the service withdraws its routes and deletes its EnvoyFilter.
-	if err := dyn.Resource(ServiceEntryResource).Namespace(ns).Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
+	if err := dyn.Resource(istio.ServiceEntryResource).Namespace(ns).Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	env.Eventually(t, 20*time.Second, func() error {
