@@ -115,7 +115,7 @@ func TestDeletesWaitForEveryRegistry(t *testing.T) {
 	c, rec := start(t, Config{})
 	c.SetRegistries([]host.Registration{{Name: "a"}, {Name: "b"}})
 	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
-	c.Status("a", host.Status{Synced: true})
+	c.Synced("a")
 	eventually(t, "ServiceEntry of a", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/one.example"] != nil })
 	time.Sleep(30 * time.Millisecond)
 	if _, _, _, deletes := rec.snapshot(); deletes {
@@ -124,7 +124,7 @@ func TestDeletesWaitForEveryRegistry(t *testing.T) {
 	if c.DeletesAllowed() {
 		t.Fatal("DeletesAllowed true before every registry synced")
 	}
-	c.Status("b", host.Status{Synced: true})
+	c.Synced("b")
 	eventually(t, "AllowDeletes", func() bool { _, _, _, d := rec.snapshot(); return d })
 	if !c.DeletesAllowed() {
 		t.Fatal("DeletesAllowed false after every registry synced")

@@ -1,11 +1,6 @@
 package controller
 
-import (
-	"maps"
-	"slices"
-
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // collector exports per-registry counts straight from the store at scrape time, so they are
 // never stale and cost nothing between scrapes.
@@ -17,9 +12,6 @@ type collector struct {
 
 // RegisterMetrics registers the controller's metrics on reg.
 func (c *Controller) RegisterMetrics(reg prometheus.Registerer) error {
-	if err := reg.Register(c.eventWrite); err != nil {
-		return err
-	}
 	return reg.Register(&collector{
 		c:         c,
 		services:  prometheus.NewDesc("meltemi_registry_services", "Services a registry currently provides (last known state while it is down).", []string{"registry"}, nil),
@@ -33,10 +25,7 @@ func (m *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (m *collector) Collect(ch chan<- prometheus.Metric) {
-	m.c.mu.Lock()
-	names := slices.Sorted(maps.Keys(m.c.expected))
-	m.c.mu.Unlock()
-	for _, name := range names {
+	for _, name := range m.c.policy.Registries() {
 		services, instances := m.c.store.Counts(name)
 		ch <- prometheus.MustNewConstMetric(m.services, prometheus.GaugeValue, float64(services), name)
 		ch <- prometheus.MustNewConstMetric(m.instances, prometheus.GaugeValue, float64(instances), name)

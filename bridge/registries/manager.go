@@ -8,12 +8,19 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 )
 
-// Controller is the part of bridge/controller the manager drives.
+// Controller is the part of bridge/controller the manager drives: registry state goes to it,
+// status and rejections stay with the manager.
 type Controller interface {
-	host.Sink
+	// Replace, Upsert and Delete are the registry state (see host.Sink).
+	Replace(registry string, services []catalog.Service, keep []string)
+	Upsert(svc catalog.Service)
+	Delete(registry, key string)
+	// Synced records a registry's complete snapshot.
+	Synced(registry string)
 	// SetRegistries names every configured registry (deletions wait until all have synced)
 	// and sets their host-side policies.
 	SetRegistries(regs []host.Registration)
@@ -21,7 +28,11 @@ type Controller interface {
 	RemoveRegistry(name string)
 }
 
-// Manager keeps one supervised plugin running per configured registry.
+// keepRejections is how many of a registry's latest rejections the manager keeps for status.
+const keepRejections = 20
+
+// Manager keeps one supervised plugin running per configured registry, and what their
+// supervisors report: status, and the latest rejected items.
 type Manager struct {
 	cfg  host.Config
 	ctrl Controller
@@ -29,6 +40,45 @@ type Manager struct {
 
 	mu      sync.Mutex
 	running map[string]*running
+
+	// rejMu is not mu: Apply holds mu while a supervisor it stops may still be reporting.
+	rejMu      sync.Mutex
+	rejections map[string][]catalog.Rejection
+}
+
+// sink is one registry's host.Sink: state to the controller, the rest to the manager.
+type sink struct {
+	m    *Manager
+	name string
+}
+
+func (s sink) Replace(registry string, services []catalog.Service, keep []string) {
+	s.m.ctrl.Replace(registry, services, keep)
+}
+func (s sink) Upsert(svc catalog.Service)  { s.m.ctrl.Upsert(svc) }
+func (s sink) Delete(registry, key string) { s.m.ctrl.Delete(registry, key) }
+
+func (s sink) Status(registry string, st host.Status) {
+	if st.Synced {
+		s.m.ctrl.Synced(registry)
+	}
+}
+
+func (s sink) Reject(r catalog.Rejection) {
+	s.m.rejMu.Lock()
+	defer s.m.rejMu.Unlock()
+	list := append(s.m.rejections[r.Registry], r)
+	if len(list) > keepRejections {
+		list = list[len(list)-keepRejections:]
+	}
+	s.m.rejections[r.Registry] = list
+}
+
+// Rejections returns a registry's latest rejected items, oldest first.
+func (m *Manager) Rejections(name string) []catalog.Rejection {
+	m.rejMu.Lock()
+	defer m.rejMu.Unlock()
+	return slices.Clone(m.rejections[name])
 }
 
 type running struct {
@@ -44,7 +94,7 @@ func NewManager(cfg host.Config, ctrl Controller) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, ctrl: ctrl, log: log, running: map[string]*running{}}
+	return &Manager{cfg: cfg, ctrl: ctrl, log: log, running: map[string]*running{}, rejections: map[string][]catalog.Rejection{}}
 }
 
 // Apply makes the running plugins match regs: new registries start, changed ones restart
@@ -68,6 +118,9 @@ func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
 		if _, still := want[name]; !still {
 			m.log.Info("registry removed; its objects will be deleted", "registry", name)
 			m.ctrl.RemoveRegistry(name)
+			m.rejMu.Lock()
+			delete(m.rejections, name)
+			m.rejMu.Unlock()
 		} else {
 			m.log.Info("registry configuration changed; restarting its plugin", "registry", name)
 		}
@@ -77,7 +130,7 @@ func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
 			continue
 		}
 		rctx, cancel := context.WithCancel(ctx)
-		r := &running{reg: reg, sup: host.NewSupervisor(m.cfg, reg, m.ctrl), cancel: cancel, done: make(chan struct{})}
+		r := &running{reg: reg, sup: host.NewSupervisor(m.cfg, reg, sink{m, name}), cancel: cancel, done: make(chan struct{})}
 		m.running[name] = r
 		go func() {
 			defer close(r.done)

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -27,7 +26,6 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/registries"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
-	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/host"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
@@ -128,37 +126,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The controller is built on the reconciler; the reconciler reports back to it (for the
-	// event-to-write latency) once running, by which time ctrl is set.
-	var ctrl *controller.Controller
-	rec, err := synckube.New(synckube.Config{
-		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
-		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
-		OnSynced: func(gvk schema.GroupVersionKind, namespace, name string, wrote bool) {
-			ctrl.ObjectSynced(gvk, namespace, name, wrote)
-		},
-	})
-	if err != nil {
-		return err
-	}
-	var vips *vip.Allocator
-	if f.vipCIDR != "" {
-		if vips, err = vip.New(f.vipCIDR); err != nil {
-			return fmt.Errorf("--vip-cidr: %w", err)
-		}
-		if err := seedVIPs(ctx, dyn, f.namespace, vips); err != nil {
-			return err
-		}
-	}
-	ctrl = controller.New(controller.Config{
-		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
-		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Logger: log.With("component", "controller"),
-	}, store.New(), rec)
-	if err := ctrl.RegisterMetrics(reg); err != nil {
-		return err
-	}
-	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
-	defer mgr.Stop()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -175,61 +142,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Every replica runs the plugins and builds the desired state, so a standby that becomes
 	// leader only has to sync its caches and write the differences; only the leader writes.
 	var leading atomic.Bool
+	svc, err := startServices(ctx, &f, dyn, kube, reg, log, goRun)
+	if err != nil {
+		return err
+	}
+	defer svc.mgr.Stop()
 	tr, err := startTraffic(ctx, &tf, f.namespace, dyn, kube, reg, log, goRun, leading.Load)
 	if err != nil {
 		return err
 	}
+	lead := func(lctx context.Context) {
+		leading.Store(true)
+		tr.lead(lctx)
+		svc.lead(lctx)
+	}
 	if f.leaderElect {
 		goRun("leader election", func() error {
-			return electLeader(ctx, kube, f.leaseNamespace, f.leaseName, f.leaseDuration, log, func(lctx context.Context) {
-				leading.Store(true)
-				tr.lead(lctx)
-				if err := rec.Run(lctx); err != nil {
-					cancel(fmt.Errorf("reconciler: %w", err))
-				}
-			})
+			return electLeader(ctx, kube, f.leaseNamespace, f.leaseName, f.leaseDuration, log, lead)
 		})
 	} else {
-		leading.Store(true)
-		tr.lead(ctx)
-		goRun("reconciler", func() error { return rec.Run(ctx) })
+		lead(ctx)
 	}
-	goRun("controller", func() error { ctrl.Run(ctx); return nil })
-
-	configured := make(chan struct{})
-	if f.configFile != "" {
-		srs, err := registries.LoadFile(f.configFile)
-		if err != nil {
-			return err
-		}
-		regs, err := registries.Resolve(ctx, kube, srs)
-		if err != nil {
-			return err
-		}
-		log.Info("registries loaded from file", "file", f.configFile, "registries", len(regs))
-		mgr.Apply(ctx, regs)
-		close(configured)
-	} else {
-		src := &registries.ClusterSource{
-			Dynamic: dyn, Kube: kube, Namespace: f.registryNamespace, Manager: mgr,
-			Counts: ctrl.Store().Counts, Rejections: func(r string) []catalog.Rejection { _, rej := ctrl.RegistryStatus(r); return rej },
-			Logger: log.With("component", "registries"), Events: newEventRecorder(ctx, kube),
-		}
-		goRun("registry source", func() error { return src.Run(ctx, configured) })
+	if err := svc.configure(ctx, &f); err != nil {
+		return err
 	}
 
 	ready := func() error {
-		select {
-		case <-configured:
-		default:
-			return errors.New("registry configuration not loaded yet")
-		}
-		if !ctrl.DeletesAllowed() {
-			return errors.New("waiting for every registry's first snapshot")
-		}
-		// A standby is ready when its state is complete; the leader also needs its caches.
-		if leading.Load() && !rec.Synced() {
-			return errors.New("object caches not synced yet")
+		if err := svc.ready(leading.Load()); err != nil {
+			return err
 		}
 		return tr.ready(leading.Load())
 	}
@@ -242,12 +182,111 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("meltemi started", "version", version, "namespace", f.namespace, "pluginDir", f.pluginDir)
 	<-ctx.Done()
-	mgr.Stop()
+	svc.mgr.Stop()
 	wg.Wait()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	log.Info("meltemi stopped")
+	return nil
+}
+
+// servicesPart is the registry side of the host: plugins, the controller turning their
+// services into ServiceEntries, and the reconciler writing them (on the leader).
+type servicesPart struct {
+	rec        *synckube.Reconciler
+	ctrl       *controller.Controller
+	mgr        *registries.Manager
+	configured chan struct{} // closed once the registry configuration is loaded
+	log        *slog.Logger
+	run        func(name string, fn func() error)
+	kube       kubernetes.Interface
+	dyn        dynamic.Interface
+}
+
+// startServices builds the registry side and starts its controller; the reconciler starts
+// with lead, the plugins with configure.
+func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube kubernetes.Interface,
+	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error)) (*servicesPart, error) {
+	latency := controller.NewWriteLatency(f.namespace)
+	if err := reg.Register(latency.Collector()); err != nil {
+		return nil, err
+	}
+	rec, err := synckube.New(synckube.Config{
+		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
+		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
+		OnSynced: latency.ObjectSynced,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var vips *vip.Allocator
+	if f.vipCIDR != "" {
+		if vips, err = vip.New(f.vipCIDR); err != nil {
+			return nil, fmt.Errorf("--vip-cidr: %w", err)
+		}
+		if err := seedVIPs(ctx, dyn, f.namespace, vips); err != nil {
+			return nil, err
+		}
+	}
+	ctrl := controller.New(controller.Config{
+		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
+		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
+	}, store.New(), rec)
+	if err := ctrl.RegisterMetrics(reg); err != nil {
+		return nil, err
+	}
+	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
+	goRun("controller", func() error { ctrl.Run(ctx); return nil })
+	return &servicesPart{rec: rec, ctrl: ctrl, mgr: mgr, configured: make(chan struct{}), log: log, run: goRun, kube: kube, dyn: dyn}, nil
+}
+
+// lead starts writing ServiceEntries; call it when this replica leads.
+func (p *servicesPart) lead(ctx context.Context) {
+	p.run("reconciler", func() error { return p.rec.Run(ctx) })
+}
+
+// configure loads the registries, from the file or, watched, from the cluster, and starts
+// their plugins.
+func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
+	if f.configFile == "" {
+		src := &registries.ClusterSource{
+			Dynamic: p.dyn, Kube: p.kube, Namespace: f.registryNamespace, Manager: p.mgr,
+			Counts: p.ctrl.Store().Counts, Rejections: p.mgr.Rejections,
+			Logger: p.log.With("component", "registries"), Events: newEventRecorder(ctx, p.kube),
+		}
+		p.run("registry source", func() error { return src.Run(ctx, p.configured) })
+		return nil
+	}
+	srs, err := registries.LoadFile(f.configFile)
+	if err != nil {
+		return err
+	}
+	regs, err := registries.Resolve(ctx, p.kube, srs)
+	if err != nil {
+		return err
+	}
+	p.log.Info("registries loaded from file", "file", f.configFile, "registries", len(regs))
+	p.mgr.Apply(ctx, regs)
+	close(p.configured)
+	return nil
+}
+
+// ready reports whether the registries are loaded and have delivered their first snapshots
+// and, on the leader, the object caches are synced.
+func (p *servicesPart) ready(leading bool) error {
+	select {
+	case <-p.configured:
+	default:
+		return errors.New("registry configuration not loaded yet")
+	}
+	if !p.ctrl.DeletesAllowed() {
+		return errors.New("waiting for every registry's first snapshot")
+	}
+	// A standby is ready when its state is complete; the leader also needs its caches.
+	if leading && !p.rec.Synced() {
+		return errors.New("object caches not synced yet")
+	}
 	return nil
 }
 

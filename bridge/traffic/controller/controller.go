@@ -28,6 +28,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/internal/coalesce"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -68,11 +69,11 @@ type Controller struct {
 	informers []cache.SharedIndexInformer
 	status    *statusWriter
 
+	// queue coalesces changes of the inputs: the translation reads them all, so the one key
+	// only carries the time of the earliest change.
+	queue *coalesce.Queue[struct{}]
+
 	mu       sync.Mutex
-	dirty    bool
-	first    time.Time // first change since the last translation
-	last     time.Time // last change
-	wake     chan struct{}
 	accepted map[types.NamespacedName]*mpv1.MetaRouter // last valid version of each MetaRouter
 	problems map[string]bool                           // problems of the last translation
 	synced   bool                                      // first translation handed over
@@ -105,7 +106,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg: cfg, log: cfg.Logger, m: m,
-		wake:     make(chan struct{}, 1),
+		queue:    coalesce.New[struct{}](cfg.Debounce, cfg.MaxDelay),
 		accepted: map[types.NamespacedName]*mpv1.MetaRouter{},
 
 		problems: map[string]bool{},
@@ -158,19 +159,7 @@ func (c *Controller) onUpdate(old, obj any) {
 	c.markDirty()
 }
 
-func (c *Controller) markDirty() {
-	now := time.Now()
-	c.mu.Lock()
-	if !c.dirty {
-		c.dirty, c.first = true, now
-	}
-	c.last = now
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
+func (c *Controller) markDirty() { c.queue.Add(struct{}{}) }
 
 // Resync translates again soon, e.g. when this replica has become the leader and should bring
 // statuses up to date.
@@ -212,47 +201,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.log.Info("traffic inputs synced", "took", time.Since(start).Round(time.Millisecond))
 	c.markDirty()
-
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		wait := c.translateIfDue()
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.wake:
-		case <-timer.C:
+	c.queue.Run(ctx, func(batch map[struct{}]time.Time) {
+		if origin, ok := batch[struct{}{}]; ok {
+			c.translateOnce(origin)
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-	}
-}
-
-// translateIfDue translates when the quiet period or the maximum delay has passed and returns
-// how long to wait before looking again.
-func (c *Controller) translateIfDue() time.Duration {
-	c.mu.Lock()
-	if !c.dirty {
-		c.mu.Unlock()
-		return time.Hour
-	}
-	now := time.Now()
-	quiet, deadline := c.last.Add(c.cfg.Debounce), c.first.Add(c.cfg.MaxDelay)
-	if now.Before(quiet) && now.Before(deadline) {
-		c.mu.Unlock()
-		return min(quiet.Sub(now), deadline.Sub(now))
-	}
-	c.dirty = false
-	origin := c.first
-	c.mu.Unlock()
-
-	c.translateOnce(origin)
-	return time.Hour
+	})
+	return nil
 }
 
 // translateOnce reads the caches, translates and hands the result over. A panic (a bug) is

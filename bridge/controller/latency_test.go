@@ -10,10 +10,10 @@ import (
 )
 
 // histogram returns the event-to-write histogram's sample count and sum.
-func histogram(t *testing.T, c *Controller) (uint64, float64) {
+func histogram(t *testing.T, l *WriteLatency) (uint64, float64) {
 	t.Helper()
 	var m dto.Metric
-	if err := c.eventWrite.Write(&m); err != nil {
+	if err := l.hist.Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
@@ -26,28 +26,29 @@ func waitSets(t *testing.T, rec *recorder, n int) {
 }
 
 func TestEventToWriteLatency(t *testing.T) {
-	c, rec := start(t, Config{})
+	l := NewWriteLatency("ns")
+	c, rec := start(t, Config{Latency: l})
 	se := istio.ServiceEntryKind
 	const h = "one.example"
 
 	// A change whose ServiceEntry is written is observed once.
 	c.Upsert(svc("a", "k1", h, "10.0.0.1"))
 	waitSets(t, rec, 1)
-	c.ObjectSynced(se, "ns", h, true)
-	if n, _ := histogram(t, c); n != 1 {
+	l.ObjectSynced(se, "ns", h, true)
+	if n, _ := histogram(t, l); n != 1 {
 		t.Fatalf("%d observations after one written change, want 1", n)
 	}
-	c.ObjectSynced(se, "ns", h, true) // a later write without a change (e.g. a repair)
-	if n, _ := histogram(t, c); n != 1 {
+	l.ObjectSynced(se, "ns", h, true) // a later write without a change (e.g. a repair)
+	if n, _ := histogram(t, l); n != 1 {
 		t.Fatalf("%d observations after a write without a change, want 1", n)
 	}
 
 	// A change that needs no write leaves no stale time behind.
 	c.Upsert(svc("a", "k1", h, "10.0.0.1", "10.0.0.2"))
 	waitSets(t, rec, 2)
-	c.ObjectSynced(se, "ns", h, false)
-	c.ObjectSynced(se, "ns", h, true)
-	if n, _ := histogram(t, c); n != 1 {
+	l.ObjectSynced(se, "ns", h, false)
+	l.ObjectSynced(se, "ns", h, true)
+	if n, _ := histogram(t, l); n != 1 {
 		t.Fatalf("%d observations after a no-op, want 1", n)
 	}
 
@@ -58,12 +59,12 @@ func TestEventToWriteLatency(t *testing.T) {
 	time.Sleep(gap)
 	c.Upsert(svc("a", "k1", h, "10.0.0.3"))
 	waitSets(t, rec, 4)
-	c.ObjectSynced(istio.WorkloadEntryKind, "ns", h, true)
-	c.ObjectSynced(se, "other", h, true)
-	c.ObjectSynced(se, "ns", "two.example", true)
-	_, before := histogram(t, c)
-	c.ObjectSynced(se, "ns", h, true)
-	n, sum := histogram(t, c)
+	l.ObjectSynced(istio.WorkloadEntryKind, "ns", h, true)
+	l.ObjectSynced(se, "other", h, true)
+	l.ObjectSynced(se, "ns", "two.example", true)
+	_, before := histogram(t, l)
+	l.ObjectSynced(se, "ns", h, true)
+	n, sum := histogram(t, l)
 	if n != 2 {
 		t.Fatalf("%d observations, want 2", n)
 	}
@@ -74,23 +75,24 @@ func TestEventToWriteLatency(t *testing.T) {
 	// Removing the last instance unsets the ServiceEntry; its delete is observed too.
 	c.Delete("a", "k1")
 	eventually(t, "Unset", func() bool { _, _, unsets, _ := rec.snapshot(); return len(unsets) > 0 })
-	c.ObjectSynced(se, "ns", h, true)
-	if n, _ := histogram(t, c); n != 3 {
+	l.ObjectSynced(se, "ns", h, true)
+	if n, _ := histogram(t, l); n != 3 {
 		t.Fatalf("%d observations after the delete, want 3", n)
 	}
 }
 
 func TestUnwrittenSweep(t *testing.T) {
-	c := New(Config{}, nil, nil)
+	l := NewWriteLatency("ns")
 	now := time.Now()
-	c.unwritten["old"] = now.Add(-unwrittenTTL - time.Second)
-	c.unwritten["new"] = now
-	c.sweepUnwrittenLocked(now) // within a minute of New: no sweep yet
-	if len(c.unwritten) != 2 {
-		t.Fatalf("swept too early: %v", c.unwritten)
+	l.unwritten["old"] = now.Add(-unwrittenTTL - time.Second)
+	l.unwritten["new"] = now
+	l.Changed(nil) // within a minute of the last sweep: none yet
+	if len(l.unwritten) != 2 {
+		t.Fatalf("swept too early: %v", l.unwritten)
 	}
-	c.sweepUnwrittenLocked(now.Add(time.Minute))
-	if _, ok := c.unwritten["old"]; ok || len(c.unwritten) != 1 {
-		t.Errorf("after sweep %v, want only new", c.unwritten)
+	l.lastSweep = now.Add(-time.Minute)
+	l.Changed(nil)
+	if _, ok := l.unwritten["old"]; ok || len(l.unwritten) != 1 {
+		t.Errorf("after sweep %v, want only new", l.unwritten)
 	}
 }

@@ -1,0 +1,113 @@
+// Package coalesce turns a stream of changes into batches of work: keys marked changed are
+// handed over together, each once however often it changed, after the changes have paused for
+// a quiet period or, for a stream that never pauses, after a maximum delay. Both controllers
+// (registry services to ServiceEntries, traffic rules to EnvoyFilters) use it.
+package coalesce
+
+import (
+	"context"
+	"maps"
+	"sync"
+	"time"
+)
+
+// Queue collects changed keys. Create it with New and run it with Run.
+type Queue[K comparable] struct {
+	debounce, maxDelay time.Duration
+
+	mu          sync.Mutex
+	pending     map[K]time.Time // key -> its earliest change not handed over yet
+	first, last time.Time       // earliest and latest change pending
+	poked       bool            // a flush is wanted even without keys
+	wake        chan struct{}
+}
+
+// New returns a queue that hands keys over once no change came for debounce, or maxDelay after
+// the earliest change pending.
+func New[K comparable](debounce, maxDelay time.Duration) *Queue[K] {
+	return &Queue[K]{debounce: debounce, maxDelay: maxDelay, pending: map[K]time.Time{}, wake: make(chan struct{}, 1)}
+}
+
+// Add marks keys changed now.
+func (q *Queue[K]) Add(keys ...K) {
+	if len(keys) == 0 {
+		return
+	}
+	now := time.Now()
+	q.mu.Lock()
+	if len(q.pending) == 0 {
+		q.first = now
+	}
+	q.last = now
+	for _, k := range keys {
+		if _, ok := q.pending[k]; !ok {
+			q.pending[k] = now
+		}
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// Poke asks for a flush as soon as nothing is pending, with whatever is due then (possibly
+// nothing): for work that depends on more than the keys.
+func (q *Queue[K]) Poke() {
+	q.mu.Lock()
+	q.poked = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *Queue[K]) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run calls flush with every batch (key -> its earliest change) until ctx ends. Calls never
+// overlap; keys marked during a flush go into the next batch.
+func (q *Queue[K]) Run(ctx context.Context, flush func(batch map[K]time.Time)) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		batch, wait, due := q.take(time.Now())
+		if due {
+			flush(batch)
+			continue
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// take returns the batch when it is due, or how long to wait for it.
+func (q *Queue[K]) take(now time.Time) (batch map[K]time.Time, wait time.Duration, due bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) == 0 {
+		if !q.poked {
+			return nil, time.Hour, false
+		}
+		q.poked = false
+		return map[K]time.Time{}, 0, true
+	}
+	quiet, deadline := q.last.Add(q.debounce), q.first.Add(q.maxDelay)
+	if now.Before(quiet) && now.Before(deadline) {
+		return nil, min(quiet.Sub(now), deadline.Sub(now)), false
+	}
+	batch = maps.Clone(q.pending)
+	clear(q.pending)
+	q.poked = false
+	return batch, 0, true
+}
