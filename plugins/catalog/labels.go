@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -65,6 +66,9 @@ func isDNSSubdomain(s string) bool {
 
 func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
 func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// Quote renders untrusted text for a message: quoted, at most n bytes, valid UTF-8.
+func Quote(s string, n int) string { return strconv.Quote(Clip(s, n)) }
 
 // Clip shortens untrusted registry text for an item name, a reason or a log line: at most n
 // bytes, cut on a rune boundary and marked with "…", and valid UTF-8 (what reaches the API

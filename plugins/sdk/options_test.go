@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -121,3 +122,14 @@ func TestFieldErrorsMessage(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep with a live context reported cancellation")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with a cancelled context reported a full wait")
+	}
+}

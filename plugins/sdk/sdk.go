@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
@@ -104,6 +105,19 @@ type Emitter interface {
 	// Reject reports a registry item that could not be understood; an item is reported once
 	// per reason.
 	Reject(item, reason string)
+}
+
+// Sleep waits for d or until ctx ends, for a plugin's retry backoff; it reports whether the
+// full wait elapsed.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // FieldError is a problem with one configuration option.

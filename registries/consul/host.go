@@ -1,6 +1,6 @@
 package consul
 
-import "github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+import "github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 
 // defaultHostTemplate is the name Consul's own DNS interface gives a service.
 const defaultHostTemplate = "{{.Service}}.service.consul"
@@ -14,17 +14,17 @@ type HostVars struct {
 }
 
 // hostTemplate is the shared host template, typed so that it only ever sees HostVars.
-type hostTemplate struct{ tmpl *regutil.HostTemplate }
+type hostTemplate struct{ tmpl *hosttemplate.Template }
 
 // parseHostTemplate parses the hostTemplate option. Unknown fields and templates that cannot
 // give a DNS name fail now, not per service.
 func parseHostTemplate(text string) (*hostTemplate, error) {
-	t, err := regutil.ParseHostTemplate(optHostTemplate, text, HostVars{Service: "web", Datacenter: "dc1"})
+	t, err := hosttemplate.Parse(optHostTemplate, text, HostVars{Service: "web", Datacenter: "dc1"})
 	if err != nil {
 		return nil, err
 	}
 	return &hostTemplate{tmpl: t}, nil
 }
 
-// render executes the template and turns its output into a DNS name (regutil.SanitizeHost).
+// render executes the template and turns its output into a DNS name (hosttemplate.Sanitize).
 func (h *hostTemplate) render(v HostVars) (string, error) { return h.tmpl.Render(v) }

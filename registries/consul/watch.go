@@ -18,7 +18,6 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Retry and pacing of the query loops.
@@ -193,7 +192,7 @@ func (w *watcher) datacenters(ctx context.Context) ([]*dcWatch, bool) {
 			return nil, false
 		}
 		w.setHealth(false, "finding the agent's datacenter: "+err.Error())
-		if !regutil.Sleep(ctx, b.next()) {
+		if !sdk.Sleep(ctx, b.next()) {
 			return nil, false
 		}
 	}
@@ -491,7 +490,7 @@ func (w *watcher) follow(ctx context.Context, base message, what string,
 		if !w.send(ctx, m) || m.backwards != "" {
 			return
 		}
-		if m.err != nil && !regutil.Sleep(ctx, l.b.next()) {
+		if m.err != nil && !sdk.Sleep(ctx, l.b.next()) {
 			return
 		}
 	}
@@ -530,7 +529,7 @@ var errUnverified = errors.New("blocking query resent on a new connection")
 // pace waits until the loop's next query may start.
 func (l *queryLoop) pace(ctx context.Context) {
 	if d := minQueryInterval - time.Since(l.lastStart); d > 0 {
-		regutil.Sleep(ctx, d)
+		sdk.Sleep(ctx, d)
 	}
 }
 

@@ -1,6 +1,6 @@
 package dubbo
 
-import "github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+import "github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 
 // DefaultHostTemplate names a service after its interface (interface level) or its
 // application with the suffix .dubbo (application level). Application names rarely hold a dot,
@@ -25,6 +25,6 @@ type HostVars struct {
 var sampleVars = HostVars{Interface: "org.example.Sample", Group: "g", Version: "1.0.0", Application: "sample", Protocol: "dubbo"}
 
 // ParseHostTemplate parses a host template over HostVars; name is the option it came from.
-func ParseHostTemplate(name, text string) (*regutil.HostTemplate, error) {
-	return regutil.ParseHostTemplate(name, text, sampleVars)
+func ParseHostTemplate(name, text string) (*hosttemplate.Template, error) {
+	return hosttemplate.Parse(name, text, sampleVars)
 }

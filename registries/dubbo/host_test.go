@@ -3,9 +3,6 @@ package dubbo
 import (
 	"strings"
 	"testing"
-	"text/template"
-
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 func TestHostTemplate(t *testing.T) {
@@ -33,16 +30,12 @@ func TestHostTemplate(t *testing.T) {
 		{name: "only punctuation", template: "{{.Interface}}", vars: HostVars{Interface: "$$"}, wantErr: "empty DNS label"},
 		{name: "label too long", template: "{{.Interface}}", vars: HostVars{Interface: strings.Repeat("a", 64)}, wantErr: "longer than 63"},
 		{name: "host too long", template: "{{.Interface}}", vars: HostVars{Interface: strings.Repeat("abcdefghi.", 26)}, wantErr: "253"},
-		{name: "output too long", template: `{{printf "%02000d" 1}}`, vars: iface, wantErr: "longer than 1024"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h, err := ParseHostTemplate("hostTemplate", tt.template)
-			if err != nil && tt.wantErr == "" {
+			if err != nil {
 				t.Fatalf("parse: %v", err)
-			}
-			if h == nil {
-				h = regutil.MustHostTemplate(mustTemplate(t, tt.template))
 			}
 			got, err := h.Render(tt.vars)
 			if tt.wantErr != "" {
@@ -56,17 +49,6 @@ func TestHostTemplate(t *testing.T) {
 			}
 		})
 	}
-}
-
-// mustTemplate parses a template without the configuration-time check, for templates that
-// are meant to fail only when rendered.
-func mustTemplate(t *testing.T, text string) *template.Template {
-	t.Helper()
-	tmpl, err := template.New("hostTemplate").Option("missingkey=error").Parse(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tmpl
 }
 
 func TestParseHostTemplateErrors(t *testing.T) {

@@ -16,7 +16,6 @@ import (
 	"unique"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // MaxItemBytes bounds what is parsed from one registry item (a provider node name or an
@@ -61,11 +60,11 @@ func ParseDecodedURL(raw string) (ProviderURL, error) {
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return u, fmt.Errorf("not a URL: no \"://\" in %s", regutil.Quote(raw, 48))
+		return u, fmt.Errorf("not a URL: no \"://\" in %s", catalog.Quote(raw, 48))
 	}
 	scheme = strings.ToLower(scheme)
 	if !catalog.IsProtocol(scheme) {
-		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(scheme, 32))
+		return u, fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", catalog.Quote(scheme, 32))
 	}
 	u.Protocol = Intern(scheme)
 
@@ -101,19 +100,19 @@ func parseHostPort(hostport string) (string, uint32, error) {
 	}
 	host, portText, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return "", 0, fmt.Errorf("host and port %s: %v", regutil.Quote(hostport, 64), splitError(err))
+		return "", 0, fmt.Errorf("host and port %s: %v", catalog.Quote(hostport, 64), splitError(err))
 	}
 	port, err := strconv.ParseUint(portText, 10, 16)
 	if err != nil || port == 0 {
-		return "", 0, fmt.Errorf("port %s is not a number from 1 to 65535", regutil.Quote(portText, 16))
+		return "", 0, fmt.Errorf("port %s is not a number from 1 to 65535", catalog.Quote(portText, 16))
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return "", 0, fmt.Errorf("host %s is not an IP address", regutil.Quote(host, 64))
+		return "", 0, fmt.Errorf("host %s is not an IP address", catalog.Quote(host, 64))
 	}
 	switch {
 	case ip.Zone() != "":
-		return "", 0, fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(host, 64))
+		return "", 0, fmt.Errorf("address %s has an IPv6 zone", catalog.Quote(host, 64))
 	case ip.Unmap().IsUnspecified():
 		return "", 0, fmt.Errorf("address %s is unspecified", ip)
 	case ip.IsMulticast():

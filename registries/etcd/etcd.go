@@ -13,7 +13,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 // Version is reported by Describe; release builds set it with -ldflags -X.
@@ -42,7 +42,7 @@ type config struct {
 	registry       string
 	endpoints      []string
 	root           string // without slashes at either end
-	host           *regutil.HostTemplate
+	host           *hosttemplate.Template
 	dialTimeout    time.Duration
 	user, password string // never log these
 }

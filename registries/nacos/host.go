@@ -2,7 +2,7 @@ package nacos
 
 import (
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 // defaultHostTemplate names a service <service>.<group>.<namespace>.nacos, leaving out the
@@ -25,7 +25,7 @@ type DubboVars = dubbo.HostVars
 
 // hostTemplates render service hosts.
 type hostTemplates struct {
-	service, dubbo *regutil.HostTemplate
+	service, dubbo *hosttemplate.Template
 }
 
 func (h *hostTemplates) serviceHost(v ServiceVars) (string, error) { return h.service.Render(v) }
@@ -42,7 +42,7 @@ func (e templateError) Error() string { return e.err.Error() }
 func newHostTemplates(service, dubboTemplate string) (*hostTemplates, error) {
 	var h hostTemplates
 	var err error
-	if h.service, err = regutil.ParseHostTemplate(optHostTemplate, service, ServiceVars{Service: "orders", Group: "g", Namespace: "ns"}); err != nil {
+	if h.service, err = hosttemplate.Parse(optHostTemplate, service, ServiceVars{Service: "orders", Group: "g", Namespace: "ns"}); err != nil {
 		return nil, templateError{optHostTemplate, err}
 	}
 	if h.dubbo, err = dubbo.ParseHostTemplate(optDubboHostTemplate, dubboTemplate); err != nil {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 func TestDefaultHostTemplates(t *testing.T) {
@@ -53,12 +53,12 @@ func TestDNSName(t *testing.T) {
 		{in: strings.Repeat("abcdefghi.", 26) + "x", err: "longer than 253"},
 	}
 	for _, tt := range tests {
-		got, err := regutil.SanitizeHost(tt.in)
+		got, err := hosttemplate.Sanitize(tt.in)
 		switch {
 		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("regutil.SanitizeHost(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
+			t.Errorf("hosttemplate.Sanitize(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
 		case tt.err == "" && (err != nil || got != tt.want):
-			t.Errorf("regutil.SanitizeHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("hosttemplate.Sanitize(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }

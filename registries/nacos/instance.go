@@ -11,7 +11,6 @@ import (
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // serviceID names one Nacos service.
@@ -108,9 +107,9 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst catal
 	ip, err := netip.ParseAddr(strings.Trim(h.Ip, "[]"))
 	switch {
 	case err != nil:
-		return inst, "", fmt.Errorf("address %s is not an IP address", regutil.Quote(h.Ip, 64))
+		return inst, "", fmt.Errorf("address %s is not an IP address", catalog.Quote(h.Ip, 64))
 	case ip.Zone() != "":
-		return inst, "", fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(h.Ip, 64))
+		return inst, "", fmt.Errorf("address %s has an IPv6 zone", catalog.Quote(h.Ip, 64))
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
 		return inst, "", fmt.Errorf("address %s cannot be an endpoint", ip)
 	}
@@ -127,7 +126,7 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst catal
 		case md["category"] != "" && md["category"] != "providers":
 			return inst, "category " + md["category"], nil
 		case md["interface"] != "" && md["interface"] != dubbo.iface:
-			return inst, "", fmt.Errorf("metadata names interface %s, the service name %s", regutil.Quote(md["interface"], 128), regutil.Quote(dubbo.iface, 128))
+			return inst, "", fmt.Errorf("metadata names interface %s, the service name %s", catalog.Quote(md["interface"], 128), catalog.Quote(dubbo.iface, 128))
 		}
 		if protocol == "" {
 			protocol = "dubbo"
@@ -140,7 +139,7 @@ func (c converter) instance(dubbo *dubboName, h nacosmodel.Instance) (inst catal
 		labels = metadataLabels(md, volatileMetadata)
 	}
 	if !catalog.IsProtocol(protocol) {
-		return inst, "", fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", regutil.Quote(protocol, 32))
+		return inst, "", fmt.Errorf("protocol %s is not a lower-case token of at most 32 characters", catalog.Quote(protocol, 32))
 	}
 	return catalog.Instance{
 		Address:  ip.Unmap().String(),

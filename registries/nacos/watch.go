@@ -17,7 +17,6 @@ import (
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // Backoff of the first listing while Nacos cannot be reached.
@@ -137,7 +136,7 @@ func (w *watcher) run(ctx context.Context, reg registry) error {
 		}
 		w.log.Info("listing Nacos failed; retrying", "error", err)
 		w.setHealth(false, err.Error())
-		if !regutil.Sleep(ctx, w.nextBackoff()) {
+		if !sdk.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
 	}

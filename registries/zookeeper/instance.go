@@ -13,7 +13,6 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // AppInstance is a Dubbo 3 application instance as Dubbo registers it under
@@ -90,9 +89,9 @@ func ParseInstanceJSON(data []byte) (AppInstance, error) {
 	ip, err := netip.ParseAddr(strings.Trim(address, "[]"))
 	switch {
 	case err != nil:
-		return out, fmt.Errorf("address %s is not an IP address", regutil.Quote(address, 64))
+		return out, fmt.Errorf("address %s is not an IP address", catalog.Quote(address, 64))
 	case ip.Zone() != "":
-		return out, fmt.Errorf("address %s has an IPv6 zone", regutil.Quote(address, 64))
+		return out, fmt.Errorf("address %s has an IPv6 zone", catalog.Quote(address, 64))
 	case ip.Unmap().IsUnspecified() || ip.IsMulticast():
 		return out, fmt.Errorf("address %s cannot be an endpoint", ip)
 	}
@@ -152,7 +151,7 @@ func parseEndpoints(text string) ([]Endpoint, error) {
 			proto = "dubbo"
 		}
 		if !catalog.IsProtocol(proto) {
-			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, regutil.Quote(proto, 32))
+			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, catalog.Quote(proto, 32))
 		}
 		eps = append(eps, Endpoint{Protocol: proto, Port: port})
 	}
@@ -189,7 +188,7 @@ func jsonPort(raw json.RawMessage, field string) (uint32, error) {
 	}
 	port, err := strconv.ParseUint(strings.TrimSpace(text), 10, 16)
 	if err != nil || port == 0 {
-		return 0, fmt.Errorf("%s %s is not a port from 1 to 65535", field, regutil.Quote(text, 16))
+		return 0, fmt.Errorf("%s %s is not a port from 1 to 65535", field, catalog.Quote(text, 16))
 	}
 	return uint32(port), nil
 }
@@ -203,7 +202,7 @@ func jsonError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		if te.Field != "" {
-			return fmt.Sprintf("field %s has the wrong type (%s)", regutil.Quote(te.Field, 64), te.Value)
+			return fmt.Sprintf("field %s has the wrong type (%s)", catalog.Quote(te.Field, 64), te.Value)
 		}
 		return fmt.Sprintf("wrong JSON type (%s)", te.Value)
 	}

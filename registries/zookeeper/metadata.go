@@ -11,7 +11,6 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // ServiceMetadata is one service an application revision exports, as listed in Dubbo 3's
@@ -62,7 +61,7 @@ func ParseMetadataJSON(data []byte) ([]ServiceMetadata, error) {
 	}
 	out := make([]ServiceMetadata, 0, len(info.Services))
 	for key, s := range info.Services {
-		what := "services[" + regutil.Quote(key, 128) + "]"
+		what := "services[" + catalog.Quote(key, 128) + "]"
 		var (
 			m   ServiceMetadata
 			err error
@@ -87,7 +86,7 @@ func ParseMetadataJSON(data []byte) ([]ServiceMetadata, error) {
 		case strings.TrimSpace(m.Interface) == "" || !utf8.ValidString(m.Interface):
 			return nil, fmt.Errorf("%s has no interface name", what)
 		case !catalog.IsProtocol(m.Protocol):
-			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, regutil.Quote(m.Protocol, 32))
+			return nil, fmt.Errorf("%s.protocol %s is not a lower-case token of at most 32 characters", what, catalog.Quote(m.Protocol, 32))
 		}
 		out = append(out, m)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 // Version is the plugin's version, reported by Describe. Release builds set it with
@@ -67,7 +67,7 @@ type config struct {
 	chroot         string   // "" or "/a/b"
 	roots          []string // without slashes at either end
 	mode           string
-	host           *regutil.HostTemplate
+	host           *hosttemplate.Template
 	sessionTimeout time.Duration
 	mapInterfaces  bool
 	resync         time.Duration // 0: no periodic resync

@@ -10,7 +10,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
+	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 // kind says what a watched ZooKeeper node holds.
@@ -267,7 +267,7 @@ func (t *tree) applyRoot(n *node, children []string, w *watcher) []*node {
 		}
 		key := n.root + ":" + name
 		if err == nil && t.ifaces[key] != nil {
-			err = fmt.Errorf("interface %s is also registered under another encoding of its name", regutil.Quote(name, 128))
+			err = fmt.Errorf("interface %s is also registered under another encoding of its name", catalog.Quote(name, 128))
 		}
 		if err != nil {
 			rs.bad[raw] = true
@@ -384,7 +384,7 @@ func parseProviderChild(iface, child string) parsedChild {
 		return parsedChild{reject: err.Error()}
 	}
 	if u.Interface != iface {
-		return parsedChild{reject: fmt.Sprintf("URL is for interface %s, not %s", regutil.Quote(u.Interface, 128), regutil.Quote(iface, 128))}
+		return parsedChild{reject: fmt.Sprintf("URL is for interface %s, not %s", catalog.Quote(u.Interface, 128), catalog.Quote(iface, 128))}
 	}
 	inst, skip := dubbo.ProviderInstance(u)
 	if skip != "" {
@@ -663,7 +663,7 @@ func (t *tree) mappedInstances(ms *mappedState) []catalog.Instance {
 // service builds the current state of a service. reason is non-empty when the service
 // exists but cannot be reported (its host is invalid); a service without usable endpoints
 // comes back with no instances.
-func (t *tree) service(key string, host *regutil.HostTemplate) (svc catalog.Service, reason string) {
+func (t *tree) service(key string, host *hosttemplate.Template) (svc catalog.Service, reason string) {
 	var (
 		insts []catalog.Instance
 		vars  dubbo.HostVars

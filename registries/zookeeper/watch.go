@@ -16,7 +16,6 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
-	"github.com/meltemi-mesh/meltemi/registries/internal/regutil"
 )
 
 // readConcurrency bounds the ZooKeeper reads in flight during one refresh. The client
@@ -175,7 +174,7 @@ func (w *watcher) run(ctx context.Context) error {
 			break
 		}
 		w.setHealth(false, "resolving ZooKeeper servers: "+err.Error())
-		if !regutil.Sleep(ctx, w.nextBackoff()) {
+		if !sdk.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
 	}

@@ -1,4 +1,6 @@
-package regutil
+// Package hosttemplate gives registry plugins one way to name hosts: a text/template over a
+// plugin's variables, its output sanitised into a DNS name.
+package hosttemplate
 
 import (
 	"errors"
@@ -9,18 +11,18 @@ import (
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
-// MaxTemplateOutput bounds a rendered host before sanitising; a DNS name is at most 253.
-const MaxTemplateOutput = 1024
+// MaxOutput bounds a rendered host before sanitising; a DNS name is at most 253.
+const MaxOutput = 1024
 
-// HostTemplate renders service hosts from a text/template and sanitises them into DNS names.
-type HostTemplate struct {
+// Template renders service hosts from a text/template and sanitises them into DNS names.
+type Template struct {
 	tmpl *template.Template
 }
 
-// ParseHostTemplate parses text (named name in errors) and checks that it gives a valid host
+// Parse parses text (named name in errors) and checks that it gives a valid host
 // for sample, so that references to unknown fields and templates that cannot give a DNS name
 // fail at configuration rather than for every service later.
-func ParseHostTemplate(name, text string, sample any) (*HostTemplate, error) {
+func Parse(name, text string, sample any) (*Template, error) {
 	if strings.TrimSpace(text) == "" {
 		return nil, errors.New("is empty")
 	}
@@ -28,35 +30,31 @@ func ParseHostTemplate(name, text string, sample any) (*HostTemplate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("does not parse: %w", err)
 	}
-	h := &HostTemplate{tmpl: t}
+	h := &Template{tmpl: t}
 	if _, err := h.Render(sample); err != nil {
 		return nil, fmt.Errorf("gives no valid host for %+v: %w", sample, err)
 	}
 	return h, nil
 }
 
-// MustHostTemplate wraps an already parsed template without checking it; tests use it to
-// render templates that ParseHostTemplate would refuse.
-func MustHostTemplate(t *template.Template) *HostTemplate { return &HostTemplate{tmpl: t} }
-
 // Render executes the template with vars and sanitises its output into a DNS-1123 subdomain.
-func (h *HostTemplate) Render(vars any) (string, error) {
+func (h *Template) Render(vars any) (string, error) {
 	var b limitedBuilder
 	if err := h.tmpl.Execute(&b, vars); err != nil {
 		if b.full {
-			return "", fmt.Errorf("host template output is longer than %d bytes", MaxTemplateOutput)
+			return "", fmt.Errorf("host template output is longer than %d bytes", MaxOutput)
 		}
 		return "", fmt.Errorf("executing host template: %w", err)
 	}
-	return SanitizeHost(b.String())
+	return Sanitize(b.String())
 }
 
-// SanitizeHost lower-cases s and turns it into a DNS-1123 subdomain: every character other
+// Sanitize lower-cases s and turns it into a DNS-1123 subdomain: every character other
 // than a-z, 0-9, '-' and '.' becomes '-', and hyphens at the start or end of a label are
 // removed. Structure is never repaired, since a repair could give two services one host: an
 // empty label (as in "a..b" or ".svc"), a label over 63 characters or a name over 253
 // characters is an error.
-func SanitizeHost(s string) (string, error) {
+func Sanitize(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	s = strings.TrimSuffix(s, ".") // a fully qualified name's final dot
 	if s == "" {
@@ -77,27 +75,27 @@ func SanitizeHost(s string) (string, error) {
 		l = strings.Trim(l, "-")
 		switch {
 		case l == "":
-			return "", fmt.Errorf("host %s has an empty DNS label", Quote(s, 80))
+			return "", fmt.Errorf("host %s has an empty DNS label", catalog.Quote(s, 80))
 		case len(l) > 63:
-			return "", fmt.Errorf("host %s has a DNS label longer than 63 characters", Quote(s, 80))
+			return "", fmt.Errorf("host %s has a DNS label longer than 63 characters", catalog.Quote(s, 80))
 		}
 		labels[i] = l
 	}
 	host := strings.Join(labels, ".")
 	if err := catalog.ValidateHost(host); err != nil {
-		return "", fmt.Errorf("host %s: %v", Quote(host, 80), err)
+		return "", fmt.Errorf("host %s: %v", catalog.Quote(host, 80), err)
 	}
 	return host, nil
 }
 
-// limitedBuilder collects template output up to MaxTemplateOutput bytes.
+// limitedBuilder collects template output up to MaxOutput bytes.
 type limitedBuilder struct {
 	strings.Builder
 	full bool
 }
 
 func (b *limitedBuilder) Write(p []byte) (int, error) {
-	if b.Len()+len(p) > MaxTemplateOutput {
+	if b.Len()+len(p) > MaxOutput {
 		b.full = true
 		return 0, errors.New("output too long")
 	}

@@ -1,13 +1,11 @@
-package regutil
+package hosttemplate
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 )
 
-func TestSanitizeHost(t *testing.T) {
+func TestSanitize(t *testing.T) {
 	tests := []struct {
 		in, want, err string
 	}{
@@ -22,19 +20,19 @@ func TestSanitizeHost(t *testing.T) {
 		{in: strings.Repeat("abcdefghi.", 26) + "x", err: "longer than 253"},
 	}
 	for _, tt := range tests {
-		got, err := SanitizeHost(tt.in)
+		got, err := Sanitize(tt.in)
 		switch {
 		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("SanitizeHost(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
+			t.Errorf("Sanitize(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
 		case tt.err == "" && (err != nil || got != tt.want):
-			t.Errorf("SanitizeHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("Sanitize(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }
 
 func TestHostTemplate(t *testing.T) {
 	type vars struct{ Name string }
-	h, err := ParseHostTemplate("host", "{{.Name}}.svc", vars{Name: "x"})
+	h, err := Parse("host", "{{.Name}}.svc", vars{Name: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,19 +43,8 @@ func TestHostTemplate(t *testing.T) {
 		t.Errorf("Render of an over-long host = %v, want an error", err)
 	}
 	for text, wantErr := range map[string]string{"": "is empty", "{{.Name": "does not parse", "{{.Nope}}": "gives no valid host", "{{.Name}}..": "empty DNS label"} {
-		if _, err := ParseHostTemplate("host", text, vars{Name: "x"}); err == nil || !strings.Contains(err.Error(), wantErr) {
-			t.Errorf("ParseHostTemplate(%q) = %v, want error containing %q", text, err, wantErr)
+		if _, err := Parse("host", text, vars{Name: "x"}); err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", text, err, wantErr)
 		}
-	}
-}
-
-func TestSleep(t *testing.T) {
-	if !Sleep(context.Background(), time.Millisecond) {
-		t.Error("Sleep with a live context reported cancellation")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if Sleep(ctx, time.Hour) {
-		t.Error("Sleep with a cancelled context reported a full wait")
 	}
 }
