@@ -10,7 +10,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 func meltemi(t *testing.T, args ...string) (string, string) {
@@ -69,7 +69,7 @@ func TestPluginsListAndVersion(t *testing.T) {
 	out, _ := meltemi(t, "plugins", "list", "--plugin-dir", binDir)
 	for kind := range pluginPackages {
 		path := filepath.Join(binDir, "meltemi-registry-"+kind)
-		sum, err := host.FileChecksum(path)
+		sum, err := supervisor.FileChecksum(path)
 		if err != nil {
 			t.Fatal(err)
 		}

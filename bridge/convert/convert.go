@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
+	"github.com/meltemi-mesh/meltemi/api/portname"
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
@@ -55,8 +56,8 @@ type Result struct {
 
 // DefaultProtocols follow Istio's and Aeraki's port-name protocol selection.
 var DefaultProtocols = map[string]string{
-	"dubbo":  "tcp-metaprotocol-dubbo",
-	"thrift": "tcp-metaprotocol-thrift",
+	"dubbo":  portname.MetaProtocol("dubbo"),
+	"thrift": portname.MetaProtocol("thrift"),
 	"tri":    "grpc-tri",
 	"grpc":   "grpc",
 	"http":   "http",
@@ -74,23 +75,6 @@ func (o Options) prefix(protocol string) string {
 		return p
 	}
 	return cmp.Or(o.UnknownProtocol, "tcp")
-}
-
-// istioProtocol is the ServiceEntry port protocol matching a port name prefix.
-func istioProtocol(prefix string) string {
-	switch first, _, _ := strings.Cut(prefix, "-"); first {
-	case "grpc":
-		return "GRPC"
-	case "http":
-		return "HTTP"
-	case "http2":
-		return "HTTP2"
-	case "https":
-		return "HTTPS"
-	case "tls":
-		return "TLS"
-	}
-	return "TCP"
 }
 
 // Convert builds the desired objects for one host from every service that claims it. It
@@ -129,7 +113,7 @@ func Convert(in Input, opt Options) *Result {
 			continue
 		}
 		taken[n] = true
-		ports = append(ports, istio.ServicePort{Number: n, Protocol: istioProtocol(p), Name: fmt.Sprintf("%s-%d", p, n)})
+		ports = append(ports, istio.ServicePort{Number: n, Protocol: portname.IstioProtocol(p), Name: portname.Name(p, n)})
 	}
 
 	endpoints := buildEndpoints(services, opt, ports, number)
@@ -304,7 +288,7 @@ func servicePort(ports []istio.ServicePort, name string) uint32 {
 }
 
 func portName(ports []istio.ServicePort, n uint32, prefix string) string {
-	want := fmt.Sprintf("%s-%d", prefix, n)
+	want := portname.Name(prefix, n)
 	for _, p := range ports {
 		if p.Name == want {
 			return want

@@ -1,4 +1,4 @@
-// Package store holds the host's view of registry services: the last state every registry's
+// Package store holds the bridge's view of registry services: the last state every registry's
 // plugin reported, validated, and indexed by the mesh host it becomes. It has no I/O.
 package store
 

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -208,29 +206,4 @@ func (o Options) Validate() error {
 		}
 	}
 	return nil
-}
-
-// ParseSelector parses "k=v,k2=v2" (empty string: empty selector).
-func ParseSelector(s string) (map[string]string, error) {
-	out := map[string]string{}
-	if strings.TrimSpace(s) == "" {
-		return out, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("selector %q: want key=value pairs separated by commas", s)
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
-// FormatSelector is the inverse of ParseSelector.
-func FormatSelector(m map[string]string) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/api/portname"
 )
 
 // Attributes with a meaning of their own in native Dubbo and Thrift routes; every other
@@ -24,14 +25,14 @@ const (
 // nativeFilter adds the outbound EnvoyFilter of a tcp-dubbo-… or tcp-thrift-… port: Envoy's own
 // proxy filter with the routes inline (these filters have no RDS), so any Envoy sidecar can
 // take it and no proxy selector is needed.
-func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind portKind, rt *router) error {
+func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind portname.Kind, rt *router) error {
 	var name string
 	var cfg interface {
 		proto.Message
 		ValidateAll() error
 	}
 	statPrefix := ClusterName(port.Number, "", svc.host)
-	if kind == portDubbo {
+	if kind == portname.Dubbo {
 		name = DubboProxyFilterName
 		cfg = &dubbov3.DubboProxy{
 			StatPrefix:        statPrefix,
@@ -68,9 +69,9 @@ func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind por
 }
 
 // unsupportedNative warns about MetaRouter features Envoy's native filters lack.
-func unsupportedNative(rt *router, host string, kind portKind) {
+func unsupportedNative(rt *router, host string, kind portname.Kind) {
 	proxy := "dubbo_proxy"
-	if kind == portThrift {
+	if kind == portname.Thrift {
 		proxy = "thrift_proxy"
 	}
 	s := &rt.mr.Spec
@@ -86,7 +87,7 @@ func unsupportedNative(rt *router, host string, kind portKind) {
 		if len(r.HashPolicy) > 0 {
 			what = append(what, "hashPolicy")
 		}
-		if r.Mirror != nil && kind == portDubbo {
+		if r.Mirror != nil && kind == portname.Dubbo {
 			what = append(what, "mirror")
 		}
 		if len(what) > 0 {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/api/portname"
 )
 
 // Severity of a Problem.
@@ -226,11 +227,11 @@ func (t *translator) loadServices(ses []*istio.ServiceEntry) {
 	for _, se := range ses {
 		relevant := false
 		for _, p := range se.Spec.Ports {
-			kind, _, err := parsePortName(p.Name)
+			kind, _, err := portname.Parse(p.Name)
 			if err != nil {
 				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityError, "port %d: %v; port ignored", p.Number, err)
 			}
-			relevant = relevant || kind != portOther
+			relevant = relevant || kind != portname.Other
 		}
 		if !relevant {
 			continue
@@ -279,8 +280,8 @@ func (t *translator) translateService(svc *service) {
 	slices.SortFunc(ports, func(a, b istio.ServicePort) int { return cmp.Compare(a.Number, b.Number) })
 	rt := t.routers[svc.host]
 	for _, p := range ports {
-		kind, app, err := parsePortName(p.Name)
-		if err != nil || kind == portOther {
+		kind, app, err := portname.Parse(p.Name)
+		if err != nil || kind == portname.Other {
 			continue // reported by loadServices
 		}
 		if p.Number == 0 || p.Number > 65535 {
@@ -288,7 +289,7 @@ func (t *translator) translateService(svc *service) {
 			continue
 		}
 		switch kind {
-		case portMetaProtocol:
+		case portname.MetaProtocolKind:
 			codec, ok := t.codecs[app]
 			if !ok {
 				t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError,
@@ -297,7 +298,7 @@ func (t *translator) translateService(svc *service) {
 			}
 			t.out.Routes[RouteConfigName(svc.host, p.Number)] = t.routeConfig(svc, p, rt)
 			err = t.metaProtocolFilters(svc, p, app, codec, rt)
-		case portDubbo, portThrift:
+		case portname.Dubbo, portname.Thrift:
 			err = t.nativeFilter(svc, p, kind, rt)
 		}
 		if err != nil {

@@ -8,36 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-func TestParsePortName(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		kind    portKind
-		app     string
-		wantErr bool
-	}{
-		{"tcp-metaprotocol-dubbo-20880", portMetaProtocol, "dubbo", false},
-		{"tcp-metaprotocol-thrift-hello-server", portMetaProtocol, "thrift", false},
-		{"tcp-metaprotocol-trpc", portMetaProtocol, "trpc", false},
-		{"TCP-MetaProtocol-Dubbo-1", portMetaProtocol, "dubbo", false},
-		{"tcp-metaprotocol", portOther, "", true},
-		{"tcp-metaprotocol-", portOther, "", true},
-		{"tcp-metaprotocol--x", portOther, "", true},
-		{"tcp-metaprotocolx-dubbo", portOther, "", false},
-		{"tcp-dubbo", portDubbo, "dubbo", false},
-		{"tcp-dubbo-20880", portDubbo, "dubbo", false},
-		{"tcp-dubbox", portOther, "", false},
-		{"tcp-thrift-9090", portThrift, "thrift", false},
-		{"grpc-tri-50051", portOther, "", false},
-		{"", portOther, "", false},
-		{"-", portOther, "", false},
-	} {
-		kind, app, err := parsePortName(tc.name)
-		if kind != tc.kind || app != tc.app || (err != nil) != tc.wantErr {
-			t.Errorf("parsePortName(%q) = %v, %q, %v; want %v, %q, error %v", tc.name, kind, app, err, tc.kind, tc.app, tc.wantErr)
-		}
-	}
-}
-
 func TestEnvoyFilterName(t *testing.T) {
 	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 60)
 	for _, host := range []string{"a.example.com", long, long[:230] + ".e"} {
@@ -51,19 +21,7 @@ func TestEnvoyFilterName(t *testing.T) {
 	}
 }
 
-func TestSelectorsAndOptions(t *testing.T) {
-	sel, err := ParseSelector(" a=b, c=d ")
-	if err != nil || !cmp.Equal(sel, map[string]string{"a": "b", "c": "d"}) || FormatSelector(sel) != "a=b,c=d" {
-		t.Errorf("ParseSelector: %v, %v", sel, err)
-	}
-	if sel, err := ParseSelector(""); err != nil || sel == nil || len(sel) != 0 {
-		t.Errorf("empty selector: %v, %v", sel, err)
-	}
-	for _, bad := range []string{"a", "=b", "a=b,,"} {
-		if _, err := ParseSelector(bad); err == nil {
-			t.Errorf("ParseSelector(%q): no error", bad)
-		}
-	}
+func TestOptions(t *testing.T) {
 	if err := (Options{}).Validate(); err != nil {
 		t.Errorf("default options: %v", err)
 	}

@@ -21,13 +21,13 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meltemi-mesh/meltemi/bridge/controller"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/bridge/serviceentries"
+	"github.com/meltemi-mesh/meltemi/bridge/serviceregistry"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -195,8 +195,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 // services into ServiceEntries, and the reconciler writing them (on the leader).
 type servicesPart struct {
 	rec        *synckube.Reconciler
-	ctrl       *controller.Controller
-	mgr        *registries.Manager
+	ctrl       *serviceentries.Controller
+	mgr        *serviceregistry.Manager
 	configured chan struct{} // closed once the registry configuration is loaded
 	log        *slog.Logger
 	run        func(name string, fn func() error)
@@ -208,7 +208,7 @@ type servicesPart struct {
 // with lead, the plugins with configure.
 func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube kubernetes.Interface,
 	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error)) (*servicesPart, error) {
-	latency := controller.NewWriteLatency(f.namespace)
+	latency := serviceentries.NewWriteLatency(f.namespace)
 	if err := reg.Register(latency.Collector()); err != nil {
 		return nil, err
 	}
@@ -229,14 +229,14 @@ func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube
 			return nil, err
 		}
 	}
-	ctrl := controller.New(controller.Config{
+	ctrl := serviceentries.New(serviceentries.Config{
 		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
 		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
 	}, store.New(), rec)
 	if err := ctrl.RegisterMetrics(reg); err != nil {
 		return nil, err
 	}
-	mgr := registries.NewManager(host.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: host.NewMetrics(reg)}, ctrl)
+	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: supervisor.NewMetrics(reg)}, ctrl)
 	goRun("controller", func() error { ctrl.Run(ctx); return nil })
 	return &servicesPart{rec: rec, ctrl: ctrl, mgr: mgr, configured: make(chan struct{}), log: log, run: goRun, kube: kube, dyn: dyn}, nil
 }
@@ -250,7 +250,7 @@ func (p *servicesPart) lead(ctx context.Context) {
 // their plugins.
 func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
 	if f.configFile == "" {
-		src := &registries.ClusterSource{
+		src := &serviceregistry.ClusterSource{
 			Dynamic: p.dyn, Kube: p.kube, Namespace: f.registryNamespace, Manager: p.mgr,
 			Counts: p.ctrl.Store().Counts, Rejections: p.mgr.Rejections,
 			Logger: p.log.With("component", "registries"), Events: newEventRecorder(ctx, p.kube),
@@ -258,11 +258,11 @@ func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
 		p.run("registry source", func() error { return src.Run(ctx, p.configured) })
 		return nil
 	}
-	srs, err := registries.LoadFile(f.configFile)
+	srs, err := serviceregistry.LoadFile(f.configFile)
 	if err != nil {
 		return err
 	}
-	regs, err := registries.Resolve(ctx, p.kube, srs)
+	regs, err := serviceregistry.Resolve(ctx, p.kube, srs)
 	if err != nil {
 		return err
 	}

@@ -19,11 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meltemi-mesh/meltemi/bridge/controller"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/registries"
+	"github.com/meltemi-mesh/meltemi/bridge/serviceentries"
+	"github.com/meltemi-mesh/meltemi/bridge/serviceregistry"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -45,7 +45,7 @@ func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args[1:]); err != nil {
 		return errUsage
 	}
-	found, err := host.Discover(*dir)
+	found, err := supervisor.Discover(*dir)
 	if err != nil {
 		return err
 	}
@@ -54,13 +54,13 @@ func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintln(tw, "KIND\tVERSION\tSHA256\tCAPABILITIES\tPATH")
 	for _, kind := range slices.Sorted(maps.Keys(found)) {
 		path := found[kind]
-		sum, err := host.FileChecksum(path)
+		sum, err := supervisor.FileChecksum(path)
 		if err != nil {
 			sum = "error: " + err.Error()
 		}
 		version, caps := "", ""
 		dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		desc, err := host.Describe(dctx, path, "", quiet)
+		desc, err := supervisor.Describe(dctx, path, "", quiet)
 		cancel()
 		if err != nil {
 			version = "error: " + err.Error()
@@ -83,7 +83,7 @@ func pluginsDescribe(ctx context.Context, args []string, stdout, stderr io.Write
 		return errUsage
 	}
 	kind := fs.Arg(0)
-	found, err := host.Discover(*dir)
+	found, err := supervisor.Discover(*dir)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func pluginsDescribe(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	desc, err := host.Describe(dctx, path, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	desc, err := supervisor.Describe(dctx, path, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return fmt.Errorf("describing %s: %w", path, err)
 	}
@@ -180,18 +180,18 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *output != "yaml" && *output != "json" {
 		return fmt.Errorf("-o must be yaml or json, not %q", *output)
 	}
-	srs, err := registries.LoadFile(*configFile)
+	srs, err := serviceregistry.LoadFile(*configFile)
 	if err != nil {
 		return err
 	}
-	regs, err := registries.Resolve(ctx, nil, srs)
+	regs, err := serviceregistry.Resolve(ctx, nil, srs)
 	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	out := &collector{groups: map[string][]*unstructured.Unstructured{}}
-	ctrl := controller.New(controller.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, store.New(), out)
-	mgr := registries.NewManager(host.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
+	ctrl := serviceentries.New(serviceentries.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, store.New(), out)
+	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	go ctrl.Run(ctx)

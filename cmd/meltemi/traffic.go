@@ -8,16 +8,19 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	trafficcontroller "github.com/meltemi-mesh/meltemi/bridge/traffic/controller"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/rules"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
 )
@@ -45,7 +48,7 @@ func (f *trafficFlags) register(fs *flag.FlagSet) {
 		"(default outbound|<xds port>||meltemi.<namespace>.svc.cluster.local)")
 	fs.StringVar(&f.efNamespace, "envoyfilter-namespace", traffic.DefaultNamespace, "namespace of the EnvoyFilters; Istio's root namespace reaches every namespace")
 	fs.StringVar(&f.watchNamespace, "traffic-watch-namespace", "", "read MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries from this namespace only (default: all)")
-	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", traffic.FormatSelector(traffic.DefaultProxySelector()),
+	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", formatSelector(traffic.DefaultProxySelector()),
 		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. Empty: scope by --envoyfilter-namespace alone")
 	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
@@ -55,7 +58,7 @@ func (f *trafficFlags) register(fs *flag.FlagSet) {
 // trafficPart is the running traffic side of the host: translator, EnvoyFilter writer and
 // xDS server. Its zero value (traffic disabled) does nothing and is always ready.
 type trafficPart struct {
-	ctrl *trafficcontroller.Controller
+	ctrl *rules.Controller
 	rec  *synckube.Reconciler
 	reg  *prometheus.Registry // the EnvoyFilter writer's metrics, labelled writer="traffic"
 	log  *slog.Logger
@@ -70,7 +73,7 @@ func startTraffic(ctx context.Context, f *trafficFlags, namespace string, dyn dy
 		return &trafficPart{}, nil
 	}
 	log = log.With("component", "traffic")
-	sel, err := traffic.ParseSelector(f.proxySelector)
+	sel, err := parseSelector(f.proxySelector)
 	if err != nil {
 		return nil, fmt.Errorf("--metaprotocol-proxy-selector: %w", err)
 	}
@@ -109,7 +112,7 @@ func startTraffic(ctx context.Context, f *trafficFlags, namespace string, dyn dy
 		lis.Close()
 		return nil, err
 	}
-	ctrl, err := trafficcontroller.New(trafficcontroller.Config{
+	ctrl, err := rules.New(rules.Config{
 		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace,
 		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, Registerer: reg, Logger: log,
 	})
@@ -181,4 +184,29 @@ func xdsTLS(f *trafficFlags) (*tls.Config, error) {
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// parseSelector parses a label selector flag, "k=v,k2=v2" (empty string: empty selector).
+func parseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("selector %q: want key=value pairs separated by commas", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// formatSelector is the inverse of parseSelector.
+func formatSelector(m map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
 }

@@ -1,5 +1,5 @@
 // Package protocol is the wire side of the registry plugin contract shared by the host
-// (plugins/host) and the SDK (plugins/sdk): the go-plugin handshake, the protocol versions,
+// (plugins/supervisor) and the SDK (plugins/sdk): the go-plugin handshake, the protocol versions,
 // and the Watch stream's messages encoded from and decoded into plugins/catalog (wire.go).
 package protocol
 

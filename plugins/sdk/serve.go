@@ -41,7 +41,7 @@ func Serve(p Plugin) {
 }
 
 // nameProcess gives the process its binary's name: the host runs plugins through
-// /proc/self/fd (see plugins/host), which would otherwise leave a number as the name that
+// /proc/self/fd (see plugins/supervisor), which would otherwise leave a number as the name that
 // ps and pgrep show. Best effort; Linux only.
 func nameProcess() {
 	name := filepath.Base(os.Args[0])

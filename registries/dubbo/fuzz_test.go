@@ -5,6 +5,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
+
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
@@ -13,8 +15,8 @@ import (
 func FuzzParseProviderURL(f *testing.F) {
 	for _, s := range []string{
 		sampleEncoded,
-		EncodeURL("tri://[2001:db8::1]:50051/com.example.Greeter?interface=com.example.Greeter&version=1&group=g"),
-		EncodeURL("dubbo://10.0.0.1:20880/a.B?side=consumer"),
+		dubbotest.EncodeURL("tri://[2001:db8::1]:50051/com.example.Greeter?interface=com.example.Greeter&version=1&group=g"),
+		dubbotest.EncodeURL("dubbo://10.0.0.1:20880/a.B?side=consumer"),
 		"dubbo%3A%2F%2F10.0.0.1%3A20880%2Fa%ZZ",
 		"dubbo://10.0.0.1:20880/a.B",
 		"",

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
+
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 
@@ -16,15 +18,15 @@ const sampleURL = "dubbo://192.168.1.10:20880/org.apache.dubbo.demo.DemoService?
 const sampleEncoded = "dubbo%3A%2F%2F192.168.1.10%3A20880%2Forg.apache.dubbo.demo.DemoService%3Fanyhost%3Dtrue%26application%3Ddemo-provider%26deprecated%3Dfalse%26dubbo%3D2.0.2%26dynamic%3Dtrue%26generic%3Dfalse%26interface%3Dorg.apache.dubbo.demo.DemoService%26methods%3DsayHello%2CsayHelloAsync%26pid%3D12345%26release%3D3.2.0%26side%3Dprovider%26timestamp%3D1700000000000%26version%3D1.0.0%26group%3Dg1"
 
 func TestEncodeURLMatchesDubbo(t *testing.T) {
-	if got := EncodeURL(sampleURL); got != sampleEncoded {
-		t.Fatalf("EncodeURL(sample) =\n%s\nwant\n%s", got, sampleEncoded)
+	if got := dubbotest.EncodeURL(sampleURL); got != sampleEncoded {
+		t.Fatalf("dubbotest.EncodeURL(sample) =\n%s\nwant\n%s", got, sampleEncoded)
 	}
 }
 
 func TestParseProviderURL(t *testing.T) {
 	tests := []struct {
 		name    string
-		encoded string // when empty, EncodeURL(raw)
+		encoded string // when empty, dubbotest.EncodeURL(raw)
 		raw     string
 		want    ProviderURL
 		wantErr string
@@ -91,7 +93,7 @@ func TestParseProviderURL(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			enc := tt.encoded
 			if enc == "" && tt.raw != "" {
-				enc = EncodeURL(tt.raw)
+				enc = dubbotest.EncodeURL(tt.raw)
 			}
 			got, err := ParseProviderURL(enc)
 			if tt.wantErr != "" {
@@ -115,7 +117,7 @@ func TestParseProviderURL(t *testing.T) {
 }
 
 func TestParseProviderURLParams(t *testing.T) {
-	u, err := ParseProviderURL(EncodeURL("dubbo://10.0.0.1:20880/a.B?k=1&k=2&flag&e=&sp=a b&eq=x=y&&=v"))
+	u, err := ParseProviderURL(dubbotest.EncodeURL("dubbo://10.0.0.1:20880/a.B?k=1&k=2&flag&e=&sp=a b&eq=x=y&&=v"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,7 @@
 package nacos
 
 import (
-	"strings"
 	"testing"
-
-	"github.com/meltemi-mesh/meltemi/registries/internal/hosttemplate"
 )
 
 func TestDefaultHostTemplates(t *testing.T) {
@@ -36,29 +33,6 @@ func TestDefaultHostTemplates(t *testing.T) {
 	} {
 		if got, err := h.dubboHost(DubboVars{Interface: iface}); err != nil || got != want {
 			t.Errorf("host of %s = %q, %v; want %q", iface, got, err, want)
-		}
-	}
-}
-
-func TestDNSName(t *testing.T) {
-	tests := []struct {
-		in, want, err string
-	}{
-		{in: "Orders.Nacos.", want: "orders.nacos"},
-		{in: " a_b.c ", want: "a-b.c"},
-		{in: "中文.svc", err: "empty DNS label"},
-		{in: "a..b", err: "empty DNS label"},
-		{in: "", err: "empty host"},
-		{in: strings.Repeat("a", 64) + ".svc", err: "longer than 63"},
-		{in: strings.Repeat("abcdefghi.", 26) + "x", err: "longer than 253"},
-	}
-	for _, tt := range tests {
-		got, err := hosttemplate.Sanitize(tt.in)
-		switch {
-		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-			t.Errorf("hosttemplate.Sanitize(%q) = %q, %v; want error %q", tt.in, got, err, tt.err)
-		case tt.err == "" && (err != nil || got != tt.want):
-			t.Errorf("hosttemplate.Sanitize(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }

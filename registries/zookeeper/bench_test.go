@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
+
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
-	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 func BenchmarkParseInstanceJSON(b *testing.B) {
@@ -223,7 +224,7 @@ func populate(b *testing.B, addr, chroot string, n, perIface int) {
 		}
 	}
 	ifacePath := func(i int) string {
-		return chroot + "/dubbo/" + dubbo.EncodeURL(fmt.Sprintf("com.example.bench.Service%05d", i))
+		return chroot + "/dubbo/" + dubbotest.EncodeURL(fmt.Sprintf("com.example.bench.Service%05d", i))
 	}
 	const batch = 20 // interfaces per multi-operation
 	providers := make([][]string, n)
@@ -235,7 +236,7 @@ func populate(b *testing.B, addr, chroot string, n, perIface int) {
 			ops = append(ops, &zk.CreateRequest{Path: p, Acl: acl}, &zk.CreateRequest{Path: p + "/providers", Acl: acl})
 			for j := range perIface {
 				u := providerURL("dubbo", fmt.Sprintf("10.%d.%d.%d", j, i/250%250, i%250+1), 20880, iface, "version=1.0.0&group=bench")
-				providers[i] = append(providers[i], p+"/providers/"+dubbo.EncodeURL(u))
+				providers[i] = append(providers[i], p+"/providers/"+dubbotest.EncodeURL(u))
 				ops = append(ops, &zk.CreateRequest{Path: providers[i][j], Acl: acl, Flags: zk.FlagEphemeral})
 			}
 		}

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
+
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/registries/dubbo"
 )
 
 // zkAddr returns the ZooKeeper to test against (MELTEMI_ZK_ADDR, as e2e/infra/up.sh writes it).
@@ -90,14 +91,14 @@ func (w *dubboWriter) ensure(p string) {
 }
 
 func providersPath(root, iface string) string {
-	return "/" + root + "/" + dubbo.EncodeURL(iface) + "/providers"
+	return "/" + root + "/" + dubbotest.EncodeURL(iface) + "/providers"
 }
 
 // register adds a provider the way Dubbo does: persistent category parents, an ephemeral
 // node named by the URL-encoded URL. It returns the node's path below the chroot.
 func (w *dubboWriter) register(root, iface, rawURL string) string {
 	w.t.Helper()
-	return w.createEphemeral(providersPath(root, iface), dubbo.EncodeURL(rawURL), nil)
+	return w.createEphemeral(providersPath(root, iface), dubbotest.EncodeURL(rawURL), nil)
 }
 
 func (w *dubboWriter) createEphemeral(parent, name string, data []byte) string {

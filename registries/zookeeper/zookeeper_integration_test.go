@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
+
 	"github.com/go-zookeeper/zk"
 
 	"github.com/meltemi-mesh/meltemi/internal/testproxy"
@@ -32,9 +34,9 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.10", 20880, demoIface, "version=1.0.0&group=g1&weight=50"))
 	w.register("dubbo", other, providerURL("tri", "2001:db8::5", 50051, other, "version=2.0.0"))
 	// Dubbo's other categories and the metadata/mapping nodes are not providers.
-	w.ensure(chroot + "/dubbo/" + dubbo.EncodeURL(demoIface) + "/consumers")
-	w.createEphemeral("/dubbo/"+dubbo.EncodeURL(demoIface)+"/consumers", dubbo.EncodeURL("consumer://10.0.0.3/"+demoIface+"?category=consumers&side=consumer"), nil)
-	w.createEphemeral("/dubbo/"+dubbo.EncodeURL(demoIface)+"/configurators", dubbo.EncodeURL("override://0.0.0.0/"+demoIface+"?category=configurators&weight=1"), nil)
+	w.ensure(chroot + "/dubbo/" + dubbotest.EncodeURL(demoIface) + "/consumers")
+	w.createEphemeral("/dubbo/"+dubbotest.EncodeURL(demoIface)+"/consumers", dubbotest.EncodeURL("consumer://10.0.0.3/"+demoIface+"?category=consumers&side=consumer"), nil)
+	w.createEphemeral("/dubbo/"+dubbotest.EncodeURL(demoIface)+"/configurators", dubbotest.EncodeURL("override://0.0.0.0/"+demoIface+"?category=configurators&weight=1"), nil)
 	w.ensure(chroot + "/dubbo/metadata/" + demoIface)
 	w.ensure(chroot + "/dubbo/config/dubbo")
 	// An interface with no providers node yet.
@@ -92,7 +94,7 @@ func TestIntegrationInterfaceLifecycle(t *testing.T) {
 
 	// The whole interface node removed as well: nothing more to say, the service is gone.
 	// Re-registering brings it back.
-	w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(demoIface))
+	w.deleteTree(chroot + "/dubbo/" + dubbotest.EncodeURL(demoIface))
 	m = rec.Mark()
 	w.register("dubbo", demoIface, providerURL("dubbo", "192.168.1.12", 20880, demoIface, ""))
 	rec.WaitFor(t, m, wait, "re-registered interface", sdktest.IsUpsert("dubbo:"+demoIface, 1))
@@ -126,11 +128,11 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.1", 20880, demoIface, ""))
 	bad := map[string]string{
 		"garbage":    "this-is-not-a-url",
-		"badport":    dubbo.EncodeURL(providerURL("dubbo", "10.0.0.2", 99999, demoIface, "")),
-		"hostname":   dubbo.EncodeURL("dubbo://provider.local:20880/" + demoIface + "?interface=" + demoIface),
-		"noiface":    dubbo.EncodeURL("dubbo://10.0.0.3:20880?application=x"),
-		"otheriface": dubbo.EncodeURL(providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", "")),
-		"huge":       dubbo.EncodeURL(providerURL("dubbo", "10.0.0.5", 20880, demoIface, "x="+strings.Repeat("y", dubbo.MaxItemBytes))),
+		"badport":    dubbotest.EncodeURL(providerURL("dubbo", "10.0.0.2", 99999, demoIface, "")),
+		"hostname":   dubbotest.EncodeURL("dubbo://provider.local:20880/" + demoIface + "?interface=" + demoIface),
+		"noiface":    dubbotest.EncodeURL("dubbo://10.0.0.3:20880?application=x"),
+		"otheriface": dubbotest.EncodeURL(providerURL("dubbo", "10.0.0.4", 20880, "com.example.Other", "")),
+		"huge":       dubbotest.EncodeURL(providerURL("dubbo", "10.0.0.5", 20880, demoIface, "x="+strings.Repeat("y", dubbo.MaxItemBytes))),
 		"badescape":  "dubbo%3A%2F%2F10.0.0.6%3A20880%2Fa%ZZ",
 	}
 	for _, name := range slices.Sorted(maps.Keys(bad)) {
@@ -138,7 +140,7 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 	}
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.9", 20880, demoIface, ""))
 	// A consumer URL among providers is ignored, not rejected.
-	w.createEphemeral(pp, dubbo.EncodeURL("dubbo://10.0.0.7:20880/"+demoIface+"?side=consumer"), nil)
+	w.createEphemeral(pp, dubbotest.EncodeURL("dubbo://10.0.0.7:20880/"+demoIface+"?side=consumer"), nil)
 	// An interface whose node name does not decode.
 	w.ensure(chroot + "/dubbo/com.example.%ZZ/providers")
 	w.register("dubbo", "com.example.Fine", providerURL("dubbo", "10.0.0.10", 20880, "com.example.Fine", ""))
@@ -172,7 +174,7 @@ func TestIntegrationRejectsMalformedProviders(t *testing.T) {
 
 	// A malformed node added later is rejected once; a good one still comes through.
 	m := rec.Mark()
-	w.createEphemeral(pp, dubbo.EncodeURL("dubbo://10.0.0.11:0/"+demoIface), nil)
+	w.createEphemeral(pp, dubbotest.EncodeURL("dubbo://10.0.0.11:0/"+demoIface), nil)
 	w.register("dubbo", demoIface, providerURL("dubbo", "10.0.0.12", 20880, demoIface, ""))
 	rec.WaitFor(t, m, wait, "upsert with 3 instances", sdktest.IsUpsert("dubbo:"+demoIface, 3))
 	rec.WaitFor(t, m, wait, "rejection of the port-0 provider", sdktest.IsReject("10.0.0.11"))
@@ -394,7 +396,7 @@ func TestIntegrationWatchesDoNotGrow(t *testing.T) {
 		rec.WaitFor(t, m, wait, "churn instance", sdktest.IsUpsert("app:demo-provider", 2))
 		m = rec.Mark()
 		w.delete(prov)
-		w.deleteTree(chroot + "/dubbo/" + dubbo.EncodeURL(iface))
+		w.deleteTree(chroot + "/dubbo/" + dubbotest.EncodeURL(iface))
 		w.delete(inst)
 		rec.WaitFor(t, m, wait, "churn interface gone", sdktest.IsDelete("dubbo:"+iface))
 		rec.WaitFor(t, m, wait, "churn instance gone", sdktest.IsUpsert("app:demo-provider", 1))
@@ -437,7 +439,7 @@ func TestIntegrationDigestAuth(t *testing.T) {
 	if err := w.conn.AddAuth("digest", []byte("meltemi:s3cret-pw")); err != nil {
 		t.Fatal(err)
 	}
-	w.createEphemeral("/dubbo/com.example.Secret/providers", dubbo.EncodeURL(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
+	w.createEphemeral("/dubbo/com.example.Secret/providers", dubbotest.EncodeURL(providerURL("dubbo", "10.0.0.2", 20880, "com.example.Secret", "")), nil)
 
 	t.Run("with credentials", func(t *testing.T) {
 		rec := sdktest.Run(t, New(), sdk.Config{Registry: "test", Address: addr + chroot, Secrets: map[string]string{"username": "meltemi", "password": "s3cret-pw"}})

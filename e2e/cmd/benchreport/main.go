@@ -55,7 +55,7 @@ var goals = []goal{
 	{"/e2e", "BenchmarkEventToWriteZooKeeper", "p99-ms", "registry event → ServiceEntry written, p99 (default debounce, real ZooKeeper)", true, 250},
 	{"/e2e", "BenchmarkHostMemory", "rss-MiB", "host RSS holding 100,000 instances", true, 512},
 	{"/e2e", "BenchmarkWritesPerBurst", "writes-per-distinct-object", "writes per burst of changes / distinct objects changed", true, 1},
-	{"/plugins/host", "BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
+	{"/plugins/supervisor", "BenchmarkStreamThroughput", "instance-events/s", "instance events/s through a real plugin stream", false, 200000},
 	{"/sync/xds", "BenchmarkPushLatency", "p99-ms", "route update → received by 1,000 xDS streams, p99 (worst variant; translation measured separately)", true, 500},
 	{"/e2e", "BenchmarkRegistryToSidecar/istiod-debounce=100ms", "p99-ms", "ZooKeeper change → a sidecar's EDS through real istiod, p99 (istiod's default debounce)", true, 150},
 	{"/e2e", "BenchmarkIstiodCost", "meltemi-idle-pushes", "istiod pushes in 30 s without changes, Meltemi's ServiceEntries (worst size)", true, 0},

@@ -13,7 +13,7 @@ pkg: github.com/meltemi-mesh/meltemi/e2e
 cpu: Example CPU @ 2.00GHz
 BenchmarkHostInitialSync-2   	       1	12000000000 ns/op	        12.0 reconciler-s	        10.0 create-loop-s	         1.20 ratio-vs-create-loop
 BenchmarkHostRestartUnchanged-2	       1	  300000 ns/op	         0 writes
-pkg: github.com/meltemi-mesh/meltemi/plugins/host
+pkg: github.com/meltemi-mesh/meltemi/plugins/supervisor
 BenchmarkStreamThroughput-2	       3	  1000 ns/op	    150000 instance-events/s
 PASS
 `
@@ -26,7 +26,7 @@ func TestReport(t *testing.T) {
 	if len(results) != 3 || cpu != "Example CPU @ 2.00GHz" {
 		t.Fatalf("parsed %d results, cpu %q", len(results), cpu)
 	}
-	if results[0].name != "BenchmarkHostInitialSync" || results[2].pkg != "github.com/meltemi-mesh/meltemi/plugins/host" {
+	if results[0].name != "BenchmarkHostInitialSync" || results[2].pkg != "github.com/meltemi-mesh/meltemi/plugins/supervisor" {
 		t.Fatalf("names/packages wrong: %+v", results)
 	}
 	var out bytes.Buffer

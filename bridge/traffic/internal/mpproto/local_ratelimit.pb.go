@@ -9,12 +9,13 @@
 package mpproto
 
 import (
-	v3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
+
+	v3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (

@@ -1,11 +1,11 @@
-package controller
+package serviceentries
 
 import (
 	"maps"
 	"slices"
 	"sync"
 
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 // Policy holds the rules that keep registry reports from deleting what they should not, as
@@ -28,7 +28,7 @@ type registryPolicy struct {
 
 // Configure names every configured registry and takes its policy; a registry configured
 // before keeps its synced state.
-func (p *Policy) Configure(regs []host.Registration) {
+func (p *Policy) Configure(regs []supervisor.Registration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	next := make(map[string]registryPolicy, len(regs))

@@ -1,8 +1,8 @@
-// Package controller runs the traffic translator against the cluster: it watches MetaRouters,
+// Package rules runs the traffic translator against the cluster: it watches MetaRouters,
 // ApplicationProtocols, DestinationRules and ServiceEntries, translates them after a quiet
 // period, hands EnvoyFilters to the owned-object writer and route configurations to the RDS
 // server, and reports each MetaRouter's outcome in its status and in events.
-package controller
+package rules
 
 import (
 	"context"

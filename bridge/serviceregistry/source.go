@@ -1,6 +1,6 @@
-// Package registries turns ServiceRegistry objects (from a YAML file or the cluster) into
+// Package serviceregistry turns ServiceRegistry objects (from a YAML file or the cluster) into
 // running, supervised registry plugins, and reports their status back.
-package registries
+package serviceregistry
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 // LoadFile reads ServiceRegistry objects from a YAML file (several documents, or a List).
@@ -99,15 +99,15 @@ func Validate(sr v1alpha1.ServiceRegistry) error {
 // Resolve turns ServiceRegistries into plugin registrations, reading credentials from their
 // Secrets with secrets (nil when there is no cluster: then a referenced Secret is an error).
 // Registry names must be unique: they label everything Meltemi writes.
-func Resolve(ctx context.Context, secrets kubernetes.Interface, srs []v1alpha1.ServiceRegistry) ([]host.Registration, error) {
-	var out []host.Registration
+func Resolve(ctx context.Context, secrets kubernetes.Interface, srs []v1alpha1.ServiceRegistry) ([]supervisor.Registration, error) {
+	var out []supervisor.Registration
 	seen := map[string]string{}
 	for _, sr := range srs {
 		if prev, dup := seen[sr.Name]; dup {
 			return nil, fmt.Errorf("ServiceRegistry name %q is used twice (namespaces %q and %q); names must be unique", sr.Name, prev, sr.Namespace)
 		}
 		seen[sr.Name] = sr.Namespace
-		reg := host.Registration{
+		reg := supervisor.Registration{
 			Name: sr.Name, Kind: sr.Spec.Kind, Address: sr.Spec.Address,
 			Options: sr.Spec.Options, Checksum: sr.Spec.PluginSHA256, KeepLastNonEmpty: sr.Spec.KeepLastNonEmpty,
 		}
@@ -126,6 +126,6 @@ func Resolve(ctx context.Context, secrets kubernetes.Interface, srs []v1alpha1.S
 		}
 		out = append(out, reg)
 	}
-	slices.SortFunc(out, func(a, b host.Registration) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b supervisor.Registration) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }

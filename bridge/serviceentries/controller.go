@@ -1,9 +1,9 @@
-// Package controller turns registry services into ServiceEntries: it keeps what the plugins
+// Package serviceentries turns registry services into ServiceEntries: it keeps what the plugins
 // report in the store (bridge/store), and every host whose services changed is converted into
 // its desired objects and handed to the writer (sync/kube) as one group. Bursts of changes are
 // coalesced: each host is converted once per batch, however many reports touched it. What a
 // report may change and when deletes are safe is the Policy's.
-package controller
+package serviceentries
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
 	"github.com/meltemi-mesh/meltemi/internal/coalesce"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -38,7 +38,7 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// Controller receives registry state (from bridge/registries) and writes ServiceEntries.
+// Controller receives registry state (from bridge/serviceregistry) and writes ServiceEntries.
 type Controller struct {
 	cfg    Config
 	store  *store.Store
@@ -118,7 +118,7 @@ func (c *Controller) Synced(registry string) {
 
 // SetRegistries names every configured registry (those not yet synced hold back deletes)
 // and takes their host-side policies.
-func (c *Controller) SetRegistries(regs []host.Registration) {
+func (c *Controller) SetRegistries(regs []supervisor.Registration) {
 	c.policy.Configure(regs)
 	c.queue.Poke()
 }

@@ -1,4 +1,4 @@
-package registries
+package serviceregistry
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 // ClusterSource reads ServiceRegistry objects from the cluster, keeps the manager in step
@@ -40,7 +40,7 @@ type ClusterSource struct {
 	Events record.EventRecorder
 
 	lister   cache.GenericLister
-	last     map[string]host.Registration
+	last     map[string]supervisor.Registration
 	reported map[string]reported // what events were last emitted for, per registry
 }
 
@@ -116,11 +116,11 @@ func (s *ClusterSource) objects() []*unstructured.Unstructured {
 // missing Secret) keeps its previous, working registration, so a configuration mistake never
 // deletes what the registry already provides.
 func (s *ClusterSource) apply(ctx context.Context) {
-	next := map[string]host.Registration{}
+	next := map[string]supervisor.Registration{}
 	for _, u := range s.objects() {
 		sr, err := FromUnstructured(u)
 		if err == nil {
-			var regs []host.Registration
+			var regs []supervisor.Registration
 			regs, err = Resolve(ctx, s.Kube, []v1alpha1.ServiceRegistry{sr})
 			if err == nil {
 				if _, dup := next[sr.Name]; dup {
@@ -140,7 +140,7 @@ func (s *ClusterSource) apply(ctx context.Context) {
 		return
 	}
 	s.last = next
-	regs := make([]host.Registration, 0, len(next))
+	regs := make([]supervisor.Registration, 0, len(next))
 	for _, r := range next {
 		regs = append(regs, r)
 	}
@@ -190,7 +190,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 }
 
 // recordEvents emits an Event for each change worth a user's attention since the last call.
-func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st host.Status, rejections []catalog.Rejection) {
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections []catalog.Rejection) {
 	if s.Events == nil {
 		return
 	}

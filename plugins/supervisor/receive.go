@@ -1,4 +1,4 @@
-package host
+package supervisor
 
 import (
 	"log/slog"

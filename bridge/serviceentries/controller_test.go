@@ -1,4 +1,4 @@
-package controller
+package serviceentries
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 // recorder is a Writer that records what it is handed; the controller's contract with
@@ -113,7 +113,7 @@ func endpointCount(obj *unstructured.Unstructured) int {
 
 func TestDeletesWaitForEveryRegistry(t *testing.T) {
 	c, rec := start(t, Config{})
-	c.SetRegistries([]host.Registration{{Name: "a"}, {Name: "b"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "a"}, {Name: "b"}})
 	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
 	c.Synced("a")
 	eventually(t, "ServiceEntry of a", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/one.example"] != nil })
@@ -141,7 +141,7 @@ func TestNoDeletesBeforeRegistriesAreKnown(t *testing.T) {
 
 func TestBurstIsCoalescedPerHost(t *testing.T) {
 	c, rec := start(t, Config{Debounce: 40 * time.Millisecond, MaxDelay: time.Second})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	addrs := []string{}
 	for i := range 50 {
 		addrs = append(addrs, fmt.Sprintf("10.0.0.%d", i+1))
@@ -159,7 +159,7 @@ func TestBurstIsCoalescedPerHost(t *testing.T) {
 
 func TestMaxDelayBoundsAStreamOfChanges(t *testing.T) {
 	c, rec := start(t, Config{Debounce: 50 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	begin := time.Now()
 	written := false
 	for i := 0; time.Since(begin) < 400*time.Millisecond; i++ {
@@ -177,7 +177,7 @@ func TestMaxDelayBoundsAStreamOfChanges(t *testing.T) {
 
 func TestIdenticalSnapshotWritesNothing(t *testing.T) {
 	c, rec := start(t, Config{})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	services := []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2")}
 	c.Replace("zk", services, nil)
 	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
@@ -191,7 +191,7 @@ func TestIdenticalSnapshotWritesNothing(t *testing.T) {
 
 func TestSnapshotRemovesMissingAndKeepsUnusable(t *testing.T) {
 	c, rec := start(t, Config{})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	c.Replace("zk", []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1"), svc("zk", "b", "b.example", "10.0.0.2"), svc("zk", "c", "c.example", "10.0.0.3")}, nil)
 	eventually(t, "three ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 3 })
 	// b is gone; c was sent but unusable this time and must keep its state.
@@ -208,7 +208,7 @@ func TestSnapshotRemovesMissingAndKeepsUnusable(t *testing.T) {
 
 func TestKeepLastNonEmpty(t *testing.T) {
 	c, rec := start(t, Config{})
-	c.SetRegistries([]host.Registration{{Name: "guarded", KeepLastNonEmpty: true}, {Name: "plain"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "guarded", KeepLastNonEmpty: true}, {Name: "plain"}})
 	c.Replace("guarded", []catalog.Service{svc("guarded", "g", "g.example", "10.0.0.1")}, nil)
 	c.Replace("plain", []catalog.Service{svc("plain", "p", "p.example", "10.0.0.2")}, nil)
 	eventually(t, "two ServiceEntries", func() bool { objs, _, _, _ := rec.snapshot(); return len(objs) == 2 })
@@ -236,7 +236,7 @@ func TestKeepLastNonEmpty(t *testing.T) {
 
 func TestMergedHostAndRegistryRemoval(t *testing.T) {
 	c, rec := start(t, Config{})
-	c.SetRegistries([]host.Registration{{Name: "nacos"}, {Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "nacos"}, {Name: "zk"}})
 	c.Upsert(svc("zk", "a", "shared.example", "10.0.0.1"))
 	c.Upsert(svc("nacos", "b", "shared.example", "10.0.0.2"))
 	eventually(t, "merged endpoints", func() bool {
@@ -244,7 +244,7 @@ func TestMergedHostAndRegistryRemoval(t *testing.T) {
 		o := objs["ServiceEntry/shared.example"]
 		return o != nil && endpointCount(o) == 2
 	})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	c.RemoveRegistry("nacos")
 	eventually(t, "nacos endpoints gone", func() bool {
 		objs, _, _, _ := rec.snapshot()
@@ -255,7 +255,7 @@ func TestMergedHostAndRegistryRemoval(t *testing.T) {
 
 func TestWorkloadEntriesFollowInstances(t *testing.T) {
 	c, rec := start(t, Config{Convert: convert.Options{MaxInlineEndpoints: 2}})
-	c.SetRegistries([]host.Registration{{Name: "zk"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
 	c.Upsert(svc("zk", "big", "big.example", "10.0.0.1", "10.0.0.2", "10.0.0.3"))
 	countWE := func() int {
 		objs, _, _, _ := rec.snapshot()
@@ -282,7 +282,7 @@ func TestRegistryCountMetrics(t *testing.T) {
 	if err := c.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	c.SetRegistries([]host.Registration{{Name: "zk"}, {Name: "empty"}})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}, {Name: "empty"}})
 	c.Replace("zk", []catalog.Service{svc("zk", "a", "a.example", "10.0.0.1", "10.0.0.2"), svc("zk", "b", "b.example", "10.0.0.3")}, nil)
 	want := `
 # HELP meltemi_registry_instances Instances a registry currently provides (last known state while it is down).

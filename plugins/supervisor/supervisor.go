@@ -1,8 +1,8 @@
-// Package host runs registry plugins: it finds their binaries, starts and verifies them,
+// Package supervisor runs registry plugins: it finds their binaries, starts and verifies them,
 // negotiates the protocol, streams their services into a Sink, and restarts them with
 // backoff when they crash, hang or end their stream. A plugin that is down keeps its
 // last-known services: nothing is deleted because a plugin or its registry is unavailable.
-package host
+package supervisor
 
 import (
 	"context"

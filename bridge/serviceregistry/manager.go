@@ -1,4 +1,4 @@
-package registries
+package serviceregistry
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"sync"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/plugins/host"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
-// Controller is the part of bridge/controller the manager drives: registry state goes to it,
+// Controller is the part of bridge/serviceentries the manager drives: registry state goes to it,
 // status and rejections stay with the manager.
 type Controller interface {
-	// Replace, Upsert and Delete are the registry state (see host.Sink).
+	// Replace, Upsert and Delete are the registry state (see supervisor.Sink).
 	Replace(registry string, services []catalog.Service, keep []string)
 	Upsert(svc catalog.Service)
 	Delete(registry, key string)
@@ -23,7 +23,7 @@ type Controller interface {
 	Synced(registry string)
 	// SetRegistries names every configured registry (deletions wait until all have synced)
 	// and sets their host-side policies.
-	SetRegistries(regs []host.Registration)
+	SetRegistries(regs []supervisor.Registration)
 	// RemoveRegistry forgets a registry that is no longer configured.
 	RemoveRegistry(name string)
 }
@@ -34,7 +34,7 @@ const keepRejections = 20
 // Manager keeps one supervised plugin running per configured registry, and what their
 // supervisors report: status, and the latest rejected items.
 type Manager struct {
-	cfg  host.Config
+	cfg  supervisor.Config
 	ctrl Controller
 	log  *slog.Logger
 
@@ -46,7 +46,7 @@ type Manager struct {
 	rejections map[string][]catalog.Rejection
 }
 
-// sink is one registry's host.Sink: state to the controller, the rest to the manager.
+// sink is one registry's supervisor.Sink: state to the controller, the rest to the manager.
 type sink struct {
 	m    *Manager
 	name string
@@ -58,7 +58,7 @@ func (s sink) Replace(registry string, services []catalog.Service, keep []string
 func (s sink) Upsert(svc catalog.Service)  { s.m.ctrl.Upsert(svc) }
 func (s sink) Delete(registry, key string) { s.m.ctrl.Delete(registry, key) }
 
-func (s sink) Status(registry string, st host.Status) {
+func (s sink) Status(registry string, st supervisor.Status) {
 	if st.Synced {
 		s.m.ctrl.Synced(registry)
 	}
@@ -82,14 +82,14 @@ func (m *Manager) Rejections(name string) []catalog.Rejection {
 }
 
 type running struct {
-	reg    host.Registration
-	sup    *host.Supervisor
+	reg    supervisor.Registration
+	sup    *supervisor.Supervisor
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // NewManager returns a manager starting plugins with cfg and reporting to ctrl.
-func NewManager(cfg host.Config, ctrl Controller) *Manager {
+func NewManager(cfg supervisor.Config, ctrl Controller) *Manager {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -100,10 +100,10 @@ func NewManager(cfg host.Config, ctrl Controller) *Manager {
 // Apply makes the running plugins match regs: new registries start, changed ones restart
 // (their services stay in place until the new snapshot replaces them), removed ones stop and
 // their services are forgotten.
-func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
+func (m *Manager) Apply(ctx context.Context, regs []supervisor.Registration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	want := make(map[string]host.Registration, len(regs))
+	want := make(map[string]supervisor.Registration, len(regs))
 	for _, r := range regs {
 		want[r.Name] = r
 	}
@@ -130,7 +130,7 @@ func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
 			continue
 		}
 		rctx, cancel := context.WithCancel(ctx)
-		r := &running{reg: reg, sup: host.NewSupervisor(m.cfg, reg, sink{m, name}), cancel: cancel, done: make(chan struct{})}
+		r := &running{reg: reg, sup: supervisor.NewSupervisor(m.cfg, reg, sink{m, name}), cancel: cancel, done: make(chan struct{})}
 		m.running[name] = r
 		go func() {
 			defer close(r.done)
@@ -140,10 +140,10 @@ func (m *Manager) Apply(ctx context.Context, regs []host.Registration) {
 }
 
 // Statuses returns the supervisors' statuses by registry name.
-func (m *Manager) Statuses() map[string]host.Status {
+func (m *Manager) Statuses() map[string]supervisor.Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]host.Status, len(m.running))
+	out := make(map[string]supervisor.Status, len(m.running))
 	for name, r := range m.running {
 		out[name] = r.sup.Status()
 	}
