@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,9 +23,13 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
@@ -391,7 +396,7 @@ func percentileMs(d []time.Duration, p float64) float64 {
 }
 
 // BenchmarkEventToWrite measures registry event → ServiceEntry written (as seen by a watch on
-// the API server) with the host's default debounce (50 ms) and maximum delay (500 ms):
+// the API server) with the host's default write window (100 ms):
 //   - p50-ms / p99-ms: 200 single-instance changes, 10 per second, so that each is written
 //     on its own;
 //   - churn-p99-ms: 2,500 changes at 500 per second, every one to another instance.
@@ -454,22 +459,84 @@ func touch(b *testing.B, path string) {
 	}
 }
 
-// BenchmarkEventToWriteZooKeeper measures registry event → ServiceEntry written with real
-// ZooKeeper as the source: 200 Dubbo providers registered, 10 per second, round robin over 20
-// interfaces; each is timed from just before its ZooKeeper create to its address appearing
-// in the ServiceEntry (seen by a watch on the API server). Default debounce.
-func BenchmarkEventToWriteZooKeeper(b *testing.B) {
-	env := harness.Load(b)
-	const interfaces, changes = 20, 200
-	conn := connectZK(b, env)
-	for range b.N {
-		c := benchCluster(b, env)
+// changeSource is a real registry the change-latency benchmarks register providers in.
+type changeSource struct {
+	name string
+	// setup prepares the registry for one run and returns its ServiceRegistry YAML for the
+	// namespace, and add, which registers one Dubbo provider of interface iface at ip.
+	setup func(b *testing.B, env *harness.Env, namespace string) (registry string, add func(iface, ip string))
+}
+
+var changeSources = []changeSource{
+	{"zookeeper", func(b *testing.B, env *harness.Env, ns string) (string, func(iface, ip string)) {
+		conn := connectZK(b, env)
 		root := zkRoot(b, conn)
-		iface := func(i int) string { return fmt.Sprintf("org.meltemi.bench.Service%02d", i) }
-		for i := range interfaces {
-			if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: fmt.Sprintf("10.210.0.%d", i+1), Port: 20880, Interface: iface(i), Application: "bench"}); err != nil {
+		return zkRegistryYAML(uniqueName("zk-bench"), ns, env.ZKAddr, root), func(iface, ip string) {
+			if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: ip, Port: 20880, Interface: iface, Application: "bench"}); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}},
+	{"etcd", func(b *testing.B, env *harness.Env, ns string) (string, func(iface, ip string)) {
+		env.RequireComponent(b, harness.EtcdRegistry)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{env.EtcdRegistryAddr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cli.Close() })
+		root := fmt.Sprintf("dubbo-bench-%08x", rand.Uint32())
+		b.Cleanup(func() { _, _ = cli.Delete(context.Background(), "/"+root+"/", clientv3.WithPrefix()) })
+		reg := fmt.Sprintf("apiVersion: meltemi.io/v1alpha1\nkind: ServiceRegistry\nmetadata: {name: %s, namespace: %s}\nspec:\n  kind: etcd\n  address: %s\n  options: {root: %s}\n",
+			uniqueName("etcd-bench"), ns, env.EtcdRegistryAddr, root)
+		return reg, func(iface, ip string) {
+			if _, err := cli.Put(context.Background(), etcdProvider(root, iface, ip, 20880, "application=bench"), ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}},
+	{"consul", func(b *testing.B, env *harness.Env, ns string) (string, func(iface, ip string)) {
+		apps := newConsulApps(b, env)
+		return consulRegistryYAML(uniqueName("consul-bench"), ns, env.ConsulAddr, map[string]string{"services": apps.prefix + "-*",
+				"hostTemplate": "{{.Service}}"}), func(iface, ip string) {
+				name := apps.prefix + "-" + strings.ToLower(strings.ReplaceAll(iface, ".", "-"))
+				apps.register(b, api.AgentServiceRegistration{ID: name + "-" + ip, Name: name, Address: ip, Port: 20880,
+					Meta: map[string]string{"protocol": "dubbo"}}, false)
+			}
+	}},
+}
+
+// coalescing variants: the default write window, and the earlier trailing debounce.
+var coalescings = []struct {
+	name string
+	args []string
+}{
+	{"window=100ms", nil},
+	{"trailing-debounce=50ms", []string{"--write-window=0"}},
+}
+
+// BenchmarkEventToWriteRegistry measures registry event → ServiceEntry written with a real
+// registry as the source (ZooKeeper, etcd, Consul), with the default write window and with
+// the earlier trailing debounce, in the same run: 200 Dubbo providers registered, 10 per
+// second, round robin over 20 services; each is timed from just before its registration to
+// its address appearing in the ServiceEntry (seen by a watch on the API server).
+func BenchmarkEventToWriteRegistry(b *testing.B) {
+	env := harness.Load(b)
+	for _, src := range changeSources {
+		for _, co := range coalescings {
+			b.Run("registry="+src.name+"/"+co.name, func(b *testing.B) { benchEventToWrite(b, env, src, co.args) })
+		}
+	}
+}
+
+func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []string) {
+	const interfaces, changes = 20, 200
+	for range b.N {
+		c := benchCluster(b, env)
+		registry, add := src.setup(b, env, c.namespace)
+		tag := uniqueName("e2w")
+		iface := func(i int) string { return fmt.Sprintf("org.meltemi.%s.Service%02d", tag, i) }
+		for i := range interfaces {
+			add(iface(i), fmt.Sprintf("10.210.0.%d", i+1))
 		}
 		// First sight of every endpoint address.
 		var mu sync.Mutex
@@ -489,8 +556,8 @@ func BenchmarkEventToWriteZooKeeper(b *testing.B) {
 				}
 			}
 		}()
-		cfg := writeFile(b, "registries-"+root+".yaml", zkRegistryYAML(uniqueName("zk-bench"), c.namespace, env.ZKAddr, root))
-		br := startBenchHost(b, c, append([]string{"--config", cfg}, benchHostArgs...)...)
+		cfg := writeFile(b, "registries-"+tag+".yaml", registry)
+		br := startBenchHost(b, c, slices.Concat([]string{"--config", cfg}, benchHostArgs, args)...)
 		seen := func(addrs []string) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -514,9 +581,7 @@ func BenchmarkEventToWriteZooKeeper(b *testing.B) {
 			<-tick.C
 			addr := fmt.Sprintf("10.211.%d.%d", k/250, 1+k%250)
 			t0 := time.Now()
-			if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: addr, Port: 20880, Interface: iface(k % interfaces), Application: "bench"}); err != nil {
-				b.Fatal(err)
-			}
+			add(iface(k%interfaces), addr)
 			registered[addr] = t0
 		}
 		tick.Stop()

@@ -43,10 +43,10 @@ type Kind int
 
 // Kinds of ports.
 const (
-	Other        Kind = iota // not a layer-7 proxy Meltemi configures (http, grpc, tcp, …)
-	MetaProtocolKind         // tcp-metaprotocol-<app>[-<suffix>]
-	Dubbo                    // tcp-dubbo[-<suffix>]: Envoy's dubbo_proxy
-	Thrift                   // tcp-thrift[-<suffix>]: Envoy's thrift_proxy
+	Other            Kind = iota // not a layer-7 proxy Meltemi configures (http, grpc, tcp, …)
+	MetaProtocolKind             // tcp-metaprotocol-<app>[-<suffix>]
+	Dubbo                        // tcp-dubbo[-<suffix>]: Envoy's dubbo_proxy
+	Thrift                       // tcp-thrift[-<suffix>]: Envoy's thrift_proxy
 )
 
 // Parse classifies a port by its name; for MetaProtocol ports it returns the application

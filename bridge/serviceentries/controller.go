@@ -28,8 +28,11 @@ import (
 // Config tunes the controller.
 type Config struct {
 	Convert convert.Options
-	// Debounce is the quiet time after the last change before changed hosts are written;
-	// MaxDelay bounds how long a steady stream of changes can postpone a write.
+	// Window, when positive, writes a host at once on its first change and coalesces its
+	// changes within the window after a write into one write at the window's end.
+	Window time.Duration
+	// Without a Window: Debounce is the quiet time after the last change before changed hosts
+	// are written; MaxDelay bounds how long a steady stream of changes can postpone a write.
 	Debounce, MaxDelay time.Duration
 	// VIPs, when set, gives every ServiceEntry a virtual IP.
 	VIPs *vip.Allocator
@@ -62,10 +65,11 @@ func New(cfg Config, st *store.Store, w synckube.Writer) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Controller{
-		cfg: cfg, store: st, writer: w, log: cfg.Logger,
-		queue: coalesce.New[string](cfg.Debounce, cfg.MaxDelay), deletesOK: make(chan struct{}),
+	queue := coalesce.New[string](cfg.Debounce, cfg.MaxDelay)
+	if cfg.Window > 0 {
+		queue = coalesce.NewLeading[string](cfg.Window)
 	}
+	return &Controller{cfg: cfg, store: st, writer: w, log: cfg.Logger, queue: queue, deletesOK: make(chan struct{})}
 }
 
 // Store returns the store of registry services.

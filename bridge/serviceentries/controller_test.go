@@ -298,3 +298,34 @@ meltemi_registry_services{registry="zk"} 2
 		t.Fatal(err)
 	}
 }
+
+// With a write window, the first change of a quiet host is written at once, the rest of a
+// burst in one more write at the window's end, and that write has the last state.
+func TestWriteWindowLeadingAndTrailing(t *testing.T) {
+	c, rec := start(t, Config{Window: 100 * time.Millisecond})
+	c.SetRegistries([]supervisor.Registration{{Name: "zk"}})
+	begin := time.Now()
+	c.Upsert(svc("zk", "k", "w.example", "10.0.0.1"))
+	eventually(t, "the first write", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/w.example"] != nil })
+	if d := time.Since(begin); d > 50*time.Millisecond {
+		t.Errorf("the first change of a quiet host waited %v", d)
+	}
+	// Rapid changes of the same endpoint, ending with it removed, then back with a second one.
+	for i := range 20 {
+		if i%2 == 0 {
+			c.Upsert(svc("zk", "k", "w.example", "10.0.0.1", "10.0.0.9"))
+		} else {
+			c.Upsert(svc("zk", "k", "w.example", "10.0.0.1"))
+		}
+	}
+	c.Upsert(svc("zk", "k", "w.example", "10.0.0.2", "10.0.0.3"))
+	eventually(t, "the last state", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		o := objs["ServiceEntry/w.example"]
+		return o != nil && endpointCount(o) == 2 && strings.Contains(fmt.Sprint(o.Object["spec"]), "10.0.0.3")
+	})
+	time.Sleep(150 * time.Millisecond)
+	if _, sets, _, _ := rec.snapshot(); sets != 2 {
+		t.Fatalf("%d writes for a burst within the window, want 2 (leading and trailing)", sets)
+	}
+}

@@ -40,6 +40,7 @@ type runFlags struct {
 	namespace         string
 	pluginDir         string
 	listen            string
+	window            time.Duration
 	debounce          time.Duration
 	maxDelay          time.Duration
 	qps               float64
@@ -62,8 +63,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace the ServiceEntries are written to")
 	fs.StringVar(&f.pluginDir, "plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> plugin binaries")
 	fs.StringVar(&f.listen, "listen", ":9090", "address serving /metrics, /healthz and /readyz; empty disables")
-	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "quiet time after a registry change before objects are written")
-	fs.DurationVar(&f.maxDelay, "max-delay", 500*time.Millisecond, "longest a stream of changes may postpone a write")
+	fs.DurationVar(&f.window, "write-window", 100*time.Millisecond, "a host's first change is written at once; its changes within this window after a write are coalesced into one write at the window's end. 0: coalesce by --debounce and --max-delay instead")
+	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "with --write-window=0: quiet time after a registry change before objects are written")
+	fs.DurationVar(&f.maxDelay, "max-delay", 500*time.Millisecond, "with --write-window=0: longest a stream of changes may postpone a write")
 	fs.Float64Var(&f.qps, "kube-write-qps", 200, "client-side limit on writes per second to the API server")
 	fs.IntVar(&f.burst, "kube-write-burst", 400, "burst allowed above --kube-write-qps")
 	fs.IntVar(&f.workers, "workers", 8, "concurrent object writers")
@@ -230,8 +232,8 @@ func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube
 		}
 	}
 	ctrl := serviceentries.New(serviceentries.Config{
-		Convert:  convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
-		Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
+		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
+		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
 	}, store.New(), rec)
 	if err := ctrl.RegisterMetrics(reg); err != nil {
 		return nil, err

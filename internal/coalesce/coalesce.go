@@ -1,7 +1,12 @@
 // Package coalesce turns a stream of changes into batches of work: keys marked changed are
-// handed over together, each once however often it changed, after the changes have paused for
-// a quiet period or, for a stream that never pauses, after a maximum delay. Both controllers
-// (registry services to ServiceEntries, traffic rules to EnvoyFilters) use it.
+// handed over together, each once however often it changed. Two ways to decide when:
+//   - trailing (New): after the changes have paused for a quiet period or, for a stream that
+//     never pauses, after a maximum delay;
+//   - leading (NewLeading): a key that was not handed over within the window goes at once;
+//     its changes within the window after that go together at the window's end. An idle
+//     key costs no wait, and a burst of changes within one window at most two hand-overs.
+//
+// Both controllers (registry services to ServiceEntries, traffic rules to EnvoyFilters) use it.
 package coalesce
 
 import (
@@ -14,6 +19,11 @@ import (
 // Queue collects changed keys. Create it with New and run it with Run.
 type Queue[K comparable] struct {
 	debounce, maxDelay time.Duration
+	// window is the leading mode's; 0 for trailing.
+	window time.Duration
+	// handed holds, in leading mode, when each key was last handed over, for keys handed
+	// over within the window.
+	handed map[K]time.Time
 
 	mu          sync.Mutex
 	pending     map[K]time.Time // key -> its earliest change not handed over yet
@@ -26,6 +36,12 @@ type Queue[K comparable] struct {
 // the earliest change pending.
 func New[K comparable](debounce, maxDelay time.Duration) *Queue[K] {
 	return &Queue[K]{debounce: debounce, maxDelay: maxDelay, pending: map[K]time.Time{}, wake: make(chan struct{}, 1)}
+}
+
+// NewLeading returns a queue that hands a key over at once unless it was handed over within
+// the window; then at the window's end.
+func NewLeading[K comparable](window time.Duration) *Queue[K] {
+	return &Queue[K]{window: window, pending: map[K]time.Time{}, handed: map[K]time.Time{}, wake: make(chan struct{}, 1)}
 }
 
 // Add marks keys changed now.
@@ -102,12 +118,46 @@ func (q *Queue[K]) take(now time.Time) (batch map[K]time.Time, wait time.Duratio
 		q.poked = false
 		return map[K]time.Time{}, 0, true
 	}
+	if q.window > 0 {
+		return q.takeLeading(now)
+	}
 	quiet, deadline := q.last.Add(q.debounce), q.first.Add(q.maxDelay)
 	if now.Before(quiet) && now.Before(deadline) {
 		return nil, min(quiet.Sub(now), deadline.Sub(now)), false
 	}
 	batch = maps.Clone(q.pending)
 	clear(q.pending)
+	q.poked = false
+	return batch, 0, true
+}
+
+// takeLeading hands over the keys not handed over within the window, and says when the next
+// of the others is due; q.mu is held.
+func (q *Queue[K]) takeLeading(now time.Time) (batch map[K]time.Time, wait time.Duration, due bool) {
+	wait = time.Hour
+	for k, changed := range q.pending {
+		if last, ok := q.handed[k]; ok && now.Sub(last) < q.window {
+			wait = min(wait, last.Add(q.window).Sub(now))
+			continue
+		}
+		if batch == nil {
+			batch = map[K]time.Time{}
+		}
+		batch[k] = changed
+		delete(q.pending, k)
+	}
+	if batch == nil {
+		return nil, wait, false
+	}
+	// Hand-overs older than the window no longer hold anything back.
+	for k, last := range q.handed {
+		if now.Sub(last) >= q.window {
+			delete(q.handed, k)
+		}
+	}
+	for k := range batch {
+		q.handed[k] = now
+	}
 	q.poked = false
 	return batch, 0, true
 }

@@ -99,3 +99,47 @@ func TestPokeFlushesWithoutKeys(t *testing.T) {
 		t.Fatalf("%d batches: the poke made one of its own", n)
 	}
 }
+
+func TestLeadingHandsAnIdleKeyOverAtOnce(t *testing.T) {
+	q := NewLeading[string](100 * time.Millisecond)
+	got := run(t, q)
+	begin := time.Now()
+	q.Add("a")
+	waitBatches(t, got, 1)
+	if d := time.Since(begin); d > 20*time.Millisecond {
+		t.Fatalf("an idle key waited %v", d)
+	}
+}
+
+// A burst of changes to one key within the window costs two hand-overs: the first change at
+// once, everything after it at the window's end, in order.
+func TestLeadingBurstIsAtMostTwoHandOvers(t *testing.T) {
+	q := NewLeading[string](100 * time.Millisecond)
+	got := run(t, q)
+	begin := time.Now()
+	q.Add("a")
+	time.Sleep(5 * time.Millisecond)
+	second := time.Now()
+	for range 30 {
+		q.Add("a")
+		time.Sleep(2 * time.Millisecond)
+	}
+	b := waitBatches(t, got, 2)
+	if d := b[1]["a"].Sub(second); d < 0 || d > 5*time.Millisecond {
+		t.Errorf("the trailing hand-over carries the time %v after its first change, want that change's", d)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if n := len(got()); n != 2 {
+		t.Fatalf("%d hand-overs for a burst within the window, want 2", n)
+	}
+	if d := time.Since(begin); d < 100*time.Millisecond {
+		t.Fatal("test too fast to mean anything")
+	}
+	// Other keys are not held back by a's window.
+	q.Add("a")
+	q.Add("b")
+	b = waitBatches(t, got, 3)
+	if _, ok := b[2]["b"]; !ok {
+		t.Errorf("b waited for a: %v", b[2])
+	}
+}
