@@ -33,6 +33,20 @@ type ServiceEntry struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              ServiceEntrySpec `json:"spec"`
+	// Status is istiod's; Meltemi only reads it.
+	Status *ServiceEntryStatus `json:"status,omitempty"`
+}
+
+// ServiceEntryStatus holds the addresses istiod allocates to an entry without any (Istio 1.25
+// and later).
+type ServiceEntryStatus struct {
+	Addresses []ServiceEntryAddress `json:"addresses,omitempty"`
+}
+
+// ServiceEntryAddress is one allocated address of a host.
+type ServiceEntryAddress struct {
+	Value string `json:"value"`
+	Host  string `json:"host,omitempty"`
 }
 
 // ServiceEntrySpec is the subset of the spec Meltemi sets.

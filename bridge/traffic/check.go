@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -15,10 +18,21 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
 )
 
+// Rules the MetaProtocol proxy enforces that its message definitions do not say.
+const (
+	// minFillInterval is the shortest token bucket fill interval the local rate limit takes;
+	// a shorter one makes the proxy reject the listener.
+	minFillInterval = 50 * time.Millisecond
+	maxMutations    = 1000
+	maxKeyValueLen  = 16384
+	maxHashPolicies = 100
+)
+
 // CheckEnvoyFilter decodes every patch value of an EnvoyFilter the way a proxy would and
 // validates it: the listener filter and its typed config with go-control-plane's validation,
-// and MetaProtocol configs (TypedStructs) against the MetaProtocol proxy's message, rejecting
-// unknown fields. It is meant for tests, including on objects read back from the API server.
+// and MetaProtocol configs (TypedStructs) strictly — a field the proxy's messages do not
+// declare is an error, not dropped as Envoy drops it — with the proxy's own rules
+// (CheckMetaProtocol). It works on objects read back from the API server too.
 func CheckEnvoyFilter(u *unstructured.Unstructured) error {
 	patches, _, err := unstructured.NestedSlice(u.Object, "spec", "configPatches")
 	if err != nil {
@@ -37,18 +51,21 @@ func CheckEnvoyFilter(u *unstructured.Unstructured) error {
 		if err != nil {
 			return fmt.Errorf("configPatches[%d]: %w", i, err)
 		}
-		if err := checkFilter(raw); err != nil {
+		f := &listenerv3.Filter{}
+		if err := protojson.Unmarshal(raw, f); err != nil {
+			return fmt.Errorf("configPatches[%d]: decoding listener filter: %w", i, err)
+		}
+		if err := CheckListenerFilter(f); err != nil {
 			return fmt.Errorf("configPatches[%d]: %w", i, err)
 		}
 	}
 	return nil
 }
 
-func checkFilter(raw []byte) error {
-	f := &listenerv3.Filter{}
-	if err := protojson.Unmarshal(raw, f); err != nil {
-		return fmt.Errorf("decoding listener filter: %w", err)
-	}
+// CheckListenerFilter validates a network filter as a proxy would take it: Envoy's rules for
+// the filter and its typed config and, for a MetaProtocol proxy's TypedStruct, a strict decode
+// and CheckMetaProtocol. Filters of istiod's LDS go through it in the conformance tests.
+func CheckListenerFilter(f *listenerv3.Filter) error {
 	if err := f.ValidateAll(); err != nil {
 		return fmt.Errorf("listener filter %s: %w", f.GetName(), err)
 	}
@@ -65,28 +82,47 @@ func checkFilter(raw []byte) error {
 	if !ok {
 		return nil
 	}
+	mp, err := DecodeMetaProtocol(ts)
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	if err := CheckMetaProtocol(mp); err != nil {
+		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	return nil
+}
+
+// DecodeMetaProtocol decodes a TypedStruct's value into the MetaProtocol proxy's message,
+// strictly: unknown fields, in the proxy's config or in any filter config it holds, are errors.
+func DecodeMetaProtocol(ts *udpatypev1.TypedStruct) (*mpproto.MetaProtocolProxy, error) {
 	if ts.GetTypeUrl() != MetaProtocolTypeURL {
-		return fmt.Errorf("filter %s: TypedStruct of unexpected type %s", f.GetName(), ts.GetTypeUrl())
+		return nil, fmt.Errorf("TypedStruct of type %s, want %s", ts.GetTypeUrl(), MetaProtocolTypeURL)
 	}
 	js, err := protojson.Marshal(ts.GetValue())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mp := &mpproto.MetaProtocolProxy{}
-	if err := protojson.Unmarshal(js, mp); err != nil {
-		return fmt.Errorf("filter %s: decoding MetaProtocolProxy: %w", f.GetName(), err)
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, mp); err != nil {
+		return nil, fmt.Errorf("decoding MetaProtocolProxy: %w", err)
 	}
-	return checkMetaProtocol(mp)
+	return mp, nil
 }
 
-// checkMetaProtocol applies the MetaProtocol proxy's own validation rules, which the local
-// proto does not generate code for.
-func checkMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
+// CheckMetaProtocol applies the MetaProtocol proxy's rules: its validation annotations, what
+// its code asserts (a route table is never empty), and what the supported versions need (the
+// protocol in both its current and its deprecated fields).
+func CheckMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 	if mp.GetStatPrefix() == "" {
 		return errors.New("MetaProtocolProxy: empty stat_prefix")
 	}
-	if mp.GetProtocol().GetName() == "" || mp.GetProtocol().GetCodec().GetName() == "" {
+	p := mp.GetProtocol()
+	if p.GetName() == "" || p.GetCodec().GetName() == "" {
 		return errors.New("MetaProtocolProxy: protocol name and codec name are required")
+	}
+	//lint:ignore SA1019 proxies before 1.3.1 read only the deprecated fields: both forms are written
+	if mp.GetApplicationProtocol() != p.GetName() || mp.GetCodec().GetName() != p.GetCodec().GetName() {
+		return errors.New("MetaProtocolProxy: application_protocol and codec (for proxies before 1.3.1) must be set and agree with protocol")
 	}
 	switch rs := mp.GetRouteSpecifier().(type) {
 	case *mpproto.MetaProtocolProxy_Rds:
@@ -96,8 +132,11 @@ func checkMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 		if err := rs.Rds.GetConfigSource().ValidateAll(); err != nil {
 			return fmt.Errorf("MetaProtocolProxy rds: %w", err)
 		}
+		if _, err := ConfigSourceCluster(rs.Rds.GetConfigSource()); err != nil {
+			return fmt.Errorf("MetaProtocolProxy rds: %w", err)
+		}
 	case *mpproto.MetaProtocolProxy_RouteConfig:
-		if err := CheckRouteConfig(rs.RouteConfig); err != nil {
+		if err := checkMetaRoutes(rs.RouteConfig); err != nil {
 			return fmt.Errorf("MetaProtocolProxy route_config: %w", err)
 		}
 	default:
@@ -108,6 +147,9 @@ func checkMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 		return errors.New("MetaProtocolProxy: the filter chain must end with the router")
 	}
 	for _, f := range filters {
+		if f.GetName() == "" {
+			return errors.New("MetaProtocolProxy: a filter without a name")
+		}
 		if f.GetConfig() == nil {
 			continue
 		}
@@ -115,63 +157,177 @@ func checkMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 		if err != nil {
 			return fmt.Errorf("MetaProtocol filter %s: %w", f.GetName(), err)
 		}
-		if err := checkFilterConfig(cfg); err != nil {
+		if err := checkFilterConfig(f.GetName(), cfg); err != nil {
 			return fmt.Errorf("MetaProtocol filter %s: %w", f.GetName(), err)
 		}
 	}
 	return nil
 }
 
-func checkFilterConfig(cfg proto.Message) error {
-	var matches []*mpproto.RouteMatch
-	switch c := cfg.(type) {
-	case *mpproto.LocalRateLimit:
-		if c.GetStatPrefix() == "" || (c.GetTokenBucket() == nil && len(c.GetConditions()) == 0) {
-			return errors.New("local rate limit needs stat_prefix and a token bucket or conditions")
+// ConfigSourceCluster is the cluster a gRPC config source reaches its server through. Envoy
+// accepts it for a filter's RDS only when the bootstrap defines it statically.
+func ConfigSourceCluster(cs *corev3.ConfigSource) (string, error) {
+	api := cs.GetApiConfigSource()
+	if api == nil || api.GetApiType() != corev3.ApiConfigSource_GRPC || len(api.GetGrpcServices()) != 1 {
+		return "", errors.New("config source must be one gRPC service")
+	}
+	name := api.GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName()
+	if name == "" {
+		return "", errors.New("config source must name an Envoy cluster (envoy_grpc)")
+	}
+	return name, nil
+}
+
+func checkMetaRoutes(rc *mpproto.RouteConfiguration) error {
+	if len(rc.GetRoutes()) == 0 {
+		return fmt.Errorf("route configuration %s has no routes (the proxy asserts on an empty table)", rc.GetName())
+	}
+	for i, r := range rc.GetRoutes() {
+		if err := checkMetaRoute(r); err != nil {
+			return fmt.Errorf("route %d (%s): %w", i, r.GetName(), err)
 		}
-		if c.GetTokenBucket() != nil {
-			if err := c.GetTokenBucket().ValidateAll(); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+func checkMetaRoute(r *mpproto.Route) error {
+	if err := checkMetaMatch(r.GetMatch()); err != nil {
+		return err
+	}
+	a := r.GetRoute()
+	if a == nil {
+		return errors.New("no route action")
+	}
+	switch cs := a.GetClusterSpecifier().(type) {
+	case *mpproto.RouteAction_Cluster:
+		if cs.Cluster == "" {
+			return errors.New("empty cluster")
 		}
-		for _, cond := range c.GetConditions() {
-			if cond.GetTokenBucket() == nil {
-				return errors.New("condition without token bucket")
-			}
-			if err := cond.GetTokenBucket().ValidateAll(); err != nil {
-				return err
-			}
-			matches = append(matches, cond.GetMatch())
-		}
-	case *mpproto.RateLimit:
-		if c.GetDomain() == "" || len(c.GetDescriptors()) == 0 || c.GetRateLimitService() == nil {
-			return errors.New("rate limit needs domain, rate_limit_service and descriptors")
-		}
-		if err := c.GetRateLimitService().ValidateAll(); err != nil {
+	case *mpproto.RouteAction_WeightedClusters:
+		if err := cs.WeightedClusters.ValidateAll(); err != nil {
 			return err
 		}
-		matches = append(matches, c.GetMatch())
 	default:
-		return fmt.Errorf("unexpected config %T", cfg)
+		return errors.New("route action without a cluster")
 	}
-	for _, m := range matches {
-		for _, hm := range m.GetMetadata() {
-			if err := hm.ValidateAll(); err != nil {
+	if len(a.GetHashPolicy()) > maxHashPolicies {
+		return fmt.Errorf("%d hash policies, more than %d", len(a.GetHashPolicy()), maxHashPolicies)
+	}
+	for _, m := range a.GetRequestMirrorPolicies() {
+		if m.GetCluster() == "" {
+			return errors.New("mirror policy without a cluster")
+		}
+		if rf := m.GetRuntimeFraction(); rf != nil {
+			if err := rf.ValidateAll(); err != nil {
 				return err
+			}
+		}
+	}
+	for _, kvs := range [][]*mpproto.KeyValue{r.GetRequestMutation(), r.GetResponseMutation()} {
+		if len(kvs) > maxMutations {
+			return fmt.Errorf("%d mutations, more than %d", len(kvs), maxMutations)
+		}
+		for _, kv := range kvs {
+			if kv.GetKey() == "" || len(kv.GetKey()) > maxKeyValueLen || len(kv.GetValue()) > maxKeyValueLen {
+				return fmt.Errorf("mutation %q: key of 1 to %d bytes and a value of at most %d", kv.GetKey(), maxKeyValueLen, maxKeyValueLen)
 			}
 		}
 	}
 	return nil
 }
 
-// CheckRouteConfig validates a route configuration and the shape the MetaProtocol proxy needs:
-// exactly one virtual host and a non-empty route list.
+func checkMetaMatch(m *mpproto.RouteMatch) error {
+	for _, hm := range m.GetMetadata() {
+		if err := hm.ValidateAll(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkFilterConfig(name string, cfg proto.Message) error {
+	switch c := cfg.(type) {
+	case *mpproto.LocalRateLimit:
+		if name != localRateLimitFilter {
+			return fmt.Errorf("a LocalRateLimit config in filter %s", name)
+		}
+		if c.GetStatPrefix() == "" || (c.GetTokenBucket() == nil && len(c.GetConditions()) == 0) {
+			return errors.New("local rate limit needs stat_prefix and a token bucket or conditions")
+		}
+		if c.GetTokenBucket() != nil {
+			if err := checkTokenBucket(c.GetTokenBucket()); err != nil {
+				return err
+			}
+		}
+		for _, cond := range c.GetConditions() {
+			if cond.GetMatch() == nil || cond.GetTokenBucket() == nil {
+				return errors.New("a condition needs match and token_bucket")
+			}
+			if err := checkMetaMatch(cond.GetMatch()); err != nil {
+				return err
+			}
+			if err := checkTokenBucket(cond.GetTokenBucket()); err != nil {
+				return err
+			}
+		}
+	case *mpproto.RateLimit:
+		if name != globalRateLimitFilter {
+			return fmt.Errorf("a RateLimit config in filter %s", name)
+		}
+		if c.GetDomain() == "" || len(c.GetDescriptors()) == 0 || c.GetRateLimitService() == nil {
+			return errors.New("rate limit needs domain, rate_limit_service and descriptors")
+		}
+		if err := c.GetRateLimitService().ValidateAll(); err != nil {
+			return err
+		}
+		for _, d := range c.GetDescriptors() {
+			if d.GetProperty() == "" || d.GetDescriptorKey() == "" {
+				return errors.New("a descriptor needs property and descriptor_key")
+			}
+		}
+		return checkMetaMatch(c.GetMatch())
+	case *mpproto.IstioStats:
+		if name != istioStatsFilter {
+			return fmt.Errorf("an IstioStats config in filter %s", name)
+		}
+	case *mpproto.MetadataExchange, *mpproto.Router:
+	default:
+		return fmt.Errorf("unexpected config %T", cfg)
+	}
+	return nil
+}
+
+func checkTokenBucket(b *typev3.TokenBucket) error {
+	if err := b.ValidateAll(); err != nil {
+		return err
+	}
+	if d := b.GetFillInterval().AsDuration(); d < minFillInterval {
+		return fmt.Errorf("fill_interval %s is shorter than %s: the proxy rejects the listener", d, minFillInterval)
+	}
+	return nil
+}
+
+// CheckRouteConfig validates a route configuration served over RDS (Envoy's type, which the
+// MetaProtocol proxy subscribes to) and what the proxy's conversion of it into its own route
+// table asserts or drops: exactly one virtual host, a non-empty route list, every route a
+// route action (not a redirect or a direct response), hash policies by header only.
 func CheckRouteConfig(rc *routev3.RouteConfiguration) error {
 	if err := rc.ValidateAll(); err != nil {
 		return err
 	}
 	if len(rc.GetVirtualHosts()) != 1 || len(rc.GetVirtualHosts()[0].GetRoutes()) == 0 {
 		return fmt.Errorf("route configuration %s needs exactly one virtual host with routes", rc.GetName())
+	}
+	for i, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+		a := r.GetRoute()
+		if a == nil {
+			return fmt.Errorf("route configuration %s: route %d (%s) has no route action", rc.GetName(), i, r.GetName())
+		}
+		for _, h := range a.GetHashPolicy() {
+			if h.GetHeader() == nil {
+				return fmt.Errorf("route configuration %s: route %d (%s): the proxy hashes by header only", rc.GetName(), i, r.GetName())
+			}
+		}
 	}
 	return nil
 }

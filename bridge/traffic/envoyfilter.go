@@ -11,7 +11,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -35,9 +34,11 @@ const (
 	tcpProxyFilterName     = "envoy.filters.network.tcp_proxy"
 	typedStructTypeURL     = "type.googleapis.com/udpa.type.v1.TypedStruct"
 
-	routerFilter          = "aeraki.meta_protocol.filters.router"
-	localRateLimitFilter  = "aeraki.meta_protocol.filters.local_ratelimit"
-	globalRateLimitFilter = "aeraki.meta_protocol.filters.ratelimit"
+	routerFilter           = "aeraki.meta_protocol.filters.router"
+	localRateLimitFilter   = "aeraki.meta_protocol.filters.local_ratelimit"
+	globalRateLimitFilter  = "aeraki.meta_protocol.filters.ratelimit"
+	metadataExchangeFilter = "aeraki.meta_protocol.filters.metadata_exchange"
+	istioStatsFilter       = "aeraki.meta_protocol.filters.istio_stats"
 
 	// virtualInbound is the listener of Istio sidecars that receives all inbound traffic.
 	virtualInbound = "virtualInbound"
@@ -162,26 +163,24 @@ func envoyFilterName(host string, port uint32, direction string) string {
 
 // metaProtocolFilters adds the EnvoyFilters of a MetaProtocol port.
 func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, app, codec string, rt *router) error {
-	protocol := &mpproto.Protocol{Name: app, Codec: &mpproto.Codec{Name: codec}}
-	out := &mpproto.MetaProtocolProxy{
-		StatPrefix: ClusterName(port.Number, "", svc.host),
-		RouteSpecifier: &mpproto.MetaProtocolProxy_Rds{Rds: &mpproto.Rds{
+	listeners := t.outboundListeners(svc, port.Number)
+	if len(listeners) > 0 {
+		out := t.metaProtocolProxy(svc.host, app, codec, ClusterName(port.Number, "", svc.host), nil)
+		out.RouteSpecifier = &mpproto.MetaProtocolProxy_Rds{Rds: &mpproto.Rds{
 			ConfigSource:    t.xdsConfigSource(),
 			RouteConfigName: RouteConfigName(svc.host, port.Number),
-		}},
-		MetaProtocolFilters: []*mpproto.MetaProtocolFilter{{Name: routerFilter}},
-		Protocol:            protocol,
-	}
-	value, err := metaProtocolFilterValue(out)
-	if err != nil {
-		return err
-	}
-	var patches []configPatch
-	for _, l := range t.outboundListeners(svc, port.Number) {
-		patches = append(patches, replaceTCPProxy("SIDECAR_OUTBOUND", l, 0, value))
-	}
-	if err := t.addEnvoyFilter(svc.host, port.Number, "outbound", t.opts.ProxySelector, patches); err != nil {
-		return err
+		}}
+		value, err := metaProtocolFilterValue(out)
+		if err != nil {
+			return err
+		}
+		var patches []configPatch
+		for _, l := range listeners {
+			patches = append(patches, replaceTCPProxy("SIDECAR_OUTBOUND", l, 0, value))
+		}
+		if err := t.addEnvoyFilter(svc.host, port.Number, "outbound", t.opts.ProxySelector, patches); err != nil {
+			return err
+		}
 	}
 
 	// Inbound: only for a service whose workloads are known by label; without a selector the
@@ -205,25 +204,49 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 	if err != nil {
 		return err
 	}
+	// Istio's inbound cluster of a port is named after the port alone.
 	inboundCluster := fmt.Sprintf("inbound|%d||", target)
-	in := &mpproto.MetaProtocolProxy{
-		StatPrefix: inboundCluster,
-		RouteSpecifier: &mpproto.MetaProtocolProxy_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: inboundCluster,
-			VirtualHosts: []*routev3.VirtualHost{{Name: inboundCluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
-				Name:   defaultRouteName,
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: inboundCluster}}},
-			}}}},
+	in := t.metaProtocolProxy(svc.host, app, codec, inboundCluster, filters)
+	// MetaProtocol's own route configuration: one route, to the workload itself.
+	in.RouteSpecifier = &mpproto.MetaProtocolProxy_RouteConfig{RouteConfig: &mpproto.RouteConfiguration{
+		Name: inboundCluster,
+		Routes: []*mpproto.Route{{
+			Name:  defaultRouteName,
+			Route: &mpproto.RouteAction{ClusterSpecifier: &mpproto.RouteAction_Cluster{Cluster: inboundCluster}},
 		}},
-		MetaProtocolFilters: append(filters, &mpproto.MetaProtocolFilter{Name: routerFilter}),
-		Protocol:            protocol,
-	}
-	if value, err = metaProtocolFilterValue(in); err != nil {
+	}}
+	value, err := metaProtocolFilterValue(in)
+	if err != nil {
 		return err
 	}
 	return t.addEnvoyFilter(svc.host, port.Number, "inbound", sel,
 		[]configPatch{replaceTCPProxy("SIDECAR_INBOUND", virtualInbound, target, value)})
+}
+
+// metaProtocolProxy is a MetaProtocol proxy config without its routes: the application
+// protocol and codec in both forms (protocol for proxies since 1.3.1, application_protocol and
+// codec, deprecated there, for the older ones, which require them), and the filter chain:
+// filters, then Istio-style telemetry (metadata exchange and stats for the host), then the
+// router, as Aeraki builds it.
+func (t *translator) metaProtocolProxy(host, app, codec, statPrefix string, filters []*mpproto.MetaProtocolFilter) *mpproto.MetaProtocolProxy {
+	stats, err := anypb.New(&mpproto.IstioStats{DestinationService: host})
+	if err != nil {
+		panic(fmt.Sprintf("encoding IstioStats: %v", err)) // a constant message: cannot fail
+	}
+	chain := append(filters,
+		&mpproto.MetaProtocolFilter{Name: metadataExchangeFilter},
+		&mpproto.MetaProtocolFilter{Name: istioStatsFilter, Config: stats},
+		&mpproto.MetaProtocolFilter{Name: routerFilter})
+	mp := &mpproto.MetaProtocolProxy{
+		StatPrefix:          statPrefix,
+		Protocol:            &mpproto.ApplicationProtocol{Name: app, Codec: &mpproto.Codec{Name: codec}},
+		MetaProtocolFilters: chain,
+	}
+	//lint:ignore SA1019 proxies before 1.3.1 read only the deprecated fields
+	mp.ApplicationProtocol = app
+	//lint:ignore SA1019 as above
+	mp.Codec = &mpproto.Codec{Name: codec}
+	return mp
 }
 
 // xdsConfigSource points at Meltemi's RDS server through the configured cluster.

@@ -190,8 +190,12 @@ func checkBucket(at string, b *mpv1.TokenBucket) []string {
 	if b.TokensPerFill != nil && *b.TokensPerFill == 0 {
 		errs = append(errs, at+".tokensPerFill: must be at least 1")
 	}
-	if b.FillInterval == nil || b.FillInterval.Duration <= 0 {
+	switch {
+	case b.FillInterval == nil || b.FillInterval.Duration <= 0:
 		errs = append(errs, at+".fillInterval: a positive duration is required")
+	case b.FillInterval.Duration < minFillInterval:
+		errs = append(errs, fmt.Sprintf("%s.fillInterval: %s is shorter than %s, which the MetaProtocol proxy refuses (with the whole listener)",
+			at, b.FillInterval.Duration, minFillInterval))
 	}
 	return errs
 }
