@@ -34,32 +34,78 @@ const (
 // declare is an error, not dropped as Envoy drops it — with the proxy's own rules
 // (CheckMetaProtocol). It works on objects read back from the API server too.
 func CheckEnvoyFilter(u *unstructured.Unstructured) error {
-	patches, _, err := unstructured.NestedSlice(u.Object, "spec", "configPatches")
+	filters, err := patchFilters(u)
 	if err != nil {
-		return fmt.Errorf("spec.configPatches: %w", err)
+		return err
 	}
-	if len(patches) == 0 {
-		return errors.New("no configPatches")
-	}
-	for i, p := range patches {
-		m, _ := p.(map[string]any)
-		value, ok, _ := unstructured.NestedMap(m, "patch", "value")
-		if !ok {
-			return fmt.Errorf("configPatches[%d]: no patch.value", i)
-		}
-		raw, err := json.Marshal(value)
-		if err != nil {
-			return fmt.Errorf("configPatches[%d]: %w", i, err)
-		}
-		f := &listenerv3.Filter{}
-		if err := protojson.Unmarshal(raw, f); err != nil {
-			return fmt.Errorf("configPatches[%d]: decoding listener filter: %w", i, err)
-		}
+	for i, f := range filters {
 		if err := CheckListenerFilter(f); err != nil {
 			return fmt.Errorf("configPatches[%d]: %w", i, err)
 		}
 	}
 	return nil
+}
+
+// ConfigSourceClusters lists the clusters through which the filters of an EnvoyFilter reach a
+// config server (the MetaProtocol proxy's RDS). Envoy takes each only if the proxy's bootstrap
+// defines it statically.
+func ConfigSourceClusters(u *unstructured.Unstructured) ([]string, error) {
+	filters, err := patchFilters(u)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, f := range filters {
+		cfg, err := f.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+		}
+		ts, ok := cfg.(*udpatypev1.TypedStruct)
+		if !ok {
+			continue
+		}
+		mp, err := DecodeMetaProtocol(ts)
+		if err != nil {
+			return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+		}
+		if rds := mp.GetRds(); rds != nil {
+			name, err := ConfigSourceCluster(rds.GetConfigSource())
+			if err != nil {
+				return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+			}
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// patchFilters decodes the listener filter of every patch of an EnvoyFilter.
+func patchFilters(u *unstructured.Unstructured) ([]*listenerv3.Filter, error) {
+	patches, _, err := unstructured.NestedSlice(u.Object, "spec", "configPatches")
+	if err != nil {
+		return nil, fmt.Errorf("spec.configPatches: %w", err)
+	}
+	if len(patches) == 0 {
+		return nil, errors.New("no configPatches")
+	}
+	var out []*listenerv3.Filter
+	for i, p := range patches {
+		m, _ := p.(map[string]any)
+		value, ok, _ := unstructured.NestedMap(m, "patch", "value")
+		if !ok {
+			return nil, fmt.Errorf("configPatches[%d]: no patch.value", i)
+		}
+		raw, err := json.Marshal(value)
+		if err != nil {
+			return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+		}
+		f := &listenerv3.Filter{}
+		if err := protojson.Unmarshal(raw, f); err != nil {
+			return nil, fmt.Errorf("configPatches[%d]: decoding listener filter: %w", i, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // CheckListenerFilter validates a network filter as a proxy would take it: Envoy's rules for

@@ -158,34 +158,27 @@ type Options struct {
 	// Namespace receives the EnvoyFilters. In Istio's root namespace (istio-system by default)
 	// they reach every namespace; elsewhere only that namespace's proxies. Default istio-system.
 	Namespace string `json:"namespace,omitempty"`
-	// ProxySelector are the labels of workloads whose proxy carries the MetaProtocol filter.
+	// ProxySelector are the labels of workloads whose proxy carries the MetaProtocol filter;
 	// MetaProtocol EnvoyFilters select only them, so plain sidecars never receive a filter they
-	// would reject together with their whole listener. Nil means DefaultProxySelector; an empty
-	// map scopes by Namespace alone.
+	// would reject together with the listener. Empty (the default, as in Aeraki): every proxy
+	// in Namespace's scope, no pod label needed.
 	ProxySelector map[string]string `json:"proxySelector,omitempty"`
 	// XDSCluster is the Envoy cluster through which MetaProtocol proxies reach Meltemi's xDS
-	// server for routes. Default DefaultXDSCluster.
+	// server for routes. Envoy takes it only if the proxy's bootstrap defines it statically
+	// (the chart's bootstrap override does). Default DefaultXDSCluster.
 	XDSCluster string `json:"xdsCluster,omitempty"`
 }
 
 // Defaults of Options.
 const (
 	DefaultNamespace  = "istio-system"
-	DefaultXDSCluster = "outbound|18010||meltemi.meltemi-system.svc.cluster.local"
+	DefaultXDSCluster = "meltemi-xds"
 )
-
-// DefaultProxySelector is the default Options.ProxySelector.
-func DefaultProxySelector() map[string]string {
-	return map[string]string{"meltemi.io/metaprotocol": "enabled"}
-}
 
 // WithDefaults returns the options with defaults filled in.
 func (o Options) WithDefaults() Options {
 	if o.Namespace == "" {
 		o.Namespace = DefaultNamespace
-	}
-	if o.ProxySelector == nil {
-		o.ProxySelector = DefaultProxySelector()
 	}
 	if o.XDSCluster == "" {
 		o.XDSCluster = DefaultXDSCluster
@@ -193,17 +186,15 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
-// Validate reports options that would make the translation unsafe.
+// Validate reports options the translation cannot work with.
 func (o Options) Validate() error {
-	o = o.WithDefaults()
-	if len(o.ProxySelector) == 0 && o.Namespace == DefaultNamespace {
-		return fmt.Errorf("an empty MetaProtocol proxy selector with EnvoyFilters in %s would reach every sidecar of the mesh, "+
-			"and sidecars without the MetaProtocol filter reject their listeners: set a selector or another namespace", o.Namespace)
-	}
 	for k, v := range o.ProxySelector {
 		if k == "" || strings.ContainsAny(k+v, " ,=") {
 			return fmt.Errorf("invalid proxy selector label %q=%q", k, v)
 		}
+	}
+	if strings.ContainsAny(o.XDSCluster, " |") {
+		return fmt.Errorf("xDS cluster %q: the name of a static cluster of the proxies' bootstrap, not an Istio outbound cluster (Envoy takes RDS only through a static one)", o.XDSCluster)
 	}
 	return nil
 }

@@ -22,14 +22,19 @@ func TestEnvoyFilterName(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
-	if err := (Options{}).Validate(); err != nil {
-		t.Errorf("default options: %v", err)
+	for _, ok := range []Options{{}, {ProxySelector: map[string]string{"meltemi.io/metaprotocol": "enabled"}}, {XDSCluster: "xds"}} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+v: %v", ok, err)
+		}
 	}
-	if err := (Options{ProxySelector: map[string]string{}}).Validate(); err == nil {
-		t.Error("an empty selector in the root namespace must be refused")
-	}
-	if err := (Options{ProxySelector: map[string]string{}, Namespace: "apps"}).Validate(); err != nil {
-		t.Errorf("namespace scoping: %v", err)
+	for _, bad := range []Options{
+		{XDSCluster: "outbound|18010||meltemi.meltemi-system.svc.cluster.local"},
+		{ProxySelector: map[string]string{"a": "b,c"}},
+		{ProxySelector: map[string]string{"": "b"}},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v: accepted", bad)
+		}
 	}
 }
 

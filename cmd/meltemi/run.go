@@ -149,7 +149,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer svc.mgr.Stop()
-	tr, err := startTraffic(ctx, &tf, f.namespace, dyn, kube, reg, log, goRun, leading.Load)
+	tr, err := startTraffic(ctx, &tf, dyn, kube, reg, log, goRun, leading.Load)
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,12 +41,13 @@ const defaultXDSPort = 18010
 func (f *trafficFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.enabled, "traffic", true, "translate MetaRouters into EnvoyFilters and serve their routes over xDS")
 	fs.StringVar(&f.xdsListen, "xds-listen", fmt.Sprintf(":%d", defaultXDSPort), "address of the xDS (RDS) server")
-	fs.StringVar(&f.xdsCluster, "xds-cluster", "", "Envoy cluster through which MetaProtocol proxies reach the xDS server "+
-		"(default outbound|<xds port>||meltemi.<namespace>.svc.cluster.local)")
+	fs.StringVar(&f.xdsCluster, "xds-cluster", traffic.DefaultXDSCluster, "static Envoy cluster, defined in the proxies' bootstrap (the chart's bootstrap override), "+
+		"through which MetaProtocol proxies reach the xDS server")
 	fs.StringVar(&f.efNamespace, "envoyfilter-namespace", traffic.DefaultNamespace, "namespace of the EnvoyFilters; Istio's root namespace reaches every namespace")
 	fs.StringVar(&f.watchNamespace, "traffic-watch-namespace", "", "read MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries from this namespace only (default: all)")
-	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", formatSelector(traffic.DefaultProxySelector()),
-		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. Empty: scope by --envoyfilter-namespace alone")
+	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", "",
+		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. "+
+			"Empty: every proxy in --envoyfilter-namespace's scope (a proxy without the filter rejects those listeners)")
 	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
 	fs.StringVar(&f.clientCA, "xds-client-ca", "", "PEM CA bundle; when set, xDS clients must present a certificate it signed (mutual TLS)")
@@ -67,7 +65,7 @@ type trafficPart struct {
 
 // startTraffic starts the translator and the xDS server on every replica; the EnvoyFilter
 // writer starts with lead. recorder may be nil.
-func startTraffic(ctx context.Context, f *trafficFlags, namespace string, dyn dynamic.Interface, kube kubernetes.Interface,
+func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, kube kubernetes.Interface,
 	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error), leading func() bool) (*trafficPart, error) {
 	if !f.enabled {
 		return &trafficPart{}, nil
@@ -82,13 +80,6 @@ func startTraffic(ctx context.Context, f *trafficFlags, namespace string, dyn dy
 		return nil, fmt.Errorf("--xds-listen: %w", err)
 	}
 	cluster := f.xdsCluster
-	if cluster == "" {
-		_, port, _ := net.SplitHostPort(f.xdsListen)
-		if n, err := strconv.Atoi(port); err != nil || n == 0 {
-			port = strconv.Itoa(defaultXDSPort)
-		}
-		cluster = fmt.Sprintf("outbound|%s||meltemi.%s.svc.cluster.local", port, namespace)
-	}
 	tlsCfg, err := xdsTLS(f)
 	if err != nil {
 		lis.Close()
@@ -200,13 +191,4 @@ func parseSelector(s string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
-}
-
-// formatSelector is the inverse of parseSelector.
-func formatSelector(m map[string]string) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
 }

@@ -3,6 +3,7 @@
 # built binaries outside the repository, keyed by version, so warm runs only check for them.
 #
 #   e2e/infra/tools.sh [component...]      components: apt kube-apiserver istio-crds consul polaris helm istiod
+#                                          istio-bootstrap (Envoy bootstrap template of that istiod's proxies)
 #   e2e/infra/tools.sh path <component>    prints where a component's binary or file lives
 #
 # Nothing here downloads prebuilt binaries: Debian packages come through apt-get, everything
@@ -71,6 +72,7 @@ path_of() {
     polaris-conf) echo "$CACHE/polaris-$POLARIS_VERSION-p$POLARIS_PATCH/polaris-server.yaml" ;;
     helm) echo "$CACHE/helm-$HELM_VERSION/helm" ;;
     istiod) echo "$CACHE/istiod-$(istio_version)/pilot-discovery" ;;
+    istio-bootstrap) echo "$CACHE/istio-bootstrap-$(istio_version)/envoy_bootstrap.json" ;;
     etcd) command -v etcd || echo /usr/bin/etcd ;;
     zookeeper-jar) echo /usr/share/java/zookeeper.jar ;;
     *) echo "unknown component: $1" >&2; return 2 ;;
@@ -227,6 +229,18 @@ GOMOD
     "-s -w -X istio.io/istio/pkg/version.buildVersion=$version -X istio.io/istio/pkg/version.buildStatus=Clean"
 }
 
+# The bootstrap template istio-agent renders for the proxies of that Istio version: tests check
+# that the static clusters a bootstrap override relies on (sds-grpc) are defined there.
+build_istio_bootstrap() {
+  local out dir
+  out=$(path_of istio-bootstrap)
+  mkdir -p "$(dirname "$out")"
+  dir=$(cd "$(dirname "$out")" && GOFLAGS=-mod=mod go mod download -json "istio.io/istio@$(istio_version)" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp "$dir/tools/packaging/common/envoy_bootstrap.json" "$out.tmp"
+  chmod 0644 "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
 ensure() { # component
   local c=$1
   case "$c" in
@@ -239,6 +253,7 @@ ensure() { # component
       cached "polaris-$POLARIS_VERSION-p$POLARIS_PATCH" build_polaris "$(path_of polaris)" ;;
     helm) cached "helm-$HELM_VERSION" build_helm "$(path_of helm)" ;;
     istiod) cached "istiod-$(istio_version)" build_istiod "$(path_of istiod)" ;;
+    istio-bootstrap) cached "istio-bootstrap-$(istio_version)" build_istio_bootstrap "$(path_of istio-bootstrap)" ;;
   esac
 }
 
@@ -248,7 +263,7 @@ main() {
   for c in "$@"; do
     case "$c" in
       apt) ensure_apt ;;
-      kube-apiserver | istio-crds | consul | polaris | helm | istiod) ensure "$c" ;;
+      kube-apiserver | istio-crds | consul | polaris | helm | istiod | istio-bootstrap) ensure "$c" ;;
       *) log "unknown component $c"; exit 2 ;;
     esac
   done
