@@ -163,7 +163,7 @@ func envoyFilterName(host string, port uint32, direction string) string {
 
 // metaProtocolFilters adds the EnvoyFilters of a MetaProtocol port.
 func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, app, codec string, rt *router) error {
-	listeners := t.outboundListeners(svc, port.Number)
+	listeners := t.outboundListeners(svc, port.Number, rt)
 	if len(listeners) > 0 {
 		out := t.metaProtocolProxy(svc.host, app, codec, ClusterName(port.Number, "", svc.host), nil)
 		out.RouteSpecifier = &mpproto.MetaProtocolProxy_Rds{Rds: &mpproto.Rds{

@@ -62,7 +62,7 @@ func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind por
 		return err
 	}
 	var patches []configPatch
-	for _, l := range t.outboundListeners(svc, port.Number) {
+	for _, l := range t.outboundListeners(svc, port.Number, rt) {
 		patches = append(patches, replaceTCPProxy("SIDECAR_OUTBOUND", l, 0, value))
 	}
 	return t.addEnvoyFilter(svc.host, port.Number, "outbound", nil, patches)

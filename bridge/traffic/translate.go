@@ -3,8 +3,9 @@
 // and route configurations (for Meltemi's RDS server) out, plus what was wrong with the input.
 //
 // For every ServiceEntry port named tcp-metaprotocol-<app>-…, EnvoyFilters replace the TCP
-// proxy with the MetaProtocol proxy: outbound (on the listener of the service's VIP and port, for
-// proxies selected by Options.ProxySelector) with routes from RDS named <host>_<port>, and
+// proxy with the MetaProtocol proxy: outbound (on the listener of the service's VIP and port —
+// none without a VIP — for proxies selected by Options.ProxySelector) with routes from RDS
+// named <host>_<port>, and
 // inbound (for the service's own workloads, when its ServiceEntry has a workload selector) with
 // the rate limit filters. Ports named tcp-dubbo-… and tcp-thrift-… get Envoy's native
 // dubbo_proxy and thrift_proxy, with the routes inline.
@@ -307,10 +308,12 @@ func (t *translator) translateService(svc *service) {
 	}
 }
 
-// outboundListeners returns the names of the outbound listeners of a port: one per VIP, or the
-// wildcard listener when the service has none. A listener already patched for another host is
-// left out and reported: one TCP proxy can only be replaced by one filter.
-func (t *translator) outboundListeners(svc *service, port uint32) []string {
+// outboundListeners returns the names of the outbound listeners of a port: <vip>_<port> for
+// each address of the host — the ServiceEntry's own, else those istiod allocated (status).
+// A host without one gets none: its port shares Istio's wildcard listener 0.0.0.0_<port> with
+// every TCP service on that port, which is never patched. A listener already patched for
+// another host is left out and reported: one TCP proxy can only be replaced by one filter.
+func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []string {
 	var vips []string
 	for _, a := range svc.se.Spec.Addresses {
 		ip, ok := strings.CutSuffix(a, "/32")
@@ -321,8 +324,21 @@ func (t *translator) outboundListeners(svc *service, port uint32) []string {
 		}
 		vips = append(vips, ip)
 	}
+	if len(svc.se.Spec.Addresses) == 0 && svc.se.Status != nil {
+		for _, a := range svc.se.Status.Addresses {
+			if (a.Host == "" || a.Host == svc.host) && a.Value != "" && !strings.Contains(a.Value, "/") {
+				vips = append(vips, a.Value)
+			}
+		}
+	}
 	if len(vips) == 0 {
-		vips = []string{"0.0.0.0"}
+		msg := fmt.Sprintf("host %s port %d has no address (VIP), so no listener of its own: no outbound filter "+
+			"(set spec.addresses or let Istio allocate one; the wildcard listener 0.0.0.0_%d is never patched)", svc.host, port, port)
+		t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning, "%s", msg)
+		if rt != nil {
+			rt.res.warn("%s", msg)
+		}
+		return nil
 	}
 	var names []string
 	for _, vip := range vips {

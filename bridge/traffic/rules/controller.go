@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -76,7 +78,10 @@ type Controller struct {
 	mu       sync.Mutex
 	accepted map[types.NamespacedName]*mpv1.MetaRouter // last valid version of each MetaRouter
 	problems map[string]bool                           // problems of the last translation
-	synced   bool                                      // first translation handed over
+	// reannounce makes the next translation report every problem as new (a new leader records
+	// the events a standby did not).
+	reannounce atomic.Bool
+	synced     bool // first translation handed over
 }
 
 // New validates cfg and sets up the informers; nothing talks to the API server until Run.
@@ -148,22 +153,32 @@ func slim(obj any) (any, error) {
 	return u, nil
 }
 
-// onUpdate ignores updates that change neither spec nor labels (status writes, resyncs): the
-// translation reads nothing else that can change.
+// onUpdate ignores updates that change neither spec nor labels (status writes, resyncs) —
+// except the addresses istiod allocates into a ServiceEntry's status, which name its listener:
+// the translation reads nothing else that can change.
 func (c *Controller) onUpdate(old, obj any) {
 	o, ok1 := old.(*unstructured.Unstructured)
 	n, ok2 := obj.(*unstructured.Unstructured)
-	if ok1 && ok2 && n.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() && maps.Equal(o.GetLabels(), n.GetLabels()) {
+	if ok1 && ok2 && n.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() && maps.Equal(o.GetLabels(), n.GetLabels()) &&
+		(n.GetKind() != istio.ServiceEntryKind.Kind || reflect.DeepEqual(allocatedAddresses(o), allocatedAddresses(n))) {
 		return
 	}
 	c.markDirty()
 }
 
+func allocatedAddresses(u *unstructured.Unstructured) any {
+	v, _, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "addresses")
+	return v
+}
+
 func (c *Controller) markDirty() { c.queue.Add(struct{}{}) }
 
 // Resync translates again soon, e.g. when this replica has become the leader and should bring
-// statuses up to date.
-func (c *Controller) Resync() { c.markDirty() }
+// statuses up to date and record the events of standing problems.
+func (c *Controller) Resync() {
+	c.reannounce.Store(true)
+	c.markDirty()
+}
 
 // Synced reports whether the first translation of complete inputs has been handed over.
 func (c *Controller) Synced() bool {
@@ -220,10 +235,12 @@ func (c *Controller) translateOnce(origin time.Time) {
 	}()
 	start := time.Now()
 	var objs []*unstructured.Unstructured
+	byKey := map[problemObject]*unstructured.Unstructured{}
 	for _, inf := range c.informers {
 		for _, o := range inf.GetStore().List() {
 			if u, ok := o.(*unstructured.Unstructured); ok {
 				objs = append(objs, u)
+				byKey[problemObject{u.GetKind(), u.GetNamespace(), u.GetName()}] = u
 			}
 		}
 	}
@@ -244,7 +261,7 @@ func (c *Controller) translateOnce(origin time.Time) {
 	}
 
 	problems := slices.Concat(decodeProblems, writeErrs, out.Problems)
-	c.reportProblems(problems)
+	c.reportProblems(problems, byKey)
 	c.updateStatuses(in, out, decodeProblems, bad)
 	c.m.observe(time.Since(start), len(out.Routes), len(out.EnvoyFilters), problems)
 	c.log.Debug("traffic translated", "metaRouters", len(in.MetaRouters), "serviceEntries", len(in.ServiceEntries),
@@ -307,15 +324,28 @@ func (c *Controller) writeEnvoyFilters(efs []*unstructured.Unstructured) []traff
 	return problems
 }
 
+// problemObject identifies the object a problem is about.
+type problemObject struct{ kind, namespace, name string }
+
 // reportProblems logs problems that appeared since the last translation, and those resolved.
-func (c *Controller) reportProblems(problems []traffic.Problem) {
+// A new problem of an input other than a MetaRouter (whose status and events say it) is also
+// recorded as a Warning event on that object, where kubectl describe shows it.
+func (c *Controller) reportProblems(problems []traffic.Problem, objs map[problemObject]*unstructured.Unstructured) {
+	if c.reannounce.Swap(false) {
+		c.problems = map[string]bool{}
+	}
 	now := map[string]bool{}
 	for _, p := range problems {
 		s := p.String()
 		now[s] = true
-		if !c.problems[s] {
-			c.log.Warn("traffic rule problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name,
-				"severity", string(p.Severity), "problem", p.Message)
+		if c.problems[s] {
+			continue
+		}
+		c.log.Warn("traffic rule problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name,
+			"severity", string(p.Severity), "problem", p.Message)
+		if u := objs[problemObject{p.Kind, p.Namespace, p.Name}]; u != nil && p.Kind != mpv1.MetaRouterKind.Kind &&
+			c.cfg.Recorder != nil && c.status.leading() {
+			c.cfg.Recorder(u, "Warning", ReasonTrafficProblem, truncate(string(p.Severity)+": "+p.Message))
 		}
 	}
 	for s := range c.problems {
@@ -325,6 +355,10 @@ func (c *Controller) reportProblems(problems []traffic.Problem) {
 	}
 	c.problems = now
 }
+
+// ReasonTrafficProblem is the reason of Warning events on ServiceEntries, DestinationRules and
+// ApplicationProtocols the translator could not (fully) use.
+const ReasonTrafficProblem = "TrafficRuleProblem"
 
 // updateStatuses hands every MetaRouter's status to the status writer, and records an event
 // when it changed.

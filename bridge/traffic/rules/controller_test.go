@@ -206,6 +206,49 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	env.Eventually(t, 20*time.Second, condition(mpv1.ConditionResolvedRefs, "False"))
 	env.Eventually(t, 5*time.Second, condition(mpv1.ConditionAccepted, "True"))
 
+	// A ServiceEntry without an address gets no outbound filter and a Warning event; given one,
+	// its listener is patched. (Addresses istiod allocates into the status are followed too:
+	// the conformance suite shows that with a real istiod, which owns that field.)
+	novip := "novip." + host
+	se := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+		"metadata": map[string]any{"name": "novip", "namespace": ns,
+			"labels": map[string]any{"networking.istio.io/enable-autoallocate-ip": "false"}},
+		"spec": map[string]any{"hosts": []any{novip}, "location": "MESH_INTERNAL", "resolution": "STATIC",
+			"ports": []any{map[string]any{"name": "tcp-metaprotocol-dubbo", "number": int64(20880), "protocol": "TCP"}}},
+	}}
+	if _, err := dyn.Resource(istio.ServiceEntryResource).Namespace(ns).Create(ctx, se, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 20*time.Second, func() error {
+		if !events.has("Warning " + ReasonTrafficProblem + " Warning: host " + novip + " port 20880 has no address") {
+			return fmt.Errorf("no Warning event for the address-less ServiceEntry: %v", events.events)
+		}
+		return nil
+	})
+	novipEF := "meltemi-" + novip + "-20880-outbound"
+	if _, err := dyn.Resource(efGVR).Namespace(ns).Get(ctx, novipEF, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("EnvoyFilter %s for a host without an address (%v)", novipEF, err)
+	}
+	if _, err := dyn.Resource(istio.ServiceEntryResource).Namespace(ns).Patch(ctx, "novip", types.MergePatchType,
+		[]byte(`{"spec": {"addresses": ["10.99.0.9"]}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 20*time.Second, func() error {
+		ef, err := dyn.Resource(efGVR).Namespace(ns).Get(ctx, novipEF, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
+		if len(patches) != 1 {
+			return fmt.Errorf("%d patches", len(patches))
+		}
+		if l, _, _ := unstructured.NestedString(patches[0].(map[string]any), "match", "listener", "name"); l != "10.99.0.9_20880" {
+			return fmt.Errorf("patches listener %q, want 10.99.0.9_20880", l)
+		}
+		return nil
+	})
+
 	// Deleting the MetaRouter leaves the default route.
 	if err := dyn.Resource(mpv1.MetaRouterResource).Namespace(ns).Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
