@@ -167,6 +167,9 @@ type Options struct {
 	// server for routes. Envoy takes it only if the proxy's bootstrap defines it statically
 	// (the chart's bootstrap override does). Default DefaultXDSCluster.
 	XDSCluster string `json:"xdsCluster,omitempty"`
+	// ClusterDomain completes short host names of DestinationRules (<name>.<namespace>.svc.
+	// <domain>), as Istio does. Default cluster.local.
+	ClusterDomain string `json:"clusterDomain,omitempty"`
 }
 
 // Defaults of Options.
@@ -182,6 +185,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.XDSCluster == "" {
 		o.XDSCluster = DefaultXDSCluster
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = "cluster.local"
 	}
 	return o
 }

@@ -14,31 +14,57 @@ import (
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 )
 
-// defaultRouteName names the route that always ends a route table.
+// defaultRouteName names the route to the host itself, the whole table of a port no MetaRouter
+// routes.
 const defaultRouteName = "default"
 
+// refuseRouteName names the route of a table that refuses every request. The proxy asserts on
+// an empty table, so where the rules leave none, this one stands in: its match needs an
+// attribute no client sends and its cluster does not exist, so requests get "no route".
+const (
+	refuseRouteName = "meltemi-refuse"
+	refuseAttribute = "x-meltemi-refuse-all"
+	// RefuseCluster is the cluster of the refusing route; it never exists.
+	RefuseCluster = "meltemi-refused"
+)
+
 // routeConfig builds the RDS route configuration of a MetaProtocol port: exactly one virtual
-// host holding the MetaRouter's routes (if any) and always a default route to the host itself,
-// so the table is never empty (the MetaProtocol proxy asserts on an empty one).
+// host. With a MetaRouter that has routes, those routes only — a request none matches is
+// refused, as in Aeraki; otherwise the default route to the host itself. A table that would be
+// empty gets the refusing route instead (the MetaProtocol proxy asserts on an empty one).
 func (t *translator) routeConfig(svc *service, port istio.ServicePort, rt *router) *routev3.RouteConfiguration {
 	name := RouteConfigName(svc.host, port.Number)
 	var routes []*routev3.Route
-	if rt != nil {
+	if rt != nil && len(rt.mr.Spec.Routes) > 0 {
 		for i := range rt.mr.Spec.Routes {
 			routes = append(routes, t.route(svc, port.Number, rt, i))
 		}
+	} else {
+		routes = append(routes, t.defaultRoute(svc.host, port.Number))
 	}
-	routes = append(routes, t.defaultRoute(svc.host, port.Number))
 	rc := &routev3.RouteConfiguration{
 		Name:         name,
 		VirtualHosts: []*routev3.VirtualHost{{Name: name, Domains: []string{"*"}, Routes: routes}},
 	}
 	if err := rc.ValidateAll(); err != nil && rt != nil {
 		// ValidateRouter should have caught whatever causes this; never serve it.
-		rt.res.warn("port %d of %s: generated routes are invalid (%v); serving the default route only", port.Number, svc.host, err)
-		rc.VirtualHosts[0].Routes = routes[len(routes)-1:]
+		rt.res.warn("port %d of %s: generated routes are invalid (%v); refusing requests", port.Number, svc.host, err)
+		rc.VirtualHosts[0].Routes = nil
+	}
+	if len(rc.VirtualHosts[0].Routes) == 0 {
+		rc.VirtualHosts[0].Routes = []*routev3.Route{refuseRoute()}
 	}
 	return rc
+}
+
+func refuseRoute() *routev3.Route {
+	return &routev3.Route{
+		Name: refuseRouteName,
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}, Headers: []*routev3.HeaderMatcher{{
+			Name: refuseAttribute, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true},
+		}}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: RefuseCluster}}},
+	}
 }
 
 func (t *translator) defaultRoute(host string, port uint32) *routev3.Route {

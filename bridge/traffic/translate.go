@@ -206,6 +206,10 @@ func (t *translator) loadDestinationRules(drs []*DestinationRule) {
 			t.problem("DestinationRule", dr.Namespace, dr.Name, SeverityError, "spec.host is empty")
 			continue
 		}
+		if !strings.Contains(host, ".") {
+			// A short name is a Kubernetes Service of the rule's namespace, as in Istio.
+			host = fmt.Sprintf("%s.%s.svc.%s", host, dr.Namespace, t.opts.ClusterDomain)
+		}
 		s := t.subsets[host]
 		if s == nil {
 			s = &subsets{hashHeader: dr.Spec.TrafficPolicy.hashHeader(), byName: map[string]string{}}

@@ -155,3 +155,29 @@ func patchedListeners(ef *unstructured.Unstructured) []string {
 	}
 	return out
 }
+
+// TestAerakiSemantics evaluates the routes of testdata/aeraki-semantics the way the proxy
+// matches them.
+func TestAerakiSemantics(t *testing.T) {
+	in, opts, _ := loadCase(t, filepath.Join("testdata", "aeraki-semantics"))
+	out := Translate(in, opts)
+	orders := out.Routes[RouteConfigName("orders.shop.svc.cluster.local", 20880)]
+	d, err := Evaluate(orders, map[string]string{"method": "placeOrder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Clusters) != 2 || d.Clusters[0].Percent != 50 || d.Clusters[1].Percent != 50 {
+		t.Errorf("weights 30/30 split %+v, want 50/50", d.Clusters)
+	}
+	if len(d.Mirrors) != 1 || d.Mirrors[0].Percent != 100 {
+		t.Errorf("mirror without mirrorPercentage: %+v, want 100%%", d.Mirrors)
+	}
+	if d, err := Evaluate(orders, map[string]string{"method": "cancel"}); err != nil || d.Index != -1 {
+		t.Errorf("a request no route matches went to route %d (%v), want none", d.Index, err)
+	}
+	stock := out.Routes[RouteConfigName("stock.shop.svc.cluster.local", 20880)]
+	if d, err := Evaluate(stock, map[string]string{"method": "any"}); err != nil || len(d.Clusters) != 1 ||
+		d.Clusters[0].Name != "outbound|20880||stock.shop.svc.cluster.local" {
+		t.Errorf("MetaRouter without routes: %+v (%v), want the default route", d, err)
+	}
+}

@@ -44,18 +44,16 @@ func ValidateRouter(mr *mpv1.MetaRouter) []string {
 			add("%s.route: at least one destination is required", at)
 		case 1:
 		default:
-			var sum uint32
+			// Weights split the traffic in proportion, whatever their sum, as in Aeraki.
+			var sum uint64
 			for _, d := range r.Route {
-				sum += d.Weight
+				sum += uint64(d.Weight)
 			}
-			if sum != 100 {
-				add("%s.route: the weights of several destinations must sum to 100, not %d", at, sum)
+			if sum == 0 {
+				add("%s.route: several destinations need a positive weight among them", at)
 			}
 		}
 		for j := range r.Route {
-			if r.Route[j].Weight > 100 {
-				add("%s.route[%d].weight: %d is over 100", at, j, r.Route[j].Weight)
-			}
 			if msg := checkDestination(&r.Route[j].Destination); msg != "" {
 				add("%s.route[%d].destination: %s", at, j, msg)
 			}

@@ -44,17 +44,19 @@ type MetaRouterList struct {
 type MetaRouterSpec struct {
 	// Hosts are the services (ServiceEntry hosts) the routes apply to.
 	Hosts []string `json:"hosts"`
-	// Gateways is accepted for compatibility and not used: routes apply to sidecars.
+	// Gateways is not supported: routes apply to sidecars, and a MetaRouter naming gateways
+	// says so in its status.
 	Gateways []string `json:"gateways,omitempty"`
-	// Routes are tried in order; the first whose match holds is used. A default route to the
-	// host itself always follows them.
+	// Routes are tried in order; the first whose match holds is used. A request no route
+	// matches is refused ("no route"), as in Aeraki; without routes, every request goes to the
+	// host itself.
 	Routes []MetaRoute `json:"routes,omitempty"`
 	// LocalRateLimit limits requests on the server side (inbound).
 	LocalRateLimit *LocalRateLimit `json:"localRateLimit,omitempty"`
 	// GlobalRateLimit asks a rate limit service on the server side (inbound).
 	GlobalRateLimit *GlobalRateLimit `json:"globalRateLimit,omitempty"`
-	// ExportTo lists the namespaces the rule is meant for ("." own, "*" all). Validated; route
-	// tables are shared by every proxy, so it does not narrow visibility.
+	// ExportTo lists the namespaces whose proxies get the hosts' EnvoyFilters ("." the
+	// MetaRouter's own, "*" all: Istio's root namespace), as in Aeraki; empty means all.
 	ExportTo []string `json:"exportTo,omitempty"`
 }
 
@@ -64,7 +66,7 @@ type MetaRoute struct {
 	Name string `json:"name,omitempty"`
 	// Match must hold for the rule to apply; no match means every request.
 	Match *MetaRouteMatch `json:"match,omitempty"`
-	// Route lists the destinations; with several, Weight splits the traffic (summing to 100).
+	// Route lists the destinations; with several, Weight splits the traffic in proportion.
 	Route []MetaRouteDestination `json:"route,omitempty"`
 	// Mirror receives a copy of the requests (MirrorPercentage of them, default all).
 	Mirror           *Destination `json:"mirror,omitempty"`
@@ -96,7 +98,8 @@ type StringMatch struct {
 // MetaRouteDestination is a destination and its share of the traffic.
 type MetaRouteDestination struct {
 	Destination Destination `json:"destination"`
-	// Weight is the percentage of the traffic (0-100); ignored for a single destination.
+	// Weight is the destination's share of the traffic: weight / the sum of the route's weights
+	// (percentages when they sum to 100); ignored for a single destination.
 	Weight uint32 `json:"weight,omitempty"`
 }
 
