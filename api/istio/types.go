@@ -24,8 +24,9 @@ var (
 	ServiceEntryResource  = ServiceEntryKind.GroupVersion().WithResource("serviceentries")
 	WorkloadEntryResource = WorkloadEntryKind.GroupVersion().WithResource("workloadentries")
 	EnvoyFilterResource   = EnvoyFilterKind.GroupVersion().WithResource("envoyfilters")
-	// DestinationRuleResource is read, never written.
+	// DestinationRuleResource and VirtualServiceResource are read, never written.
 	DestinationRuleResource = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "destinationrules"}
+	VirtualServiceResource  = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "virtualservices"}
 )
 
 // ServiceEntry is networking.istio.io/v1 ServiceEntry.

@@ -10,9 +10,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	thriftv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
@@ -124,6 +128,16 @@ func CheckListenerFilter(f *listenerv3.Filter) error {
 			return fmt.Errorf("filter %s: %w", f.GetName(), err)
 		}
 	}
+	switch c := cfg.(type) {
+	case *dubbov3.DubboProxy:
+		return checkNativeFilters(f.GetName(), len(c.GetDubboFilters()), func(i int) (string, *anypb.Any) {
+			return c.GetDubboFilters()[i].GetName(), c.GetDubboFilters()[i].GetConfig()
+		}, dubboRouterFilter)
+	case *thriftv3.ThriftProxy:
+		return checkNativeFilters(f.GetName(), len(c.GetThriftFilters()), func(i int) (string, *anypb.Any) {
+			return c.GetThriftFilters()[i].GetName(), c.GetThriftFilters()[i].GetTypedConfig()
+		}, thriftRouterFilter)
+	}
 	ts, ok := cfg.(*udpatypev1.TypedStruct)
 	if !ok {
 		return nil
@@ -134,6 +148,35 @@ func CheckListenerFilter(f *listenerv3.Filter) error {
 	}
 	if err := CheckMetaProtocol(mp); err != nil {
 		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	return nil
+}
+
+// checkNativeFilters validates the filter chain of Envoy's Dubbo or Thrift proxy: the router
+// last, and each filter's config (validation does not look into an Any).
+func checkNativeFilters(proxy string, n int, filter func(int) (string, *anypb.Any), router string) error {
+	if n > 0 {
+		if name, _ := filter(n - 1); name != router {
+			return fmt.Errorf("filter %s: the filter chain must end with %s", proxy, router)
+		}
+	}
+	for i := range n {
+		name, cfg := filter(i)
+		if cfg == nil {
+			continue
+		}
+		m, err := cfg.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("filter %s: %s config: %w", proxy, name, err)
+		}
+		if v, ok := m.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				return fmt.Errorf("filter %s: %s config: %w", proxy, name, err)
+			}
+		}
+		if _, ok := m.(*netrbacv3.RBAC); name == DubboRBACFilterName && !ok {
+			return fmt.Errorf("filter %s: %s config is a %T, want a network RBAC config", proxy, name, m)
+		}
 	}
 	return nil
 }

@@ -185,10 +185,12 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 
 	// Inbound: only for a service whose workloads are known by label; without a selector the
 	// filter would take over the port of every scoped workload.
-	var sel map[string]string
-	if ws := svc.se.Spec.WorkloadSelector; ws != nil {
-		sel = maps.Clone(ws.Labels)
+	if app == "dubbo" && t.usesAuthorization(svc.se.Namespace) {
+		t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning,
+			"port %d: the DubboAuthorizationPolicies of namespace %s are not enforced on MetaProtocol ports (the MetaProtocol proxy has no RBAC filter): name the port tcp-dubbo-… or use an Istio AuthorizationPolicy",
+			port.Number, svc.se.Namespace)
 	}
+	sel := inboundSelector(svc.se)
 	if len(sel) == 0 {
 		if rt != nil && (rt.mr.Spec.LocalRateLimit != nil || rt.mr.Spec.GlobalRateLimit != nil) {
 			rt.res.warn("host %s: rate limits apply on the server side, which needs a workloadSelector in its ServiceEntry; not applied", svc.host)
@@ -196,16 +198,12 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 		return nil
 	}
 	maps.Copy(sel, t.opts.ProxySelector)
-	target := port.TargetPort
-	if target == 0 {
-		target = port.Number
-	}
+	target := targetPort(port)
 	filters, err := rateLimitFilters(svc.host, rt)
 	if err != nil {
 		return err
 	}
-	// Istio's inbound cluster of a port is named after the port alone.
-	inboundCluster := fmt.Sprintf("inbound|%d||", target)
+	inboundCluster := inboundClusterName(target)
 	in := t.metaProtocolProxy(svc.host, app, codec, inboundCluster, filters)
 	// MetaProtocol's own route configuration: one route, to the workload itself.
 	in.RouteSpecifier = &mpproto.MetaProtocolProxy_RouteConfig{RouteConfig: &mpproto.RouteConfiguration{

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 )
@@ -24,6 +25,55 @@ type Input struct {
 	DestinationRules     []*DestinationRule
 	// ServiceEntries are Meltemi's and users' alike.
 	ServiceEntries []*istio.ServiceEntry
+	// VirtualServices route native Dubbo and Thrift ports (tcp-dubbo-…, tcp-thrift-…), as in
+	// Aeraki.
+	VirtualServices []*VirtualService
+	// DubboAuthorizationPolicies guard the inbound side of native Dubbo ports.
+	DubboAuthorizationPolicies []*dubbov1.DubboAuthorizationPolicy
+}
+
+// VirtualService is the part of Istio's VirtualService that routes native Dubbo and Thrift
+// ports: http routes, their first-class matches (method, headers) and weighted destinations.
+type VirtualService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              VirtualServiceSpec `json:"spec"`
+}
+
+// VirtualServiceSpec is a VirtualService's spec.
+type VirtualServiceSpec struct {
+	Hosts    []string    `json:"hosts,omitempty"`
+	Gateways []string    `json:"gateways,omitempty"`
+	HTTP     []HTTPRoute `json:"http,omitempty"`
+	ExportTo []string    `json:"exportTo,omitempty"`
+}
+
+// HTTPRoute is one route of a VirtualService.
+type HTTPRoute struct {
+	Name  string             `json:"name,omitempty"`
+	Match []HTTPMatchRequest `json:"match,omitempty"`
+	Route []HTTPRouteDest    `json:"route,omitempty"`
+}
+
+// HTTPMatchRequest holds the conditions of a match: the RPC method and headers (Dubbo
+// attachments, Thrift headers). A route matches when any of its matches holds.
+type HTTPMatchRequest struct {
+	Name    string                      `json:"name,omitempty"`
+	Method  *mpv1.StringMatch           `json:"method,omitempty"`
+	Headers map[string]mpv1.StringMatch `json:"headers,omitempty"`
+}
+
+// HTTPRouteDest is a destination and its weight.
+type HTTPRouteDest struct {
+	Destination VSDestination `json:"destination"`
+	Weight      int32         `json:"weight,omitempty"`
+}
+
+// VSDestination is a VirtualService destination.
+type VSDestination struct {
+	Host   string             `json:"host"`
+	Subset string             `json:"subset,omitempty"`
+	Port   *mpv1.PortSelector `json:"port,omitempty"`
 }
 
 // DestinationRule is the part of Istio's DestinationRule the translator reads: subset names and
@@ -76,6 +126,7 @@ func (p *TrafficPolicy) hashHeader() string {
 var (
 	destinationRuleGK = schema.GroupKind{Group: istio.Group, Kind: "DestinationRule"}
 	serviceEntryGK    = schema.GroupKind{Group: istio.Group, Kind: "ServiceEntry"}
+	virtualServiceGK  = schema.GroupKind{Group: istio.Group, Kind: "VirtualService"}
 )
 
 // Decode sorts objects read from the API server or from YAML files into an Input. Objects of
@@ -106,6 +157,16 @@ func Decode(objs []*unstructured.Unstructured) (Input, []Problem) {
 			var se istio.ServiceEntry
 			if err = fromUnstructured(u, &se); err == nil {
 				in.ServiceEntries = append(in.ServiceEntries, &se)
+			}
+		case virtualServiceGK:
+			var vs VirtualService
+			if err = fromUnstructured(u, &vs); err == nil {
+				in.VirtualServices = append(in.VirtualServices, &vs)
+			}
+		case dubbov1.DubboAuthorizationPolicyKind.GroupKind():
+			var ap dubbov1.DubboAuthorizationPolicy
+			if err = fromUnstructured(u, &ap); err == nil {
+				in.DubboAuthorizationPolicies = append(in.DubboAuthorizationPolicies, &ap)
 			}
 		default:
 			continue

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
+	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/portname"
@@ -129,6 +130,10 @@ type translator struct {
 	services  map[string]*service // host -> service
 	routers   map[string]*router  // host -> the MetaRouter routing it
 	listeners map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
+	// virtualServices: host -> the VirtualService routing its native Dubbo/Thrift ports.
+	virtualServices map[string]*VirtualService
+	// authz: namespace -> its DubboAuthorizationPolicies, oldest first.
+	authz map[string][]*dubbov1.DubboAuthorizationPolicy
 }
 
 // Translate turns the input into EnvoyFilters and route configurations. It never fails: what
@@ -145,11 +150,16 @@ func Translate(in Input, opts Options) *Output {
 		services:  map[string]*service{},
 		routers:   map[string]*router{},
 		listeners: map[string]string{},
+
+		virtualServices: map[string]*VirtualService{},
+		authz:           map[string][]*dubbov1.DubboAuthorizationPolicy{},
 	}
 	t.loadProtocols(in.ApplicationProtocols)
 	t.loadDestinationRules(in.DestinationRules)
 	t.loadServices(in.ServiceEntries)
 	t.loadRouters(in.MetaRouters)
+	t.loadVirtualServices(in.VirtualServices)
+	t.loadAuthorizationPolicies(in.DubboAuthorizationPolicies)
 
 	// Oldest services first: when two hosts compete for one listener, the one that had it keeps it.
 	services := slices.Collect(maps.Values(t.services))
@@ -276,6 +286,25 @@ func (t *translator) loadRouters(mrs []*mpv1.MetaRouter) {
 			}
 			t.routers[h] = &router{mr: mr, key: key, res: res}
 			res.Hosts = append(res.Hosts, h)
+		}
+	}
+}
+
+// loadVirtualServices gives each host to the oldest VirtualService for sidecars naming it
+// (short names are Services of the VirtualService's namespace, as in Istio). Only native Dubbo
+// and Thrift ports use them; a VirtualService of gateways only is Istio's alone.
+func (t *translator) loadVirtualServices(vss []*VirtualService) {
+	vss = slices.Clone(vss)
+	slices.SortFunc(vss, func(a, b *VirtualService) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, vs := range vss {
+		if len(vs.Spec.Gateways) > 0 && !slices.Contains(vs.Spec.Gateways, "mesh") {
+			continue
+		}
+		for _, h := range vs.Spec.Hosts {
+			h = t.fqdn(h, vs.Namespace)
+			if _, taken := t.virtualServices[h]; !taken {
+				t.virtualServices[h] = vs
+			}
 		}
 	}
 }

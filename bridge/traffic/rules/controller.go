@@ -1,5 +1,6 @@
 // Package rules runs the traffic translator against the cluster: it watches MetaRouters,
-// ApplicationProtocols, DestinationRules and ServiceEntries, translates them after a quiet
+// ApplicationProtocols, DestinationRules, VirtualServices, DubboAuthorizationPolicies and
+// ServiceEntries, translates them after a quiet
 // period, hands EnvoyFilters to the owned-object writer and route configurations to the RDS
 // server, and reports each MetaRouter's outcome in its status and in events.
 package rules
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
+	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
@@ -117,7 +119,8 @@ func New(cfg Config) (*Controller, error) {
 		problems: map[string]bool{},
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Client, 0, cfg.WatchNamespace, nil)
-	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, istio.DestinationRuleResource, istio.ServiceEntryResource} {
+	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, istio.DestinationRuleResource,
+		istio.ServiceEntryResource, istio.VirtualServiceResource, dubbov1.DubboAuthorizationPolicyResource} {
 		inf := factory.ForResource(gvr).Informer()
 		if err := inf.SetTransform(slim); err != nil {
 			return nil, err
@@ -206,7 +209,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		select {
 		case <-waitCtx.Done():
 		case <-time.After(30 * time.Second):
-			c.log.Warn("traffic inputs not synced after 30s; are the MetaRouter, ApplicationProtocol and Istio CRDs installed?")
+			c.log.Warn("traffic inputs not synced after 30s; are the CRDs installed (MetaRouter, ApplicationProtocol, DubboAuthorizationPolicy from the chart, Istio's)?")
 		}
 	}()
 	ok := cache.WaitForCacheSync(ctx.Done(), hasSynced...)
