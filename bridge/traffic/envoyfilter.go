@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -113,35 +114,67 @@ func replaceTCPProxy(context, listener string, destinationPort uint32, filter js
 	}
 }
 
-// addEnvoyFilter adds an EnvoyFilter with a deterministic name to the output.
+// addEnvoyFilter adds an EnvoyFilter with a deterministic name to the output, in each
+// namespace the host's filters go to (filterNamespaces).
 func (t *translator) addEnvoyFilter(host string, port uint32, direction string, selector map[string]string, patches []configPatch) error {
 	if len(patches) == 0 {
 		return nil
 	}
-	// The writer adds the ownership labels (managed-by, and OwnerLabels as its own).
-	ef := envoyFilter{
-		APIVersion: istio.EnvoyFilterKind.GroupVersion().String(),
-		Kind:       istio.EnvoyFilterKind.Kind,
-		Metadata: efMeta{
-			Name: envoyFilterName(host, port, direction), Namespace: t.opts.Namespace,
-			Annotations: map[string]string{AnnotationService: fmt.Sprintf("%s:%d", host, port)},
-		},
-		Spec: envoyFilterSpec{ConfigPatches: patches},
+	for _, ns := range t.filterNamespaces(host) {
+		// The writer adds the ownership labels (managed-by, and OwnerLabels as its own).
+		ef := envoyFilter{
+			APIVersion: istio.EnvoyFilterKind.GroupVersion().String(),
+			Kind:       istio.EnvoyFilterKind.Kind,
+			Metadata: efMeta{
+				Name: envoyFilterName(host, port, direction), Namespace: ns,
+				Annotations: map[string]string{AnnotationService: fmt.Sprintf("%s:%d", host, port)},
+			},
+			Spec: envoyFilterSpec{ConfigPatches: patches},
+		}
+		if len(selector) > 0 {
+			ef.Spec.WorkloadSelector = &istio.WorkloadSelector{Labels: selector}
+		}
+		raw, err := json.Marshal(ef)
+		if err != nil {
+			return fmt.Errorf("encoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
+		}
+		u := &unstructured.Unstructured{}
+		// utiljson decodes numbers as int64 where they fit, like objects read from the API server.
+		if err := utiljson.Unmarshal(raw, &u.Object); err != nil {
+			return fmt.Errorf("decoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
+		}
+		t.out.EnvoyFilters = append(t.out.EnvoyFilters, u)
 	}
-	if len(selector) > 0 {
-		ef.Spec.WorkloadSelector = &istio.WorkloadSelector{Labels: selector}
-	}
-	raw, err := json.Marshal(ef)
-	if err != nil {
-		return fmt.Errorf("encoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
-	}
-	u := &unstructured.Unstructured{}
-	// utiljson decodes numbers as int64 where they fit, like objects read from the API server.
-	if err := utiljson.Unmarshal(raw, &u.Object); err != nil {
-		return fmt.Errorf("decoding EnvoyFilter %s: %w", ef.Metadata.Name, err)
-	}
-	t.out.EnvoyFilters = append(t.out.EnvoyFilters, u)
 	return nil
+}
+
+// filterNamespaces are the namespaces a host's EnvoyFilters are written to: Options.Namespace,
+// or, as in Aeraki, one per namespace its MetaRouter's exportTo names ("." the MetaRouter's
+// own, "*" Options.Namespace) — those Options.ExportNamespaces permits; the others are
+// reported on the MetaRouter.
+func (t *translator) filterNamespaces(host string) []string {
+	rt := t.routers[host]
+	if rt == nil || len(rt.mr.Spec.ExportTo) == 0 {
+		return []string{t.opts.Namespace}
+	}
+	var out []string
+	for _, ns := range rt.mr.Spec.ExportTo {
+		switch ns {
+		case ".":
+			ns = rt.mr.Namespace
+		case "*":
+			ns = t.opts.Namespace
+		}
+		if !t.opts.mayExportTo(ns) {
+			rt.res.unsupported("exportTo %s: EnvoyFilters may not be written there (see --envoyfilter-export-namespaces); host %s is not exported there", ns, host)
+			continue
+		}
+		if !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // AnnotationService names the host and port an EnvoyFilter is for.

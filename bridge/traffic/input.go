@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
@@ -231,6 +233,24 @@ type Options struct {
 	// ClusterDomain completes short host names of DestinationRules (<name>.<namespace>.svc.
 	// <domain>), as Istio does. Default cluster.local.
 	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// ExportNamespaces are the namespaces besides Namespace a MetaRouter's exportTo may put
+	// EnvoyFilters in; "*" permits any. Default none: exportTo names only Namespace.
+	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+}
+
+// mayExportTo reports whether EnvoyFilters may be written to a namespace.
+func (o Options) mayExportTo(ns string) bool {
+	return ns == o.Namespace || slices.Contains(o.ExportNamespaces, "*") || slices.Contains(o.ExportNamespaces, ns)
+}
+
+// WriterNamespace is the namespace the EnvoyFilter writer must cover: Namespace, or every
+// namespace ("") when MetaRouters may export elsewhere.
+func (o Options) WriterNamespace() string {
+	o = o.WithDefaults()
+	if len(o.ExportNamespaces) > 0 {
+		return ""
+	}
+	return o.Namespace
 }
 
 // Defaults of Options.
@@ -258,6 +278,11 @@ func (o Options) Validate() error {
 	for k, v := range o.ProxySelector {
 		if k == "" || strings.ContainsAny(k+v, " ,=") {
 			return fmt.Errorf("invalid proxy selector label %q=%q", k, v)
+		}
+	}
+	for _, ns := range o.ExportNamespaces {
+		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
+			return fmt.Errorf("export namespace %q is neither \"*\" nor a namespace name", ns)
 		}
 	}
 	if strings.ContainsAny(o.XDSCluster, " |") {

@@ -65,6 +65,8 @@ type RouterResult struct {
 	// Warnings are references to missing hosts, subsets or ports, and features a port's proxy
 	// does not support.
 	Warnings []string
+	// Unsupported are fields set that Meltemi does not apply (or not everywhere asked).
+	Unsupported []string
 	// Hosts it routes.
 	Hosts []string
 }
@@ -79,9 +81,16 @@ func (r *RouterResult) warn(format string, args ...any) {
 	}
 }
 
+func (r *RouterResult) unsupported(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !slices.Contains(r.Unsupported, msg) {
+		r.Unsupported = append(r.Unsupported, msg)
+	}
+}
+
 // Output is the result of a translation.
 type Output struct {
-	// EnvoyFilters, sorted by name, carry Meltemi's ownership labels.
+	// EnvoyFilters, sorted by name and namespace; the writer adds Meltemi's ownership labels.
 	EnvoyFilters []*unstructured.Unstructured
 	// Routes are the route configurations served over RDS, by name (<host>_<port>).
 	Routes map[string]*routev3.RouteConfiguration
@@ -277,6 +286,9 @@ func (t *translator) loadRouters(mrs []*mpv1.MetaRouter) {
 		if len(res.Errors) > 0 {
 			continue
 		}
+		if len(mr.Spec.Gateways) > 0 {
+			res.unsupported("spec.gateways %v: MetaRouters on gateways are not supported; the routes apply to sidecars only", mr.Spec.Gateways)
+		}
 		for _, h := range mr.Spec.Hosts {
 			if prev, taken := t.routers[h]; taken {
 				if prev.key != key {
@@ -396,7 +408,7 @@ func (t *translator) finish() {
 		for _, c := range res.Conflicts {
 			t.problem("MetaRouter", key.Namespace, key.Name, SeverityWarning, "%s", c)
 		}
-		for _, w := range res.Warnings {
+		for _, w := range slices.Concat(res.Warnings, res.Unsupported) {
 			t.problem("MetaRouter", key.Namespace, key.Name, SeverityWarning, "%s", w)
 		}
 	}
@@ -405,7 +417,9 @@ func (t *translator) finish() {
 			strings.Compare(a.Name, b.Name), strings.Compare(a.Message, b.Message))
 	})
 	t.out.Problems = slices.Compact(t.out.Problems)
-	slices.SortFunc(t.out.EnvoyFilters, func(a, b *unstructured.Unstructured) int { return strings.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(t.out.EnvoyFilters, func(a, b *unstructured.Unstructured) int {
+		return cmp.Or(strings.Compare(a.GetName(), b.GetName()), strings.Compare(a.GetNamespace(), b.GetNamespace()))
+	})
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -132,7 +132,8 @@ func explain(w io.Writer, objs []*unstructured.Unstructured, host string, port u
 	fmt.Fprintf(tw, "route configuration\t%s\n", name)
 	routes := rc.GetVirtualHosts()[0].GetRoutes()
 	if d.Route == nil {
-		fmt.Fprintf(tw, "route\tnone matches\n")
+		// As in Aeraki: a MetaRouter's routes are the whole table, without a catch-all.
+		fmt.Fprintf(tw, "route\tnone of %d matches: the proxy answers \"no route\"\n", len(routes))
 		return tw.Flush()
 	}
 	fmt.Fprintf(tw, "route\t%s (%d of %d)\n", d.Route.GetName(), d.Index+1, len(routes))

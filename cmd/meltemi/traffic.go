@@ -30,6 +30,8 @@ type trafficFlags struct {
 	efNamespace    string
 	watchNamespace string
 	proxySelector  string
+	exportNS       string
+	clusterDomain  string
 	tlsCert        string
 	tlsKey         string
 	clientCA       string
@@ -48,6 +50,9 @@ func (f *trafficFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", "",
 		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. "+
 			"Empty: every proxy in --envoyfilter-namespace's scope (a proxy without the filter rejects those listeners)")
+	fs.StringVar(&f.exportNS, "envoyfilter-export-namespaces", "",
+		"namespaces (a,b,… or *) besides --envoyfilter-namespace that a MetaRouter's exportTo may put EnvoyFilters in, as Aeraki does; the EnvoyFilter writer then covers all namespaces")
+	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster's Services, completing short host names of traffic rules")
 	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
 	fs.StringVar(&f.clientCA, "xds-client-ca", "", "PEM CA bundle; when set, xDS clients must present a certificate it signed (mutual TLS)")
@@ -90,12 +95,22 @@ func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, k
 		lis.Close()
 		return nil, err
 	}
-	opts := traffic.Options{Namespace: f.efNamespace, ProxySelector: sel, XDSCluster: cluster}
+	var exports []string
+	for _, ns := range strings.Split(f.exportNS, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			exports = append(exports, ns)
+		}
+	}
+	opts := traffic.Options{Namespace: f.efNamespace, ProxySelector: sel, XDSCluster: cluster, ClusterDomain: f.clusterDomain, ExportNamespaces: exports}
+	if err := opts.Validate(); err != nil {
+		lis.Close()
+		return nil, err
+	}
 	// The EnvoyFilter writer is a reconciler of its own (another namespace, its own owner label);
 	// its metrics go to a registry of their own, labelled, next to those of the main writer.
 	treg := prometheus.NewRegistry()
 	rec, err := synckube.New(synckube.Config{
-		Client: dyn, Kinds: []synckube.Kind{synckube.EnvoyFilterKind()}, Namespace: opts.WithDefaults().Namespace,
+		Client: dyn, Kinds: []synckube.Kind{synckube.EnvoyFilterKind()}, Namespace: opts.WriterNamespace(),
 		OwnerLabels: traffic.OwnerLabels(), Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"writer": "traffic"}, treg),
 		Logger: log.With("component", "traffic-sync"),
 	})

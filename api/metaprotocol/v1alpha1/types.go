@@ -169,8 +169,8 @@ type RateLimitDescriptor struct {
 type MetaRouterStatus struct {
 	// ObservedGeneration is the generation the conditions describe.
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Accepted (the spec is valid and applied) and ResolvedRefs (every host, subset
-	// and port it names exists).
+	// Conditions: Accepted (the spec is valid and applied), ResolvedRefs (every host, subset
+	// and port it names exists) and Supported (every field set is applied as asked).
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
@@ -178,12 +178,15 @@ type MetaRouterStatus struct {
 const (
 	ConditionAccepted     = "Accepted"
 	ConditionResolvedRefs = "ResolvedRefs"
+	ConditionSupported    = "Supported"
 
 	ReasonAccepted       = "Accepted"
 	ReasonInvalid        = "Invalid"
 	ReasonConflict       = "Conflict"
 	ReasonResolved       = "ResolvedRefs"
 	ReasonUnresolvedRefs = "UnresolvedRefs"
+	ReasonSupported      = "Supported"
+	ReasonUnsupported    = "UnsupportedField"
 )
 
 // ApplicationProtocol names the codec of an application protocol carried by MetaProtocol, e.g.

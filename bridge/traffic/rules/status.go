@@ -84,6 +84,13 @@ func routerStatus(res *traffic.RouterResult, iv invalid, generation int64) statu
 			refs.Message = truncate(strings.Join(res.Warnings, "; "))
 		}
 		st.Conditions = append(st.Conditions, refs)
+		supported := condition{Type: mpv1.ConditionSupported, Status: string(metav1.ConditionTrue),
+			Reason: mpv1.ReasonSupported, Message: "every field set is applied"}
+		if len(res.Unsupported) > 0 {
+			supported.Status, supported.Reason = string(metav1.ConditionFalse), mpv1.ReasonUnsupported
+			supported.Message = truncate(strings.Join(res.Unsupported, "; "))
+		}
+		st.Conditions = append(st.Conditions, supported)
 	}
 	return st
 }
