@@ -218,8 +218,13 @@ func TestHelmChartPolicy(t *testing.T) {
 							t.Errorf("%s: wildcard or non-resource rule", where)
 						}
 						for _, res := range r.Resources {
-							if res == "namespaces" || res == "pods" || res == "deployments" || res == "configmaps" {
+							if res == "namespaces" || res == "pods" || res == "deployments" {
 								t.Errorf("%s: the host needs no access to %s", where, res)
+							}
+							// Only Istio's mesh config, read by name.
+							if res == "configmaps" && (len(r.ResourceNames) != 1 || slices.ContainsFunc(r.Verbs, func(v string) bool { return slices.Contains(writeVerbs, v) }) ||
+								u.GetKind() != "Role") {
+								t.Errorf("%s: ConfigMaps may only be read by name, in a namespaced Role", where)
 							}
 							if res == "secrets" && (len(r.ResourceNames) == 0 || !slices.Equal(r.Verbs, []string{"get"}) || u.GetKind() != "Role") {
 								t.Errorf("%s: Secrets must be read with get, by name, in a namespaced Role", where)

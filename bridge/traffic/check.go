@@ -231,6 +231,27 @@ func CheckMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 	default:
 		return errors.New("MetaProtocolProxy: neither rds nor route_config")
 	}
+	for _, al := range mp.GetAccessLog() {
+		if err := al.ValidateAll(); err != nil {
+			return fmt.Errorf("MetaProtocolProxy access_log: %w", err)
+		}
+		cfg, err := al.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("MetaProtocolProxy access_log %s: %w", al.GetName(), err)
+		}
+		if v, ok := cfg.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				return fmt.Errorf("MetaProtocolProxy access_log %s: %w", al.GetName(), err)
+			}
+		}
+	}
+	if tr := mp.GetTracing(); tr != nil {
+		for _, p := range []*typev3.Percent{tr.GetClientSampling(), tr.GetRandomSampling(), tr.GetOverallSampling()} {
+			if err := p.ValidateAll(); err != nil {
+				return fmt.Errorf("MetaProtocolProxy tracing: %w", err)
+			}
+		}
+	}
 	filters := mp.GetMetaProtocolFilters()
 	if len(filters) == 0 || filters[len(filters)-1].GetName() != routerFilter {
 		return errors.New("MetaProtocolProxy: the filter chain must end with the router")

@@ -198,7 +198,10 @@ func envoyFilterName(host string, port uint32, direction string) string {
 func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, app, codec string, rt *router) error {
 	listeners := t.outboundListeners(svc, port.Number, rt)
 	if len(listeners) > 0 {
-		out := t.metaProtocolProxy(svc.host, app, codec, ClusterName(port.Number, "", svc.host), nil)
+		out, err := t.metaProtocolProxy(svc.host, app, codec, ClusterName(port.Number, "", svc.host), nil)
+		if err != nil {
+			return err
+		}
 		out.RouteSpecifier = &mpproto.MetaProtocolProxy_Rds{Rds: &mpproto.Rds{
 			ConfigSource:    t.xdsConfigSource(),
 			RouteConfigName: RouteConfigName(svc.host, port.Number),
@@ -237,7 +240,10 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 		return err
 	}
 	inboundCluster := inboundClusterName(target)
-	in := t.metaProtocolProxy(svc.host, app, codec, inboundCluster, filters)
+	in, err := t.metaProtocolProxy(svc.host, app, codec, inboundCluster, filters)
+	if err != nil {
+		return err
+	}
 	// MetaProtocol's own route configuration: one route, to the workload itself.
 	in.RouteSpecifier = &mpproto.MetaProtocolProxy_RouteConfig{RouteConfig: &mpproto.RouteConfiguration{
 		Name: inboundCluster,
@@ -256,10 +262,10 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 
 // metaProtocolProxy is a MetaProtocol proxy config without its routes: the application
 // protocol and codec in both forms (protocol for proxies since 1.3.1, application_protocol and
-// codec, deprecated there, for the older ones, which require them), and the filter chain:
+// codec, deprecated there, for the older ones, which require them), the filter chain —
 // filters, then Istio-style telemetry (metadata exchange and stats for the host), then the
-// router, as Aeraki builds it.
-func (t *translator) metaProtocolProxy(host, app, codec, statPrefix string, filters []*mpproto.MetaProtocolFilter) *mpproto.MetaProtocolProxy {
+// router — and access log and tracing from the mesh config, as Aeraki builds it.
+func (t *translator) metaProtocolProxy(host, app, codec, statPrefix string, filters []*mpproto.MetaProtocolFilter) (*mpproto.MetaProtocolProxy, error) {
 	stats, err := anypb.New(&mpproto.IstioStats{DestinationService: host})
 	if err != nil {
 		panic(fmt.Sprintf("encoding IstioStats: %v", err)) // a constant message: cannot fail
@@ -277,7 +283,10 @@ func (t *translator) metaProtocolProxy(host, app, codec, statPrefix string, filt
 	mp.ApplicationProtocol = app
 	//lint:ignore SA1019 as above
 	mp.Codec = &mpproto.Codec{Name: codec}
-	return mp
+	if err := telemetry(mp, t.mesh); err != nil {
+		return nil, fmt.Errorf("telemetry from the mesh config: %w", err)
+	}
+	return mp, nil
 }
 
 // xdsConfigSource points at Meltemi's RDS server through the configured cluster.

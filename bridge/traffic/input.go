@@ -32,6 +32,9 @@ type Input struct {
 	VirtualServices []*VirtualService
 	// DubboAuthorizationPolicies guard the inbound side of native Dubbo ports.
 	DubboAuthorizationPolicies []*dubbov1.DubboAuthorizationPolicy
+	// Mesh is Istio's mesh config, for the proxies' telemetry; nil means Istio's defaults (no
+	// access log, tracing at 1%).
+	Mesh *MeshConfig
 }
 
 // VirtualService is the part of Istio's VirtualService that routes native Dubbo and Thrift

@@ -133,6 +133,7 @@ type subsets struct {
 
 type translator struct {
 	opts      Options
+	mesh      *MeshConfig
 	out       *Output
 	codecs    map[string]string
 	subsets   map[string]*subsets // host -> subsets of its DestinationRules
@@ -150,6 +151,7 @@ type translator struct {
 func Translate(in Input, opts Options) *Output {
 	t := &translator{
 		opts: opts.WithDefaults(),
+		mesh: in.Mesh,
 		out: &Output{
 			Routes:  map[string]*routev3.RouteConfiguration{},
 			Routers: map[types.NamespacedName]*RouterResult{},

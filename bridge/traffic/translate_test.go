@@ -93,6 +93,11 @@ func loadCase(t *testing.T, dir string) (Input, Options, []Problem) {
 		t.Fatalf("parsing input: %v", err)
 	}
 	in, problems := Decode(objs)
+	if data, err := os.ReadFile(filepath.Join(dir, "mesh.yaml")); err == nil {
+		if in.Mesh, err = ParseMeshConfig(string(data)); err != nil {
+			t.Fatalf("mesh.yaml: %v", err)
+		}
+	}
 	var opts Options
 	if data, err := os.ReadFile(filepath.Join(dir, "options.yaml")); err == nil {
 		if err := yaml.UnmarshalStrict(data, &opts); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -32,6 +33,7 @@ type trafficFlags struct {
 	proxySelector  string
 	exportNS       string
 	clusterDomain  string
+	meshConfig     string
 	tlsCert        string
 	tlsKey         string
 	clientCA       string
@@ -52,6 +54,8 @@ func (f *trafficFlags) register(fs *flag.FlagSet) {
 			"Empty: every proxy in --envoyfilter-namespace's scope (a proxy without the filter rejects those listeners)")
 	fs.StringVar(&f.exportNS, "envoyfilter-export-namespaces", "",
 		"namespaces (a,b,… or *) besides --envoyfilter-namespace that a MetaRouter's exportTo may put EnvoyFilters in, as Aeraki does; the EnvoyFilter writer then covers all namespaces")
+	fs.StringVar(&f.meshConfig, "mesh-config", "istio-system/istio",
+		"namespace/name of Istio's mesh config ConfigMap, whose access log and tracing settings MetaProtocol proxies get; empty: Istio's defaults")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster's Services, completing short host names of traffic rules")
 	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
@@ -118,8 +122,17 @@ func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, k
 		lis.Close()
 		return nil, err
 	}
+	var mesh types.NamespacedName
+	if f.meshConfig != "" {
+		ns, name, ok := strings.Cut(f.meshConfig, "/")
+		if !ok || ns == "" || name == "" {
+			lis.Close()
+			return nil, fmt.Errorf("--mesh-config %q: want namespace/name", f.meshConfig)
+		}
+		mesh = types.NamespacedName{Namespace: ns, Name: name}
+	}
 	ctrl, err := rules.New(rules.Config{
-		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace,
+		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace, MeshConfig: mesh,
 		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, Registerer: reg, Logger: log,
 	})
 	if err != nil {

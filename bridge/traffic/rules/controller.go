@@ -20,6 +20,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -52,6 +53,9 @@ type Config struct {
 	// WatchNamespace limits the objects read to one namespace; "" reads all (MetaRouters are
 	// mesh wide, whatever their namespace).
 	WatchNamespace string
+	// MeshConfig is Istio's mesh config ConfigMap (key "mesh"), the source of the proxies'
+	// access log and tracing settings; a zero name means Istio's defaults.
+	MeshConfig types.NamespacedName
 	// Debounce is the quiet time after the last change before translating; MaxDelay bounds how
 	// long a stream of changes can postpone it. Defaults 100ms and 1s.
 	Debounce, MaxDelay time.Duration
@@ -71,7 +75,9 @@ type Controller struct {
 	log       *slog.Logger
 	m         *metrics
 	informers []cache.SharedIndexInformer
-	status    *statusWriter
+	// meshInformer watches the one mesh config ConfigMap (nil without one).
+	meshInformer cache.SharedIndexInformer
+	status       *statusWriter
 
 	// queue coalesces changes of the inputs: the translation reads them all, so the one key
 	// only carries the time of the earliest change.
@@ -84,6 +90,7 @@ type Controller struct {
 	// the events a standby did not).
 	reannounce atomic.Bool
 	synced     bool // first translation handed over
+	lastMesh   *traffic.MeshConfig
 }
 
 // New validates cfg and sets up the informers; nothing talks to the API server until Run.
@@ -133,6 +140,19 @@ func New(cfg Config) (*Controller, error) {
 			return nil, err
 		}
 		c.informers = append(c.informers, inf)
+	}
+	if cfg.MeshConfig.Name != "" {
+		name := cfg.MeshConfig.Name
+		inf := dynamicinformer.NewFilteredDynamicInformer(cfg.Client, configMapResource, cfg.MeshConfig.Namespace, 0, cache.Indexers{},
+			func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + name }).Informer()
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { c.markDirty() },
+			UpdateFunc: func(any, any) { c.markDirty() },
+			DeleteFunc: func(any) { c.markDirty() },
+		}); err != nil {
+			return nil, err
+		}
+		c.meshInformer = inf
 	}
 	leading := cfg.Leading
 	if leading == nil {
@@ -197,7 +217,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var hasSynced []cache.InformerSynced
-	for _, inf := range c.informers {
+	for _, inf := range c.allInformers() {
 		wg.Go(func() { inf.RunWithContext(ctx) })
 		hasSynced = append(hasSynced, inf.HasSynced)
 	}
@@ -248,6 +268,11 @@ func (c *Controller) translateOnce(origin time.Time) {
 		}
 	}
 	in, decodeProblems := traffic.Decode(objs)
+	mesh, meshProblem := c.meshConfig()
+	in.Mesh = mesh
+	if meshProblem != nil {
+		decodeProblems = append(decodeProblems, *meshProblem)
+	}
 	bad := c.substituteAccepted(&in)
 	out := traffic.Translate(in, c.cfg.Options)
 
@@ -270,6 +295,38 @@ func (c *Controller) translateOnce(origin time.Time) {
 	c.log.Debug("traffic translated", "metaRouters", len(in.MetaRouters), "serviceEntries", len(in.ServiceEntries),
 		"routes", len(out.Routes), "envoyFilters", len(out.EnvoyFilters), "problems", len(problems),
 		"took", time.Since(start).Round(time.Microsecond))
+}
+
+var configMapResource = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+func (c *Controller) allInformers() []cache.SharedIndexInformer {
+	if c.meshInformer == nil {
+		return c.informers
+	}
+	return append(slices.Clone(c.informers), c.meshInformer)
+}
+
+// meshConfig parses the mesh config ConfigMap. Missing, it means Istio's defaults; invalid,
+// the last valid one stays in use and the problem is reported.
+func (c *Controller) meshConfig() (*traffic.MeshConfig, *traffic.Problem) {
+	if c.meshInformer == nil {
+		return nil, nil
+	}
+	key := c.cfg.MeshConfig
+	obj, ok, _ := c.meshInformer.GetStore().GetByKey(key.Namespace + "/" + key.Name)
+	if !ok {
+		c.lastMesh = nil
+		return nil, nil
+	}
+	u, _ := obj.(*unstructured.Unstructured)
+	data, _, _ := unstructured.NestedString(u.Object, "data", "mesh")
+	mc, err := traffic.ParseMeshConfig(data)
+	if err != nil {
+		return c.lastMesh, &traffic.Problem{Kind: "ConfigMap", Namespace: key.Namespace, Name: key.Name, Severity: traffic.SeverityError,
+			Message: fmt.Sprintf("%v; the last valid mesh config stays in use", err)}
+	}
+	c.lastMesh = mc
+	return mc, nil
 }
 
 // invalid describes a MetaRouter whose current version is invalid on its own.

@@ -115,7 +115,14 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	}
 	routes := &routeRecorder{}
 	events := &eventLog{}
-	ctrl, err := New(Config{Client: dyn, Writer: rec, Routes: routes, WatchNamespace: ns,
+	// Istio's mesh config turns on access logs.
+	cmGVR := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	if _, err := dyn.Resource(cmGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "istio"},
+		"data": map[string]any{"mesh": "accessLogFile: /dev/stdout\nenableTracing: false\n"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := New(Config{Client: dyn, Writer: rec, Routes: routes, WatchNamespace: ns, MeshConfig: types.NamespacedName{Namespace: ns, Name: "istio"},
 		Options: traffic.Options{Namespace: ns}, Recorder: events.record, Registerer: reg, Debounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +179,27 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	})
 	env.Eventually(t, 20*time.Second, condition(mpv1.ConditionAccepted, "True"))
 	env.Eventually(t, 10*time.Second, condition(mpv1.ConditionResolvedRefs, "True"))
+	telemetry := func(wantLog bool) func() error {
+		return func() error {
+			ef, err := dyn.Resource(efGVR).Namespace(ns).Get(ctx, efName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			js, _ := ef.MarshalJSON()
+			if hasLog := strings.Contains(string(js), `"access_log"`); hasLog != wantLog {
+				return fmt.Errorf("access log in the EnvoyFilter: %v, want %v", hasLog, wantLog)
+			}
+			if strings.Contains(string(js), `"tracing"`) == wantLog {
+				return fmt.Errorf("tracing in the EnvoyFilter: %v, want %v", !wantLog, !wantLog)
+			}
+			return nil
+		}
+	}
+	env.Eventually(t, 10*time.Second, telemetry(true))
+	if err := dyn.Resource(cmGVR).Namespace(ns).Delete(ctx, "istio", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 10*time.Second, telemetry(false)) // Istio's defaults: no access log, tracing on
 	if !ctrl.Synced() {
 		t.Error("not synced after the first translation")
 	}
