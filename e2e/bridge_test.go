@@ -59,7 +59,7 @@ func newCluster(t testing.TB, env *harness.Env) *cluster {
 		// istiod would otherwise keep serving to (and reporting about for) later tests.
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		for _, gvr := range []schema.GroupVersionResource{serviceEntries, workloadEntries, destinationRules, envoyFiltersGVR} {
+		for _, gvr := range []schema.GroupVersionResource{serviceEntries, workloadEntries, destinationRules, envoyFiltersGVR, virtualServicesGVR} {
 			if err := c.dyn.Resource(gvr).Namespace(c.namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 				t.Logf("cleanup: deleting %s in %s: %v", gvr.Resource, c.namespace, err)
 			}

@@ -181,6 +181,9 @@ func checkNativeFilters(proxy string, n int, filter func(int) (string, *anypb.An
 	return nil
 }
 
+// MetaProtocolProxy is the MetaProtocol proxy's config message, as DecodeMetaProtocol returns it.
+type MetaProtocolProxy = mpproto.MetaProtocolProxy
+
 // DecodeMetaProtocol decodes a TypedStruct's value into the MetaProtocol proxy's message,
 // strictly: unknown fields, in the proxy's config or in any filter config it holds, are errors.
 func DecodeMetaProtocol(ts *udpatypev1.TypedStruct) (*mpproto.MetaProtocolProxy, error) {
