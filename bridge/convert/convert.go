@@ -67,6 +67,27 @@ var DefaultProtocols = map[string]string{
 	"tcp":    "tcp",
 }
 
+// Port namings: how Dubbo and Thrift ports are named, which selects the proxy that handles
+// them.
+const (
+	// PortNamingMetaProtocol names them tcp-metaprotocol-<protocol>-…: the MetaProtocol proxy.
+	PortNamingMetaProtocol = "metaprotocol"
+	// PortNamingNative names them tcp-dubbo-… and tcp-thrift-…, as dubbo2istio does: Envoy's
+	// own Dubbo and Thrift proxies (routed by VirtualServices).
+	PortNamingNative = "dubbo2istio"
+)
+
+// ProtocolsFor returns the Protocols of a port naming.
+func ProtocolsFor(naming string) (map[string]string, error) {
+	switch naming {
+	case "", PortNamingMetaProtocol:
+		return nil, nil
+	case PortNamingNative:
+		return map[string]string{"dubbo": "tcp-dubbo", "thrift": "tcp-thrift"}, nil
+	}
+	return nil, fmt.Errorf("port naming %q: want %s or %s", naming, PortNamingMetaProtocol, PortNamingNative)
+}
+
 func (o Options) prefix(protocol string) string {
 	if p, ok := o.Protocols[protocol]; ok {
 		return p

@@ -174,6 +174,10 @@ func TestPortNames(t *testing.T) {
 		{"", Options{}, "tcp-20880", "TCP"},
 		{"mystery", Options{UnknownProtocol: "tcp-dubbo"}, "tcp-dubbo-20880", "TCP"},
 		{"dubbo", Options{Protocols: map[string]string{"dubbo": "tcp-dubbo"}}, "tcp-dubbo-20880", "TCP"},
+		{"dubbo", Options{Protocols: mustProtocols(t, PortNamingNative)}, "tcp-dubbo-20880", "TCP"},
+		{"thrift", Options{Protocols: mustProtocols(t, PortNamingNative)}, "tcp-thrift-20880", "TCP"},
+		{"tri", Options{Protocols: mustProtocols(t, PortNamingNative)}, "grpc-tri-20880", "GRPC"},
+		{"dubbo", Options{Protocols: mustProtocols(t, PortNamingMetaProtocol)}, "tcp-metaprotocol-dubbo-20880", "TCP"},
 	}
 	for _, tc := range tests {
 		res := Convert(Input{Host: "h.example", Services: []catalog.Service{{Registry: "r", Key: "k", Host: "h.example",
@@ -182,6 +186,15 @@ func TestPortNames(t *testing.T) {
 			t.Errorf("protocol %q: got port %s/%s, want %s/%s", tc.protocol, got.Name, got.Protocol, tc.want, tc.istio)
 		}
 	}
+}
+
+func mustProtocols(t *testing.T, naming string) map[string]string {
+	t.Helper()
+	p, err := ProtocolsFor(naming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // marshalResult renders a result as one YAML stream: the ServiceEntry, then its

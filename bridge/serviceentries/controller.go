@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -38,7 +41,18 @@ type Config struct {
 	VIPs *vip.Allocator
 	// Latency, when set, is told when the hosts handed over changed.
 	Latency *WriteLatency
-	Logger  *slog.Logger
+	// Hosts, when set, tells which hosts ServiceEntries Meltemi does not own define. Such a
+	// host is not written while only foreign entries define it (Istio would merge both, the
+	// host would be in two ServiceEntries); with one of Meltemi's already there it is kept up
+	// to date, and the duplicate reported. Call Recheck when the definitions change.
+	Hosts  HostLookup
+	Logger *slog.Logger
+}
+
+// HostLookup reports the foreign ServiceEntries defining a host and whether one of Meltemi's
+// does (sync/kube.HostIndex).
+type HostLookup interface {
+	Lookup(host string) (foreign []string, owned bool)
 }
 
 // Controller receives registry state (from bridge/serviceregistry) and writes ServiceEntries.
@@ -51,6 +65,10 @@ type Controller struct {
 	policy Policy
 	// deletesOK is set once the writer was told deletes are allowed; only Run touches it.
 	deletesOK chan struct{}
+
+	mu       sync.Mutex
+	withheld map[string][]string // host -> foreign ServiceEntries defining it, while not written
+	dupes    map[string][]string // host -> foreign ServiceEntries defining it next to Meltemi's
 }
 
 // New returns a controller writing through w. Until SetRegistries names the configured
@@ -69,7 +87,19 @@ func New(cfg Config, st *store.Store, w synckube.Writer) *Controller {
 	if cfg.Window > 0 {
 		queue = coalesce.NewLeading[string](cfg.Window)
 	}
-	return &Controller{cfg: cfg, store: st, writer: w, log: cfg.Logger, queue: queue, deletesOK: make(chan struct{})}
+	return &Controller{cfg: cfg, store: st, writer: w, log: cfg.Logger, queue: queue, deletesOK: make(chan struct{}),
+		withheld: map[string][]string{}, dupes: map[string][]string{}}
+}
+
+// Recheck writes hosts again, e.g. after the ServiceEntries defining them changed.
+func (c *Controller) Recheck(hosts ...string) { c.queue.Add(hosts...) }
+
+// Withheld returns the hosts not written because only foreign ServiceEntries define them,
+// with those entries.
+func (c *Controller) Withheld() map[string][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.withheld)
 }
 
 // Store returns the store of registry services.
@@ -199,8 +229,15 @@ func (c *Controller) write(h string) error {
 		in.VIP = addr
 	}
 	res := convert.Convert(in, c.cfg.Convert)
+	if res != nil && c.guard(h) {
+		return nil
+	}
 	var objs []*unstructured.Unstructured
 	if res == nil {
+		c.mu.Lock()
+		delete(c.withheld, h)
+		delete(c.dupes, h)
+		c.mu.Unlock()
 		if c.cfg.VIPs != nil {
 			c.cfg.VIPs.Release(h)
 		}
@@ -219,6 +256,40 @@ func (c *Controller) write(h string) error {
 		objs = append(objs, u)
 	}
 	return errors.Join(c.writer.SetGroup(h, objs)...)
+}
+
+// guard reports whether host h must not be written because only ServiceEntries Meltemi does
+// not own define it, and reports changes of the host's standing in the log.
+func (c *Controller) guard(h string) bool {
+	if c.cfg.Hosts == nil {
+		return false
+	}
+	foreign, owned := c.cfg.Hosts.Lookup(h)
+	withhold := len(foreign) > 0 && !owned
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case withhold:
+		if !slices.Equal(c.withheld[h], foreign) {
+			c.log.Warn("host not written: ServiceEntries Meltemi does not own define it (delete them to hand the host over)",
+				"host", h, "serviceEntries", strings.Join(foreign, ","))
+		}
+		c.withheld[h] = foreign
+	case len(foreign) > 0:
+		if !slices.Equal(c.dupes[h], foreign) {
+			c.log.Warn("host is defined by Meltemi's ServiceEntry and by others: Istio merges them; delete the others",
+				"host", h, "serviceEntries", strings.Join(foreign, ","))
+		}
+		c.dupes[h] = foreign
+		delete(c.withheld, h)
+	default:
+		if _, was := c.withheld[h]; was {
+			c.log.Info("host handed over: no foreign ServiceEntry defines it any more", "host", h)
+		}
+		delete(c.withheld, h)
+		delete(c.dupes, h)
+	}
+	return withhold
 }
 
 func hasInstances(services []catalog.Service) bool {

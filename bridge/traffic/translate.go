@@ -372,10 +372,23 @@ func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []
 		vips = append(vips, ip)
 	}
 	if len(svc.se.Spec.Addresses) == 0 && svc.se.Status != nil {
+		// istiod allocates an IPv4 and an IPv6 address; the proxy's listener is named after the
+		// one of its family, the other is an extra address of the same listener. Proxies here
+		// are IPv4 unless the host has only an IPv6 address.
+		var v6 string
 		for _, a := range svc.se.Status.Addresses {
-			if (a.Host == "" || a.Host == svc.host) && a.Value != "" && !strings.Contains(a.Value, "/") {
-				vips = append(vips, a.Value)
+			if (a.Host != "" && a.Host != svc.host) || a.Value == "" || strings.Contains(a.Value, "/") {
+				continue
 			}
+			if strings.Contains(a.Value, ":") {
+				v6 = cmp.Or(v6, a.Value)
+				continue
+			}
+			vips = append(vips, a.Value)
+			break
+		}
+		if len(vips) == 0 && v6 != "" {
+			vips = append(vips, v6)
 		}
 	}
 	if len(vips) == 0 {

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/internal/golden"
@@ -37,7 +36,7 @@ func TestTranslateGolden(t *testing.T) {
 				if err := CheckEnvoyFilter(ef); err != nil {
 					t.Errorf("EnvoyFilter %s: %v", ef.GetName(), err)
 				}
-				for _, l := range patchedListeners(ef) {
+				for _, l := range PatchedListeners(ef) {
 					if strings.HasPrefix(l, "0.0.0.0_") || strings.HasPrefix(l, "[::]_") || strings.HasPrefix(l, "::_") {
 						t.Errorf("EnvoyFilter %s patches the wildcard listener %s, capturing every TCP service on its port", ef.GetName(), l)
 					}
@@ -146,19 +145,6 @@ func render(t *testing.T, out *Output) (efs, routes, problems string) {
 		fmt.Fprintln(&b, p.String())
 	}
 	return efs, routes, b.String()
-}
-
-// patchedListeners lists the listener names an EnvoyFilter's patches match.
-func patchedListeners(ef *unstructured.Unstructured) []string {
-	patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
-	var out []string
-	for _, p := range patches {
-		m, _ := p.(map[string]any)
-		if name, _, _ := unstructured.NestedString(m, "match", "listener", "name"); name != "" {
-			out = append(out, name)
-		}
-	}
-	return out
 }
 
 // TestAerakiSemantics evaluates the routes of testdata/aeraki-semantics the way the proxy

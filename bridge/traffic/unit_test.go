@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -61,5 +62,31 @@ items:
 	}
 	if _, err := ParseObjects([]byte("a: [")); err == nil {
 		t.Error("broken YAML: no error")
+	}
+}
+
+func TestListenerConflicts(t *testing.T) {
+	ef := func(name string, owned bool, listeners ...string) *unstructured.Unstructured {
+		var patches []any
+		for _, l := range listeners {
+			patches = append(patches, map[string]any{"match": map[string]any{"listener": map[string]any{"name": l}}})
+		}
+		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"configPatches": patches}}}
+		u.SetName(name)
+		u.SetNamespace("istio-system")
+		if owned {
+			u.SetLabels(map[string]string{"app.kubernetes.io/managed-by": "meltemi"})
+		}
+		return u
+	}
+	ours := []*unstructured.Unstructured{ef("meltemi-a", true, "10.0.0.1_20880"), ef("meltemi-b", true, "10.0.0.2_20880")}
+	others := []*unstructured.Unstructured{
+		ef("aeraki-a", false, "10.0.0.1_20880", "10.0.0.2_20880"),
+		ef("unrelated", false, "10.0.0.9_80"),
+		ef("meltemi-a", true, "10.0.0.1_20880"), // ours, read back
+	}
+	got := ListenerConflicts(ours, others)
+	if len(got) != 1 || got[0].Name != "aeraki-a" || !strings.Contains(got[0].Message, "patches listener 10.0.0.1_20880 (and 1 more), which Meltemi's EnvoyFilter istio-system/meltemi-a") {
+		t.Errorf("conflicts %v", got)
 	}
 }

@@ -63,6 +63,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return convertCmd(ctx, args, stdout, stderr)
 	case "routes":
 		return routesCmd(ctx, args, stdout, stderr)
+	case "migrate":
+		return migrateCmd(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -80,6 +82,7 @@ Commands:
   plugins describe show the options a registry plugin accepts
   convert          print the ServiceEntries that registries would yield, without a cluster
   routes explain   print the route and cluster a request with given attributes takes
+  migrate check    report what stands in the way of moving from Aeraki and dubbo2istio
 `
 
 // defaultPluginDir is the directory of the meltemi executable: plugins ship beside it.

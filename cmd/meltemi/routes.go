@@ -103,7 +103,7 @@ func listTrafficObjects(ctx context.Context, kubeconfig, namespace string) ([]*u
 	}
 	var objs []*unstructured.Unstructured
 	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource,
-		istio.DestinationRuleResource, istio.ServiceEntryResource} {
+		istio.DestinationRuleResource, istio.ServiceEntryResource, istio.VirtualServiceResource} {
 		list, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", gvr.Resource, err)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
@@ -49,6 +50,8 @@ type runFlags struct {
 	logLevel          string
 	logFormat         string
 	maxInline         int
+	portNaming        string
+	hostGuard         bool
 	vipCIDR           string
 	leaderElect       bool
 	leaseNamespace    string
@@ -71,6 +74,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.workers, "workers", 8, "concurrent object writers")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&f.portNaming, "port-naming", convert.PortNamingMetaProtocol,
+		"how Dubbo and Thrift ports are named: metaprotocol (tcp-metaprotocol-dubbo-…, the MetaProtocol proxy) or dubbo2istio (tcp-dubbo-…, Envoy's Dubbo and Thrift proxies, as dubbo2istio writes them)")
+	fs.BoolVar(&f.hostGuard, "host-guard", true,
+		"do not write a host that ServiceEntries Meltemi does not own define (e.g. dubbo2istio's), so no host is in two ServiceEntries")
 	fs.IntVar(&f.maxInline, "max-inline-endpoints", convert.DefaultMaxInlineEndpoints, "most endpoints a ServiceEntry carries inline; above, instances become WorkloadEntries")
 	fs.StringVar(&f.vipCIDR, "vip-cidr", defaultVIPCIDR, "range virtual IPs are given out from, one per ServiceEntry; empty disables (istiod may then allocate addresses itself)")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader among replicas through a Lease: only the leader writes, standbys keep warm")
@@ -144,7 +151,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Every replica runs the plugins and builds the desired state, so a standby that becomes
 	// leader only has to sync its caches and write the differences; only the leader writes.
 	var leading atomic.Bool
-	svc, err := startServices(ctx, &f, dyn, kube, reg, log, goRun)
+	// The host guard reads ServiceEntries where the host may: everywhere with the traffic
+	// translator's ClusterRole, else its namespace.
+	guardNS := f.namespace
+	if tf.enabled {
+		guardNS = tf.watchNamespace
+	}
+	svc, err := startServices(ctx, &f, guardNS, dyn, kube, reg, log, goRun)
 	if err != nil {
 		return err
 	}
@@ -208,7 +221,7 @@ type servicesPart struct {
 
 // startServices builds the registry side and starts its controller; the reconciler starts
 // with lead, the plugins with configure.
-func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube kubernetes.Interface,
+func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic.Interface, kube kubernetes.Interface,
 	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error)) (*servicesPart, error) {
 	latency := serviceentries.NewWriteLatency(f.namespace)
 	if err := reg.Register(latency.Collector()); err != nil {
@@ -231,15 +244,38 @@ func startServices(ctx context.Context, f *runFlags, dyn dynamic.Interface, kube
 			return nil, err
 		}
 	}
-	ctrl := serviceentries.New(serviceentries.Config{
-		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline},
+	protocols, err := convert.ProtocolsFor(f.portNaming)
+	if err != nil {
+		return nil, fmt.Errorf("--port-naming: %w", err)
+	}
+	cfg := serviceentries.Config{
+		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline, Protocols: protocols},
 		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
-	}, store.New(), rec)
+	}
+	var ctrl *serviceentries.Controller
+	var hosts *synckube.HostIndex
+	if f.hostGuard {
+		if hosts, err = synckube.NewHostIndex(dyn, guardNS, func(h []string) { ctrl.Recheck(h...) }); err != nil {
+			return nil, err
+		}
+		cfg.Hosts = hosts
+	}
+	ctrl = serviceentries.New(cfg, store.New(), rec)
 	if err := ctrl.RegisterMetrics(reg); err != nil {
 		return nil, err
 	}
 	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: supervisor.NewMetrics(reg)}, ctrl)
-	goRun("controller", func() error { ctrl.Run(ctx); return nil })
+	goRun("controller", func() error {
+		if hosts != nil {
+			go hosts.Run(ctx)
+			// Decisions on foreign hosts need the complete index.
+			if !cache.WaitForCacheSync(ctx.Done(), hosts.Synced) {
+				return nil
+			}
+		}
+		ctrl.Run(ctx)
+		return nil
+	})
 	return &servicesPart{rec: rec, ctrl: ctrl, mgr: mgr, configured: make(chan struct{}), log: log, run: goRun, kube: kube, dyn: dyn}, nil
 }
 

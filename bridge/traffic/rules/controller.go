@@ -141,6 +141,24 @@ func New(cfg Config) (*Controller, error) {
 		}
 		c.informers = append(c.informers, inf)
 	}
+	// EnvoyFilters Meltemi does not own, where its own go: one patching the same listener
+	// (a still running Aeraki) is reported. Changes of Meltemi's own do not retranslate.
+	efInf := factoryFor(cfg.Client, cfg.Options.WriterNamespace()).ForResource(istio.EnvoyFilterResource).Informer()
+	if err := efInf.SetTransform(slim); err != nil {
+		return nil, err
+	}
+	foreignChange := func(obj any) {
+		if u, ok := obj.(*unstructured.Unstructured); ok && traffic.Owned(u) {
+			return
+		}
+		c.markDirty()
+	}
+	if _, err := efInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: foreignChange, UpdateFunc: func(_, obj any) { foreignChange(obj) }, DeleteFunc: foreignChange,
+	}); err != nil {
+		return nil, err
+	}
+	c.informers = append(c.informers, efInf)
 	if cfg.MeshConfig.Name != "" {
 		name := cfg.MeshConfig.Name
 		inf := dynamicinformer.NewFilteredDynamicInformer(cfg.Client, configMapResource, cfg.MeshConfig.Namespace, 0, cache.Indexers{},
@@ -288,7 +306,13 @@ func (c *Controller) translateOnce(origin time.Time) {
 		c.cfg.Writer.AllowDeletes()
 	}
 
-	problems := slices.Concat(decodeProblems, writeErrs, out.Problems)
+	var envoyFilters []*unstructured.Unstructured
+	for _, u := range objs {
+		if u.GetKind() == istio.EnvoyFilterKind.Kind {
+			envoyFilters = append(envoyFilters, u)
+		}
+	}
+	problems := slices.Concat(decodeProblems, writeErrs, out.Problems, traffic.ListenerConflicts(out.EnvoyFilters, envoyFilters))
 	c.reportProblems(problems, byKey)
 	c.updateStatuses(in, out, decodeProblems, bad)
 	c.m.observe(time.Since(start), len(out.Routes), len(out.EnvoyFilters), problems)
@@ -298,6 +322,10 @@ func (c *Controller) translateOnce(origin time.Time) {
 }
 
 var configMapResource = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+func factoryFor(client dynamic.Interface, namespace string) dynamicinformer.DynamicSharedInformerFactory {
+	return dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 0, namespace, nil)
+}
 
 func (c *Controller) allInformers() []cache.SharedIndexInformer {
 	if c.meshInformer == nil {

@@ -196,6 +196,33 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		}
 	}
 	env.Eventually(t, 10*time.Second, telemetry(true))
+
+	// A foreign EnvoyFilter on the same listener (a still running Aeraki) is reported on itself.
+	aeraki := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+		"metadata": map[string]any{"name": "aeraki-outbound-greeter", "namespace": ns},
+		"spec": map[string]any{"configPatches": []any{map[string]any{
+			"applyTo": "NETWORK_FILTER",
+			"match": map[string]any{"context": "SIDECAR_OUTBOUND", "listener": map[string]any{"name": "240.240.200.1_20880",
+				"filterChain": map[string]any{"filter": map[string]any{"name": "envoy.filters.network.tcp_proxy"}}}},
+			// A value istiod can build: a shared istiod (other packages' tests) must not log errors.
+			"patch": map[string]any{"operation": "REPLACE", "value": map[string]any{"name": "envoy.filters.network.tcp_proxy",
+				"typed_config": map[string]any{"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+					"stat_prefix": "aeraki", "cluster": "outbound|20880||" + host}}},
+		}}},
+	}}
+	if _, err := dyn.Resource(efGVR).Namespace(ns).Create(ctx, aeraki, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 10*time.Second, func() error {
+		if !events.has("Warning " + ReasonTrafficProblem + " Warning: patches listener 240.240.200.1_20880 (and 0 more), which Meltemi's EnvoyFilter") {
+			return fmt.Errorf("no event about the foreign EnvoyFilter: %v", events.events)
+		}
+		return nil
+	})
+	if err := dyn.Resource(efGVR).Namespace(ns).Delete(ctx, "aeraki-outbound-greeter", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := dyn.Resource(cmGVR).Namespace(ns).Delete(ctx, "istio", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
