@@ -329,3 +329,53 @@ func TestWriteWindowLeadingAndTrailing(t *testing.T) {
 		t.Fatalf("%d writes for a burst within the window, want 2 (leading and trailing)", sets)
 	}
 }
+
+// hostTable is a HostLookup the test sets.
+type hostTable struct {
+	mu      sync.Mutex
+	foreign map[string][]string
+	owned   map[string]bool
+}
+
+func (h *hostTable) Lookup(host string) ([]string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.foreign[host]), h.owned[host]
+}
+
+func (h *hostTable) set(host string, foreign []string, owned bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.foreign[host], h.owned[host] = foreign, owned
+}
+
+// A host only foreign ServiceEntries define is withheld (counted) until they are gone; one
+// Meltemi already has an entry for is kept up to date next to the foreign one.
+func TestHostGuard(t *testing.T) {
+	hosts := &hostTable{foreign: map[string][]string{}, owned: map[string]bool{}}
+	hosts.set("legacy.example", []string{"apps/aeraki-legacy.example"}, false)
+	hosts.set("shared.example", []string{"apps/mine-too"}, true)
+	c, rec := start(t, Config{Hosts: hosts})
+	c.Upsert(svc("zk", "a", "legacy.example", "10.0.0.1"))
+	c.Upsert(svc("zk", "b", "shared.example", "10.0.0.2"))
+	c.Upsert(svc("zk", "c", "fresh.example", "10.0.0.3"))
+	eventually(t, "fresh and shared hosts written", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		return objs["ServiceEntry/fresh.example"] != nil && objs["ServiceEntry/shared.example"] != nil
+	})
+	if objs, _, _, _ := rec.snapshot(); objs["ServiceEntry/legacy.example"] != nil {
+		t.Fatal("a host only a foreign ServiceEntry defines was written")
+	}
+	if w := c.Withheld(); len(w) != 1 || w["legacy.example"][0] != "apps/aeraki-legacy.example" {
+		t.Errorf("withheld %v", w)
+	}
+	hosts.set("legacy.example", nil, false)
+	c.Recheck("legacy.example")
+	eventually(t, "legacy host written once the foreign entry is gone", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		return objs["ServiceEntry/legacy.example"] != nil
+	})
+	if w := c.Withheld(); len(w) != 0 {
+		t.Errorf("still withheld: %v", w)
+	}
+}

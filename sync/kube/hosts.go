@@ -38,14 +38,7 @@ func NewHostIndex(client dynamic.Interface, namespace string, onChange func(host
 			return obj, nil
 		}
 		hosts, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "hosts")
-		slim := &unstructured.Unstructured{}
-		slim.SetAPIVersion(u.GetAPIVersion())
-		slim.SetKind(u.GetKind())
-		slim.SetNamespace(u.GetNamespace())
-		slim.SetName(u.GetName())
-		slim.SetUID(u.GetUID())
-		slim.SetResourceVersion(u.GetResourceVersion())
-		slim.SetLabels(u.GetLabels())
+		slim := identity(u)
 		_ = unstructured.SetNestedStringSlice(slim.Object, hosts, "spec", "hosts")
 		return slim, nil
 	}); err != nil {

@@ -608,6 +608,11 @@ func (r *Reconciler) transform(obj any) (any, error) {
 		u.SetManagedFields(nil)
 		return u, nil
 	}
+	return identity(u), nil
+}
+
+// identity is an object cut down to its identity and labels.
+func identity(u *unstructured.Unstructured) *unstructured.Unstructured {
 	s := &unstructured.Unstructured{Object: map[string]any{}}
 	s.SetAPIVersion(u.GetAPIVersion())
 	s.SetKind(u.GetKind())
@@ -617,7 +622,7 @@ func (r *Reconciler) transform(obj any) (any, error) {
 	s.SetResourceVersion(u.GetResourceVersion())
 	s.SetLabels(u.GetLabels())
 	s.SetDeletionTimestamp(u.GetDeletionTimestamp())
-	return s, nil
+	return s
 }
 
 // onEvent handles informer notifications: it retires write records the cache has caught up
