@@ -286,6 +286,10 @@ spec:
 	if err := dryRun(valid); err != nil {
 		t.Fatalf("Aeraki's example is refused: %v", err)
 	}
+	// Aeraki's CRD takes any weights (the proxy splits in proportion): so does Meltemi's.
+	if err := dryRun(strings.Replace(strings.Replace(valid, "weight: 20", "weight: 30", 1), "weight: 80", "weight: 300", 1)); err != nil {
+		t.Errorf("weights not summing to 100 are refused: %v", err)
+	}
 	for doc, want := range map[string]string{
 		"{protocol: dubbo, codec: aeraki.meta_protocol.codec.dubbo}": "",
 		"{protocol: dubbo}":                         "codec: Required value",
@@ -302,8 +306,9 @@ spec:
 		}
 	}
 	for _, tc := range []struct{ name, from, to, want string }{
-		{"weights not summing to 100", "weight: 80", "weight: 70", "must sum to 100"},
-		{"weight over 100", "weight: 80", "weight: 180", "spec.routes[1].route[1].weight"},
+		{"no positive weight", "weight: 20\n    - destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}\n      weight: 80",
+			"weight: 0\n    - destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}\n      weight: 0", "several destinations need a positive weight"},
+		{"negative weight", "weight: 80", "weight: -1", "spec.routes[1].route[1].weight"},
 		{"duplicate route names", "name: traffic-split", "name: v1", "route names must be unique"},
 		{"two kinds of match", "exact: sayHello\n", "exact: sayHello\n          prefix: say\n", "at most one of exact, prefix and regex"},
 		{"mirror percentage without mirror", "    mirror: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}\n", "", "mirrorPercentage needs mirror"},
