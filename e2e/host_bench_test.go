@@ -9,6 +9,7 @@ package e2e
 // Each benchmark works in a namespace of its own, deleted at the end.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -86,12 +87,31 @@ func benchCluster(b *testing.B, env *harness.Env) *cluster {
 	b.Helper()
 	c := newCluster(b, env)
 	b.Cleanup(func() {
-		err := c.dyn.Resource(serviceEntries).Namespace(c.namespace).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{})
-		if err != nil {
+		if err := deleteAllServiceEntries(c); err != nil {
 			b.Errorf("deleting the ServiceEntries of %s: %v", c.namespace, err)
 		}
 	})
 	return c
+}
+
+// deleteAllServiceEntries deletes a namespace's ServiceEntries and waits until none is left.
+// Deleting tens of thousands takes the API server longer than one request may last: a timed
+// out request goes on deleting, so it is repeated until the namespace is empty.
+func deleteAllServiceEntries(c *cluster) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	res := c.dyn.Resource(serviceEntries).Namespace(c.namespace)
+	for {
+		err := res.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		list, lerr := res.List(ctx, metav1.ListOptions{Limit: 1})
+		if lerr == nil && len(list.Items) == 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("still not empty after 10 minutes (last error: %v)", cmp.Or(err, lerr))
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // startBenchHost is startBridge that returns once the host's HTTP endpoint (metrics) answers,
