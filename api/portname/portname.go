@@ -1,7 +1,8 @@
 // Package portname is the mesh's port naming convention, written by the converter and read by
 // the traffic translator. Istio and Aeraki select a port's protocol handling by its name:
 // <protocol>[-<suffix>], with tcp-metaprotocol-<application>[-<suffix>] for MetaProtocol
-// applications and tcp-dubbo-…, tcp-thrift-… for Envoy's native proxies.
+// applications, tcp-dubbo-…, tcp-thrift-…, tcp-redis-… for Envoy's native proxies and
+// tcp-kafka-…, tcp-zookeeper-… for Envoy's protocol statistics filters.
 package portname
 
 import (
@@ -47,6 +48,9 @@ const (
 	MetaProtocolKind             // tcp-metaprotocol-<app>[-<suffix>]
 	Dubbo                        // tcp-dubbo[-<suffix>]: Envoy's dubbo_proxy
 	Thrift                       // tcp-thrift[-<suffix>]: Envoy's thrift_proxy
+	Redis                        // tcp-redis[-<suffix>]: Envoy's redis_proxy
+	Kafka                        // tcp-kafka[-<suffix>]: Envoy's kafka_broker before the TCP proxy
+	ZooKeeper                    // tcp-zookeeper[-<suffix>]: Envoy's zookeeper_proxy before the TCP proxy
 )
 
 // Parse classifies a port by its name; for MetaProtocol ports it returns the application
@@ -66,6 +70,12 @@ func Parse(name string) (Kind, string, error) {
 		return Dubbo, "dubbo", nil
 	case hasToken(n, "tcp-thrift"):
 		return Thrift, "thrift", nil
+	case hasToken(n, "tcp-redis"):
+		return Redis, "redis", nil
+	case hasToken(n, "tcp-kafka"):
+		return Kafka, "kafka", nil
+	case hasToken(n, "tcp-zookeeper"):
+		return ZooKeeper, "zookeeper", nil
 	}
 	return Other, "", nil
 }

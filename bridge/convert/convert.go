@@ -56,15 +56,17 @@ type Result struct {
 
 // DefaultProtocols follow Istio's and Aeraki's port-name protocol selection.
 var DefaultProtocols = map[string]string{
-	"dubbo":  portname.MetaProtocol("dubbo"),
-	"thrift": portname.MetaProtocol("thrift"),
-	"tri":    "grpc-tri",
-	"grpc":   "grpc",
-	"http":   "http",
-	"rest":   "http",
-	"http2":  "http2",
-	"redis":  "tcp-redis",
-	"tcp":    "tcp",
+	"dubbo":     portname.MetaProtocol("dubbo"),
+	"thrift":    portname.MetaProtocol("thrift"),
+	"tri":       "grpc-tri",
+	"grpc":      "grpc",
+	"http":      "http",
+	"rest":      "http",
+	"http2":     "http2",
+	"redis":     "tcp-redis",
+	"kafka":     "tcp-kafka",
+	"zookeeper": "tcp-zookeeper",
+	"tcp":       "tcp",
 }
 
 // Port namings: how Dubbo and Thrift ports are named, which selects the proxy that handles
