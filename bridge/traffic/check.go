@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	dubbov3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/dubbo_proxy/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	redisv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 	thriftv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -83,7 +86,8 @@ func ConfigSourceClusters(u *unstructured.Unstructured) ([]string, error) {
 	return out, nil
 }
 
-// patchFilters decodes the listener filter of every patch of an EnvoyFilter.
+// patchFilters decodes the listener filter of every NETWORK_FILTER patch of an EnvoyFilter;
+// CLUSTER patches are checked on the way (CheckCluster).
 func patchFilters(u *unstructured.Unstructured) ([]*listenerv3.Filter, error) {
 	patches, _, err := unstructured.NestedSlice(u.Object, "spec", "configPatches")
 	if err != nil {
@@ -95,13 +99,35 @@ func patchFilters(u *unstructured.Unstructured) ([]*listenerv3.Filter, error) {
 	var out []*listenerv3.Filter
 	for i, p := range patches {
 		m, _ := p.(map[string]any)
-		value, ok, _ := unstructured.NestedMap(m, "patch", "value")
-		if !ok {
+		applyTo, _, _ := unstructured.NestedString(m, "applyTo")
+		op, _, _ := unstructured.NestedString(m, "patch", "operation")
+		value, hasValue, _ := unstructured.NestedMap(m, "patch", "value")
+		if applyTo == "CLUSTER" && op == "REMOVE" {
+			if name, _, _ := unstructured.NestedString(m, "match", "cluster", "name"); name == "" {
+				return nil, fmt.Errorf("configPatches[%d]: a cluster REMOVE without a cluster name removes every cluster", i)
+			}
+			continue
+		}
+		if !hasValue {
 			return nil, fmt.Errorf("configPatches[%d]: no patch.value", i)
 		}
 		raw, err := json.Marshal(value)
 		if err != nil {
 			return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+		}
+		switch applyTo {
+		case "CLUSTER":
+			cl := &clusterv3.Cluster{}
+			if err := protojson.Unmarshal(raw, cl); err != nil {
+				return nil, fmt.Errorf("configPatches[%d]: decoding cluster: %w", i, err)
+			}
+			if err := CheckCluster(cl); err != nil {
+				return nil, fmt.Errorf("configPatches[%d]: %w", i, err)
+			}
+			continue
+		case "NETWORK_FILTER":
+		default:
+			return nil, fmt.Errorf("configPatches[%d]: applyTo %q is not one Meltemi writes", i, applyTo)
 		}
 		f := &listenerv3.Filter{}
 		if err := protojson.Unmarshal(raw, f); err != nil {
@@ -110,6 +136,51 @@ func patchFilters(u *unstructured.Unstructured) ([]*listenerv3.Filter, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// CheckCluster validates a cluster as Envoy takes it: go-control-plane's validation, the typed
+// configs inside (validation does not look into an Any), and the rules of Envoy's Redis
+// cluster, which its messages do not say: lb_policy CLUSTER_PROVIDED and endpoints to discover
+// the topology from; an EDS cluster needs its config source.
+func CheckCluster(cl *clusterv3.Cluster) error {
+	if err := cl.ValidateAll(); err != nil {
+		return fmt.Errorf("cluster %s: %w", cl.GetName(), err)
+	}
+	for name, opts := range cl.GetTypedExtensionProtocolOptions() {
+		m, err := opts.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("cluster %s: protocol options %s: %w", cl.GetName(), name, err)
+		}
+		if _, ok := m.(*redisv3.RedisProtocolOptions); name == RedisProxyFilterName && !ok {
+			return fmt.Errorf("cluster %s: protocol options %s are a %T, want RedisProtocolOptions", cl.GetName(), name, m)
+		}
+		if v, ok := m.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				return fmt.Errorf("cluster %s: protocol options %s: %w", cl.GetName(), name, err)
+			}
+		}
+	}
+	switch {
+	case cl.GetClusterType() != nil:
+		ct := cl.GetClusterType()
+		if ct.GetName() != redisClusterType {
+			return fmt.Errorf("cluster %s: custom cluster type %s is not one Meltemi writes", cl.GetName(), ct.GetName())
+		}
+		if _, err := ct.GetTypedConfig().UnmarshalNew(); err != nil {
+			return fmt.Errorf("cluster %s: Redis cluster config: %w", cl.GetName(), err)
+		}
+		if cl.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
+			return fmt.Errorf("cluster %s: a Redis cluster needs lb_policy CLUSTER_PROVIDED, not %s", cl.GetName(), cl.GetLbPolicy())
+		}
+		if len(cl.GetLoadAssignment().GetEndpoints()) == 0 || len(cl.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()) == 0 {
+			return fmt.Errorf("cluster %s: a Redis cluster needs discovery endpoints in load_assignment", cl.GetName())
+		}
+	case cl.GetType() == clusterv3.Cluster_EDS:
+		if cl.GetEdsClusterConfig().GetEdsConfig() == nil {
+			return fmt.Errorf("cluster %s: an EDS cluster needs eds_cluster_config.eds_config", cl.GetName())
+		}
+	}
+	return nil
 }
 
 // CheckListenerFilter validates a network filter as a proxy would take it: Envoy's rules for
@@ -137,6 +208,8 @@ func CheckListenerFilter(f *listenerv3.Filter) error {
 		return checkNativeFilters(f.GetName(), len(c.GetThriftFilters()), func(i int) (string, *anypb.Any) {
 			return c.GetThriftFilters()[i].GetName(), c.GetThriftFilters()[i].GetTypedConfig()
 		}, thriftRouterFilter)
+	case *redisv3.RedisProxy:
+		return checkRedisProxy(c)
 	}
 	ts, ok := cfg.(*udpatypev1.TypedStruct)
 	if !ok {
@@ -148,6 +221,30 @@ func CheckListenerFilter(f *listenerv3.Filter) error {
 	}
 	if err := CheckMetaProtocol(mp); err != nil {
 		return fmt.Errorf("filter %s: %w", f.GetName(), err)
+	}
+	return nil
+}
+
+// checkRedisProxy applies the Redis proxy's rules its message does not say: every prefix once
+// (compared case-insensitively when the routes are), and somewhere to send commands.
+func checkRedisProxy(p *redisv3.RedisProxy) error {
+	pr := p.GetPrefixRoutes()
+	if pr == nil {
+		return errors.New("redis_proxy: no prefix_routes: every command would fail")
+	}
+	if len(pr.GetRoutes()) == 0 && pr.GetCatchAllRoute() == nil {
+		return errors.New("redis_proxy: neither routes nor a catch_all_route: every command would fail")
+	}
+	seen := map[string]bool{}
+	for _, r := range pr.GetRoutes() {
+		key := r.GetPrefix()
+		if pr.GetCaseInsensitive() {
+			key = strings.ToLower(key)
+		}
+		if seen[key] {
+			return fmt.Errorf("redis_proxy: prefix %q appears twice; the proxy rejects the configuration", r.GetPrefix())
+		}
+		seen[key] = true
 	}
 	return nil
 }

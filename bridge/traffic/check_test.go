@@ -133,3 +133,70 @@ func TestCheckOnGoldenFiles(t *testing.T) {
 		t.Fatal("no golden EnvoyFilters")
 	}
 }
+
+// TestCheckRejectsBrokenRedis breaks the Redis proxy and its cluster the ways Envoy refuses.
+func TestCheckRejectsBrokenRedis(t *testing.T) {
+	in, opts, _ := loadCase(t, filepath.Join("testdata", "redis-kafka-zookeeper"))
+	var outbound *unstructured.Unstructured
+	for _, ef := range Translate(in, opts).EnvoyFilters {
+		if ef.GetName() == "meltemi-redis-cluster.redis.svc.cluster.local-6379-outbound" {
+			outbound = ef
+		}
+	}
+	if outbound == nil {
+		t.Fatal("no outbound Redis EnvoyFilter")
+	}
+	if err := CheckEnvoyFilter(outbound); err != nil {
+		t.Fatalf("unbroken: %v", err)
+	}
+	// Patches: 0 the redis_proxy, 1 the cluster REMOVE, 2 the cluster ADD.
+	for _, tc := range []struct {
+		name    string
+		patch   int
+		breakIt func(p map[string]any)
+		want    string
+	}{
+		{"repeated prefix", 0, func(p map[string]any) {
+			pr := p["patch"].(map[string]any)["value"].(map[string]any)["typed_config"].(map[string]any)["prefix_routes"].(map[string]any)
+			routes := pr["routes"].([]any)
+			pr["routes"] = append(routes, map[string]any{"prefix": "CLUSTER", "cluster": "outbound|6379||x"})
+		}, `prefix "CLUSTER" appears twice`},
+		{"no route at all", 0, func(p map[string]any) {
+			delete(p["patch"].(map[string]any)["value"].(map[string]any)["typed_config"].(map[string]any), "prefix_routes")
+		}, "every command would fail"},
+		{"no operation timeout", 0, func(p map[string]any) {
+			delete(p["patch"].(map[string]any)["value"].(map[string]any)["typed_config"].(map[string]any)["settings"].(map[string]any), "op_timeout")
+		}, "OpTimeout"},
+		{"unknown field", 0, func(p map[string]any) {
+			p["patch"].(map[string]any)["value"].(map[string]any)["typed_config"].(map[string]any)["catch_all"] = "x"
+		}, `unknown field "catch_all"`},
+		{"cluster REMOVE without a name", 1, func(p map[string]any) {
+			delete(p["match"].(map[string]any), "cluster")
+		}, "removes every cluster"},
+		{"Redis cluster balanced by Envoy", 2, func(p map[string]any) {
+			p["patch"].(map[string]any)["value"].(map[string]any)["lb_policy"] = "ROUND_ROBIN"
+		}, "CLUSTER_PROVIDED"},
+		{"Redis cluster without discovery endpoints", 2, func(p map[string]any) {
+			delete(p["patch"].(map[string]any)["value"].(map[string]any), "load_assignment")
+		}, "discovery endpoints"},
+		{"unknown cluster field", 2, func(p map[string]any) {
+			p["patch"].(map[string]any)["value"].(map[string]any)["redis_mode"] = "CLUSTER"
+		}, `unknown field "redis_mode"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ef := outbound.DeepCopy()
+			patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
+			tc.breakIt(patches[tc.patch].(map[string]any))
+			if err := unstructured.SetNestedSlice(ef.Object, patches, "spec", "configPatches"); err != nil {
+				t.Fatal(err)
+			}
+			err := CheckEnvoyFilter(ef)
+			if err == nil {
+				t.Fatal("broken config accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}

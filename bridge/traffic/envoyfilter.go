@@ -80,8 +80,13 @@ type configPatch struct {
 }
 
 type patchMatch struct {
-	Context  string        `json:"context"`
-	Listener listenerMatch `json:"listener"`
+	Context  string         `json:"context"`
+	Listener *listenerMatch `json:"listener,omitempty"`
+	Cluster  *clusterMatch  `json:"cluster,omitempty"`
+}
+
+type clusterMatch struct {
+	Name string `json:"name"`
 }
 
 type listenerMatch struct {
@@ -100,18 +105,32 @@ type filterMatch struct {
 
 type patchOp struct {
 	Operation string          `json:"operation"`
-	Value     json.RawMessage `json:"value"`
+	Value     json.RawMessage `json:"value,omitempty"`
 }
 
 // replaceTCPProxy is a patch replacing the TCP proxy of a listener with filter.
 func replaceTCPProxy(context, listener string, destinationPort uint32, filter json.RawMessage) configPatch {
 	return configPatch{
 		ApplyTo: "NETWORK_FILTER",
-		Match: patchMatch{Context: context, Listener: listenerMatch{Name: listener, FilterChain: filterChainMatch{
-			DestinationPort: destinationPort, Filter: filterMatch{Name: tcpProxyFilterName},
-		}}},
-		Patch: patchOp{Operation: "REPLACE", Value: filter},
+		Match:   tcpProxyMatch(context, listener, destinationPort),
+		Patch:   patchOp{Operation: "REPLACE", Value: filter},
 	}
+}
+
+// insertBeforeTCPProxy is a patch inserting filter before the TCP proxy of a listener, which
+// keeps forwarding the traffic.
+func insertBeforeTCPProxy(context, listener string, destinationPort uint32, filter json.RawMessage) configPatch {
+	return configPatch{
+		ApplyTo: "NETWORK_FILTER",
+		Match:   tcpProxyMatch(context, listener, destinationPort),
+		Patch:   patchOp{Operation: "INSERT_BEFORE", Value: filter},
+	}
+}
+
+func tcpProxyMatch(context, listener string, destinationPort uint32) patchMatch {
+	return patchMatch{Context: context, Listener: &listenerMatch{Name: listener, FilterChain: filterChainMatch{
+		DestinationPort: destinationPort, Filter: filterMatch{Name: tcpProxyFilterName},
+	}}}
 }
 
 // addEnvoyFilter adds an EnvoyFilter with a deterministic name to the output, in each
@@ -222,7 +241,7 @@ func (t *translator) metaProtocolFilters(svc *service, port istio.ServicePort, a
 	// Inbound: only for a service whose workloads are known by label; without a selector the
 	// filter would take over the port of every scoped workload.
 	if app == "dubbo" && t.usesAuthorization(svc.se.Namespace) {
-		t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning,
+		t.serviceProblem(svc.se, SeverityWarning,
 			"port %d: the DubboAuthorizationPolicies of namespace %s are not enforced on MetaProtocol ports (the MetaProtocol proxy has no RBAC filter): name the port tcp-dubbo-… or use an Istio AuthorizationPolicy",
 			port.Number, svc.se.Namespace)
 	}

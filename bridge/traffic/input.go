@@ -2,22 +2,26 @@ package traffic
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 )
 
 // Input is everything a translation reads. Order does not matter: Translate sorts.
@@ -32,6 +36,16 @@ type Input struct {
 	VirtualServices []*VirtualService
 	// DubboAuthorizationPolicies guard the inbound side of native Dubbo ports.
 	DubboAuthorizationPolicies []*dubbov1.DubboAuthorizationPolicy
+	// Services are Kubernetes Services: their ports named by protocol are handled as those of a
+	// ServiceEntry with host <name>.<namespace>.svc.<cluster domain>, the cluster IP as address
+	// and the selector as workload selector, as Aeraki and Istio do.
+	Services []*corev1.Service
+	// RedisServices and RedisDestinations configure the tcp-redis-… ports.
+	RedisServices     []*redisv1.RedisService
+	RedisDestinations []*redisv1.RedisDestination
+	// Secrets hold the data of the Secrets that RedisServices and RedisDestinations name (only
+	// those: Decode leaves the others out).
+	Secrets map[types.NamespacedName]map[string][]byte
 	// Mesh is Istio's mesh config, for the proxies' telemetry; nil means Istio's defaults (no
 	// access log, tracing at 1%).
 	Mesh *MeshConfig
@@ -132,6 +146,8 @@ var (
 	destinationRuleGK = schema.GroupKind{Group: istio.Group, Kind: "DestinationRule"}
 	serviceEntryGK    = schema.GroupKind{Group: istio.Group, Kind: "ServiceEntry"}
 	virtualServiceGK  = schema.GroupKind{Group: istio.Group, Kind: "VirtualService"}
+	serviceGK         = schema.GroupKind{Kind: "Service"}
+	secretGK          = schema.GroupKind{Kind: "Secret"}
 )
 
 // Decode sorts objects read from the API server or from YAML files into an Input. Objects of
@@ -139,6 +155,7 @@ var (
 func Decode(objs []*unstructured.Unstructured) (Input, []Problem) {
 	var in Input
 	var problems []Problem
+	secrets := map[types.NamespacedName]*unstructured.Unstructured{}
 	for _, u := range objs {
 		gk := u.GroupVersionKind().GroupKind()
 		var err error
@@ -173,6 +190,25 @@ func Decode(objs []*unstructured.Unstructured) (Input, []Problem) {
 			if err = fromUnstructured(u, &ap); err == nil {
 				in.DubboAuthorizationPolicies = append(in.DubboAuthorizationPolicies, &ap)
 			}
+		case serviceGK:
+			var svc corev1.Service
+			if err = fromUnstructured(u, &svc); err == nil {
+				in.Services = append(in.Services, &svc)
+			}
+		case redisv1.RedisServiceKind.GroupKind():
+			var rs redisv1.RedisService
+			if err = fromUnstructured(u, &rs); err == nil {
+				in.RedisServices = append(in.RedisServices, &rs)
+			}
+		case redisv1.RedisDestinationKind.GroupKind():
+			var rd redisv1.RedisDestination
+			if err = fromUnstructured(u, &rd); err == nil {
+				in.RedisDestinations = append(in.RedisDestinations, &rd)
+			}
+		case secretGK:
+			// Decoded below, and only when referenced: most Secrets are none of Meltemi's business.
+			secrets[types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}] = u
+			continue
 		default:
 			continue
 		}
@@ -181,7 +217,62 @@ func Decode(objs []*unstructured.Unstructured) (Input, []Problem) {
 				Severity: SeverityError, Message: fmt.Sprintf("cannot be decoded, ignored: %v", err)})
 		}
 	}
+	in.Secrets, problems = decodeSecrets(secrets, SecretRefs(in), problems)
 	return in, problems
+}
+
+// SecretRefs are the Secrets the Redis objects of an input name.
+func SecretRefs(in Input) []types.NamespacedName {
+	var refs []types.NamespacedName
+	add := func(ns string, a *redisv1.Auth) {
+		if a != nil && a.Secret != nil && a.Secret.Name != "" {
+			refs = append(refs, types.NamespacedName{Namespace: ns, Name: a.Secret.Name})
+		}
+	}
+	for _, rs := range in.RedisServices {
+		if rs.Spec.Settings != nil {
+			add(rs.Namespace, rs.Spec.Settings.Auth)
+		}
+	}
+	for _, rd := range in.RedisDestinations {
+		if p := rd.Spec.TrafficPolicy; p != nil && p.ConnectionPool != nil && p.ConnectionPool.Redis != nil {
+			add(rd.Namespace, p.ConnectionPool.Redis.Auth)
+		}
+	}
+	return refs
+}
+
+// decodeSecrets decodes the data of the referenced Secrets. Messages never quote the data.
+func decodeSecrets(all map[types.NamespacedName]*unstructured.Unstructured, refs []types.NamespacedName, problems []Problem) (map[types.NamespacedName]map[string][]byte, []Problem) {
+	out := map[types.NamespacedName]map[string][]byte{}
+	for _, ref := range refs {
+		u, ok := all[ref]
+		if !ok {
+			continue
+		}
+		if _, done := out[ref]; done {
+			continue
+		}
+		data := map[string][]byte{}
+		raw, _, _ := unstructured.NestedMap(u.Object, "data")
+		for k, v := range raw {
+			s, _ := v.(string)
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				problems = append(problems, Problem{Kind: "Secret", Namespace: ref.Namespace, Name: ref.Name, Severity: SeverityError,
+					Message: fmt.Sprintf("data key %q is not base64; key ignored", k)})
+				continue
+			}
+			data[k] = b
+		}
+		// stringData only exists in objects read from files; the API server folds it into data.
+		str, _, _ := unstructured.NestedStringMap(u.Object, "stringData")
+		for k, v := range str {
+			data[k] = []byte(v)
+		}
+		out[ref] = data
+	}
+	return out, problems
 }
 
 // ParseObjects reads Kubernetes objects from YAML (several documents) or JSON; List objects, as

@@ -63,11 +63,7 @@ func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind por
 		unsupportedNative(rt, svc.host, kind)
 	}
 	if err := t.addNativeFilter(svc, port.Number, "outbound", nil, out, func(value json.RawMessage) []configPatch {
-		var patches []configPatch
-		for _, l := range t.outboundListeners(svc, port.Number, rt) {
-			patches = append(patches, replaceTCPProxy("SIDECAR_OUTBOUND", l, 0, value))
-		}
-		return patches
+		return t.outboundPatches(svc, port.Number, rt, replaceTCPProxy, value)
 	}); err != nil {
 		return err
 	}
@@ -95,6 +91,17 @@ func (t *translator) nativeFilter(svc *service, port istio.ServicePort, kind por
 	return t.addNativeFilter(svc, port.Number, "inbound", sel, in, func(value json.RawMessage) []configPatch {
 		return []configPatch{replaceTCPProxy("SIDECAR_INBOUND", virtualInbound, target, value)}
 	})
+}
+
+// outboundPatches patches each outbound listener of a host's port with filter (patch is
+// replaceTCPProxy or insertBeforeTCPProxy).
+func (t *translator) outboundPatches(svc *service, port uint32, rt *router,
+	patch func(context, listener string, destinationPort uint32, filter json.RawMessage) configPatch, filter json.RawMessage) []configPatch {
+	var patches []configPatch
+	for _, l := range t.outboundListeners(svc, port, rt) {
+		patches = append(patches, patch("SIDECAR_OUTBOUND", l, 0, filter))
+	}
+	return patches
 }
 
 // proxyConfig is a native proxy's filter config.

@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	redisv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/portname"
+	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 )
 
 // Severity of a Problem.
@@ -94,6 +96,9 @@ type Output struct {
 	EnvoyFilters []*unstructured.Unstructured
 	// Routes are the route configurations served over RDS, by name (<host>_<port>).
 	Routes map[string]*routev3.RouteConfiguration
+	// RedisProxies are the outbound Redis proxy configs, by host and port (<host>_<port>), for
+	// explaining where keys go.
+	RedisProxies map[string]*redisv3.RedisProxy
 	// Routers has the outcome of every MetaRouter of the input.
 	Routers map[types.NamespacedName]*RouterResult
 	// Problems lists everything wrong with the input, sorted.
@@ -144,6 +149,10 @@ type translator struct {
 	virtualServices map[string]*VirtualService
 	// authz: namespace -> its DubboAuthorizationPolicies, oldest first.
 	authz map[string][]*dubbov1.DubboAuthorizationPolicy
+	// redisServices and redisDests: host -> the (oldest) RedisService, RedisDestination for it.
+	redisServices map[string]*redisv1.RedisService
+	redisDests    map[string]*redisv1.RedisDestination
+	secrets       map[types.NamespacedName]map[string][]byte
 }
 
 // Translate turns the input into EnvoyFilters and route configurations. It never fails: what
@@ -153,8 +162,9 @@ func Translate(in Input, opts Options) *Output {
 		opts: opts.WithDefaults(),
 		mesh: in.Mesh,
 		out: &Output{
-			Routes:  map[string]*routev3.RouteConfiguration{},
-			Routers: map[types.NamespacedName]*RouterResult{},
+			Routes:       map[string]*routev3.RouteConfiguration{},
+			RedisProxies: map[string]*redisv3.RedisProxy{},
+			Routers:      map[types.NamespacedName]*RouterResult{},
 		},
 		codecs:    maps.Clone(builtinCodecs),
 		subsets:   map[string]*subsets{},
@@ -164,13 +174,16 @@ func Translate(in Input, opts Options) *Output {
 
 		virtualServices: map[string]*VirtualService{},
 		authz:           map[string][]*dubbov1.DubboAuthorizationPolicy{},
+		redisServices:   map[string]*redisv1.RedisService{},
+		redisDests:      map[string]*redisv1.RedisDestination{},
 	}
 	t.loadProtocols(in.ApplicationProtocols)
 	t.loadDestinationRules(in.DestinationRules)
-	t.loadServices(in.ServiceEntries)
+	t.loadServices(slices.Concat(in.ServiceEntries, kubeServiceEntries(in.Services, t.opts.ClusterDomain)))
 	t.loadRouters(in.MetaRouters)
 	t.loadVirtualServices(in.VirtualServices)
 	t.loadAuthorizationPolicies(in.DubboAuthorizationPolicies)
+	t.loadRedis(in.RedisServices, in.RedisDestinations, in.Secrets)
 
 	// Oldest services first: when two hosts compete for one listener, the one that had it keeps it.
 	services := slices.Collect(maps.Values(t.services))
@@ -192,6 +205,11 @@ func Translate(in Input, opts Options) *Output {
 func (t *translator) problem(kind, namespace, name string, sev Severity, format string, args ...any) {
 	t.out.Problems = append(t.out.Problems, Problem{Kind: kind, Namespace: namespace, Name: name, Severity: sev,
 		Message: fmt.Sprintf(format, args...)})
+}
+
+// serviceProblem reports a problem of a ServiceEntry, or of the Kubernetes Service taken as one.
+func (t *translator) serviceProblem(se *istio.ServiceEntry, sev Severity, format string, args ...any) {
+	t.problem(cmp.Or(se.Kind, "ServiceEntry"), se.Namespace, se.Name, sev, format, args...)
 }
 
 func (t *translator) loadProtocols(aps []*mpv1.ApplicationProtocol) {
@@ -255,7 +273,7 @@ func (t *translator) loadServices(ses []*istio.ServiceEntry) {
 		for _, p := range se.Spec.Ports {
 			kind, _, err := portname.Parse(p.Name)
 			if err != nil {
-				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityError, "port %d: %v; port ignored", p.Number, err)
+				t.serviceProblem(se, SeverityError, "port %d: %v; port ignored", p.Number, err)
 			}
 			relevant = relevant || kind != portname.Other
 		}
@@ -264,11 +282,11 @@ func (t *translator) loadServices(ses []*istio.ServiceEntry) {
 		}
 		for _, h := range se.Spec.Hosts {
 			if msg := checkHost(h); msg != "" {
-				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityError, "host %s ignored: %s", h, msg)
+				t.serviceProblem(se, SeverityError, "host %s ignored: %s", h, msg)
 				continue
 			}
 			if prev, dup := t.services[h]; dup {
-				t.problem("ServiceEntry", se.Namespace, se.Name, SeverityWarning,
+				t.serviceProblem(se, SeverityWarning,
 					"host %s is also defined by ServiceEntry %s/%s, which is used", h, prev.se.Namespace, prev.se.Name)
 				continue
 			}
@@ -333,14 +351,14 @@ func (t *translator) translateService(svc *service) {
 			continue // reported by loadServices
 		}
 		if p.Number == 0 || p.Number > 65535 {
-			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError, "port %q: number %d is out of range; port ignored", p.Name, p.Number)
+			t.serviceProblem(svc.se, SeverityError, "port %q: number %d is out of range; port ignored", p.Name, p.Number)
 			continue
 		}
 		switch kind {
 		case portname.MetaProtocolKind:
 			codec, ok := t.codecs[app]
 			if !ok {
-				t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError,
+				t.serviceProblem(svc.se, SeverityError,
 					"port %s: no ApplicationProtocol defines the codec of protocol %q; port ignored", p.Name, app)
 				continue
 			}
@@ -348,9 +366,13 @@ func (t *translator) translateService(svc *service) {
 			err = t.metaProtocolFilters(svc, p, app, codec, rt)
 		case portname.Dubbo, portname.Thrift:
 			err = t.nativeFilter(svc, p, kind, rt)
+		case portname.Redis:
+			err = t.redisFilters(svc, p)
+		case portname.Kafka, portname.ZooKeeper:
+			err = t.statsFilters(svc, p, kind)
 		}
 		if err != nil {
-			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError, "host %s port %d: %v; no EnvoyFilter", svc.host, p.Number, err)
+			t.serviceProblem(svc.se, SeverityError, "host %s port %d: %v; no EnvoyFilter", svc.host, p.Number, err)
 		}
 	}
 }
@@ -365,7 +387,7 @@ func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []
 	for _, a := range svc.se.Spec.Addresses {
 		ip, ok := strings.CutSuffix(a, "/32")
 		if !ok && strings.Contains(a, "/") {
-			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning,
+			t.serviceProblem(svc.se, SeverityWarning,
 				"address %s of host %s is a CIDR range; its listener is not patched", a, svc.host)
 			continue
 		}
@@ -394,7 +416,7 @@ func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []
 	if len(vips) == 0 {
 		msg := fmt.Sprintf("host %s port %d has no address (VIP), so no listener of its own: no outbound filter "+
 			"(set spec.addresses or let Istio allocate one; the wildcard listener 0.0.0.0_%d is never patched)", svc.host, port, port)
-		t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityWarning, "%s", msg)
+		t.serviceProblem(svc.se, SeverityWarning, "%s", msg)
 		if rt != nil {
 			rt.res.warn("%s", msg)
 		}
@@ -404,7 +426,7 @@ func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []
 	for _, vip := range vips {
 		name := fmt.Sprintf("%s_%d", vip, port)
 		if other, taken := t.listeners[name]; taken && other != svc.host {
-			t.problem("ServiceEntry", svc.se.Namespace, svc.se.Name, SeverityError,
+			t.serviceProblem(svc.se, SeverityError,
 				"host %s: listener %s already carries the filter of host %s (give the hosts their own addresses); not patched for %s",
 				svc.host, name, other, svc.host)
 			continue

@@ -66,6 +66,9 @@ func TestTranslateGolden(t *testing.T) {
 				shuffled.ServiceEntries = shuffle(in.ServiceEntries)
 				shuffled.DestinationRules = shuffle(in.DestinationRules)
 				shuffled.ApplicationProtocols = shuffle(in.ApplicationProtocols)
+				shuffled.Services = shuffle(in.Services)
+				shuffled.RedisServices = shuffle(in.RedisServices)
+				shuffled.RedisDestinations = shuffle(in.RedisDestinations)
 				e2, r2, p2 := render(t, Translate(shuffled, opts))
 				if e2 != efs || r2 != routes || p2 != problems {
 					t.Fatalf("shuffle %d: output depends on input order", i)

@@ -36,6 +36,8 @@ var sharedCRDs = []string{
 	"metarouters.metaprotocol.aeraki.io",
 	"applicationprotocols.metaprotocol.aeraki.io",
 	"dubboauthorizationpolicies.dubbo.aeraki.io",
+	"redisservices.redis.aeraki.io",
+	"redisdestinations.redis.aeraki.io",
 }
 
 var (

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	redisv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -17,14 +18,17 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
 )
 
 const routesUsage = `usage: meltemi routes explain --host HOST --port PORT [--attr NAME=VALUE]... [-f FILE]... [--kubeconfig FILE] [--watch-namespace NS]
 
 Prints the route and clusters a request with the given attributes takes, translating the rules
-exactly as the running translator does. Rules and services come from the files given with -f
-(YAML or JSON, "-" for stdin), or else from the cluster.
+exactly as the running translator does. For a Redis port (tcp-redis-…) the attribute is the
+command's key: --attr key=user:42 prints the route, cluster and mirrors of that key. Rules and
+services come from the files given with -f (YAML or JSON, "-" for stdin), or else from the
+cluster.
 `
 
 func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -103,8 +107,14 @@ func listTrafficObjects(ctx context.Context, kubeconfig, namespace string) ([]*u
 	}
 	var objs []*unstructured.Unstructured
 	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource,
-		istio.DestinationRuleResource, istio.ServiceEntryResource, istio.VirtualServiceResource} {
+		istio.DestinationRuleResource, istio.ServiceEntryResource, istio.VirtualServiceResource,
+		redisv1.RedisServiceResource, redisv1.RedisDestinationResource, {Version: "v1", Resource: "services"}, {Version: "v1", Resource: "secrets"}} {
 		list, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{})
+		if gvr.Resource == "secrets" && err != nil {
+			// Redis passwords only: without them such ports are explained as plain TCP.
+			fmt.Fprintf(os.Stderr, "warning: cannot list Secrets (%v); ports with Redis passwords from Secrets are shown as plain TCP\n", err)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", gvr.Resource, err)
 		}
@@ -121,6 +131,9 @@ func explain(w io.Writer, objs []*unstructured.Unstructured, host string, port u
 	out := traffic.Translate(in, traffic.Options{})
 	name := traffic.RouteConfigName(host, port)
 	rc := out.Routes[name]
+	if rp := out.RedisProxies[name]; rc == nil && rp != nil {
+		return explainRedis(w, rp, name, attrs, problems, out.Problems)
+	}
 	if rc == nil {
 		return fmt.Errorf("no route configuration %s: %s", name, whyNoRoutes(in, out, host, port))
 	}
@@ -176,6 +189,51 @@ func explain(w io.Writer, objs []*unstructured.Unstructured, host string, port u
 	return tw.Flush()
 }
 
+// explainRedis prints where the Redis proxy of a host's port sends a command with the key
+// attribute, and what is wrong with the Redis objects.
+func explainRedis(w io.Writer, rp *redisv3.RedisProxy, name string, attrs map[string]string, problems ...[]traffic.Problem) error {
+	key, ok := attrs["key"]
+	if !ok {
+		return fmt.Errorf("%s is a Redis port: give the command's key with --attr key=KEY", name)
+	}
+	d := traffic.EvaluateRedis(rp, key)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "redis proxy\t%s\n", name)
+	switch {
+	case d.Cluster == "":
+		fmt.Fprintf(tw, "route\tnone of %d prefixes matches and there is no catch-all: the command fails\n", len(rp.GetPrefixRoutes().GetRoutes()))
+		return tw.Flush()
+	case d.CatchAll:
+		fmt.Fprintf(tw, "route\tcatch-all (no prefix matches)\n")
+	default:
+		fmt.Fprintf(tw, "route\tprefix %q\n", d.Prefix)
+	}
+	fmt.Fprintf(tw, "cluster\t%s\n", d.Cluster)
+	if d.Key != key {
+		fmt.Fprintf(tw, "key sent\t%s\n", d.Key)
+	}
+	for _, m := range d.Mirrors {
+		which := "all commands"
+		if m.WritesOnly {
+			which = "writes only"
+		}
+		fmt.Fprintf(tw, "mirror\t%s (%g%%, %s)\n", m.Cluster, m.Percent, which)
+	}
+	for _, f := range rp.GetFaults() {
+		cmds := "all commands"
+		if len(f.GetCommands()) > 0 {
+			cmds = strings.Join(f.GetCommands(), ", ")
+		}
+		fmt.Fprintf(tw, "fault\t%s on %g%% of %s\n", f.GetFaultType(), float64(f.GetFaultEnabled().GetDefaultValue().GetNumerator())/10000, cmds)
+	}
+	for _, p := range slices.Concat(problems...) {
+		if p.Kind == redisv1.RedisServiceKind.Kind || p.Kind == redisv1.RedisDestinationKind.Kind {
+			fmt.Fprintf(tw, "%s\t%s %s/%s: %s\n", strings.ToLower(string(p.Severity)), p.Kind, p.Namespace, p.Name, p.Message)
+		}
+	}
+	return tw.Flush()
+}
+
 // whyNoRoutes says why a host's port has no route configuration.
 func whyNoRoutes(in traffic.Input, out *traffic.Output, host string, port uint32) string {
 	for _, se := range in.ServiceEntries {
@@ -192,7 +250,7 @@ func whyNoRoutes(in traffic.Input, out *traffic.Output, host string, port uint32
 					return pr.Message
 				}
 			}
-			return fmt.Sprintf("port %s is not a MetaProtocol port (tcp-metaprotocol-<protocol>-…); native Dubbo and Thrift ports carry their routes in their EnvoyFilter", p.Name)
+			return fmt.Sprintf("port %s is not a MetaProtocol or Redis port (tcp-metaprotocol-<protocol>-…, tcp-redis-…); native Dubbo and Thrift ports carry their routes in their EnvoyFilter", p.Name)
 		}
 		return fmt.Sprintf("ServiceEntry %s/%s has no port %d", se.Namespace, se.Name, port)
 	}

@@ -30,22 +30,7 @@ func TestRoutesExplainFromFiles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"explain", "-f", input, "--host", "org.apache.dubbo.samples.demoservice", "--port", "20880"}, tc.args...)
-			var stdout, stderr bytes.Buffer
-			err := routesCmd(context.Background(), args, &stdout, &stderr)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("%v\n%s", err, stderr.String())
-			}
-			for _, line := range tc.want {
-				if !strings.Contains(stdout.String(), line+"\n") {
-					t.Errorf("output lacks %q:\n%s", line, stdout.String())
-				}
-			}
+			checkExplain(t, args, tc.want, tc.wantErr)
 		})
 	}
 	var stderr bytes.Buffer
@@ -63,5 +48,55 @@ func TestRoutesExplainNoRouteMatches(t *testing.T) {
 	}
 	if want := `route                none of 1 matches: the proxy answers "no route"` + "\n"; !strings.Contains(stdout.String(), want) {
 		t.Errorf("output lacks %q:\n%s", want, stdout.String())
+	}
+}
+
+// Redis keys are explained like MetaProtocol attributes: longest prefix (case-insensitively
+// here), the key as forwarded, mirrors, faults; without a key the error says what to give.
+func TestRoutesExplainRedisKeys(t *testing.T) {
+	const input = "../../bridge/traffic/testdata/redis-kafka-zookeeper/input.yaml"
+	const host = "redis-cluster.redis.svc.cluster.local"
+	for _, tc := range []struct {
+		name, key string
+		want      []string
+		wantErr   string
+	}{
+		{"prefix route", "Cluster:7", []string{`route        prefix "cluster"`, "cluster      outbound|6379||" + host,
+			"fault        ERROR on 50% of GET"}, ""},
+		{"prefix removed", "user:42", []string{`route        prefix "user:"`, "cluster      outbound|6379||redis-single.redis.svc.cluster.local",
+			"key sent     42"}, ""},
+		{"catch-all with mirror", "session:1", []string{"route        catch-all (no prefix matches)",
+			"cluster      outbound|6379||redis-single.redis.svc.cluster.local",
+			"mirror       outbound|6379||" + host + " (100%, writes only)"}, ""},
+		{"no key", "", nil, "--attr key=KEY"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"explain", "-f", input, "--host", host, "--port", "6379"}
+			if tc.key != "" {
+				args = append(args, "--attr", "key="+tc.key)
+			}
+			checkExplain(t, args, tc.want, tc.wantErr)
+		})
+	}
+}
+
+// checkExplain runs routes explain and checks its error or the lines of its output.
+func checkExplain(t *testing.T, args, want []string, wantErr string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := routesCmd(context.Background(), args, &stdout, &stderr)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want %q", err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	for _, line := range want {
+		if !strings.Contains(stdout.String(), line+"\n") {
+			t.Errorf("output lacks %q:\n%s", line, stdout.String())
+		}
 	}
 }

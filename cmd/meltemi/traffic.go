@@ -34,6 +34,7 @@ type trafficFlags struct {
 	exportNS       string
 	clusterDomain  string
 	meshConfig     string
+	readSecrets    bool
 	tlsCert        string
 	tlsKey         string
 	clientCA       string
@@ -56,6 +57,8 @@ func (f *trafficFlags) register(fs *flag.FlagSet) {
 		"namespaces (a,b,… or *) besides --envoyfilter-namespace that a MetaRouter's exportTo may put EnvoyFilters in, as Aeraki does; the EnvoyFilter writer then covers all namespaces")
 	fs.StringVar(&f.meshConfig, "mesh-config", "istio-system/istio",
 		"namespace/name of Istio's mesh config ConfigMap, whose access log and tracing settings MetaProtocol proxies get; empty: Istio's defaults")
+	fs.BoolVar(&f.readSecrets, "redis-secrets", false, "read the Secrets RedisServices and RedisDestinations name for Redis passwords (watches Secrets); "+
+		"false: their secret auth is reported and the port left plain TCP")
 	fs.StringVar(&f.clusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster's Services, completing short host names of traffic rules")
 	fs.StringVar(&f.tlsCert, "xds-tls-cert", "", "PEM certificate of the xDS server; with --xds-tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "xds-tls-key", "", "PEM private key of the xDS server")
@@ -133,7 +136,7 @@ func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, k
 	}
 	ctrl, err := rules.New(rules.Config{
 		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace, MeshConfig: mesh,
-		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, Registerer: reg, Logger: log,
+		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, ReadSecrets: f.readSecrets, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		lis.Close()

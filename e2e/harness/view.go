@@ -105,6 +105,15 @@ type FilterChain struct {
 	Filters         []*listenerv3.Filter
 }
 
+// FilterNames are the names of the chain's filters, in order.
+func (fc FilterChain) FilterNames() []string {
+	var out []string
+	for _, f := range fc.Filters {
+		out = append(out, f.GetName())
+	}
+	return out
+}
+
 // FilterChains returns the filter chains of a listener (the default chain last).
 func (v *View) FilterChains(listener string) ([]FilterChain, error) {
 	l, ok := v.Listeners[listener]
@@ -153,8 +162,9 @@ func FilterJSON(f *listenerv3.Filter) string {
 
 // UnappliedPatches checks the NETWORK_FILTER patches of EnvoyFilters that reach the sidecar
 // (same namespace or the root namespace, and a workload selector its labels match) against its
-// listeners: each patch's listener must exist and carry the filter the patch puts in. It returns
-// one line per patch that matched nothing — istiod ignores those silently.
+// listeners: each patch's listener must exist and carry the filter the patch puts in; a cluster
+// a CLUSTER patch adds must be in its CDS. It returns one line per patch that matched nothing —
+// istiod ignores those silently.
 func (s *Sidecar) UnappliedPatches(v *View, rootNamespace string, efs []*unstructured.Unstructured) []string {
 	var out []string
 	for _, ef := range efs {
@@ -168,7 +178,17 @@ func (s *Sidecar) UnappliedPatches(v *View, rootNamespace string, efs []*unstruc
 		patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
 		for i, p := range patches {
 			pm, _ := p.(map[string]any)
-			if applyTo, _, _ := unstructured.NestedString(pm, "applyTo"); applyTo != "NETWORK_FILTER" {
+			applyTo, _, _ := unstructured.NestedString(pm, "applyTo")
+			if op, _, _ := unstructured.NestedString(pm, "patch", "operation"); applyTo == "CLUSTER" && op == "ADD" {
+				// An added cluster must reach the sidecar's CDS.
+				if name, _, _ := unstructured.NestedString(pm, "patch", "value", "name"); name != "" {
+					if _, err := v.Cluster(name); err != nil {
+						out = append(out, fmt.Sprintf("EnvoyFilter %s/%s patch %d: added cluster %s not in CDS", ef.GetNamespace(), ef.GetName(), i, name))
+					}
+				}
+				continue
+			}
+			if applyTo != "NETWORK_FILTER" {
 				continue
 			}
 			listener, _, _ := unstructured.NestedString(pm, "match", "listener", "name")

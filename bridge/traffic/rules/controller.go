@@ -20,6 +20,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -32,6 +33,7 @@ import (
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
 	"github.com/meltemi-mesh/meltemi/internal/coalesce"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
@@ -64,9 +66,13 @@ type Config struct {
 	Recorder func(obj runtime.Object, eventType, reason, message string)
 	// Leading reports whether this replica writes MetaRouter statuses and events (with leader
 	// election, only the leader does; every replica translates and serves routes). Nil: always.
-	Leading    func() bool
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger
+	Leading func() bool
+	// ReadSecrets lets the controller read the Secrets RedisServices and RedisDestinations name
+	// for passwords (it watches Secrets, so it needs the RBAC to); without, such auth is
+	// reported and the port left plain TCP.
+	ReadSecrets bool
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
 }
 
 // Controller is created with New and started with Run.
@@ -78,6 +84,13 @@ type Controller struct {
 	// meshInformer watches the one mesh config ConfigMap (nil without one).
 	meshInformer cache.SharedIndexInformer
 	status       *statusWriter
+	// redisStatus writes the statuses of RedisServices and RedisDestinations, by kind.
+	redisStatus map[string]*statusWriter
+	// secretRefs are the Secrets the Redis objects of the last translation name.
+	secretRefs atomic.Pointer[map[types.NamespacedName]bool]
+	// optional are inputs whose CRDs may be missing (Helm does not upgrade CRDs): without
+	// them the other rules are still translated.
+	optional []optionalInput
 
 	// queue coalesces changes of the inputs: the translation reads them all, so the one key
 	// only carries the time of the earliest change.
@@ -126,20 +139,38 @@ func New(cfg Config) (*Controller, error) {
 		problems: map[string]bool{},
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Client, 0, cfg.WatchNamespace, nil)
+	byResource := map[schema.GroupVersionResource]cache.SharedIndexInformer{}
 	for _, gvr := range []schema.GroupVersionResource{mpv1.MetaRouterResource, mpv1.ApplicationProtocolResource, istio.DestinationRuleResource,
-		istio.ServiceEntryResource, istio.VirtualServiceResource, dubbov1.DubboAuthorizationPolicyResource} {
+		istio.ServiceEntryResource, istio.VirtualServiceResource, dubbov1.DubboAuthorizationPolicyResource,
+		redisv1.RedisServiceResource, redisv1.RedisDestinationResource, serviceResource, secretResource} {
+		if gvr == secretResource && !cfg.ReadSecrets {
+			continue
+		}
 		inf := factory.ForResource(gvr).Informer()
+		byResource[gvr] = inf
 		if err := inf.SetTransform(slim); err != nil {
 			return nil, err
 		}
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		handler := cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { c.markDirty() },
 			UpdateFunc: func(old, obj any) { c.onUpdate(old, obj) },
 			DeleteFunc: func(any) { c.markDirty() },
-		}); err != nil {
+		}
+		if gvr == secretResource {
+			// Secrets change often (tokens, certificates); only those Redis objects name matter.
+			handler = cache.ResourceEventHandlerFuncs{
+				AddFunc:    c.onSecret,
+				UpdateFunc: func(_, obj any) { c.onSecret(obj) },
+				DeleteFunc: c.onSecret,
+			}
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
 			return nil, err
 		}
 		c.informers = append(c.informers, inf)
+		if gvr.Group == redisv1.Group {
+			c.optional = append(c.optional, optionalInput{gvr, inf})
+		}
 	}
 	// EnvoyFilters Meltemi does not own, where its own go: one patching the same listener
 	// (a still running Aeraki) is reported. Changes of Meltemi's own do not retranslate.
@@ -176,7 +207,13 @@ func New(cfg Config) (*Controller, error) {
 	if leading == nil {
 		leading = func() bool { return true }
 	}
-	c.status = newStatusWriter(cfg.Client, c.informers[0], leading, m, cfg.Logger)
+	c.status = newStatusWriter(cfg.Client, mpv1.MetaRouterResource, mpv1.MetaRouterKind.Kind, byResource[mpv1.MetaRouterResource], leading, m, cfg.Logger)
+	c.redisStatus = map[string]*statusWriter{
+		redisv1.RedisServiceKind.Kind: newStatusWriter(cfg.Client, redisv1.RedisServiceResource, redisv1.RedisServiceKind.Kind,
+			byResource[redisv1.RedisServiceResource], leading, m, cfg.Logger),
+		redisv1.RedisDestinationKind.Kind: newStatusWriter(cfg.Client, redisv1.RedisDestinationResource, redisv1.RedisDestinationKind.Kind,
+			byResource[redisv1.RedisDestinationResource], leading, m, cfg.Logger),
+	}
 	return c, nil
 }
 
@@ -188,8 +225,17 @@ func slim(obj any) (any, error) {
 		return obj, nil
 	}
 	u.SetManagedFields(nil)
-	if u.GetKind() == istio.ServiceEntryKind.Kind {
+	switch u.GetKind() {
+	case istio.ServiceEntryKind.Kind:
 		unstructured.RemoveNestedField(u.Object, "spec", "endpoints")
+	case "Secret":
+		// Only passwords of Opaque and basic-auth Secrets are read; the rest (service account
+		// tokens, certificates, Helm releases) is never kept.
+		if t, _, _ := unstructured.NestedString(u.Object, "type"); t != "" && t != "Opaque" && t != "kubernetes.io/basic-auth" {
+			unstructured.RemoveNestedField(u.Object, "data")
+		}
+		// kubectl's last-applied annotation would keep a second copy of the data.
+		u.SetAnnotations(nil)
 	}
 	return u, nil
 }
@@ -214,6 +260,21 @@ func allocatedAddresses(u *unstructured.Unstructured) any {
 
 func (c *Controller) markDirty() { c.queue.Add(struct{}{}) }
 
+// onSecret retranslates when a Secret the last translation's Redis objects name changes.
+func (c *Controller) onSecret(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		c.markDirty()
+		return
+	}
+	if refs := c.secretRefs.Load(); refs != nil && (*refs)[types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}] {
+		c.markDirty()
+	}
+}
+
 // Resync translates again soon, e.g. when this replica has become the leader and should bring
 // statuses up to date and record the events of standing problems.
 func (c *Controller) Resync() {
@@ -228,8 +289,29 @@ func (c *Controller) Synced() bool {
 	return c.synced
 }
 
+type optionalInput struct {
+	gvr      schema.GroupVersionResource
+	informer cache.SharedIndexInformer
+}
+
+// dropMissingOptional leaves out the informers of optional inputs whose resource the API
+// server does not serve, saying so; an informer of a missing CRD would never sync and hold up
+// every translation.
+func (c *Controller) dropMissingOptional(ctx context.Context) {
+	for _, o := range c.optional {
+		_, err := c.cfg.Client.Resource(o.gvr).List(ctx, metav1.ListOptions{Limit: 1})
+		if !apierrors.IsNotFound(err) {
+			continue
+		}
+		c.log.Warn("CRD not installed: these rules are not read until it is and Meltemi restarts (helm upgrade does not install new CRDs: kubectl apply -f the chart's crds/)",
+			"resource", o.gvr.GroupResource().String())
+		c.informers = slices.DeleteFunc(c.informers, func(inf cache.SharedIndexInformer) bool { return inf == o.informer })
+	}
+}
+
 // Run starts the informers and translates after every burst of changes until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
+	c.dropMissingOptional(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -240,6 +322,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		hasSynced = append(hasSynced, inf.HasSynced)
 	}
 	wg.Go(func() { c.status.run(ctx) })
+	for _, w := range c.redisStatus {
+		wg.Go(func() { w.run(ctx) })
+	}
 	start := time.Now()
 	waitCtx, stopWait := context.WithCancel(ctx)
 	go func() {
@@ -286,6 +371,11 @@ func (c *Controller) translateOnce(origin time.Time) {
 		}
 	}
 	in, decodeProblems := traffic.Decode(objs)
+	refs := map[types.NamespacedName]bool{}
+	for _, r := range traffic.SecretRefs(in) {
+		refs[r] = true
+	}
+	c.secretRefs.Store(&refs)
 	mesh, meshProblem := c.meshConfig()
 	in.Mesh = mesh
 	if meshProblem != nil {
@@ -321,7 +411,11 @@ func (c *Controller) translateOnce(origin time.Time) {
 		"took", time.Since(start).Round(time.Microsecond))
 }
 
-var configMapResource = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+var (
+	configMapResource = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	serviceResource   = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+	secretResource    = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+)
 
 func factoryFor(client dynamic.Interface, namespace string) dynamicinformer.DynamicSharedInformerFactory {
 	return dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 0, namespace, nil)
@@ -431,7 +525,8 @@ func (c *Controller) reportProblems(problems []traffic.Problem, objs map[problem
 		}
 		c.log.Warn("traffic rule problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name,
 			"severity", string(p.Severity), "problem", p.Message)
-		if u := objs[problemObject{p.Kind, p.Namespace, p.Name}]; u != nil && p.Kind != mpv1.MetaRouterKind.Kind &&
+		_, hasStatus := c.redisStatus[p.Kind]
+		if u := objs[problemObject{p.Kind, p.Namespace, p.Name}]; u != nil && p.Kind != mpv1.MetaRouterKind.Kind && !hasStatus &&
 			c.cfg.Recorder != nil && c.status.leading() {
 			c.cfg.Recorder(u, "Warning", ReasonTrafficProblem, truncate(string(p.Severity)+": "+p.Message))
 		}
@@ -471,4 +566,27 @@ func (c *Controller) updateStatuses(in traffic.Input, out *traffic.Output, decod
 		c.status.set(key, routerStatus(out.Routers[key], iv, gen), c.cfg.Recorder)
 	}
 	c.status.retain(present)
+
+	byObject := map[problemObject][]traffic.Problem{}
+	for _, p := range slices.Concat(decodeProblems, out.Problems) {
+		byObject[problemObject{p.Kind, p.Namespace, p.Name}] = append(byObject[problemObject{p.Kind, p.Namespace, p.Name}], p)
+	}
+	redisPresent := map[string]map[types.NamespacedName]bool{}
+	setRedis := func(kind string, meta metav1.ObjectMeta) {
+		key := types.NamespacedName{Namespace: meta.Namespace, Name: meta.Name}
+		if redisPresent[kind] == nil {
+			redisPresent[kind] = map[types.NamespacedName]bool{}
+		}
+		redisPresent[kind][key] = true
+		c.redisStatus[kind].set(key, problemStatus(byObject[problemObject{kind, key.Namespace, key.Name}], meta.Generation), c.cfg.Recorder)
+	}
+	for _, rs := range in.RedisServices {
+		setRedis(redisv1.RedisServiceKind.Kind, rs.ObjectMeta)
+	}
+	for _, rd := range in.RedisDestinations {
+		setRedis(redisv1.RedisDestinationKind.Kind, rd.ObjectMeta)
+	}
+	for kind, w := range c.redisStatus {
+		w.retain(redisPresent[kind])
+	}
 }

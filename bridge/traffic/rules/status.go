@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
@@ -95,6 +96,32 @@ func routerStatus(res *traffic.RouterResult, iv invalid, generation int64) statu
 	return st
 }
 
+// problemStatus is the status of an object the translator reports on only through problems
+// (RedisServices, RedisDestinations): Accepted is false while it has errors (the parts named
+// are not applied), ResolvedRefs false while it has warnings.
+func problemStatus(problems []traffic.Problem, generation int64) statusContent {
+	var errs, warns []string
+	for _, p := range problems {
+		if p.Severity == traffic.SeverityError {
+			errs = append(errs, p.Message)
+		} else {
+			warns = append(warns, p.Message)
+		}
+	}
+	accepted := condition{Type: mpv1.ConditionAccepted, Status: string(metav1.ConditionTrue), Reason: mpv1.ReasonAccepted, Message: "applied"}
+	if len(errs) > 0 {
+		accepted.Status, accepted.Reason = string(metav1.ConditionFalse), mpv1.ReasonInvalid
+		accepted.Message = truncate(strings.Join(errs, "; "))
+	}
+	refs := condition{Type: mpv1.ConditionResolvedRefs, Status: string(metav1.ConditionTrue), Reason: mpv1.ReasonResolved,
+		Message: "every host referred to exists"}
+	if len(warns) > 0 {
+		refs.Status, refs.Reason = string(metav1.ConditionFalse), mpv1.ReasonUnresolvedRefs
+		refs.Message = truncate(strings.Join(warns, "; "))
+	}
+	return statusContent{ObservedGeneration: generation, Conditions: []condition{accepted, refs}}
+}
+
 // event is the event to record for a status: a warning for the first false condition, else a
 // normal Accepted event.
 func (st statusContent) event() (eventType, reason, message string) {
@@ -128,9 +155,10 @@ func (st statusContent) equal(o statusContent) bool {
 	return st.ObservedGeneration == o.ObservedGeneration && slices.Equal(st.Conditions, o.Conditions)
 }
 
-// statusWriter writes MetaRouter statuses in the background, coalescing changes per object and
+// statusWriter writes the statuses of one kind (MetaRouters, RedisServices, …) in the background, coalescing changes per object and
 // skipping writes that change nothing, so that translations never wait for status writes.
 type statusWriter struct {
+	kind     string
 	client   dynamic.NamespaceableResourceInterface
 	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
@@ -142,13 +170,15 @@ type statusWriter struct {
 	desired map[types.NamespacedName]statusContent
 }
 
-func newStatusWriter(client dynamic.Interface, informer cache.SharedIndexInformer, leading func() bool, m *metrics, log *slog.Logger) *statusWriter {
+func newStatusWriter(client dynamic.Interface, gvr schema.GroupVersionResource, kind string, informer cache.SharedIndexInformer,
+	leading func() bool, m *metrics, log *slog.Logger) *statusWriter {
 	return &statusWriter{
-		client:   client.Resource(mpv1.MetaRouterResource),
+		kind:     kind,
+		client:   client.Resource(gvr),
 		informer: informer,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](50*time.Millisecond, time.Minute),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "meltemi-metarouter-status"}),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "meltemi-" + strings.ToLower(kind) + "-status"}),
 		leading: leading, m: m, log: log,
 		desired: map[types.NamespacedName]statusContent{},
 	}
@@ -217,7 +247,7 @@ func (w *statusWriter) run(ctx context.Context) {
 		case ctx.Err() != nil:
 		default:
 			w.m.statusWrites.WithLabelValues("error").Inc()
-			w.log.Warn("writing MetaRouter status failed, retrying", "namespace", key.Namespace, "name", key.Name, "err", err)
+			w.log.Warn("writing status failed, retrying", "kind", w.kind, "namespace", key.Namespace, "name", key.Name, "err", err)
 			w.queue.AddRateLimited(key)
 		}
 		w.queue.Done(key)
@@ -260,7 +290,7 @@ func (w *statusWriter) write(ctx context.Context, key types.NamespacedName) erro
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("patching status of MetaRouter %s: %w", key, err)
+		return fmt.Errorf("patching status of %s %s: %w", w.kind, key, err)
 	}
 	w.m.statusWrites.WithLabelValues("ok").Inc()
 	return nil
