@@ -36,7 +36,7 @@ var (
 // cluster the Redis routes and mirrors name is in CDS; Kafka and ZooKeeper listeners get their
 // statistics filter before the TCP proxy, outbound and on the servers' inbound side; istiod
 // reports nothing it could not build; the Redis objects' status says Accepted; and a changed
-// Secret reaches the sidecar.
+// Secret reaches the sidecar, a deleted one keeps the working configuration.
 func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 	env := harness.Load(t)
 	env.RequireComponent(t, harness.Istiod)
@@ -211,6 +211,30 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 		}
 		return nil
 	})
+	// The Secret deleted: reported, and the working configuration kept.
+	if err := c.dyn.Resource(secretsGVR).Namespace(ns).Delete(ctx, "redis-service-secret", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 20*time.Second, func() error {
+		u, err := c.dyn.Resource(redisv1.RedisDestinationResource).Namespace(ns).Get(ctx, "redis-single", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if conds := conditionStatuses(u.Object); conds[mpv1.ConditionAccepted] != "False" {
+			return fmt.Errorf("RedisDestination redis-single without its Secret: conditions %v", conds)
+		}
+		return nil
+	})
+	if _, err := c.dyn.Resource(envoyFiltersGVR).Namespace(ns).Get(ctx, "meltemi-"+redisSingle+"-6379-outbound", metav1.GetOptions{}); err != nil {
+		t.Errorf("the outbound EnvoyFilter of %s was withdrawn with its Secret: %v", redisSingle, err)
+	}
+	awaitCluster(t, client, "outbound|6379||"+redisSingle, func(cl *clusterv3.Cluster) error {
+		if p := password(cl); p != "rotated" {
+			return fmt.Errorf("upstream password %q, want the last one kept", p)
+		}
+		return nil
+	})
+
 	events, err := c.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

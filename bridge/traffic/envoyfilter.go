@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
@@ -165,6 +166,14 @@ func (t *translator) addEnvoyFilter(host string, port uint32, direction string, 
 		t.out.EnvoyFilters = append(t.out.EnvoyFilters, u)
 	}
 	return nil
+}
+
+// hold records that a host's EnvoyFilter could not be built this time: the writer should keep
+// the one it has (Output.Held) rather than withdraw a configuration that worked.
+func (t *translator) hold(host string, port uint32, direction string) {
+	for _, ns := range t.filterNamespaces(host) {
+		t.out.Held = append(t.out.Held, types.NamespacedName{Namespace: ns, Name: envoyFilterName(host, port, direction)})
+	}
 }
 
 // filterNamespaces are the namespaces a host's EnvoyFilters are written to: Options.Namespace,

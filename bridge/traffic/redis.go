@@ -111,42 +111,17 @@ func (t *translator) hasRedisPort(host string) bool {
 // from the host's RedisService; a catch-all route to the host without one), and with a
 // RedisDestination the host's cluster replaced by one with its connection settings, upstream
 // auth and, in CLUSTER mode, Redis cluster discovery. Workloads of the service (known by
-// label) get a redis_proxy on their inbound port. A password that cannot be read leaves the
-// port plain TCP, as without Meltemi: clients then authenticate to Redis themselves.
+// label) get a redis_proxy on their inbound port. When the outbound side cannot be built (a
+// password that cannot be read, a bad discovery endpoint) its EnvoyFilter is held: the one in
+// the cluster stays as it is, and without one the port stays plain TCP.
 func (t *translator) redisFilters(svc *service, port istio.ServicePort) error {
-	rs, rd := t.redisServices[svc.host], t.redisDests[svc.host]
-	out, ok := t.redisOutbound(svc, port.Number, rs)
-	if !ok {
-		return nil
-	}
-	if err := out.ValidateAll(); err != nil {
-		return fmt.Errorf("generated outbound redis_proxy config is invalid: %w", err)
-	}
-	value, err := filterValue(RedisProxyFilterName, out)
+	patches, ok, err := t.redisOutboundPatches(svc, port.Number)
 	if err != nil {
 		return err
 	}
-	patches := t.outboundPatches(svc, port.Number, nil, replaceTCPProxy, value)
-	// Without a listener of its own no Redis proxy runs: Istio's cluster stays, as TCP needs it.
-	if rd != nil && len(patches) > 0 {
-		cl, ok := t.redisCluster(svc, port.Number, rd)
-		if !ok {
-			return nil
-		}
-		if err := cl.ValidateAll(); err != nil {
-			return fmt.Errorf("generated Redis cluster is invalid: %w", err)
-		}
-		patches = append(patches, replaceCluster(cl.Name, cl)...)
-	}
-	if rs != nil && rs.Spec.Settings != nil && cmp.Or(rs.Spec.Settings.ReadPolicy, redisv1.ReadPolicyMaster) != redisv1.ReadPolicyMaster &&
-		(rd == nil || redisMode(rd.Spec.TrafficPolicy) != redisv1.ModeCluster) {
-		t.problem("RedisService", rs.Namespace, rs.Name, SeverityWarning,
-			"host %s: readPolicy %s only applies to a Redis cluster (RedisDestination mode CLUSTER)", svc.host, rs.Spec.Settings.ReadPolicy)
-	}
-	if len(patches) > 0 {
-		t.out.RedisProxies[RouteConfigName(svc.host, port.Number)] = out
-	}
-	if err := t.addEnvoyFilter(svc.host, port.Number, "outbound", nil, patches); err != nil {
+	if !ok {
+		t.hold(svc.host, port.Number, "outbound")
+	} else if err := t.addEnvoyFilter(svc.host, port.Number, "outbound", nil, patches); err != nil {
 		return err
 	}
 
@@ -164,6 +139,44 @@ func (t *translator) redisFilters(svc *service, port istio.ServicePort) error {
 	return t.addNativeFilter(svc, port.Number, "inbound", sel, proxyConfig{RedisProxyFilterName, in}, func(value json.RawMessage) []configPatch {
 		return []configPatch{replaceTCPProxy("SIDECAR_INBOUND", virtualInbound, target, value)}
 	})
+}
+
+// redisOutboundPatches are the outbound patches of a Redis port; false when the host's Redis
+// objects cannot be applied (reported).
+func (t *translator) redisOutboundPatches(svc *service, port uint32) ([]configPatch, bool, error) {
+	rs, rd := t.redisServices[svc.host], t.redisDests[svc.host]
+	out, ok := t.redisOutbound(svc, port, rs)
+	if !ok {
+		return nil, false, nil
+	}
+	if err := out.ValidateAll(); err != nil {
+		return nil, false, fmt.Errorf("generated outbound redis_proxy config is invalid: %w", err)
+	}
+	value, err := filterValue(RedisProxyFilterName, out)
+	if err != nil {
+		return nil, false, err
+	}
+	patches := t.outboundPatches(svc, port, nil, replaceTCPProxy, value)
+	// Without a listener of its own no Redis proxy runs: Istio's cluster stays, as TCP needs it.
+	if rd != nil && len(patches) > 0 {
+		cl, ok := t.redisCluster(svc, port, rd)
+		if !ok {
+			return nil, false, nil
+		}
+		if err := cl.ValidateAll(); err != nil {
+			return nil, false, fmt.Errorf("generated Redis cluster is invalid: %w", err)
+		}
+		patches = append(patches, replaceCluster(cl.Name, cl)...)
+	}
+	if rs != nil && rs.Spec.Settings != nil && cmp.Or(rs.Spec.Settings.ReadPolicy, redisv1.ReadPolicyMaster) != redisv1.ReadPolicyMaster &&
+		(rd == nil || redisMode(rd.Spec.TrafficPolicy) != redisv1.ModeCluster) {
+		t.problem("RedisService", rs.Namespace, rs.Name, SeverityWarning,
+			"host %s: readPolicy %s only applies to a Redis cluster (RedisDestination mode CLUSTER)", svc.host, rs.Spec.Settings.ReadPolicy)
+	}
+	if len(patches) > 0 {
+		t.out.RedisProxies[RouteConfigName(svc.host, port)] = out
+	}
+	return patches, true, nil
 }
 
 func redisMode(p *redisv1.TrafficPolicy) string {
@@ -366,11 +379,14 @@ func fractionalPercent(v float64) (*typev3.FractionalPercent, error) {
 	return &typev3.FractionalPercent{Numerator: uint32(math.Round(v * 10000)), Denominator: typev3.FractionalPercent_MILLION}, nil
 }
 
+// heldNote ends the message of a problem that holds a Redis port's outbound EnvoyFilter.
+const heldNote = "its outbound EnvoyFilter is kept as it is (none yet: the port stays plain TCP)"
+
 // credentials reads a password (and user) written inline or from a Secret of the object's
 // namespace. Problems name the Secret and key, never their content.
 func (t *translator) credentials(kind, namespace, name, host, field string, a *redisv1.Auth) (user, password string, ok bool) {
 	fail := func(format string, args ...any) (string, string, bool) {
-		t.problem(kind, namespace, name, SeverityError, "host %s: %s: %s; the port stays plain TCP", host, field, fmt.Sprintf(format, args...))
+		t.problem(kind, namespace, name, SeverityError, "host %s: %s: %s; %s", host, field, fmt.Sprintf(format, args...), heldNote)
 		return "", "", false
 	}
 	switch {
@@ -422,7 +438,7 @@ func inlineString(s string) *corev3.DataSource {
 func (t *translator) redisCluster(svc *service, port uint32, rd *redisv1.RedisDestination) (*clusterv3.Cluster, bool) {
 	name := ClusterName(port, "", svc.host)
 	fail := func(format string, args ...any) (*clusterv3.Cluster, bool) {
-		t.problem("RedisDestination", rd.Namespace, rd.Name, SeverityError, "host %s: %s; the port stays plain TCP", svc.host, fmt.Sprintf(format, args...))
+		t.problem("RedisDestination", rd.Namespace, rd.Name, SeverityError, "host %s: %s; %s", svc.host, fmt.Sprintf(format, args...), heldNote)
 		return nil, false
 	}
 	thresholds := &clusterv3.CircuitBreakers_Thresholds{

@@ -2,6 +2,7 @@ package traffic
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,7 +30,8 @@ func TestRedisPasswordsStayOutOfProblems(t *testing.T) {
 }
 
 // A Secret's new password reaches the configuration at the next translation; without the
-// Secret the port is left to plain TCP instead of a proxy that cannot authenticate.
+// Secret no new proxy is built and the port's EnvoyFilter is held (the writer keeps the one
+// that works).
 func TestRedisSecretChange(t *testing.T) {
 	in, opts, _ := loadCase(t, "testdata/redis-kafka-zookeeper")
 	ref := types.NamespacedName{Namespace: "redis", Name: "redis-service-secret"}
@@ -58,7 +60,11 @@ func TestRedisSecretChange(t *testing.T) {
 	}
 	in.Secrets = nil
 	if gone := filter(in); gone != "" {
-		t.Errorf("without its Secret the port still gets a Redis proxy: %s", gone)
+		t.Errorf("without its Secret the port still gets a newly built Redis proxy: %s", gone)
+	}
+	held := Translate(in, opts).Held
+	if want := (types.NamespacedName{Namespace: "istio-system", Name: "meltemi-redis-single.redis.svc.cluster.local-6379-outbound"}); !slices.Contains(held, want) {
+		t.Errorf("held %v, want %v: the writer would withdraw the working EnvoyFilter", held, want)
 	}
 }
 

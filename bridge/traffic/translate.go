@@ -94,6 +94,10 @@ func (r *RouterResult) unsupported(format string, args ...any) {
 type Output struct {
 	// EnvoyFilters, sorted by name and namespace; the writer adds Meltemi's ownership labels.
 	EnvoyFilters []*unstructured.Unstructured
+	// Held are EnvoyFilters that could not be built this time because of bad input (a Redis
+	// password that cannot be read): the writer keeps the existing ones unchanged instead of
+	// withdrawing them.
+	Held []types.NamespacedName
 	// Routes are the route configurations served over RDS, by name (<host>_<port>).
 	Routes map[string]*routev3.RouteConfiguration
 	// RedisProxies are the outbound Redis proxy configs, by host and port (<host>_<port>), for
@@ -454,6 +458,9 @@ func (t *translator) finish() {
 			strings.Compare(a.Name, b.Name), strings.Compare(a.Message, b.Message))
 	})
 	t.out.Problems = slices.Compact(t.out.Problems)
+	slices.SortFunc(t.out.Held, func(a, b types.NamespacedName) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Namespace, b.Namespace))
+	})
 	slices.SortFunc(t.out.EnvoyFilters, func(a, b *unstructured.Unstructured) int {
 		return cmp.Or(strings.Compare(a.GetName(), b.GetName()), strings.Compare(a.GetNamespace(), b.GetNamespace()))
 	})

@@ -147,6 +147,9 @@ func render(t *testing.T, out *Output) (efs, routes, problems string) {
 	for _, p := range out.Problems {
 		fmt.Fprintln(&b, p.String())
 	}
+	for _, h := range out.Held {
+		fmt.Fprintf(&b, "held: EnvoyFilter %s\n", h)
+	}
 	return efs, routes, b.String()
 }
 

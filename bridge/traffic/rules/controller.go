@@ -86,6 +86,8 @@ type Controller struct {
 	status       *statusWriter
 	// redisStatus writes the statuses of RedisServices and RedisDestinations, by kind.
 	redisStatus map[string]*statusWriter
+	// envoyFilters caches the EnvoyFilters where Meltemi's go, its own included.
+	envoyFilters cache.SharedIndexInformer
 	// secretRefs are the Secrets the Redis objects of the last translation name.
 	secretRefs atomic.Pointer[map[types.NamespacedName]bool]
 	// optional are inputs whose CRDs may be missing (Helm does not upgrade CRDs): without
@@ -190,6 +192,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.informers = append(c.informers, efInf)
+	c.envoyFilters = efInf
 	if cfg.MeshConfig.Name != "" {
 		name := cfg.MeshConfig.Name
 		inf := dynamicinformer.NewFilteredDynamicInformer(cfg.Client, configMapResource, cfg.MeshConfig.Namespace, 0, cache.Indexers{},
@@ -386,7 +389,7 @@ func (c *Controller) translateOnce(origin time.Time) {
 
 	// Routes first: they are what changes traffic, and they take effect without a write.
 	c.cfg.Routes.UpdateSince(origin, out.Routes)
-	writeErrs := c.writeEnvoyFilters(out.EnvoyFilters)
+	writeErrs := c.writeEnvoyFilters(append(out.EnvoyFilters, c.heldEnvoyFilters(out.Held)...))
 
 	c.mu.Lock()
 	firstSync := !c.synced
@@ -504,6 +507,26 @@ func (c *Controller) writeEnvoyFilters(efs []*unstructured.Unstructured) []traff
 		problems = append(problems, p)
 	}
 	return problems
+}
+
+// heldEnvoyFilters are Meltemi's current EnvoyFilters of the names the translation held: handed
+// to the writer unchanged, so that bad input (an unreadable Redis password) does not withdraw a
+// configuration that worked.
+func (c *Controller) heldEnvoyFilters(held []types.NamespacedName) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, key := range held {
+		obj, ok, err := c.envoyFilters.GetStore().GetByKey(key.Namespace + "/" + key.Name)
+		u, _ := obj.(*unstructured.Unstructured)
+		if err != nil || !ok || u == nil || !traffic.Owned(u) {
+			continue
+		}
+		kept := &unstructured.Unstructured{Object: map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "spec": u.Object["spec"]}}
+		kept.SetName(u.GetName())
+		kept.SetNamespace(u.GetNamespace())
+		kept.SetAnnotations(u.GetAnnotations())
+		out = append(out, kept)
+	}
+	return out
 }
 
 // problemObject identifies the object a problem is about.
