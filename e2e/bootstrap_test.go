@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 )
 
 // TestHelmBootstrapOverride renders the chart and holds its bootstrap override to Envoy's rules
@@ -97,7 +98,7 @@ func TestHelmBootstrapOverride(t *testing.T) {
 				// Every filter the translator writes with these flags must find its RDS cluster.
 				opts := traffic.Options{XDSCluster: xdsCluster}
 				for _, ef := range translatedGoldenInputs(t, opts) {
-					clusters, err := traffic.ConfigSourceClusters(ef)
+					clusters, err := traffictest.ConfigSourceClusters(ef)
 					if err != nil {
 						t.Fatalf("%s: %v", ef.GetName(), err)
 					}
@@ -160,7 +161,7 @@ func checkXDSCluster(t *testing.T, c *clusterv3.Cluster, wantAddr string, wantPo
 		t.Error("client certificates required but no workload certificate presented")
 	}
 	for _, cs := range sources {
-		name, err := traffic.ConfigSourceCluster(cs)
+		name, err := traffictest.ConfigSourceCluster(cs)
 		if err != nil {
 			t.Errorf("SDS config source: %v", err)
 			continue

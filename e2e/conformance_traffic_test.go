@@ -22,6 +22,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
@@ -94,10 +95,10 @@ func TestConformanceTraffic(t *testing.T) {
 		return nil
 	})
 	for _, ef := range efs {
-		if err := traffic.CheckEnvoyFilter(ef); err != nil {
+		if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 			t.Errorf("EnvoyFilter %s: %v", ef.GetName(), err)
 		}
-		clusters, err := traffic.ConfigSourceClusters(ef)
+		clusters, err := traffictest.ConfigSourceClusters(ef)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +159,7 @@ func TestConformanceTraffic(t *testing.T) {
 			return err
 		})
 		df, _ := v.Filter(dubboListener, 0, traffic.DubboProxyFilterName)
-		if err := traffic.CheckListenerFilter(df); err != nil {
+		if err := traffictest.CheckListenerFilter(df); err != nil {
 			t.Errorf("%s %s: %v", sc.Name, dubboListener, err)
 		}
 		dp := &dubbov3.DubboProxy{}
@@ -182,7 +183,7 @@ func TestConformanceTraffic(t *testing.T) {
 		requireClusters(t, sc, "Dubbo routes of "+dubboListener, dubboClusters)
 
 		tf, _ := v.Filter(thriftListener, 0, traffic.ThriftProxyFilterName)
-		if err := traffic.CheckListenerFilter(tf); err != nil {
+		if err := traffictest.CheckListenerFilter(tf); err != nil {
 			t.Errorf("%s %s: %v", sc.Name, thriftListener, err)
 		}
 		tp := &thriftv3.ThriftProxy{}
@@ -218,7 +219,7 @@ func TestConformanceTraffic(t *testing.T) {
 	}
 	requireClusters(t, provider, "inbound MetaProtocol route", []string{"inbound|20880||"})
 	df, _ := pv.Filter("virtualInbound", 20881, traffic.DubboProxyFilterName)
-	if err := traffic.CheckListenerFilter(df); err != nil {
+	if err := traffictest.CheckListenerFilter(df); err != nil {
 		t.Errorf("provider inbound Dubbo: %v", err)
 	}
 	dp := &dubbov3.DubboProxy{}
@@ -252,17 +253,17 @@ func metaProtocolOn(v *harness.View, listener string, port uint32) (*mpProxy, er
 	if err != nil {
 		return nil, err
 	}
-	if err := traffic.CheckListenerFilter(f); err != nil {
+	if err := traffictest.CheckListenerFilter(f); err != nil {
 		return nil, fmt.Errorf("%s: %w", listener, err)
 	}
 	ts := &udpatypev1.TypedStruct{}
 	if err := f.GetTypedConfig().UnmarshalTo(ts); err != nil {
 		return nil, err
 	}
-	return traffic.DecodeMetaProtocol(ts)
+	return traffictest.DecodeMetaProtocol(ts)
 }
 
-type mpProxy = traffic.MetaProtocolProxy
+type mpProxy = traffictest.MetaProtocolProxy
 
 func filterNames(mp *mpProxy) []string {
 	var out []string

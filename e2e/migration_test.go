@@ -25,6 +25,7 @@ import (
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
@@ -205,7 +206,7 @@ func TestAerakiManifestsApplyUnchanged(t *testing.T) {
 			if got := traffic.PatchedListeners(ef); !slices.Equal(got, []string{fmt.Sprintf("%s_%d", addr, port)}) {
 				return fmt.Errorf("%s: patches %v, want the allocated address's listener", ef.GetName(), got)
 			}
-			if err := traffic.CheckEnvoyFilter(ef); err != nil {
+			if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 				return fmt.Errorf("%s: %v", ef.GetName(), err)
 			}
 		}
@@ -273,7 +274,7 @@ func nativeFilter[T interface {
 		ef, err = c.dyn.Resource(envoyFiltersGVR).Namespace(c.namespace).Get(context.Background(), name, metav1.GetOptions{})
 		return err
 	})
-	if err := traffic.CheckEnvoyFilter(ef); err != nil {
+	if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")

@@ -20,6 +20,7 @@ import (
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
@@ -96,7 +97,7 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		if err := traffic.CheckListenerFilter(f); err != nil {
+		if err := traffictest.CheckListenerFilter(f); err != nil {
 			return nil, err
 		}
 		p := &redisv3.RedisProxy{}
@@ -149,7 +150,7 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 		}
 		return nil
 	})
-	if err := traffic.CheckCluster(cl); err != nil {
+	if err := traffictest.CheckCluster(cl); err != nil {
 		t.Errorf("Redis cluster: %v", err)
 	}
 	if err := cl.GetClusterType().GetTypedConfig().UnmarshalTo(&redisclusterv3.RedisClusterConfig{}); err != nil {
@@ -163,7 +164,7 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 		return opts.GetAuthPassword().GetInlineString()
 	}
 	awaitCluster(t, client, "outbound|6379||"+redisSingle, func(cl *clusterv3.Cluster) error {
-		if err := traffic.CheckCluster(cl); err != nil {
+		if err := traffictest.CheckCluster(cl); err != nil {
 			return err
 		}
 		if p := password(cl); p != "testredis" {
@@ -257,7 +258,7 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 	var written []*unstructured.Unstructured
 	for i := range efs.Items {
 		written = append(written, &efs.Items[i])
-		if err := traffic.CheckEnvoyFilter(&efs.Items[i]); err != nil {
+		if err := traffictest.CheckEnvoyFilter(&efs.Items[i]); err != nil {
 			t.Errorf("EnvoyFilter %s: %v", efs.Items[i].GetName(), err)
 		}
 	}
@@ -276,7 +277,7 @@ func statsFilterBeforeTCPProxy(v *harness.View, listener string, port uint32, na
 	if err != nil {
 		return err
 	}
-	if err := traffic.CheckListenerFilter(f); err != nil {
+	if err := traffictest.CheckListenerFilter(f); err != nil {
 		return err
 	}
 	chains, err := v.FilterChains(listener)

@@ -20,6 +20,7 @@ import (
 
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
 )
@@ -91,7 +92,7 @@ func (c *rdsClient) next(timeout time.Duration) (*routev3.RouteConfiguration, st
 		if rc.GetName() != c.name {
 			c.t.Fatalf("got route configuration %s, subscribed to %s", rc.GetName(), c.name)
 		}
-		if err := traffic.CheckRouteConfig(rc); err != nil {
+		if err := traffictest.CheckRouteConfig(rc); err != nil {
 			c.t.Fatalf("invalid route configuration: %v", err)
 		}
 		c.send(resp.GetVersionInfo(), resp.GetNonce()) // ACK
@@ -145,7 +146,7 @@ func TestMetaRouterBecomesEnvoyFiltersAndLiveRoutes(t *testing.T) {
 		}
 		names = names[:0]
 		for i := range list.Items {
-			if err := traffic.CheckEnvoyFilter(&list.Items[i]); err != nil {
+			if err := traffictest.CheckEnvoyFilter(&list.Items[i]); err != nil {
 				return fmt.Errorf("%s: %w", list.Items[i].GetName(), err)
 			}
 			if l := list.Items[i].GetLabels(); l["app.kubernetes.io/managed-by"] != "meltemi" || l[traffic.LabelComponent] != "traffic" {

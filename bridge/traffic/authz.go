@@ -13,13 +13,14 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // The Dubbo RBAC filter of the Dubbo proxy: it matches a request's interface and method as
 // dynamic metadata of its own name, keys "service" and "method". It exists in Aeraki's proxy
 // builds, not in upstream Envoy.
 const (
-	DubboRBACFilterName  = "envoy.filters.dubbo.rbac"
+	DubboRBACFilterName  = wellknown.DubboRBACFilter
 	dubboRBACStatPrefix  = "dubbo."
 	spiffePrefix         = "spiffe://"
 	dubboRBACServiceKey  = "service"

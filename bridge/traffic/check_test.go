@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -27,7 +28,7 @@ func TestCheckRejectsWhatTheProxyWouldNot(t *testing.T) {
 		t.Fatalf("want an inbound and an outbound EnvoyFilter, got %d filters", len(out.EnvoyFilters))
 	}
 	for _, ef := range []*unstructured.Unstructured{inbound, outbound} {
-		if err := CheckEnvoyFilter(ef); err != nil {
+		if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 			t.Fatalf("unbroken %s: %v", ef.GetName(), err)
 		}
 	}
@@ -97,7 +98,7 @@ func TestCheckRejectsWhatTheProxyWouldNot(t *testing.T) {
 			if err := unstructured.SetNestedSlice(ef.Object, patches, "spec", "configPatches"); err != nil {
 				t.Fatal(err)
 			}
-			err = CheckEnvoyFilter(ef)
+			err = traffictest.CheckEnvoyFilter(ef)
 			if err == nil {
 				t.Fatalf("broken config accepted")
 			}
@@ -124,7 +125,7 @@ func TestCheckOnGoldenFiles(t *testing.T) {
 		}
 		for _, ef := range objs {
 			n++
-			if err := CheckEnvoyFilter(ef); err != nil {
+			if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 				t.Errorf("%s: %s: %v", f, ef.GetName(), err)
 			}
 		}
@@ -146,7 +147,7 @@ func TestCheckRejectsBrokenRedis(t *testing.T) {
 	if outbound == nil {
 		t.Fatal("no outbound Redis EnvoyFilter")
 	}
-	if err := CheckEnvoyFilter(outbound); err != nil {
+	if err := traffictest.CheckEnvoyFilter(outbound); err != nil {
 		t.Fatalf("unbroken: %v", err)
 	}
 	// Patches: 0 the redis_proxy, 1 the cluster REMOVE, 2 the cluster ADD.
@@ -190,7 +191,7 @@ func TestCheckRejectsBrokenRedis(t *testing.T) {
 			if err := unstructured.SetNestedSlice(ef.Object, patches, "spec", "configPatches"); err != nil {
 				t.Fatal(err)
 			}
-			err := CheckEnvoyFilter(ef)
+			err := traffictest.CheckEnvoyFilter(ef)
 			if err == nil {
 				t.Fatal("broken config accepted")
 			}

@@ -25,22 +25,23 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // Envoy and MetaProtocol names used in the generated configuration.
 const (
-	MetaProtocolFilterName = "envoy.filters.network.meta_protocol_proxy"
-	MetaProtocolTypeURL    = "type.googleapis.com/aeraki.meta_protocol_proxy.v1alpha.MetaProtocolProxy"
-	DubboProxyFilterName   = "envoy.filters.network.dubbo_proxy"
-	ThriftProxyFilterName  = "envoy.filters.network.thrift_proxy"
-	tcpProxyFilterName     = "envoy.filters.network.tcp_proxy"
-	typedStructTypeURL     = "type.googleapis.com/udpa.type.v1.TypedStruct"
+	MetaProtocolFilterName = wellknown.MetaProtocolFilter
+	MetaProtocolTypeURL    = wellknown.MetaProtocolTypeURL
+	DubboProxyFilterName   = wellknown.DubboProxyFilter
+	ThriftProxyFilterName  = wellknown.ThriftProxyFilter
+	tcpProxyFilterName     = wellknown.TCPProxyFilter
+	typedStructTypeURL     = wellknown.TypedStructTypeURL
 
-	routerFilter           = "aeraki.meta_protocol.filters.router"
-	localRateLimitFilter   = "aeraki.meta_protocol.filters.local_ratelimit"
-	globalRateLimitFilter  = "aeraki.meta_protocol.filters.ratelimit"
-	metadataExchangeFilter = "aeraki.meta_protocol.filters.metadata_exchange"
-	istioStatsFilter       = "aeraki.meta_protocol.filters.istio_stats"
+	routerFilter           = wellknown.MetaRouterFilter
+	localRateLimitFilter   = wellknown.MetaLocalRateLimitFilter
+	globalRateLimitFilter  = wellknown.MetaGlobalRateLimitFilter
+	metadataExchangeFilter = wellknown.MetaMetadataExchangeFilter
+	istioStatsFilter       = wellknown.MetaIstioStatsFilter
 
 	// virtualInbound is the listener of Istio sidecars that receives all inbound traffic.
 	virtualInbound = "virtualInbound"

@@ -17,6 +17,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/portname"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // Attributes with a meaning of their own in native Dubbo and Thrift routes; every other
@@ -28,8 +29,8 @@ const (
 
 // Filter names inside Envoy's native proxies.
 const (
-	dubboRouterFilter  = "envoy.filters.dubbo.router"
-	thriftRouterFilter = "envoy.filters.thrift.router"
+	dubboRouterFilter  = wellknown.DubboRouterFilter
+	thriftRouterFilter = wellknown.ThriftRouterFilter
 	// AnnotationInterface on a ServiceEntry names the Dubbo interface its native Dubbo port
 	// serves (dubbo2istio writes it); routes of that port match it.
 	AnnotationInterface = "interface"

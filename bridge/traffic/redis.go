@@ -28,12 +28,13 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/api/portname"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // Names and defaults of the Redis configuration, as Aeraki writes it.
 const (
-	RedisProxyFilterName = "envoy.filters.network.redis_proxy"
-	redisClusterType     = "envoy.clusters.redis"
+	RedisProxyFilterName = wellknown.RedisProxyFilter
+	redisClusterType     = wellknown.RedisClusterType
 	// Operation timeouts: outbound as Aeraki's default; inbound long, the client side times out.
 	defaultRedisOpTimeout        = time.Minute
 	defaultRedisInboundOpTimeout = time.Hour

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
 )
 
@@ -33,7 +34,7 @@ func TestTranslateGolden(t *testing.T) {
 			out := Translate(in, opts)
 
 			for _, ef := range out.EnvoyFilters {
-				if err := CheckEnvoyFilter(ef); err != nil {
+				if err := traffictest.CheckEnvoyFilter(ef); err != nil {
 					t.Errorf("EnvoyFilter %s: %v", ef.GetName(), err)
 				}
 				for _, l := range PatchedListeners(ef) {
@@ -43,7 +44,7 @@ func TestTranslateGolden(t *testing.T) {
 				}
 			}
 			for name, rc := range out.Routes {
-				if err := CheckRouteConfig(rc); err != nil {
+				if err := traffictest.CheckRouteConfig(rc); err != nil {
 					t.Errorf("route configuration %s: %v", name, err)
 				}
 				if name != rc.GetName() {

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // ValidateRouter checks a MetaRouter on its own (without looking at other objects). The CRD's
@@ -191,9 +192,9 @@ func checkBucket(at string, b *mpv1.TokenBucket) []string {
 	switch {
 	case b.FillInterval == nil || b.FillInterval.Duration <= 0:
 		errs = append(errs, at+".fillInterval: a positive duration is required")
-	case b.FillInterval.Duration < minFillInterval:
+	case b.FillInterval.Duration < wellknown.MinFillInterval:
 		errs = append(errs, fmt.Sprintf("%s.fillInterval: %s is shorter than %s, which the MetaProtocol proxy refuses (with the whole listener)",
-			at, b.FillInterval.Duration, minFillInterval))
+			at, b.FillInterval.Duration, wellknown.MinFillInterval))
 	}
 	return errs
 }

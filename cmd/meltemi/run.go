@@ -252,22 +252,21 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline, Protocols: protocols},
 		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
 	}
-	var ctrl *serviceentries.Controller
 	var hosts *synckube.HostIndex
 	if f.hostGuard {
-		if hosts, err = synckube.NewHostIndex(dyn, guardNS, func(h []string) { ctrl.Recheck(h...) }); err != nil {
+		if hosts, err = synckube.NewHostIndex(dyn, guardNS); err != nil {
 			return nil, err
 		}
 		cfg.Hosts = hosts
 	}
-	ctrl = serviceentries.New(cfg, store.New(), rec)
+	ctrl := serviceentries.New(cfg, store.New(), rec)
 	if err := ctrl.RegisterMetrics(reg); err != nil {
 		return nil, err
 	}
 	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: f.pluginDir, Logger: log.With("component", "plugins"), Metrics: supervisor.NewMetrics(reg)}, ctrl)
 	goRun("controller", func() error {
 		if hosts != nil {
-			go hosts.Run(ctx)
+			go hosts.Run(ctx, func(h []string) { ctrl.Recheck(h...) })
 			// Decisions on foreign hosts need the complete index.
 			if !cache.WaitForCacheSync(ctx.Done(), hosts.Synced) {
 				return nil

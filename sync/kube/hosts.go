@@ -27,10 +27,9 @@ type HostIndex struct {
 	hosts map[string]map[string]bool // host -> "namespace/name" -> owned by Meltemi
 }
 
-// NewHostIndex returns an index of ServiceEntries in namespace ("" for all); onChange is
-// called with the hosts whose definitions changed.
-func NewHostIndex(client dynamic.Interface, namespace string, onChange func(hosts []string)) (*HostIndex, error) {
-	hi := &HostIndex{onChange: onChange, hosts: map[string]map[string]bool{}}
+// NewHostIndex returns an index of ServiceEntries in namespace ("" for all).
+func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error) {
+	hi := &HostIndex{hosts: map[string]map[string]bool{}}
 	hi.informer = dynamicinformer.NewFilteredDynamicInformer(client, istio.ServiceEntryResource, namespace, 0, cache.Indexers{}, nil).Informer()
 	if err := hi.informer.SetTransform(func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
@@ -127,8 +126,12 @@ func (hi *HostIndex) remove(u *unstructured.Unstructured) {
 	}
 }
 
-// Run fills the index until ctx ends.
-func (hi *HostIndex) Run(ctx context.Context) { hi.informer.RunWithContext(ctx) }
+// Run fills the index until ctx ends; onChange is called with the hosts whose foreign
+// definitions changed.
+func (hi *HostIndex) Run(ctx context.Context, onChange func(hosts []string)) {
+	hi.onChange = onChange
+	hi.informer.RunWithContext(ctx)
+}
 
 // Synced reports whether the index holds every ServiceEntry.
 func (hi *HostIndex) Synced() bool { return hi.informer.HasSynced() }

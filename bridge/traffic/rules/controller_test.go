@@ -24,6 +24,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/kube"
 )
@@ -175,7 +176,7 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return traffic.CheckEnvoyFilter(ef)
+		return traffictest.CheckEnvoyFilter(ef)
 	})
 	env.Eventually(t, 20*time.Second, condition(mpv1.ConditionAccepted, "True"))
 	env.Eventually(t, 10*time.Second, condition(mpv1.ConditionResolvedRefs, "True"))

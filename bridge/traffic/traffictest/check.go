@@ -1,11 +1,10 @@
-package traffic
+package traffictest
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -23,13 +22,11 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/mpproto"
+	"github.com/meltemi-mesh/meltemi/bridge/traffic/internal/wellknown"
 )
 
 // Rules the MetaProtocol proxy enforces that its message definitions do not say.
 const (
-	// minFillInterval is the shortest token bucket fill interval the local rate limit takes;
-	// a shorter one makes the proxy reject the listener.
-	minFillInterval = 50 * time.Millisecond
 	maxMutations    = 1000
 	maxKeyValueLen  = 16384
 	maxHashPolicies = 100
@@ -151,7 +148,7 @@ func CheckCluster(cl *clusterv3.Cluster) error {
 		if err != nil {
 			return fmt.Errorf("cluster %s: protocol options %s: %w", cl.GetName(), name, err)
 		}
-		if _, ok := m.(*redisv3.RedisProtocolOptions); name == RedisProxyFilterName && !ok {
+		if _, ok := m.(*redisv3.RedisProtocolOptions); name == wellknown.RedisProxyFilter && !ok {
 			return fmt.Errorf("cluster %s: protocol options %s are a %T, want RedisProtocolOptions", cl.GetName(), name, m)
 		}
 		if v, ok := m.(interface{ ValidateAll() error }); ok {
@@ -163,7 +160,7 @@ func CheckCluster(cl *clusterv3.Cluster) error {
 	switch {
 	case cl.GetClusterType() != nil:
 		ct := cl.GetClusterType()
-		if ct.GetName() != redisClusterType {
+		if ct.GetName() != wellknown.RedisClusterType {
 			return fmt.Errorf("cluster %s: custom cluster type %s is not one Meltemi writes", cl.GetName(), ct.GetName())
 		}
 		if _, err := ct.GetTypedConfig().UnmarshalNew(); err != nil {
@@ -203,11 +200,11 @@ func CheckListenerFilter(f *listenerv3.Filter) error {
 	case *dubbov3.DubboProxy:
 		return checkNativeFilters(f.GetName(), len(c.GetDubboFilters()), func(i int) (string, *anypb.Any) {
 			return c.GetDubboFilters()[i].GetName(), c.GetDubboFilters()[i].GetConfig()
-		}, dubboRouterFilter)
+		}, wellknown.DubboRouterFilter)
 	case *thriftv3.ThriftProxy:
 		return checkNativeFilters(f.GetName(), len(c.GetThriftFilters()), func(i int) (string, *anypb.Any) {
 			return c.GetThriftFilters()[i].GetName(), c.GetThriftFilters()[i].GetTypedConfig()
-		}, thriftRouterFilter)
+		}, wellknown.ThriftRouterFilter)
 	case *redisv3.RedisProxy:
 		return checkRedisProxy(c)
 	}
@@ -271,7 +268,7 @@ func checkNativeFilters(proxy string, n int, filter func(int) (string, *anypb.An
 				return fmt.Errorf("filter %s: %s config: %w", proxy, name, err)
 			}
 		}
-		if _, ok := m.(*netrbacv3.RBAC); name == DubboRBACFilterName && !ok {
+		if _, ok := m.(*netrbacv3.RBAC); name == wellknown.DubboRBACFilter && !ok {
 			return fmt.Errorf("filter %s: %s config is a %T, want a network RBAC config", proxy, name, m)
 		}
 	}
@@ -284,8 +281,8 @@ type MetaProtocolProxy = mpproto.MetaProtocolProxy
 // DecodeMetaProtocol decodes a TypedStruct's value into the MetaProtocol proxy's message,
 // strictly: unknown fields, in the proxy's config or in any filter config it holds, are errors.
 func DecodeMetaProtocol(ts *udpatypev1.TypedStruct) (*mpproto.MetaProtocolProxy, error) {
-	if ts.GetTypeUrl() != MetaProtocolTypeURL {
-		return nil, fmt.Errorf("TypedStruct of type %s, want %s", ts.GetTypeUrl(), MetaProtocolTypeURL)
+	if ts.GetTypeUrl() != wellknown.MetaProtocolTypeURL {
+		return nil, fmt.Errorf("TypedStruct of type %s, want %s", ts.GetTypeUrl(), wellknown.MetaProtocolTypeURL)
 	}
 	js, err := protojson.Marshal(ts.GetValue())
 	if err != nil {
@@ -353,7 +350,7 @@ func CheckMetaProtocol(mp *mpproto.MetaProtocolProxy) error {
 		}
 	}
 	filters := mp.GetMetaProtocolFilters()
-	if len(filters) == 0 || filters[len(filters)-1].GetName() != routerFilter {
+	if len(filters) == 0 || filters[len(filters)-1].GetName() != wellknown.MetaRouterFilter {
 		return errors.New("MetaProtocolProxy: the filter chain must end with the router")
 	}
 	for _, f := range filters {
@@ -458,7 +455,7 @@ func checkMetaMatch(m *mpproto.RouteMatch) error {
 func checkFilterConfig(name string, cfg proto.Message) error {
 	switch c := cfg.(type) {
 	case *mpproto.LocalRateLimit:
-		if name != localRateLimitFilter {
+		if name != wellknown.MetaLocalRateLimitFilter {
 			return fmt.Errorf("a LocalRateLimit config in filter %s", name)
 		}
 		if c.GetStatPrefix() == "" || (c.GetTokenBucket() == nil && len(c.GetConditions()) == 0) {
@@ -481,7 +478,7 @@ func checkFilterConfig(name string, cfg proto.Message) error {
 			}
 		}
 	case *mpproto.RateLimit:
-		if name != globalRateLimitFilter {
+		if name != wellknown.MetaGlobalRateLimitFilter {
 			return fmt.Errorf("a RateLimit config in filter %s", name)
 		}
 		if c.GetDomain() == "" || len(c.GetDescriptors()) == 0 || c.GetRateLimitService() == nil {
@@ -497,7 +494,7 @@ func checkFilterConfig(name string, cfg proto.Message) error {
 		}
 		return checkMetaMatch(c.GetMatch())
 	case *mpproto.IstioStats:
-		if name != istioStatsFilter {
+		if name != wellknown.MetaIstioStatsFilter {
 			return fmt.Errorf("an IstioStats config in filter %s", name)
 		}
 	case *mpproto.MetadataExchange, *mpproto.Router:
@@ -511,8 +508,8 @@ func checkTokenBucket(b *typev3.TokenBucket) error {
 	if err := b.ValidateAll(); err != nil {
 		return err
 	}
-	if d := b.GetFillInterval().AsDuration(); d < minFillInterval {
-		return fmt.Errorf("fill_interval %s is shorter than %s: the proxy rejects the listener", d, minFillInterval)
+	if d := b.GetFillInterval().AsDuration(); d < wellknown.MinFillInterval {
+		return fmt.Errorf("fill_interval %s is shorter than %s: the proxy rejects the listener", d, wellknown.MinFillInterval)
 	}
 	return nil
 }
