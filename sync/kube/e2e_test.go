@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"net/http"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 )
 
 // These tests run against the real kube-apiserver with Istio's CRDs started by
@@ -661,4 +667,60 @@ func TestE2EGroups(t *testing.T) {
 	}
 	rr.waitIdle(t)
 	exist(map[string]bool{"d": true})
+}
+
+// TestE2EWritesResumeWhenTheServerAnswers: writes that failed because the API server could not
+// be reached wait out their backoff while it is away — counted in the queue depth — and go out
+// as soon as it answers again, not when their backoff (grown to seconds) ends.
+func TestE2EWritesResumeWhenTheServerAnswers(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	var down atomic.Bool
+	cfg := rest.CopyConfig(ke.cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if down.Load() {
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := newReconciler(t, client, ns, nil).start(t)
+	rr.waitIdle(t)
+
+	down.Store(true)
+	for _, name := range []string{"a", "b"} {
+		if err := rr.Set(serviceEntry(ns, name, 1, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Backoff doubles from 10 ms: after 12 s of failures the next attempt is ~8 s away.
+	time.Sleep(12 * time.Second)
+	if got := metric(t, rr.reg, "meltemi_sync_queue_depth", nil); got != 2 {
+		t.Errorf("meltemi_sync_queue_depth = %v during the outage, want 2 (keys waiting out a backoff)", got)
+	}
+	if s := rr.Stats(); s.QueueDepth != 2 {
+		t.Errorf("Stats().QueueDepth = %d during the outage, want 2", s.QueueDepth)
+	}
+	down.Store(false)
+	back := time.Now()
+	eventually(t, 10*time.Second, func() error {
+		for _, name := range []string{"a", "b"} {
+			if ke.get(t, ns, name) == nil {
+				return fmt.Errorf("%s not written yet", name)
+			}
+		}
+		return nil
+	})
+	if took := time.Since(back); took > 2*time.Second {
+		t.Errorf("writes landed %v after the server answered again, want within 2s (probe every %v)", took, probeInterval)
+	}
+	rr.waitIdle(t)
+	if got := metric(t, rr.reg, "meltemi_sync_queue_depth", nil); got != 0 {
+		t.Errorf("meltemi_sync_queue_depth = %v after recovery, want 0", got)
+	}
 }

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind", "reason"}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meltemi_sync_queue_depth",
-			Help: "Objects waiting to be reconciled (not counting those waiting out a retry backoff).",
+			Help: "Objects waiting to be reconciled: queued, or waiting out a retry backoff after a failed write.",
 		}),
 		pendingDeletes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meltemi_sync_pending_deletes",

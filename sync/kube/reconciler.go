@@ -131,7 +131,7 @@ type Stats struct {
 	ForeignConflicts int64 // refusals because a foreign object holds a desired name
 	StaleRetries     int64 // writes rejected by a precondition (409) and retried
 	PendingDeletes   int   // owned orphans kept until AllowDeletes
-	QueueDepth       int   // keys queued (not counting those waiting out a backoff)
+	QueueDepth       int   // keys queued or waiting out a retry backoff
 }
 
 // objKey identifies an object: kind index into Config.Kinds, namespace and name.
@@ -185,7 +185,8 @@ type Reconciler struct {
 	log     *slog.Logger
 	kinds   []*kindState
 	byGVK   map[schema.GroupVersionKind]int
-	queue   workqueue.TypedRateLimitingInterface[objKey]
+	queue   workqueue.TypedInterface[objKey]
+	backoff workqueue.TypedRateLimiter[objKey] // per-key retry delays
 	qm      *queueMetrics
 	limiter *rate.Limiter
 	m       *metrics
@@ -198,8 +199,10 @@ type Reconciler struct {
 	applied   map[objKey]appliedRecord // last successful apply per key, kept after it is observed
 	pending   map[objKey]struct{}      // owned orphans kept while deletes are not allowed
 	conflicts map[objKey]types.UID     // foreign object last reported per key (one event per object)
+	waiting   map[objKey]*waitingKey   // keys waiting out a retry backoff
 
 	allowDeletes atomic.Bool
+	serverDown   atomic.Bool // a write failed for want of an answer; probing until one comes
 	started      atomic.Bool
 	synced       chan struct{}
 
@@ -264,13 +267,12 @@ func New(cfg Config) (*Reconciler, error) {
 		applied:   map[objKey]appliedRecord{},
 		pending:   map[objKey]struct{}{},
 		conflicts: map[objKey]types.UID{},
+		waiting:   map[objKey]*waitingKey{},
 		synced:    make(chan struct{}),
 	}
 	r.qm = &queueMetrics{depth: m.queueDepth}
-	r.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[objKey](10*time.Millisecond, cfg.MaxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[objKey]{Name: "meltemi-sync", MetricsProvider: r.qm},
-	)
+	r.backoff = workqueue.NewTypedItemExponentialFailureRateLimiter[objKey](10*time.Millisecond, cfg.MaxRetryDelay)
+	r.queue = workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[objKey]{Name: "meltemi-sync", MetricsProvider: r.qm})
 	for i, k := range cfg.Kinds {
 		if k.Resource == "" || k.GVK.Kind == "" || k.GVK.Version == "" {
 			return nil, fmt.Errorf("kube reconciler: incomplete kind %+v", k)
@@ -340,6 +342,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() { r.probe(ctx) })
 	if r.cfg.ResyncPeriod > 0 {
 		wg.Go(func() {
 			t := time.NewTicker(r.cfg.ResyncPeriod)
@@ -543,7 +546,7 @@ func (r *Reconciler) Synced() bool {
 // Stats returns the counters.
 func (r *Reconciler) Stats() Stats {
 	r.mu.RLock()
-	pending := len(r.pending)
+	pending, waiting := len(r.pending), len(r.waiting)
 	r.mu.RUnlock()
 	return Stats{
 		Applies:          r.applies.Load(),
@@ -554,7 +557,7 @@ func (r *Reconciler) Stats() Stats {
 		ForeignConflicts: r.foreign.Load(),
 		StaleRetries:     r.stale.Load(),
 		PendingDeletes:   pending,
-		QueueDepth:       r.queue.Len(),
+		QueueDepth:       r.queue.Len() + waiting,
 	}
 }
 
@@ -574,8 +577,6 @@ func (r *Reconciler) key(gvk schema.GroupVersionKind, namespace, name string) (o
 	}
 	return objKey{kind: i, namespace: namespace, name: name}, nil
 }
-
-func (r *Reconciler) enqueue(k objKey) { r.queue.Add(k) }
 
 func (r *Reconciler) record(obj runtime.Object, eventType, reason, message string) {
 	if r.cfg.Recorder != nil && obj != nil {

@@ -19,6 +19,10 @@ import (
 // backoff (the foreign object may go away) and counted as a conflict, not as an error.
 var errForeign = errors.New("name taken by an object not managed by meltemi")
 
+// writeTimeout bounds one write: a request the server took but never answers (it happens while
+// an API server starts) must not hold a worker.
+const writeTimeout = 30 * time.Second
+
 // errStale marks a write rejected by its precondition (409); it is retried with backoff after
 // the cache has caught up.
 var errStale = errors.New("object changed since it was read")
@@ -32,7 +36,10 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 	wrote, err := r.sync(ctx, k)
 	switch {
 	case err == nil:
-		r.queue.Forget(k)
+		r.backoff.Forget(k)
+		if wrote {
+			r.serverAnswered()
+		}
 		if r.cfg.OnSynced != nil {
 			ks := r.kinds[k.kind]
 			r.cfg.OnSynced(ks.GVK, k.namespace, k.name, wrote)
@@ -40,16 +47,16 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 	case ctx.Err() != nil:
 		// Shutting down: the write was cut short, nothing to report.
 	case errors.Is(err, errForeign):
-		r.queue.AddRateLimited(k)
+		r.retryLater(k, err)
 	case errors.Is(err, errStale):
 		r.stale.Add(1)
 		r.log.Debug("write precondition failed, retrying", "kind", r.kinds[k.kind].label,
 			"namespace", k.namespace, "name", k.name, "err", err)
-		r.queue.AddRateLimited(k)
+		r.retryLater(k, err)
 	default:
 		r.errs.Add(1)
 		r.m.errors.WithLabelValues(r.kinds[k.kind].label).Inc()
-		retries := r.queue.NumRequeues(k)
+		retries := r.backoff.NumRequeues(k)
 		r.log.Error("reconcile failed, retrying", "kind", r.kinds[k.kind].label,
 			"namespace", k.namespace, "name", k.name, "retries", retries, "err", err)
 		if retries == 0 { // one event per run of failures
@@ -60,7 +67,7 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 				r.record(want.d.obj, EventTypeWarning, ReasonWriteFailed, err.Error())
 			}
 		}
-		r.queue.AddRateLimited(k)
+		r.retryLater(k, err)
 	}
 	return true
 }
@@ -162,6 +169,8 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 		return false, err
 	}
 	force := exists
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
 	// FieldValidation Ignore: with the default (Warn) the API server parses the YAML apply body
 	// a second time, strictly, only to produce warnings — about a fifth of the server's cost
 	// of an apply. Fields the schema drops are reported below from the response instead.
@@ -171,7 +180,7 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 		if apierrors.IsConflict(err) {
 			return false, fmt.Errorf("%w: apply %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
 		}
-		return false, fmt.Errorf("apply %s %s/%s: %w", ks.label, k.namespace, k.name, err)
+		return false, fmt.Errorf("apply %s %s/%s: %w", ks.label, k.namespace, k.name, &callError{err})
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{hash: d.hash, resourceVersion: out.GetResourceVersion(), uid: out.GetUID(), at: time.Now()}
@@ -219,6 +228,8 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	// still the owned one the cache showed: if someone removed the ownership label meanwhile,
 	// the delete fails with 409 and the next look finds a foreign object.
 	uid, rv := live.GetUID(), live.GetResourceVersion()
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
 	err := ks.client.Namespace(k.namespace).Delete(ctx, k.name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv},
 	})
@@ -229,7 +240,7 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 		// Changed or replaced since the cache showed it; look again once the cache catches up.
 		return false, fmt.Errorf("%w: delete %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
 	case err != nil:
-		return false, fmt.Errorf("delete %s %s/%s: %w", ks.label, k.namespace, k.name, err)
+		return false, fmt.Errorf("delete %s %s/%s: %w", ks.label, k.namespace, k.name, &callError{err})
 	}
 	r.mu.Lock()
 	r.lastWrite[k] = &writeRecord{deleted: true, uid: uid, at: time.Now()}

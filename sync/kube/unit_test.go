@@ -3,8 +3,12 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -489,5 +493,31 @@ func TestQueueDepthMetricAndOptionalHooks(t *testing.T) {
 	}
 	if err := rr.Run(context.Background()); err == nil {
 		t.Errorf("second Run accepted")
+	}
+}
+
+func TestServerUnavailable(t *testing.T) {
+	gr := schema.GroupResource{Group: "networking.istio.io", Resource: "serviceentries"}
+	call := func(err error) error { return fmt.Errorf("apply: %w", &callError{err}) }
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", call(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), true},
+		{"cut off", call(io.ErrUnexpectedEOF), true},
+		{"503", call(apierrors.NewServiceUnavailable("starting")), true},
+		{"429", call(apierrors.NewTooManyRequests("slow down", 1)), true},
+		{"server timeout", call(apierrors.NewServerTimeout(gr, "patch", 1)), true},
+		{"gateway timeout", call(apierrors.NewTimeoutError("etcd", 1)), true},
+		{"500 on the object", call(apierrors.NewInternalError(errors.New("failed to create typed patch object"))), false},
+		{"invalid", call(apierrors.NewInvalid(schema.GroupKind{Kind: "ServiceEntry"}, "x", nil)), false},
+		{"conflict", call(apierrors.NewConflict(gr, "x", errors.New("changed"))), false},
+		{"shutting down", call(context.Canceled), false},
+		{"not an API call", errors.New("encoding the body"), false},
+	} {
+		if got := serverUnavailable(tc.err); got != tc.want {
+			t.Errorf("%s: serverUnavailable = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

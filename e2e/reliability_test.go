@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
+)
+
+// apiServerOutage runs the host on ZooKeeper, stops the real kube-apiserver for outage while
+// the registry changes (an endpoint added, a service removed, a service added), starts it
+// again, and returns how long after it was ready again every change was in the cluster.
+// queued is meltemi_sync_queue_depth as the host reported it during the outage.
+func apiServerOutage(t testing.TB, outage time.Duration) (recovery time.Duration, queued float64) {
+	t.Helper()
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	const kept, removed, added = "com.example.outage.Kept", "com.example.outage.Removed", "com.example.outage.Added"
+	register := func(iface, ip string) string {
+		t.Helper()
+		path, err := dubbo.Register(conn, root, dubbo.Provider{IP: ip, Port: 20880, Interface: iface, Application: "outage"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	register(kept, "10.6.0.1")
+	removedPath := register(removed, "10.6.1.1")
+	cfg := writeFile(t, "registries.yaml", zkRegistryYAML("zk-apiserver-outage", c.namespace, env.ZKAddr, root))
+	b := startBridge(t, c, "--config", cfg)
+	b.waitReady(t, env)
+	env.Eventually(t, 20*time.Second, func() error {
+		for _, h := range []string{kept, removed} {
+			if _, err := c.getServiceEntry(strings.ToLower(h)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	env.Kill(t, harness.KubeAPIServer) // a crash: the outage starts at once
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			env.Start(t, harness.KubeAPIServer)
+		}
+	})
+	start := time.Now()
+	register(kept, "10.6.0.2")
+	if err := conn.Delete(removedPath, -1); err != nil {
+		t.Fatal(err)
+	}
+	register(added, "10.6.2.1")
+	// The queue depth is read once the writes have had time to fail.
+	time.Sleep(min(outage, 5*time.Second))
+	queued = metricSum(b.metrics(t), "meltemi_sync_queue_depth")
+	time.Sleep(outage - time.Since(start))
+	env.Start(t, harness.KubeAPIServer) // returns once /readyz answers
+	stopped = false
+	ready := time.Now()
+
+	check := func() error {
+		se, err := c.getServiceEntry(strings.ToLower(kept))
+		if err != nil {
+			return err
+		}
+		if got := addresses(se); !slices.Contains(got, "10.6.0.2") {
+			return fmt.Errorf("%s endpoints %v, want 10.6.0.2 among them", kept, got)
+		}
+		if _, err := c.getServiceEntry(strings.ToLower(removed)); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s not deleted yet (%v)", removed, err)
+		}
+		if _, err := c.getServiceEntry(strings.ToLower(added)); err != nil {
+			return err
+		}
+		return nil
+	}
+	for {
+		err := check()
+		if err == nil {
+			break
+		}
+		if time.Since(ready) > 2*time.Minute {
+			t.Fatalf("changes made during the outage not in the cluster 2 min after the API server was ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(ready), queued
+}
+
+// TestAPIServerOutageRecovery: changes made while the API server is down are written within
+// seconds of its return, whatever backoff the failed writes had reached, and the writes waiting
+// are visible in the queue depth meanwhile.
+func TestAPIServerOutageRecovery(t *testing.T) {
+	outage := 20 * time.Second
+	if s := os.Getenv("MELTEMI_E2E_OUTAGE"); s != "" {
+		var err error
+		if outage, err = time.ParseDuration(s); err != nil {
+			t.Fatal(errors.New("MELTEMI_E2E_OUTAGE: " + err.Error()))
+		}
+	}
+	recovery, queued := apiServerOutage(t, outage)
+	t.Logf("outage %v: every change in the cluster %v after the API server was ready", outage, recovery.Round(time.Millisecond))
+	if recovery > 5*time.Second {
+		t.Errorf("changes landed %v after the API server was ready, want within 5s", recovery)
+	}
+	if queued < 1 {
+		t.Errorf("meltemi_sync_queue_depth = %v during the outage, want the writes waiting to be counted", queued)
+	}
+}
+
+// BenchmarkAPIServerOutageRecovery reports how long after a real kube-apiserver is ready again
+// the changes made during its outage are all written, for a 30 s and a 3 min outage.
+func BenchmarkAPIServerOutageRecovery(b *testing.B) {
+	for _, outage := range []time.Duration{30 * time.Second, 3 * time.Minute} {
+		b.Run("outage="+outage.String(), func(b *testing.B) {
+			var worst time.Duration
+			for range b.N {
+				recovery, _ := apiServerOutage(b, outage)
+				worst = max(worst, recovery)
+			}
+			b.ReportMetric(worst.Seconds(), "recovery-s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
