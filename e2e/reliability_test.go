@@ -134,3 +134,93 @@ func BenchmarkAPIServerOutageRecovery(b *testing.B) {
 		})
 	}
 }
+
+// TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes: after a restart with one registry that
+// cannot sync (its address no longer answers), the healthy registry's removed service is
+// deleted as soon as it has synced; the other registry's service stays, and a host both
+// registries provide keeps the unsynced registry's endpoint.
+func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	good, other := zkRoot(t, conn), zkRoot(t, conn)
+	const (
+		kept    = "com.example.gc.Kept"
+		removed = "com.example.gc.Removed"
+		theirs  = "com.example.gc.Theirs"
+		merged  = "com.example.gc.Merged"
+	)
+	register := func(root, iface, ip string) string {
+		t.Helper()
+		path, err := dubbo.Register(conn, root, dubbo.Provider{IP: ip, Port: 20880, Interface: iface, Application: "gc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	register(good, kept, "10.7.0.1")
+	removedPath := register(good, removed, "10.7.0.2")
+	register(good, merged, "10.7.0.3")
+	register(other, theirs, "10.7.1.1")
+	register(other, merged, "10.7.1.3")
+	config := func(otherAddr string) string {
+		return zkRegistryYAML("zk-good", c.namespace, env.ZKAddr, good) + "---\n" +
+			zkRegistryYAML("zk-other", c.namespace, otherAddr, other)
+	}
+	cfg := writeFile(t, "registries.yaml", config(env.ZKAddr))
+	first := startBridge(t, c, "--config", cfg)
+	first.waitReady(t, env)
+	env.Eventually(t, 20*time.Second, func() error {
+		for _, h := range []string{kept, removed, theirs} {
+			if _, err := c.getServiceEntry(strings.ToLower(h)); err != nil {
+				return err
+			}
+		}
+		se, err := c.getServiceEntry(strings.ToLower(merged))
+		if err != nil {
+			return err
+		}
+		if got := addresses(se); len(got) != 2 {
+			return fmt.Errorf("merged host endpoints %v, want both registries'", got)
+		}
+		return nil
+	})
+	first.stop(t)
+
+	// While the host is down, the healthy registry loses a service and the other registry
+	// becomes unreachable.
+	if err := conn.Delete(removedPath, -1); err != nil {
+		t.Fatal(err)
+	}
+	cfg = writeFile(t, "registries.yaml", config(freeAddr(t)))
+	second := startBridge(t, c, "--config", cfg)
+	started := time.Now()
+	env.Eventually(t, 30*time.Second, func() error {
+		if _, err := c.getServiceEntry(strings.ToLower(removed)); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s not deleted (%v)", removed, err)
+		}
+		return nil
+	})
+	t.Logf("removed service deleted %v after the host started, with zk-other unsynced", time.Since(started).Round(time.Millisecond))
+	synced := metricSum(second.metrics(t), `meltemi_registry_synced{registry="zk-other"}`)
+	if synced != 0 {
+		t.Fatalf("zk-other reported synced (%v): the test needs it unsynced", synced)
+	}
+	time.Sleep(2 * time.Second) // give a wrong delete or rewrite every chance to happen
+	if _, err := c.getServiceEntry(strings.ToLower(theirs)); err != nil {
+		t.Errorf("the unsynced registry's ServiceEntry: %v", err)
+	}
+	if _, err := c.getServiceEntry(strings.ToLower(kept)); err != nil {
+		t.Errorf("the healthy registry's ServiceEntry: %v", err)
+	}
+	se, err := c.getServiceEntry(strings.ToLower(merged))
+	if err != nil {
+		t.Fatalf("merged host: %v", err)
+	}
+	if got := addresses(se); !slices.Contains(got, "10.7.1.3") {
+		t.Errorf("merged host lost the unsynced registry's endpoint: %v", got)
+	}
+	if p := metricSum(second.metrics(t), "meltemi_sync_pending_deletes"); p < 1 {
+		t.Errorf("meltemi_sync_pending_deletes = %v, want the unsynced registry's objects held", p)
+	}
+}

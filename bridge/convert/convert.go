@@ -356,5 +356,5 @@ func registryLabel(names []string) string {
 		return names[0]
 	}
 	sum := sha256.Sum256([]byte(strings.Join(names, ",")))
-	return "multi-" + hex.EncodeToString(sum[:6])
+	return v1alpha1.MultiRegistryPrefix + hex.EncodeToString(sum[:6])
 }

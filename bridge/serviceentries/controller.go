@@ -18,7 +18,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/meltemi-mesh/meltemi/api/istio"
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/bridge/vip"
@@ -45,8 +48,21 @@ type Config struct {
 	// host is not written while only foreign entries define it (Istio would merge both, the
 	// host would be in two ServiceEntries); with one of Meltemi's already there it is kept up
 	// to date, and the duplicate reported. Call Recheck when the definitions change.
-	Hosts  HostLookup
-	Logger *slog.Logger
+	Hosts HostLookup
+	// Policy, when set, is shared with the writer (its HoldsDelete as the writer's delete
+	// hold); otherwise the controller has its own.
+	Policy *Policy
+	// Cluster, when set, gives the ServiceEntries in the cluster: a host whose entry names a
+	// registry that has not synced yet, and that the store has nothing from for the host, is
+	// not rewritten until that registry syncs (it would lose that registry's endpoints).
+	Cluster ObjectCache
+	Logger  *slog.Logger
+}
+
+// ObjectCache returns the cluster's copy of an object Meltemi owns, or nil
+// (sync/kube.Reconciler.Cached).
+type ObjectCache interface {
+	Cached(gvk schema.GroupVersionKind, namespace, name string) *unstructured.Unstructured
 }
 
 // HostLookup reports the foreign ServiceEntries defining a host and whether one of Meltemi's
@@ -62,13 +78,14 @@ type Controller struct {
 	writer synckube.Writer
 	log    *slog.Logger
 	queue  *coalesce.Queue[string] // hosts changed
-	policy Policy
+	policy *Policy
 	// deletesOK is set once the writer was told deletes are allowed; only Run touches it.
 	deletesOK chan struct{}
 
 	mu       sync.Mutex
 	withheld map[string][]string // host -> foreign ServiceEntries defining it, while not written
 	dupes    map[string][]string // host -> foreign ServiceEntries defining it next to Meltemi's
+	waiting  map[string]string   // host -> the pending registry its write waits for
 }
 
 // New returns a controller writing through w. Until SetRegistries names the configured
@@ -87,8 +104,11 @@ func New(cfg Config, st *store.Store, w synckube.Writer) *Controller {
 	if cfg.Window > 0 {
 		queue = coalesce.NewLeading[string](cfg.Window)
 	}
-	return &Controller{cfg: cfg, store: st, writer: w, log: cfg.Logger, queue: queue, deletesOK: make(chan struct{}),
-		withheld: map[string][]string{}, dupes: map[string][]string{}}
+	if cfg.Policy == nil {
+		cfg.Policy = &Policy{}
+	}
+	return &Controller{cfg: cfg, store: st, writer: w, log: cfg.Logger, queue: queue, policy: cfg.Policy, deletesOK: make(chan struct{}),
+		withheld: map[string][]string{}, dupes: map[string][]string{}, waiting: map[string]string{}}
 }
 
 // Recheck writes hosts again, e.g. after the ServiceEntries defining them changed.
@@ -100,6 +120,14 @@ func (c *Controller) Withheld() map[string][]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.withheld)
+}
+
+// Waiting returns the hosts not rewritten until a registry they merge syncs, with that
+// registry.
+func (c *Controller) Waiting() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.waiting)
 }
 
 // Store returns the store of registry services.
@@ -192,10 +220,11 @@ func (c *Controller) Run(ctx context.Context) {
 	c.queue.Run(ctx, c.flush)
 }
 
-// flush writes a batch of changed hosts, then allows deletes once it is safe: the state the
-// deletes are decided on has been handed over by then.
+// flush writes a batch of changed hosts, then lets the writer delete the orphans of the
+// registries that synced before the batch: the state those deletes are decided on has been
+// handed over by then.
 func (c *Controller) flush(batch map[string]time.Time) {
-	allowDeletes := !c.DeletesAllowed() && c.policy.DeletesSafe()
+	synced := c.policy.syncedNotHandedOver()
 	if c.cfg.Latency != nil {
 		c.cfg.Latency.Changed(batch)
 	}
@@ -209,11 +238,54 @@ func (c *Controller) flush(batch map[string]time.Time) {
 			c.log.Error("building desired state", "host", h, "error", err)
 		}
 	}
-	if allowDeletes {
-		c.writer.AllowDeletes()
-		close(c.deletesOK)
-		c.log.Info("every registry synced; deleting orphaned objects is now allowed")
+	if len(synced) == 0 {
+		return
 	}
+	c.policy.handOver(synced)
+	// Hosts that waited for these registries are written now, before any delete is allowed:
+	// otherwise their entries would be orphans the writer may delete.
+	c.mu.Lock()
+	var resumed []string
+	for h, reg := range c.waiting {
+		if slices.Contains(synced, reg) {
+			resumed = append(resumed, h)
+		}
+	}
+	c.mu.Unlock()
+	slices.Sort(resumed)
+	for _, h := range resumed {
+		if err := c.write(h); err != nil {
+			c.log.Error("building desired state", "host", h, "error", err)
+		}
+	}
+	c.writer.AllowDeletes()
+	if !c.policy.DeletesSafe() {
+		c.log.Info("registries synced; deleting their orphaned objects is now allowed", "registries", synced,
+			"waitingFor", c.policy.PendingRegistries())
+		return
+	}
+	if !c.DeletesAllowed() {
+		close(c.deletesOK)
+	}
+	c.log.Info("every registry synced; deleting orphaned objects is now allowed", "registries", synced)
+}
+
+// waitsFor returns the registry host h's write must wait for: one the entry in the cluster
+// names, that has not synced, and that services (the store's for h) has nothing from.
+func (c *Controller) waitsFor(h string, services []catalog.Service) string {
+	if c.cfg.Cluster == nil || c.policy.DeletesSafe() {
+		return ""
+	}
+	live := c.cfg.Cluster.Cached(istio.ServiceEntryKind, c.cfg.Convert.Namespace, h)
+	if live == nil {
+		return ""
+	}
+	for _, reg := range v1alpha1.Registries(live.GetLabels(), live.GetAnnotations()) {
+		if c.policy.Pending(reg) && !slices.ContainsFunc(services, func(s catalog.Service) bool { return s.Registry == reg }) {
+			return reg
+		}
+	}
+	return ""
 }
 
 // write hands the desired objects of host h to the writer as one group: the writer deletes
@@ -232,11 +304,15 @@ func (c *Controller) write(h string) error {
 	if res != nil && c.guard(h) {
 		return nil
 	}
+	if res != nil && c.hold(h, in.Services) {
+		return nil
+	}
 	var objs []*unstructured.Unstructured
 	if res == nil {
 		c.mu.Lock()
 		delete(c.withheld, h)
 		delete(c.dupes, h)
+		delete(c.waiting, h)
 		c.mu.Unlock()
 		if c.cfg.VIPs != nil {
 			c.cfg.VIPs.Release(h)
@@ -256,6 +332,23 @@ func (c *Controller) write(h string) error {
 		objs = append(objs, u)
 	}
 	return errors.Join(c.writer.SetGroup(h, objs)...)
+}
+
+// hold reports whether host h must wait for a registry (waitsFor), and keeps the account.
+func (c *Controller) hold(h string, services []catalog.Service) bool {
+	reg := c.waitsFor(h, services)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if reg == "" {
+		delete(c.waiting, h)
+		return false
+	}
+	if c.waiting[h] != reg {
+		c.log.Info("host not rewritten until a registry it merges syncs: it keeps that registry's endpoints meanwhile",
+			"host", h, "registry", reg)
+	}
+	c.waiting[h] = reg
+	return true
 }
 
 // guard reports whether host h must not be written because only ServiceEntries Meltemi does

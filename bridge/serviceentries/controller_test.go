@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/store"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
@@ -111,23 +113,123 @@ func endpointCount(obj *unstructured.Unstructured) int {
 	return len(eps)
 }
 
-func TestDeletesWaitForEveryRegistry(t *testing.T) {
-	c, rec := start(t, Config{})
+// holds is what the delete policy says of an object naming registries (one name: the
+// registry label; several: the annotation).
+func holds(p *Policy, registries ...string) bool {
+	labels, annotations := map[string]string{}, map[string]string{}
+	switch len(registries) {
+	case 0:
+	case 1:
+		labels[v1alpha1.LabelRegistry] = registries[0]
+	default:
+		labels[v1alpha1.LabelRegistry] = v1alpha1.MultiRegistryPrefix + "0123456789ab"
+		annotations[v1alpha1.AnnotationRegistries] = strings.Join(registries, ",")
+	}
+	return p.HoldsDelete(labels, annotations)
+}
+
+func TestDeletesWaitPerRegistry(t *testing.T) {
+	policy := &Policy{}
+	c, rec := start(t, Config{Policy: policy})
+	if !holds(policy, "gone") {
+		t.Fatal("deletes not held before the registries are known")
+	}
 	c.SetRegistries([]supervisor.Registration{{Name: "a"}, {Name: "b"}})
+	if !holds(policy, "a") {
+		t.Fatal("deletes not held before any registry synced")
+	}
 	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
 	c.Synced("a")
-	eventually(t, "ServiceEntry of a", func() bool { objs, _, _, _ := rec.snapshot(); return objs["ServiceEntry/one.example"] != nil })
-	time.Sleep(30 * time.Millisecond)
-	if _, _, _, deletes := rec.snapshot(); deletes {
-		t.Fatal("deletes allowed while registry b has not synced")
+	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
+	if objs, _, _, _ := rec.snapshot(); objs["ServiceEntry/one.example"] == nil {
+		t.Fatal("deletes allowed before a's state was handed over")
+	}
+	for _, tc := range []struct {
+		registries []string
+		want       bool
+	}{
+		{[]string{"a"}, false},
+		{[]string{"b"}, true},
+		{[]string{"a", "b"}, true}, // merged: b's endpoints are in it
+		{[]string{"removed"}, false},
+		{nil, true}, // names nothing it can tell: waits for every registry
+	} {
+		if got := holds(policy, tc.registries...); got != tc.want {
+			t.Errorf("after a synced: HoldsDelete(%v) = %v, want %v", tc.registries, got, tc.want)
+		}
 	}
 	if c.DeletesAllowed() {
 		t.Fatal("DeletesAllowed true before every registry synced")
 	}
 	c.Synced("b")
-	eventually(t, "AllowDeletes", func() bool { _, _, _, d := rec.snapshot(); return d })
-	if !c.DeletesAllowed() {
-		t.Fatal("DeletesAllowed false after every registry synced")
+	eventually(t, "DeletesAllowed", c.DeletesAllowed)
+	for _, regs := range [][]string{{"a"}, {"b"}, {"a", "b"}, nil} {
+		if holds(policy, regs...) {
+			t.Errorf("after every registry synced: HoldsDelete(%v) = true", regs)
+		}
+	}
+}
+
+// cache is an ObjectCache over fixed objects.
+type cache map[string]*unstructured.Unstructured
+
+func (c cache) Cached(_ schema.GroupVersionKind, namespace, name string) *unstructured.Unstructured {
+	return c[namespace+"/"+name]
+}
+
+// TestMergedHostWaitsForItsPendingRegistry: after a restart, a host whose entry in the cluster
+// merges a registry that has not synced is not rewritten without it; once it syncs, the host is
+// written (with both) before its deletes are allowed.
+func TestMergedHostWaitsForItsPendingRegistry(t *testing.T) {
+	live := &unstructured.Unstructured{}
+	live.SetLabels(map[string]string{v1alpha1.LabelRegistry: v1alpha1.MultiRegistryPrefix + "0123456789ab"})
+	live.SetAnnotations(map[string]string{v1alpha1.AnnotationRegistries: "a,b"})
+	c, rec := start(t, Config{Cluster: cache{"ns/merged.example": live}})
+	c.SetRegistries([]supervisor.Registration{{Name: "a"}, {Name: "b"}})
+	c.Replace("a", []catalog.Service{
+		svc("a", "k1", "merged.example", "10.0.0.1"),
+		svc("a", "k2", "only-a.example", "10.0.0.2"),
+	}, nil)
+	c.Synced("a")
+	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
+	objs, _, _, _ := rec.snapshot()
+	if objs["ServiceEntry/only-a.example"] == nil {
+		t.Fatal("a host of a alone not written")
+	}
+	if objs["ServiceEntry/merged.example"] != nil {
+		t.Fatal("merged host rewritten without the registry that has not synced")
+	}
+	if got := c.Waiting(); got["merged.example"] != "b" {
+		t.Errorf("Waiting() = %v, want merged.example waiting for b", got)
+	}
+	c.Replace("b", []catalog.Service{svc("b", "k1", "merged.example", "10.0.1.1")}, nil)
+	c.Synced("b")
+	eventually(t, "merged host written", func() bool {
+		objs, _, _, _ := rec.snapshot()
+		return objs["ServiceEntry/merged.example"] != nil && endpointCount(objs["ServiceEntry/merged.example"]) == 2
+	})
+	if got := c.Waiting(); len(got) != 0 {
+		t.Errorf("Waiting() = %v after b synced", got)
+	}
+}
+
+// TestMergedHostLeftByThePendingRegistryWaits: the pending registry's snapshot no longer has
+// the host; it is written without it only once that registry is handed over — in the same
+// flush, before deletes are allowed.
+func TestMergedHostLeftByThePendingRegistryWaits(t *testing.T) {
+	live := &unstructured.Unstructured{}
+	live.SetAnnotations(map[string]string{v1alpha1.AnnotationRegistries: "a,b"})
+	c, rec := start(t, Config{Cluster: cache{"ns/merged.example": live}})
+	c.SetRegistries([]supervisor.Registration{{Name: "a"}, {Name: "b"}})
+	c.Replace("a", []catalog.Service{svc("a", "k1", "merged.example", "10.0.0.1")}, nil)
+	c.Synced("a")
+	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
+	c.Replace("b", nil, nil)
+	c.Synced("b")
+	eventually(t, "DeletesAllowed", c.DeletesAllowed)
+	objs, _, _, _ := rec.snapshot()
+	if se := objs["ServiceEntry/merged.example"]; se == nil || endpointCount(se) != 1 {
+		t.Fatalf("merged host not written with a's endpoint when b synced without it: %v", se)
 	}
 }
 

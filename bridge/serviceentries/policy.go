@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
@@ -12,9 +13,12 @@ import (
 // external-dns's plan.Policy decides which changes a plan may apply:
 //   - keep last non-empty: a registry configured so never has a service emptied or removed
 //     while the store still holds instances of it;
-//   - safe deletes: objects nobody wants are deleted only once the registries are known and
-//     each has delivered a complete snapshot, so an object whose registry has not reported yet
-//     is never taken for an orphan.
+//   - safe deletes, per registry: an object nobody wants is deleted only once the registries
+//     are known and every registry it names has delivered a complete snapshot that has been
+//     handed to the writer, so an object whose registry has not reported yet is never taken for
+//     an orphan, and one registry that cannot sync holds back only its own objects;
+//   - a host in the cluster that names a registry still pending is not rewritten without that
+//     registry's instances, so a merged host keeps them until it syncs.
 type Policy struct {
 	mu         sync.Mutex
 	configured bool                      // the registry configuration has been loaded
@@ -23,7 +27,8 @@ type Policy struct {
 
 type registryPolicy struct {
 	keepLastNonEmpty bool
-	synced           bool
+	synced           bool // its complete snapshot arrived
+	handedOver       bool // and the state built from it went to the writer
 }
 
 // Configure names every configured registry and takes its policy; a registry configured
@@ -33,7 +38,8 @@ func (p *Policy) Configure(regs []supervisor.Registration) {
 	defer p.mu.Unlock()
 	next := make(map[string]registryPolicy, len(regs))
 	for _, r := range regs {
-		next[r.Name] = registryPolicy{keepLastNonEmpty: r.KeepLastNonEmpty, synced: p.registries[r.Name].synced}
+		prev := p.registries[r.Name]
+		next[r.Name] = registryPolicy{keepLastNonEmpty: r.KeepLastNonEmpty, synced: prev.synced, handedOver: prev.handedOver}
 	}
 	p.registries, p.configured = next, true
 }
@@ -58,7 +64,62 @@ func (p *Policy) Synced(registry string) bool {
 	return true
 }
 
-// DeletesSafe reports whether the registries are known and every one has synced.
+// syncedNotHandedOver returns the registries synced whose state has not been handed over.
+func (p *Policy) syncedNotHandedOver() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var names []string
+	for name, rp := range p.registries {
+		if rp.synced && !rp.handedOver {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// handOver records that the state built from these registries' snapshots is with the writer.
+func (p *Policy) handOver(names []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, name := range names {
+		if rp, ok := p.registries[name]; ok {
+			rp.handedOver = true
+			p.registries[name] = rp
+		}
+	}
+}
+
+// Pending reports whether registry is configured and its state not yet handed over (every
+// registry is pending until the configuration is loaded).
+func (p *Policy) Pending(registry string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.configured {
+		return true
+	}
+	rp, ok := p.registries[registry]
+	return ok && !rp.handedOver
+}
+
+// HoldsDelete reports whether an object nobody wants must be kept for now: the configuration
+// is not loaded, a registry it names is pending, or it names none and some registry is
+// pending. Registries no longer configured do not hold anything.
+func (p *Policy) HoldsDelete(labels, annotations map[string]string) bool {
+	names := v1alpha1.Registries(labels, annotations)
+	if len(names) == 0 {
+		return !p.DeletesSafe()
+	}
+	for _, name := range names {
+		if p.Pending(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// DeletesSafe reports whether the registries are known and every one's state has been
+// handed over.
 func (p *Policy) DeletesSafe() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -66,11 +127,25 @@ func (p *Policy) DeletesSafe() bool {
 		return false
 	}
 	for _, rp := range p.registries {
-		if !rp.synced {
+		if !rp.handedOver {
 			return false
 		}
 	}
 	return true
+}
+
+// PendingRegistries returns the configured registries whose state has not been handed over.
+func (p *Policy) PendingRegistries() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var names []string
+	for name, rp := range p.registries {
+		if !rp.handedOver {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Registries returns the configured registries' names, sorted.

@@ -227,10 +227,12 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 	if err := reg.Register(latency.Collector()); err != nil {
 		return nil, err
 	}
+	// The delete policy is the controller's and the writer's: deletes wait per registry.
+	policy := &serviceentries.Policy{}
 	rec, err := synckube.New(synckube.Config{
 		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
 		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
-		OnSynced: latency.ObjectSynced,
+		OnSynced: latency.ObjectSynced, HoldDelete: policy.HoldsDelete,
 	})
 	if err != nil {
 		return nil, err
@@ -251,6 +253,7 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 	cfg := serviceentries.Config{
 		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline, Protocols: protocols},
 		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
+		Policy: policy, Cluster: rec,
 	}
 	var hosts *synckube.HostIndex
 	if f.hostGuard {

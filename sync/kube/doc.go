@@ -2,8 +2,9 @@
 // objects (Istio ServiceEntries now; WorkloadEntries, EnvoyFilters — any namespaced kind given
 // by GVK and resource) while touching only objects Meltemi owns.
 //
-// The host calls Set and Unset as its desired state changes, AllowDeletes once every source has
-// delivered its first complete snapshot, and Run to start. WaitIdle tells when everything asked
+// The host calls Set and Unset (or SetGroup) as its desired state changes, AllowDeletes once
+// sources have delivered their first complete snapshots (again as more of them do, when
+// Config.HoldDelete holds the objects of sources that have not), and Run to start. WaitIdle tells when everything asked
 // for has been written.
 //
 // # Ownership
@@ -50,14 +51,16 @@
 // server parse the YAML apply body a second time only to produce warnings (about a fifth of
 // its cost of an apply); apply rejects fields unknown to a structural schema either way.
 //
-// Deletes remove owned objects nobody desires, only after AllowDeletes (until then they are
-// counted in meltemi_sync_pending_deletes), with UID and resourceVersion preconditions: the
+// Deletes remove owned objects nobody desires, only after AllowDeletes and while
+// Config.HoldDelete does not hold them (until then they are counted in
+// meltemi_sync_pending_deletes), with UID and resourceVersion preconditions: the
 // object deleted is the owned one the decision saw, never one that lost its ownership label or
 // was re-created meanwhile.
 //
-// A rate-limited work queue deduplicates keys (a burst of Sets on one key makes one write with
-// the latest state), retries failures with per-key exponential backoff and never lets one
-// object block others. Objects whose JSON exceeds Config.MaxObjectBytes (default 1.5 MiB,
+// A work queue deduplicates keys (a burst of Sets on one key makes one write with the latest
+// state), retries failures with per-key exponential backoff and never lets one object block
+// others. Writes that failed because the API server did not answer are retried as soon as it
+// answers again (retry.go), not when their backoff ends. Objects whose JSON exceeds Config.MaxObjectBytes (default 1.5 MiB,
 // etcd's request limit) are refused by Set; the caller splits them.
 //
 // Only namespaced kinds are supported.

@@ -724,3 +724,46 @@ func TestE2EWritesResumeWhenTheServerAnswers(t *testing.T) {
 		t.Errorf("meltemi_sync_queue_depth = %v after recovery, want 0", got)
 	}
 }
+
+// TestE2EHeldDeletesWaitForTheirSource: after AllowDeletes, an orphan HoldDelete holds stays
+// (and counts as pending) while the others go; once the hold lifts, the next AllowDeletes
+// deletes it.
+func TestE2EHeldDeletesWaitForTheirSource(t *testing.T) {
+	ke := loadKube(t)
+	ns := ke.namespace(t)
+	for _, reg := range []string{"synced", "unsynced"} {
+		o := serviceEntry(ns, "from-"+reg, 1, "0.9")
+		o.SetLabels(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelRegistry: reg, noAutoallocate: "false"})
+		ke.create(t, o)
+	}
+	var held atomic.Bool
+	held.Store(true)
+	rr := newReconciler(t, ke.admin, ns, func(c *Config) {
+		c.HoldDelete = func(labels, _ map[string]string) bool {
+			return held.Load() && labels[v1alpha1.LabelRegistry] == "unsynced"
+		}
+	}).start(t)
+	rr.AllowDeletes()
+	eventually(t, 30*time.Second, func() error {
+		if ke.get(t, ns, "from-synced") != nil {
+			return errors.New("orphan of the synced source not deleted")
+		}
+		return nil
+	})
+	rr.waitIdle(t)
+	time.Sleep(200 * time.Millisecond) // give a wrong delete every chance to happen
+	if ke.get(t, ns, "from-unsynced") == nil {
+		t.Fatal("held orphan deleted")
+	}
+	if s := rr.Stats(); s.PendingDeletes != 1 {
+		t.Errorf("pending deletes %d, want 1 (the held orphan)", s.PendingDeletes)
+	}
+	held.Store(false)
+	rr.AllowDeletes()
+	eventually(t, 30*time.Second, func() error {
+		if ke.get(t, ns, "from-unsynced") != nil {
+			return errors.New("orphan not deleted once its hold lifted")
+		}
+		return nil
+	})
+}

@@ -35,9 +35,11 @@ type Writer interface {
 	// orphans, deleted once deletes are allowed. It returns one error per object it could
 	// not take, each an *ObjectError.
 	SetGroup(group string, objs []*unstructured.Unstructured) []error
-	// AllowDeletes is called once every source has delivered a complete snapshot and the
+	// AllowDeletes is called once the sources have delivered complete snapshots and the
 	// desired state built from them has been handed over: only then can an owned object that
-	// nobody wants be told apart from one whose source has not reported yet.
+	// nobody wants be told apart from one whose source has not reported yet. Where sources
+	// sync one by one (Config.HoldDelete), it is called again each time held deletes may
+	// have become safe.
 	AllowDeletes()
 }
 
@@ -113,6 +115,10 @@ type Config struct {
 	// and about the first of a run of failed writes for an object.
 	// Its signature matches k8s.io/client-go/tools/record.EventRecorder.Event.
 	Recorder func(obj runtime.Object, eventType, reason, message string)
+	// HoldDelete, when set, keeps an owned orphan even after AllowDeletes while it reports
+	// true for the object's labels and annotations (e.g. while the source the object came
+	// from has not synced). Call AllowDeletes when its answers may have changed.
+	HoldDelete func(labels, annotations map[string]string) bool
 	// OnSynced, when set, is called from a worker each time a key has been brought in line
 	// with its desired state (or absence of one): wrote is true when that took an API write
 	// (apply or delete), false when nothing was to be written. Failed attempts are retried and
@@ -488,20 +494,21 @@ func (r *Reconciler) SetGroup(group string, objs []*unstructured.Unstructured) [
 	return errs
 }
 
-// AllowDeletes enables deleting owned objects that are not desired. Call it once every source
-// has delivered its first complete snapshot; before that, such orphans are kept and counted
-// (meltemi_sync_pending_deletes).
+// AllowDeletes enables deleting owned objects that are not desired, except those
+// Config.HoldDelete holds; every call looks at the orphans kept so far again. Call it once the
+// sources have delivered their first complete snapshots; before that, orphans are kept and
+// counted (meltemi_sync_pending_deletes).
 func (r *Reconciler) AllowDeletes() {
-	if !r.allowDeletes.CompareAndSwap(false, true) {
-		return
-	}
+	first := r.allowDeletes.CompareAndSwap(false, true)
 	r.mu.RLock()
 	keys := make([]objKey, 0, len(r.pending))
 	for k := range r.pending {
 		keys = append(keys, k)
 	}
 	r.mu.RUnlock()
-	r.log.Info("kube reconciler deletes allowed", "pendingDeletes", len(keys))
+	if first {
+		r.log.Info("kube reconciler deletes allowed", "pendingDeletes", len(keys))
+	}
 	for _, k := range keys {
 		r.enqueue(k)
 	}
@@ -531,6 +538,19 @@ func (r *Reconciler) WaitIdle(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Cached returns the cluster's copy of an owned object as the informer cache holds it, or nil
+// (also for a foreign object). The caller must not modify it.
+func (r *Reconciler) Cached(gvk schema.GroupVersionKind, namespace, name string) *unstructured.Unstructured {
+	k, err := r.key(gvk, namespace, name)
+	if err != nil {
+		return nil
+	}
+	if u := r.cached(k); u != nil && r.owned(u) {
+		return u
+	}
+	return nil
 }
 
 // Synced reports whether the informer caches have synced (Run got past its start).

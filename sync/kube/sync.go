@@ -215,7 +215,7 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 		r.mu.Unlock()
 		return false, nil
 	}
-	if !r.allowDeletes.Load() {
+	if !r.allowDeletes.Load() || r.cfg.HoldDelete != nil && r.cfg.HoldDelete(live.GetLabels(), live.GetAnnotations()) {
 		r.setPending(k, true)
 		return false, nil
 	}
