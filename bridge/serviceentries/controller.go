@@ -79,8 +79,13 @@ type Controller struct {
 	log    *slog.Logger
 	queue  *coalesce.Queue[string] // hosts changed
 	policy *Policy
-	// deletesOK is set once the writer was told deletes are allowed; only Run touches it.
+	// deletesOK is closed once every registry's state has been handed over and the writer
+	// told; only Run touches it.
 	deletesOK chan struct{}
+	// lastPending is the pending registries the writer was last told about (allowedOnce: it
+	// was told); only Run touches them.
+	lastPending []string
+	allowedOnce bool
 
 	mu       sync.Mutex
 	withheld map[string][]string // host -> foreign ServiceEntries defining it, while not written
@@ -238,16 +243,17 @@ func (c *Controller) flush(batch map[string]time.Time) {
 			c.log.Error("building desired state", "host", h, "error", err)
 		}
 	}
-	if len(synced) == 0 {
+	c.policy.handOver(synced)
+	configured, pending := c.policy.state()
+	if !configured || c.allowedOnce && slices.Equal(pending, c.lastPending) {
 		return
 	}
-	c.policy.handOver(synced)
-	// Hosts that waited for these registries are written now, before any delete is allowed:
-	// otherwise their entries would be orphans the writer may delete.
+	// Hosts that waited for registries no longer pending (synced, or removed) are written
+	// now, before deletes are allowed: otherwise their entries would be orphans.
 	c.mu.Lock()
 	var resumed []string
 	for h, reg := range c.waiting {
-		if slices.Contains(synced, reg) {
+		if !slices.Contains(pending, reg) {
 			resumed = append(resumed, h)
 		}
 	}
@@ -258,16 +264,18 @@ func (c *Controller) flush(batch map[string]time.Time) {
 			c.log.Error("building desired state", "host", h, "error", err)
 		}
 	}
+	c.lastPending, c.allowedOnce = pending, true
 	c.writer.AllowDeletes()
-	if !c.policy.DeletesSafe() {
-		c.log.Info("registries synced; deleting their orphaned objects is now allowed", "registries", synced,
-			"waitingFor", c.policy.PendingRegistries())
+	if len(pending) > 0 {
+		if len(synced) > 0 {
+			c.log.Info("registries synced; deleting their orphaned objects is now allowed", "registries", synced, "waitingFor", pending)
+		}
 		return
 	}
 	if !c.DeletesAllowed() {
 		close(c.deletesOK)
+		c.log.Info("every registry synced; deleting orphaned objects is now allowed")
 	}
-	c.log.Info("every registry synced; deleting orphaned objects is now allowed", "registries", synced)
 }
 
 // waitsFor returns the registry host h's write must wait for: one the entry in the cluster

@@ -32,6 +32,8 @@ type recorder struct {
 	sets    int
 	unsets  []string
 	deletes bool
+	// allowedWith is, per AllowDeletes call, the objects handed over by then.
+	allowedWith []map[string]bool
 }
 
 func newRecorder() *recorder {
@@ -62,6 +64,18 @@ func (r *recorder) AllowDeletes() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.deletes = true
+	have := map[string]bool{}
+	for id := range r.objects {
+		have[id] = true
+	}
+	r.allowedWith = append(r.allowedWith, have)
+}
+
+// allowedAfter reports whether AllowDeletes was called once object id had been handed over.
+func (r *recorder) allowedAfter(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.allowedWith, func(m map[string]bool) bool { return m[id] })
 }
 
 func (r *recorder) snapshot() (map[string]*unstructured.Unstructured, int, []string, bool) {
@@ -140,10 +154,7 @@ func TestDeletesWaitPerRegistry(t *testing.T) {
 	}
 	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
 	c.Synced("a")
-	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
-	if objs, _, _, _ := rec.snapshot(); objs["ServiceEntry/one.example"] == nil {
-		t.Fatal("deletes allowed before a's state was handed over")
-	}
+	eventually(t, "AllowDeletes after a's state was handed over", func() bool { return rec.allowedAfter("ServiceEntry/one.example") })
 	for _, tc := range []struct {
 		registries []string
 		want       bool
@@ -191,7 +202,7 @@ func TestMergedHostWaitsForItsPendingRegistry(t *testing.T) {
 		svc("a", "k2", "only-a.example", "10.0.0.2"),
 	}, nil)
 	c.Synced("a")
-	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
+	eventually(t, "AllowDeletes after a synced", func() bool { return rec.allowedAfter("ServiceEntry/only-a.example") })
 	objs, _, _, _ := rec.snapshot()
 	if objs["ServiceEntry/only-a.example"] == nil {
 		t.Fatal("a host of a alone not written")
@@ -213,23 +224,55 @@ func TestMergedHostWaitsForItsPendingRegistry(t *testing.T) {
 	}
 }
 
-// TestMergedHostLeftByThePendingRegistryWaits: the pending registry's snapshot no longer has
-// the host; it is written without it only once that registry is handed over — in the same
-// flush, before deletes are allowed.
-func TestMergedHostLeftByThePendingRegistryWaits(t *testing.T) {
+// startWaitingForB starts a controller whose host merged.example, in the cluster from a and
+// b, waits for b after a synced.
+func startWaitingForB(t *testing.T) (*Controller, *recorder) {
+	t.Helper()
 	live := &unstructured.Unstructured{}
 	live.SetAnnotations(map[string]string{v1alpha1.AnnotationRegistries: "a,b"})
 	c, rec := start(t, Config{Cluster: cache{"ns/merged.example": live}})
 	c.SetRegistries([]supervisor.Registration{{Name: "a"}, {Name: "b"}})
 	c.Replace("a", []catalog.Service{svc("a", "k1", "merged.example", "10.0.0.1")}, nil)
 	c.Synced("a")
-	eventually(t, "AllowDeletes after a synced", func() bool { _, _, _, d := rec.snapshot(); return d })
+	eventually(t, "merged host waiting for b", func() bool { return c.Waiting()["merged.example"] == "b" })
+	return c, rec
+}
+
+// TestMergedHostLeftByThePendingRegistryWaits: the pending registry's snapshot no longer has
+// the host; it is written without it only once that registry is handed over — in the same
+// flush, before deletes are allowed.
+func TestMergedHostLeftByThePendingRegistryWaits(t *testing.T) {
+	c, rec := startWaitingForB(t)
 	c.Replace("b", nil, nil)
 	c.Synced("b")
 	eventually(t, "DeletesAllowed", c.DeletesAllowed)
 	objs, _, _, _ := rec.snapshot()
 	if se := objs["ServiceEntry/merged.example"]; se == nil || endpointCount(se) != 1 {
 		t.Fatalf("merged host not written with a's endpoint when b synced without it: %v", se)
+	}
+	if !rec.allowedAfter("ServiceEntry/merged.example") {
+		t.Fatal("deletes allowed before the merged host was written")
+	}
+}
+
+func TestDeletesAllowedWithNoRegistries(t *testing.T) {
+	c, rec := start(t, Config{})
+	c.SetRegistries(nil)
+	eventually(t, "DeletesAllowed", c.DeletesAllowed)
+	if _, _, _, d := rec.snapshot(); !d {
+		t.Fatal("writer not told deletes are allowed")
+	}
+}
+
+// TestWaitingHostResumesWhenItsRegistryIsRemoved: a host that waited for a pending registry
+// is written once that registry is no longer configured.
+func TestWaitingHostResumesWhenItsRegistryIsRemoved(t *testing.T) {
+	c, rec := startWaitingForB(t)
+	c.SetRegistries([]supervisor.Registration{{Name: "a"}})
+	c.RemoveRegistry("b")
+	eventually(t, "DeletesAllowed", c.DeletesAllowed)
+	if objs, _, _, _ := rec.snapshot(); objs["ServiceEntry/merged.example"] == nil {
+		t.Fatal("host still not written after the registry it waited for was removed")
 	}
 }
 

@@ -134,6 +134,17 @@ func (p *Policy) DeletesSafe() bool {
 	return true
 }
 
+// state reports whether the configuration is loaded and which registries are pending.
+func (p *Policy) state() (configured bool, pending []string) {
+	return p.isConfigured(), p.PendingRegistries()
+}
+
+func (p *Policy) isConfigured() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.configured
+}
+
 // PendingRegistries returns the configured registries whose state has not been handed over.
 func (p *Policy) PendingRegistries() []string {
 	p.mu.Lock()
