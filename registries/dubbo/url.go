@@ -73,13 +73,18 @@ func ParseDecodedURL(raw string) (ProviderURL, error) {
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
 		authority = authority[i+1:] // user:password@ never appears in provider URLs; ignore it
 	}
+	u.Params = parseQuery(query)
 	addr, port, err := parseHostPort(authority)
 	if err != nil {
+		if _, skip := ProviderInstance(u); skip != "" {
+			// A consumer or configuration URL needs no endpoint address (consumers register
+			// without a port): it is skipped as not a provider, not rejected.
+			return u, nil
+		}
 		return u, err
 	}
 	u.Address, u.Port = addr, port
 
-	u.Params = parseQuery(query)
 	u.Interface = u.Params["interface"]
 	if u.Interface == "" {
 		// Dubbo's service interface defaults to the path; REST providers may put a context

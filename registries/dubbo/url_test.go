@@ -156,6 +156,8 @@ func TestProviderInstance(t *testing.T) {
 		},
 		{name: "bad weight ignored", raw: "dubbo://10.0.0.1:20880/a.B?weight=heavy", wantLabels: nil},
 		{name: "consumer", raw: "consumer://10.0.0.1/a.B?side=consumer", wantSkip: "consumer"},
+		{name: "consumer without a port", raw: "dubbo://10.0.0.1/a.B?side=consumer&category=consumers", wantSkip: "consumer"},
+		{name: "configurator without an address", raw: "override://0.0.0.0/a.B?category=configurators", wantSkip: "category"},
 		{name: "consumer side", raw: "dubbo://10.0.0.1:20880/a.B?side=consumer", wantSkip: "consumer"},
 		{name: "configurator category", raw: "override://10.0.0.1:20880/a.B?category=configurators", wantSkip: "category"},
 		{name: "empty protocol", raw: "empty://10.0.0.1:20880/a.B?category=providers", wantSkip: "empty"},
@@ -165,10 +167,7 @@ func TestProviderInstance(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := ParseDecodedURL(tt.raw)
 			if err != nil {
-				if tt.wantSkip == "" {
-					t.Fatal(err)
-				}
-				return // not even a provider URL: fine for the skip cases
+				t.Fatal(err) // skipped URLs are not rejected either
 			}
 			inst, skip := ProviderInstance(u)
 			if tt.wantSkip != "" {
