@@ -1,18 +1,23 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 )
 
 // apiServerOutage runs the host on ZooKeeper, stops the real kube-apiserver for outage while
@@ -223,4 +228,103 @@ func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
 	if p := metricSum(second.metrics(t), "meltemi_sync_pending_deletes"); p < 1 {
 		t.Errorf("meltemi_sync_pending_deletes = %v, want the unsynced registry's objects held", p)
 	}
+}
+
+// registryEvents returns the messages of a ServiceRegistry's Events with reason.
+func (c *cluster) registryEvents(t testing.TB, registry, reason string) []string {
+	t.Helper()
+	evs, err := c.kube.CoreV1().Events(c.namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + registry})
+	if err != nil {
+		t.Fatalf("listing events: %v", err)
+	}
+	var out []string
+	for _, e := range evs.Items {
+		if e.Reason == reason {
+			out = append(out, e.Message)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRejectionsCountedOnceAcrossRestartsAndSessions: 250 malformed provider nodes are 250
+// rejections in status, metric and Event; a plugin restart and a ZooKeeper session expiry,
+// which send them all again, add none; 6 more bad nodes make 256 and a new Event.
+func TestRejectionsCountedOnceAcrossRestartsAndSessions(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	const iface, name = "com.example.bad.BadService", "zk-rejections"
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.8.0.1", Port: 20880, Interface: iface, Application: "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	addBad := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if _, err := dubbo.Raw(conn, root, iface, fmt.Sprintf("dubbo%%3A%%2F%%2Fnot-an-ip-%d%%3Aport%%2Fx", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	addBad(0, 250)
+	proxy := testproxy.NewZooKeeper(t, env.ZKAddr)
+	var sr unstructured.Unstructured
+	if err := yamlToObject(zkRegistryYAML(name, c.namespace, proxy.Addr(), root)+"    sessionTimeout: 4s\n", &sr); err != nil {
+		t.Fatal(err)
+	}
+	c.create(t, serviceRegistry, &sr)
+	b := startBridge(t, c, "--registry-namespace", c.namespace)
+	b.waitReady(t, env)
+
+	expect := func(total int, events []string) {
+		t.Helper()
+		env.Eventually(t, 20*time.Second, func() error {
+			st := c.registryStatus(t, name)
+			items, _ := st["rejectedItems"].([]any)
+			if st["rejectedTotal"] != int64(total) || len(items) != 20 {
+				return fmt.Errorf("status rejectedTotal %v with %d examples, want %d with 20", st["rejectedTotal"], len(items), total)
+			}
+			if got := metricSum(b.metrics(t), `meltemi_registry_rejected_items_total{registry="`+name+`"}`); got != float64(total) {
+				return fmt.Errorf("meltemi_registry_rejected_items_total = %v, want %d", got, total)
+			}
+			if got := c.registryEvents(t, name, "ItemRejected"); !slices.EqualFunc(got, events, strings.HasPrefix) {
+				return fmt.Errorf("ItemRejected events %q, want %q", got, events)
+			}
+			return nil
+		})
+	}
+	first := "250 new registry item(s) rejected, 250 in total"
+	expect(250, []string{first})
+
+	// A plugin restart: a new process sends everything again.
+	pids := waitPlugins(t, env, b, 1)
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(t, 30*time.Second, func() error {
+		if st := c.registryStatus(t, name); st["restarts"] != int64(1) || st["synced"] != true {
+			return fmt.Errorf("plugin not restarted and synced yet: %v", st)
+		}
+		return nil
+	})
+	// A new session: the plugin lists everything again.
+	session := proxy.Session()
+	if err := proxy.ExpireSession(); err != nil {
+		t.Fatalf("expiring the plugin's session: %v", err)
+	}
+	env.Eventually(t, 30*time.Second, func() error {
+		if s := proxy.Session(); s == session || s == 0 {
+			return fmt.Errorf("no new session yet")
+		}
+		if n := strings.Count(b.logs.String(), "new ZooKeeper session; listing everything again"); n < 1 {
+			return fmt.Errorf("the plugin has not listed again")
+		}
+		return nil
+	})
+	time.Sleep(6 * time.Second) // a status round after the new listing
+	expect(250, []string{first})
+
+	addBad(250, 256)
+	expect(256, []string{first, "6 new registry item(s) rejected, 256 in total"})
 }

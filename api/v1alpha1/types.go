@@ -64,7 +64,10 @@ type ServiceRegistryStatus struct {
 	Restarts      int          `json:"restarts,omitempty"`
 	LastError     string       `json:"lastError,omitempty"`
 	LastSyncTime  *metav1.Time `json:"lastSyncTime,omitempty"`
-	// RejectedItems lists the most recent registry items that could not be used, and why.
+	// RejectedTotal counts the distinct registry items (item and reason) that could not be
+	// used since this Meltemi process started.
+	RejectedTotal int `json:"rejectedTotal,omitempty"`
+	// RejectedItems lists the most recent of them (at most 20), and why.
 	RejectedItems []RejectedItem `json:"rejectedItems,omitempty"`
 }
 

@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
@@ -32,7 +31,7 @@ type ClusterSource struct {
 	Manager   *Manager
 	// Counts and Rejections feed the status; usually the controller's store and rejections.
 	Counts         func(registry string) (services, instances int)
-	Rejections     func(registry string) []catalog.Rejection
+	Rejections     func(registry string) Rejections
 	StatusInterval time.Duration
 	Logger         *slog.Logger
 	// Events, when set, records connection loss and recovery, first sync and rejected items
@@ -46,7 +45,7 @@ type ClusterSource struct {
 
 type reported struct {
 	connected, synced bool
-	rejections        int // rejected items seen so far
+	rejections        int // rejections total reported so far
 }
 
 // Run watches until ctx ends. It returns after the first full list has been applied when
@@ -155,7 +154,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		var rejections []catalog.Rejection
+		var rejections Rejections
 		if s.Rejections != nil {
 			rejections = s.Rejections(u.GetName())
 		}
@@ -171,7 +170,8 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 			t := metav1.NewTime(st.LastSync.Truncate(time.Second))
 			status.LastSyncTime = &t
 		}
-		for _, r := range rejections {
+		status.RejectedTotal = rejections.Total
+		for _, r := range rejections.Latest {
 			status.RejectedItems = append(status.RejectedItems, v1alpha1.RejectedItem{Item: r.Item, Reason: r.Reason})
 		}
 		want, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
@@ -190,7 +190,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 }
 
 // recordEvents emits an Event for each change worth a user's attention since the last call.
-func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections []catalog.Rejection) {
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections Rejections) {
 	if s.Events == nil {
 		return
 	}
@@ -208,12 +208,14 @@ func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervis
 	if st.Synced && !prev.synced {
 		s.Events.Event(obj, "Normal", "Synced", "first complete snapshot received")
 	}
-	// The controller keeps the most recent rejections; report those not reported yet.
-	if n := len(rejections); n > 0 && n != prev.rejections {
-		last := rejections[n-1]
-		s.Events.Eventf(obj, "Warning", "ItemRejected", "%d registry item(s) rejected; latest %s: %s", n, last.Item, last.Reason)
+	// One Event per status round for the rejections new since the last one (the recorder
+	// aggregates and rate-limits repeats as Kubernetes does).
+	if n := rejections.Total - prev.rejections; n > 0 && len(rejections.Latest) > 0 {
+		last := rejections.Latest[len(rejections.Latest)-1]
+		s.Events.Eventf(obj, "Warning", "ItemRejected", "%d new registry item(s) rejected, %d in total; latest %s: %s",
+			n, rejections.Total, last.Item, last.Reason)
 	}
-	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: len(rejections)}
+	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: rejections.Total}
 }
 
 // normalize makes numbers comparable between a decoded object (int64) and a converted one.

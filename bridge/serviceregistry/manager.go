@@ -28,9 +28,6 @@ type Controller interface {
 	RemoveRegistry(name string)
 }
 
-// keepRejections is how many of a registry's latest rejections the manager keeps for status.
-const keepRejections = 20
-
 // Manager keeps one supervised plugin running per configured registry, and what their
 // supervisors report: status, and the latest rejected items.
 type Manager struct {
@@ -41,9 +38,9 @@ type Manager struct {
 	mu      sync.Mutex
 	running map[string]*running
 
-	// rejMu is not mu: Apply holds mu while a supervisor it stops may still be reporting.
-	rejMu      sync.Mutex
-	rejections map[string][]catalog.Rejection
+	// rejections has its own lock: Apply holds mu while a supervisor it stops may still be
+	// reporting.
+	rejections rejectionLog
 }
 
 // sink is one registry's supervisor.Sink: state to the controller, the rest to the manager.
@@ -64,22 +61,10 @@ func (s sink) Status(registry string, st supervisor.Status) {
 	}
 }
 
-func (s sink) Reject(r catalog.Rejection) {
-	s.m.rejMu.Lock()
-	defer s.m.rejMu.Unlock()
-	list := append(s.m.rejections[r.Registry], r)
-	if len(list) > keepRejections {
-		list = list[len(list)-keepRejections:]
-	}
-	s.m.rejections[r.Registry] = list
-}
+func (s sink) Reject(r catalog.Rejection) bool { return s.m.rejections.add(r) }
 
-// Rejections returns a registry's latest rejected items, oldest first.
-func (m *Manager) Rejections(name string) []catalog.Rejection {
-	m.rejMu.Lock()
-	defer m.rejMu.Unlock()
-	return slices.Clone(m.rejections[name])
-}
+// Rejections returns the account of a registry's rejected items.
+func (m *Manager) Rejections(name string) Rejections { return m.rejections.get(name) }
 
 type running struct {
 	reg    supervisor.Registration
@@ -94,7 +79,7 @@ func NewManager(cfg supervisor.Config, ctrl Controller) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, ctrl: ctrl, log: log, running: map[string]*running{}, rejections: map[string][]catalog.Rejection{}}
+	return &Manager{cfg: cfg, ctrl: ctrl, log: log, running: map[string]*running{}}
 }
 
 // Apply makes the running plugins match regs: new registries start, changed ones restart
@@ -118,9 +103,7 @@ func (m *Manager) Apply(ctx context.Context, regs []supervisor.Registration) {
 		if _, still := want[name]; !still {
 			m.log.Info("registry removed; its objects will be deleted", "registry", name)
 			m.ctrl.RemoveRegistry(name)
-			m.rejMu.Lock()
-			delete(m.rejections, name)
-			m.rejMu.Unlock()
+			m.rejections.forget(name)
 		} else {
 			m.log.Info("registry configuration changed; restarting its plugin", "registry", name)
 		}

@@ -69,10 +69,10 @@ func (c *countingSink) Replace(_ string, services []catalog.Service, _ []string)
 	}
 	c.add(n)
 }
-func (c *countingSink) Upsert(svc catalog.Service) { c.add(len(svc.Instances)) }
-func (c *countingSink) Delete(string, string)      {}
-func (c *countingSink) Status(string, Status)      {}
-func (c *countingSink) Reject(catalog.Rejection)   {}
+func (c *countingSink) Upsert(svc catalog.Service)    { c.add(len(svc.Instances)) }
+func (c *countingSink) Delete(string, string)         {}
+func (c *countingSink) Status(string, Status)         {}
+func (c *countingSink) Reject(catalog.Rejection) bool { return true }
 
 // Stream benchmark sizes: a snapshot of streamServices single-instance services, then
 // streamChurn instance changes as fast as the host takes them. Every event is one instance.

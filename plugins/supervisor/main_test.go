@@ -109,10 +109,11 @@ func (r *recordSink) Status(_ string, st Status) {
 	r.statuses = append(r.statuses, st)
 }
 
-func (r *recordSink) Reject(rej catalog.Rejection) {
+func (r *recordSink) Reject(rej catalog.Rejection) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rejected = append(r.rejected, rej)
+	return true
 }
 
 // services returns the registry's services by key.

@@ -38,7 +38,7 @@ func newMetrics() *Metrics {
 			Name: "meltemi_registry_events_total", Help: "Events received from registry plugins, by type.",
 		}, []string{"registry", "type"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meltemi_registry_rejected_items_total", Help: "Registry items rejected as invalid (by the plugin or the host); an item rejected again for the same reason counts once until the next snapshot.",
+			Name: "meltemi_registry_rejected_items_total", Help: "Registry items rejected as invalid (by the plugin or the host); each distinct item and reason counts once, however often it is sent again.",
 		}, []string{"registry"}),
 		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meltemi_registry_connected", Help: "1 when the registry plugin reports a working registry connection.",

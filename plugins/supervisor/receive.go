@@ -118,7 +118,8 @@ func (r *receiver) validate(svc catalog.Service) (catalog.Service, bool) {
 	return valid, ok
 }
 
-// reject reports a rejection once per snapshot: log, metric and sink (status).
+// reject reports a rejection to the sink once per snapshot; the sink's first sight of it is
+// counted and logged as a warning.
 func (r *receiver) reject(rej catalog.Rejection) {
 	rej.Item, rej.Reason = r.redact.Redact(rej.Item), r.redact.Redact(rej.Reason)
 	if prev, seen := r.reported[rej.Item]; seen && prev == rej.Reason {
@@ -128,7 +129,10 @@ func (r *receiver) reject(rej catalog.Rejection) {
 		clear(r.reported)
 	}
 	r.reported[rej.Item] = rej.Reason
+	if !r.sink.Reject(rej) {
+		r.log.Debug("registry item still rejected", "item", rej.Item, "reason", rej.Reason)
+		return
+	}
 	r.metrics.rejected.Inc()
 	r.log.Warn("registry item rejected", "item", rej.Item, "reason", rej.Reason)
-	r.sink.Reject(rej)
 }

@@ -68,7 +68,10 @@ type Sink interface {
 	Upsert(svc catalog.Service)
 	Delete(registry, key string)
 	Status(registry string, st Status)
-	Reject(r catalog.Rejection)
+	// Reject reports an item that could not be used; it returns whether the sink had not seen
+	// this item with this reason before. Only new rejections are counted and logged as
+	// warnings, so a bad item sent again (every snapshot, every restart) counts once.
+	Reject(r catalog.Rejection) (new bool)
 }
 
 // Config tunes supervision.
