@@ -213,8 +213,16 @@ func TestHungPluginIsRestarted(t *testing.T) {
 	if n := len(s.sink.services(s.reg.Name)); n != 3 {
 		t.Errorf("%d services, want 3", n)
 	}
-	var hungPIDs []int
+	// Not connected from the first unanswered health check, before the restart.
 	statuses, _, _ := s.sink.snapshot()
+	notAnswering := slices.IndexFunc(statuses, func(st Status) bool {
+		return st.PluginRunning && !st.Connected && strings.Contains(st.Message, "not answering health checks (1 in a row)")
+	})
+	restarted := slices.IndexFunc(statuses, func(st Status) bool { return st.Restarts > 0 })
+	if notAnswering < 0 || restarted < 0 || notAnswering > restarted {
+		t.Errorf("the hung plugin was not reported not connected before its restart: statuses %+v", statuses)
+	}
+	var hungPIDs []int
 	for _, st := range statuses {
 		if st.PluginPID != 0 && !slices.Contains(hungPIDs, st.PluginPID) {
 			hungPIDs = append(hungPIDs, st.PluginPID)

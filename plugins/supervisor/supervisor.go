@@ -82,8 +82,11 @@ type Config struct {
 	Metrics   *Metrics
 	// MinBackoff and MaxBackoff bound restart delays; they double per failed start.
 	MinBackoff, MaxBackoff time.Duration
-	// HealthInterval is how often a running plugin is asked for its health; a plugin that
-	// fails HealthFailures calls in a row is considered hung and restarted.
+	// HealthInterval is how often a running plugin is asked for its health (each call may
+	// take half of it); a plugin that fails a call is reported not connected at once, and
+	// one that fails HealthFailures calls in a row is considered hung and restarted. With
+	// the defaults (5 s, 3) a frozen plugin shows connected=0 within 7.5 s and is restarted
+	// within 17.5 s.
 	HealthInterval time.Duration
 	HealthFailures int
 	// StartTimeout bounds the plugin handshake, and each of Describe and Configure.
@@ -103,7 +106,7 @@ func (c *Config) setDefaults() {
 		c.MaxBackoff = 30 * time.Second
 	}
 	if c.HealthInterval <= 0 {
-		c.HealthInterval = 10 * time.Second
+		c.HealthInterval = 5 * time.Second
 	}
 	if c.HealthFailures <= 0 {
 		c.HealthFailures = 3
@@ -337,14 +340,32 @@ func (s *Supervisor) watchHealth(ctx context.Context, reg registryv1.RegistryCli
 			return
 		case <-t.C:
 		}
-		hctx, hcancel := context.WithTimeout(ctx, s.cfg.HealthInterval)
-		_, err := reg.Health(hctx, &registryv1.HealthRequest{})
+		hctx, hcancel := context.WithTimeout(ctx, s.cfg.HealthInterval/2)
+		resp, err := reg.Health(hctx, &registryv1.HealthRequest{})
 		hcancel()
 		if err == nil {
+			if failures > 0 {
+				// Answering again: its own word on the registry connection holds.
+				msg := s.redact.Redact(resp.GetMessage())
+				if resp.GetConnected() {
+					msg = ""
+				}
+				s.update(func(st *Status) { st.Connected, st.Message = resp.GetConnected(), msg })
+			}
 			failures = 0
 			continue
 		}
-		if failures++; failures >= s.cfg.HealthFailures {
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		// A plugin that does not answer cannot vouch for its registry connection.
+		msg := fmt.Sprintf("registry plugin not answering health checks (%d in a row)", failures)
+		s.update(func(st *Status) { st.Connected, st.Message = false, msg })
+		if failures == 1 {
+			s.log.Warn(msg+"; reporting the registry not connected", "err", err)
+		}
+		if failures >= s.cfg.HealthFailures {
 			cancel(fmt.Errorf("%w (%d in a row, last: %v)", errHung, failures, err))
 			return
 		}
