@@ -20,11 +20,19 @@ import (
 	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 )
 
-// apiServerOutage runs the host on ZooKeeper, stops the real kube-apiserver for outage while
+// outageResult is what one API server outage did.
+type outageResult struct {
+	recovery time.Duration // from the API server ready again to every change in the cluster
+	queued   float64       // meltemi_sync_queue_depth during the outage
+	// wrongDeletions counts entries that should have stayed but were deleted (or re-created);
+	// lostEndpoints, endpoints of the unchanged service that went missing.
+	wrongDeletions, lostEndpoints int
+}
+
+// apiServerOutage runs the host on ZooKeeper, kills the real kube-apiserver for outage while
 // the registry changes (an endpoint added, a service removed, a service added), starts it
-// again, and returns how long after it was ready again every change was in the cluster.
-// queued is meltemi_sync_queue_depth as the host reported it during the outage.
-func apiServerOutage(t testing.TB, outage time.Duration) (recovery time.Duration, queued float64) {
+// again, and reports how long after it was ready again every change was in the cluster.
+func apiServerOutage(t testing.TB, outage time.Duration) outageResult {
 	t.Helper()
 	env := harness.Load(t)
 	c := newCluster(t, env)
@@ -52,6 +60,11 @@ func apiServerOutage(t testing.TB, outage time.Duration) (recovery time.Duration
 		}
 		return nil
 	})
+	before, err := c.getServiceEntry(strings.ToLower(kept))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res outageResult
 
 	env.Kill(t, harness.KubeAPIServer) // a crash: the outage starts at once
 	stopped := true
@@ -68,7 +81,7 @@ func apiServerOutage(t testing.TB, outage time.Duration) (recovery time.Duration
 	register(added, "10.6.2.1")
 	// The queue depth is read once the writes have had time to fail.
 	time.Sleep(min(outage, 5*time.Second))
-	queued = metricSum(b.metrics(t), "meltemi_sync_queue_depth")
+	res.queued = metricSum(b.metrics(t), "meltemi_sync_queue_depth")
 	time.Sleep(outage - time.Since(start))
 	env.Start(t, harness.KubeAPIServer) // returns once /readyz answers
 	stopped = false
@@ -100,7 +113,18 @@ func apiServerOutage(t testing.TB, outage time.Duration) (recovery time.Duration
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return time.Since(ready), queued
+	res.recovery = time.Since(ready)
+	after, err := c.getServiceEntry(strings.ToLower(kept))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GetUID() != before.GetUID() {
+		res.wrongDeletions++
+	}
+	if !slices.Contains(addresses(after), "10.6.0.1") {
+		res.lostEndpoints++
+	}
+	return res
 }
 
 // TestAPIServerOutageRecovery: changes made while the API server is down are written within
@@ -114,13 +138,16 @@ func TestAPIServerOutageRecovery(t *testing.T) {
 			t.Fatal(errors.New("MELTEMI_E2E_OUTAGE: " + err.Error()))
 		}
 	}
-	recovery, queued := apiServerOutage(t, outage)
-	t.Logf("outage %v: every change in the cluster %v after the API server was ready", outage, recovery.Round(time.Millisecond))
-	if recovery > 5*time.Second {
-		t.Errorf("changes landed %v after the API server was ready, want within 5s", recovery)
+	res := apiServerOutage(t, outage)
+	t.Logf("outage %v: every change in the cluster %v after the API server was ready", outage, res.recovery.Round(time.Millisecond))
+	if res.recovery > 5*time.Second {
+		t.Errorf("changes landed %v after the API server was ready, want within 5s", res.recovery)
 	}
-	if queued < 1 {
-		t.Errorf("meltemi_sync_queue_depth = %v during the outage, want the writes waiting to be counted", queued)
+	if res.queued < 1 {
+		t.Errorf("meltemi_sync_queue_depth = %v during the outage, want the writes waiting to be counted", res.queued)
+	}
+	if res.wrongDeletions+res.lostEndpoints > 0 {
+		t.Errorf("the unchanged service was deleted (%d) or lost endpoints (%d)", res.wrongDeletions, res.lostEndpoints)
 	}
 }
 
@@ -129,12 +156,16 @@ func TestAPIServerOutageRecovery(t *testing.T) {
 func BenchmarkAPIServerOutageRecovery(b *testing.B) {
 	for _, outage := range []time.Duration{30 * time.Second, 3 * time.Minute} {
 		b.Run("outage="+outage.String(), func(b *testing.B) {
-			var worst time.Duration
+			var worst outageResult
 			for range b.N {
-				recovery, _ := apiServerOutage(b, outage)
-				worst = max(worst, recovery)
+				res := apiServerOutage(b, outage)
+				worst.recovery = max(worst.recovery, res.recovery)
+				worst.wrongDeletions += res.wrongDeletions
+				worst.lostEndpoints += res.lostEndpoints
 			}
-			b.ReportMetric(worst.Seconds(), "recovery-s")
+			b.ReportMetric(worst.recovery.Seconds(), "recovery-s")
+			b.ReportMetric(float64(worst.wrongDeletions), "wrong-deletions")
+			b.ReportMetric(float64(worst.lostEndpoints), "lost-endpoints")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -322,9 +353,89 @@ func TestRejectionsCountedOnceAcrossRestartsAndSessions(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(6 * time.Second) // a status round after the new listing
+	time.Sleep(3 * time.Second) // a status round after the new listing
 	expect(250, []string{first})
 
 	addBad(250, 256)
 	expect(256, []string{first, "6 new registry item(s) rejected, 256 in total"})
+}
+
+// foreignServiceEntry is a ServiceEntry Meltemi does not own, defining host.
+func foreignServiceEntry(namespace, name, host string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+		"metadata": map[string]any{"name": name, "namespace": namespace},
+		"spec": map[string]any{
+			"hosts": []any{host}, "location": "MESH_INTERNAL", "resolution": "STATIC",
+			"ports":     []any{map[string]any{"number": int64(20880), "name": "tcp-dubbo", "protocol": "TCP"}},
+			"endpoints": []any{map[string]any{"address": "10.9.9.9"}},
+		},
+	}}
+}
+
+// TestConflictsWithForeignObjectsAreReported: a foreign ServiceEntry holding the name of a
+// registry's entry, and one (with another name) defining another of its hosts, are reported on
+// the ServiceRegistry — status and Warning Events — and in metrics within seconds.
+func TestConflictsWithForeignObjectsAreReported(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	const named, hosted, name = "com.example.conflict.Named", "com.example.conflict.Hosted", "zk-conflicts"
+	for i, iface := range []string{named, hosted} {
+		if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: fmt.Sprintf("10.9.0.%d", i+1), Port: 20880, Interface: iface, Application: "conflict"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.create(t, serviceEntries, foreignServiceEntry(c.namespace, strings.ToLower(named), "elsewhere.example"))
+	c.create(t, serviceEntries, foreignServiceEntry(c.namespace, "legacy-entry", strings.ToLower(hosted)))
+	var sr unstructured.Unstructured
+	if err := yamlToObject(zkRegistryYAML(name, c.namespace, env.ZKAddr, root), &sr); err != nil {
+		t.Fatal(err)
+	}
+	c.create(t, serviceRegistry, &sr)
+	b := startBridge(t, c, "--registry-namespace", c.namespace)
+	b.waitReady(t, env)
+	started := time.Now()
+
+	wantObjects := []string{"ServiceEntry " + c.namespace + "/" + strings.ToLower(named), "host " + strings.ToLower(hosted)}
+	env.Eventually(t, 10*time.Second, func() error {
+		st := c.registryStatus(t, name)
+		list, _ := st["conflicts"].([]any)
+		var objects []string
+		for _, item := range list {
+			m, _ := item.(map[string]any)
+			objects = append(objects, fmt.Sprint(m["object"]))
+		}
+		if !slices.Equal(objects, wantObjects) {
+			return fmt.Errorf("status conflicts %v, want %v", objects, wantObjects)
+		}
+		events := c.registryEvents(t, name, "Conflict")
+		if len(events) != 2 || !strings.Contains(strings.Join(events, "\n"), "delete that object") || !strings.Contains(strings.Join(events, "\n"), "legacy-entry") {
+			return fmt.Errorf("Conflict events %q, want one per conflict saying what to do", events)
+		}
+		m := b.metrics(t)
+		if metricSum(m, "meltemi_sync_name_conflicts") != 1 || metricSum(m, "meltemi_hosts_withheld") != 1 {
+			return fmt.Errorf("meltemi_sync_name_conflicts %v, meltemi_hosts_withheld %v, want 1 and 1",
+				metricSum(m, "meltemi_sync_name_conflicts"), metricSum(m, "meltemi_hosts_withheld"))
+		}
+		return nil
+	})
+	t.Logf("both conflicts reported %v after the host was ready", time.Since(started).Round(time.Millisecond))
+	if took := time.Since(started); took > 5*time.Second {
+		t.Errorf("conflicts reported after %v, want within 5s", took)
+	}
+	// The foreign object itself carries the reconciler's Event.
+	env.Eventually(t, 10*time.Second, func() error {
+		evs, err := c.kube.CoreV1().Events(c.namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + strings.ToLower(named)})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "NameTakenByForeignObject" && e.InvolvedObject.Kind == "ServiceEntry" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no NameTakenByForeignObject Event on the foreign ServiceEntry")
+	})
 }

@@ -69,6 +69,16 @@ type ServiceRegistryStatus struct {
 	RejectedTotal int `json:"rejectedTotal,omitempty"`
 	// RejectedItems lists the most recent of them (at most 20), and why.
 	RejectedItems []RejectedItem `json:"rejectedItems,omitempty"`
+	// Conflicts lists what objects Meltemi does not own keep from being published (at most
+	// 20).
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+}
+
+// Conflict is an object or host of a registry that Meltemi cannot publish as it wants because
+// objects it does not own are in the way, with what to do about it.
+type Conflict struct {
+	Object  string `json:"object"`
+	Message string `json:"message"`
 }
 
 // RejectedItem is one registry item that was skipped.

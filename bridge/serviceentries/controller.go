@@ -127,6 +127,41 @@ func (c *Controller) Withheld() map[string][]string {
 	return maps.Clone(c.withheld)
 }
 
+// HostConflict is a host that ServiceEntries Meltemi does not own define too.
+type HostConflict struct {
+	Host string
+	// Foreign lists those entries ("namespace/name").
+	Foreign []string
+	// Withheld: only they define it, so Meltemi does not write it; otherwise Meltemi's entry
+	// and theirs both define it and Istio merges them.
+	Withheld bool
+	// Registries provide the host.
+	Registries []string
+}
+
+// HostConflicts returns the hosts in conflict with foreign ServiceEntries, sorted by host.
+func (c *Controller) HostConflicts() []HostConflict {
+	c.mu.Lock()
+	var out []HostConflict
+	for h, foreign := range c.withheld {
+		out = append(out, HostConflict{Host: h, Foreign: slices.Clone(foreign), Withheld: true})
+	}
+	for h, foreign := range c.dupes {
+		out = append(out, HostConflict{Host: h, Foreign: slices.Clone(foreign)})
+	}
+	c.mu.Unlock()
+	for i := range out {
+		for _, svc := range c.store.ForHost(out[i].Host) {
+			if !slices.Contains(out[i].Registries, svc.Registry) {
+				out[i].Registries = append(out[i].Registries, svc.Registry)
+			}
+		}
+		slices.Sort(out[i].Registries)
+	}
+	slices.SortFunc(out, func(a, b HostConflict) int { return strings.Compare(a.Host, b.Host) })
+	return out
+}
+
 // Waiting returns the hosts not rewritten until a registry they merge syncs, with that
 // registry.
 func (c *Controller) Waiting() map[string]string {

@@ -30,8 +30,10 @@ type ClusterSource struct {
 	Namespace string // "" for all namespaces
 	Manager   *Manager
 	// Counts and Rejections feed the status; usually the controller's store and rejections.
-	Counts         func(registry string) (services, instances int)
-	Rejections     func(registry string) Rejections
+	Counts     func(registry string) (services, instances int)
+	Rejections func(registry string) Rejections
+	// Conflicts, when set, lists what objects Meltemi does not own keep from being published.
+	Conflicts      func(registry string) []v1alpha1.Conflict
 	StatusInterval time.Duration
 	Logger         *slog.Logger
 	// Events, when set, records connection loss and recovery, first sync and rejected items
@@ -43,9 +45,13 @@ type ClusterSource struct {
 	reported map[string]reported // what events were last emitted for, per registry
 }
 
+// maxStatusConflicts bounds the conflicts a status lists.
+const maxStatusConflicts = 20
+
 type reported struct {
 	connected, synced bool
-	rejections        int // rejections total reported so far
+	rejections        int             // rejections total reported so far
+	conflicts         map[string]bool // conflicts reported, by object
 }
 
 // Run watches until ctx ends. It returns after the first full list has been applied when
@@ -55,7 +61,7 @@ func (s *ClusterSource) Run(ctx context.Context, synced chan<- struct{}) error {
 		s.Logger = slog.Default()
 	}
 	if s.StatusInterval <= 0 {
-		s.StatusInterval = 5 * time.Second
+		s.StatusInterval = 2 * time.Second
 	}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(s.Dynamic, 5*time.Minute, s.Namespace, nil)
 	inf := factory.ForResource(v1alpha1.ServiceRegistryResource)
@@ -158,7 +164,11 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 		if s.Rejections != nil {
 			rejections = s.Rejections(u.GetName())
 		}
-		s.recordEvents(u, st, rejections)
+		var conflicts []v1alpha1.Conflict
+		if s.Conflicts != nil {
+			conflicts = s.Conflicts(u.GetName())
+		}
+		s.recordEvents(u, st, rejections, conflicts)
 		status := v1alpha1.ServiceRegistryStatus{
 			Connected: st.Connected, Synced: st.Synced, PluginVersion: st.PluginVersion,
 			Restarts: st.Restarts, LastError: st.Message,
@@ -171,6 +181,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 			status.LastSyncTime = &t
 		}
 		status.RejectedTotal = rejections.Total
+		status.Conflicts = conflicts[:min(len(conflicts), maxStatusConflicts)]
 		for _, r := range rejections.Latest {
 			status.RejectedItems = append(status.RejectedItems, v1alpha1.RejectedItem{Item: r.Item, Reason: r.Reason})
 		}
@@ -190,7 +201,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 }
 
 // recordEvents emits an Event for each change worth a user's attention since the last call.
-func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections Rejections) {
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections Rejections, conflicts []v1alpha1.Conflict) {
 	if s.Events == nil {
 		return
 	}
@@ -215,7 +226,15 @@ func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervis
 		s.Events.Eventf(obj, "Warning", "ItemRejected", "%d new registry item(s) rejected, %d in total; latest %s: %s",
 			n, rejections.Total, last.Item, last.Reason)
 	}
-	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: rejections.Total}
+	// A conflict is reported when it appears; once resolved and back, again.
+	current := make(map[string]bool, len(conflicts))
+	for _, c := range conflicts {
+		current[c.Object] = true
+		if !prev.conflicts[c.Object] {
+			s.Events.Eventf(obj, "Warning", "Conflict", "%s: %s", c.Object, c.Message)
+		}
+	}
+	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: rejections.Total, conflicts: current}
 }
 
 // normalize makes numbers comparable between a decoded object (int64) and a converted one.

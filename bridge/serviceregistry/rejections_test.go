@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
@@ -56,12 +57,12 @@ func TestRejectionEventsReportNewOnes(t *testing.T) {
 	for i := range 250 {
 		l.add(rejection("zk", i, "no port"))
 	}
-	s.recordEvents(obj, st, l.get("zk"))
-	s.recordEvents(obj, st, l.get("zk")) // nothing new
+	s.recordEvents(obj, st, l.get("zk"), nil)
+	s.recordEvents(obj, st, l.get("zk"), nil) // nothing new
 	for i := range 256 {
 		l.add(rejection("zk", i, "no port"))
 	}
-	s.recordEvents(obj, st, l.get("zk"))
+	s.recordEvents(obj, st, l.get("zk"), nil)
 	close(rec.Events)
 	var got []string
 	for e := range rec.Events {
@@ -72,6 +73,36 @@ func TestRejectionEventsReportNewOnes(t *testing.T) {
 	want := []string{
 		"Warning ItemRejected 250 new registry item(s) rejected, 250 in total; latest /dubbo/svc/providers/bad-249: no port",
 		"Warning ItemRejected 6 new registry item(s) rejected, 256 in total; latest /dubbo/svc/providers/bad-255: no port",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestConflictEventsOncePerAppearance: a conflict is reported when it appears, not again while
+// it lasts, and again when it comes back after being resolved.
+func TestConflictEventsOncePerAppearance(t *testing.T) {
+	rec := record.NewFakeRecorder(10)
+	s := &ClusterSource{Events: rec}
+	obj := &unstructured.Unstructured{}
+	obj.SetName("zk")
+	st := supervisor.Status{Connected: true, Synced: true}
+	name := v1alpha1.Conflict{Object: "ServiceEntry mesh/a.example", Message: "the name is taken"}
+	host := v1alpha1.Conflict{Object: "host b.example", Message: "defined elsewhere"}
+	for _, round := range [][]v1alpha1.Conflict{{name}, {name, host}, {name, host}, {host}, {name, host}} {
+		s.recordEvents(obj, st, Rejections{}, round)
+	}
+	close(rec.Events)
+	var got []string
+	for e := range rec.Events {
+		if strings.Contains(e, " Conflict ") {
+			got = append(got, e)
+		}
+	}
+	want := []string{
+		"Warning Conflict ServiceEntry mesh/a.example: the name is taken",
+		"Warning Conflict host b.example: defined elsewhere",
+		"Warning Conflict ServiceEntry mesh/a.example: the name is taken",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -21,7 +21,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
 	"github.com/meltemi-mesh/meltemi/bridge/serviceentries"
 	"github.com/meltemi-mesh/meltemi/bridge/serviceregistry"
@@ -217,6 +219,7 @@ type servicesPart struct {
 	run        func(name string, fn func() error)
 	kube       kubernetes.Interface
 	dyn        dynamic.Interface
+	events     record.EventRecorder
 }
 
 // startServices builds the registry side and starts its controller; the reconciler starts
@@ -229,10 +232,13 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 	}
 	// The delete policy is the controller's and the writer's: deletes wait per registry.
 	policy := &serviceentries.Policy{}
+	events := newEventRecorder(ctx, kube)
 	rec, err := synckube.New(synckube.Config{
 		Client: dyn, Kinds: []synckube.Kind{synckube.ServiceEntryKind(), synckube.WorkloadEntryKind()}, Namespace: f.namespace,
 		Workers: f.workers, QPS: float32(f.qps), Burst: f.burst, Registerer: reg, Logger: log.With("component", "sync"),
 		OnSynced: latency.ObjectSynced, HoldDelete: policy.HoldsDelete,
+		// Names taken by foreign objects and failed writes, as Events on the objects.
+		Recorder: events.Event,
 	})
 	if err != nil {
 		return nil, err
@@ -278,7 +284,7 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 		ctrl.Run(ctx)
 		return nil
 	})
-	return &servicesPart{rec: rec, ctrl: ctrl, mgr: mgr, configured: make(chan struct{}), log: log, run: goRun, kube: kube, dyn: dyn}, nil
+	return &servicesPart{rec: rec, ctrl: ctrl, mgr: mgr, configured: make(chan struct{}), log: log, run: goRun, kube: kube, dyn: dyn, events: events}, nil
 }
 
 // lead starts writing ServiceEntries; call it when this replica leads.
@@ -293,7 +299,10 @@ func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
 		src := &serviceregistry.ClusterSource{
 			Dynamic: p.dyn, Kube: p.kube, Namespace: f.registryNamespace, Manager: p.mgr,
 			Counts: p.ctrl.Store().Counts, Rejections: p.mgr.Rejections,
-			Logger: p.log.With("component", "registries"), Events: newEventRecorder(ctx, p.kube),
+			Conflicts: func(registry string) []v1alpha1.Conflict {
+				return serviceentries.Conflicts(registry, p.rec.NameConflicts(), p.ctrl.HostConflicts())
+			},
+			Logger: p.log.With("component", "registries"), Events: p.events,
 		}
 		p.run("registry source", func() error { return src.Run(ctx, p.configured) })
 		return nil

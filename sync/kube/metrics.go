@@ -15,6 +15,7 @@ type metrics struct {
 	refused        *prometheus.CounterVec // kind, reason
 	queueDepth     prometheus.Gauge
 	pendingDeletes prometheus.Gauge
+	nameConflicts  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,12 +44,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meltemi_sync_queue_depth",
 			Help: "Objects waiting to be reconciled: queued, or waiting out a retry backoff after a failed write.",
 		}),
+		nameConflicts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meltemi_sync_name_conflicts",
+			Help: "Desired objects not written because an object Meltemi does not own holds their name.",
+		}),
 		pendingDeletes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meltemi_sync_pending_deletes",
 			Help: "Owned objects no longer desired, kept because not every source has delivered its first snapshot yet.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.writes, m.noops, m.errors, m.conflicts, m.refused, m.queueDepth, m.pendingDeletes} {
+	for _, c := range []prometheus.Collector{m.writes, m.noops, m.errors, m.conflicts, m.refused, m.queueDepth, m.pendingDeletes, m.nameConflicts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -1,11 +1,13 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -551,6 +553,32 @@ func (r *Reconciler) Cached(gvk schema.GroupVersionKind, namespace, name string)
 		return u
 	}
 	return nil
+}
+
+// NameConflict is a desired object whose name is held by an object Meltemi does not own.
+type NameConflict struct {
+	Kind, Namespace, Name string
+	// Registries are those the desired object names (see v1alpha1.Registries).
+	Registries []string
+}
+
+// NameConflicts returns the desired objects not written because a foreign object holds their
+// name, sorted.
+func (r *Reconciler) NameConflicts() []NameConflict {
+	r.mu.RLock()
+	out := make([]NameConflict, 0, len(r.conflicts))
+	for k := range r.conflicts {
+		c := NameConflict{Kind: r.kinds[k.kind].label, Namespace: k.namespace, Name: k.name}
+		if want := r.desired[k]; want != nil && want.d != nil {
+			c.Registries = v1alpha1.Registries(want.d.obj.GetLabels(), want.d.obj.GetAnnotations())
+		}
+		out = append(out, c)
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b NameConflict) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
 }
 
 // Synced reports whether the informer caches have synced (Run got past its start).

@@ -261,7 +261,9 @@ func (r *Reconciler) refuseForeign(k objKey, live *unstructured.Unstructured) er
 	r.mu.Lock()
 	first := r.conflicts[k] != live.GetUID()
 	r.conflicts[k] = live.GetUID()
+	n := len(r.conflicts)
 	r.mu.Unlock()
+	r.m.nameConflicts.Set(float64(n))
 	msg := fmt.Sprintf("%s %s/%s exists and is not managed by meltemi (no label %s=%s); not touching it, will retry",
 		ks.label, k.namespace, k.name, v1alpha1.LabelManagedBy, v1alpha1.ManagedByValue)
 	if first {
@@ -276,8 +278,13 @@ func (r *Reconciler) refuseForeign(k objKey, live *unstructured.Unstructured) er
 
 func (r *Reconciler) clearConflict(k objKey) {
 	r.mu.Lock()
+	_, had := r.conflicts[k]
 	delete(r.conflicts, k)
+	n := len(r.conflicts)
 	r.mu.Unlock()
+	if had {
+		r.m.nameConflicts.Set(float64(n))
+	}
 }
 
 func (r *Reconciler) setPending(k objKey, on bool) {

@@ -62,6 +62,9 @@ var goals = []goal{
 	{"/sync/xds", "BenchmarkPushLatency", "p99-ms", "route update → received by 1,000 xDS streams, p99 (worst variant; translation measured separately)", true, 500},
 	{"/e2e", "BenchmarkRegistryToSidecar/istiod-debounce=100ms", "p99-ms", "ZooKeeper change → a sidecar's EDS through real istiod, p99 (istiod's default debounce)", true, 150},
 	{"/e2e", "BenchmarkIstiodCost", "meltemi-idle-pushes", "istiod pushes in 30 s without changes, Meltemi's ServiceEntries (worst size)", true, 0},
+	{"/e2e", "BenchmarkAPIServerOutageRecovery", "recovery-s", "reliability: changes made during a kube-apiserver outage (30 s, 3 min) all written after it is ready again (worst)", true, 5},
+	{"/e2e", "BenchmarkAPIServerOutageRecovery", "wrong-deletions", "reliability: ServiceEntries wrongly deleted through the outages", true, 0},
+	{"/e2e", "BenchmarkAPIServerOutageRecovery", "lost-endpoints", "reliability: endpoints lost through the outages", true, 0},
 	{"/e2e", "BenchmarkIstiodCost", "cpu-ratio", "istiod CPU for Meltemi's ServiceEntries / the same written by a plain client (worst size)", true, 1.2},
 }
 
