@@ -6,6 +6,7 @@ package catalog
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 )
 
@@ -44,14 +45,27 @@ const DefaultWeight = 100
 // and the store keep instances sorted (see Normalize), so equal content compares equal.
 func (s Service) Equal(o Service) bool {
 	return s.Registry == o.Registry && s.Key == o.Key && s.Host == o.Host &&
-		maps.Equal(s.Labels, o.Labels) &&
+		labelsEqual(s.Labels, o.Labels) &&
 		slices.EqualFunc(s.Instances, o.Instances, Instance.Equal)
 }
 
 // Equal reports whether two instances have the same content.
 func (i Instance) Equal(o Instance) bool {
 	return i.Address == o.Address && i.Port == o.Port && i.Protocol == o.Protocol &&
-		i.Weight == o.Weight && i.Locality == o.Locality && maps.Equal(i.Labels, o.Labels)
+		i.Weight == o.Weight && i.Locality == o.Locality && labelsEqual(i.Labels, o.Labels)
+}
+
+// labelsEqual is maps.Equal, without walking a map compared with itself: a plugin that
+// changes one instance of a service usually hands over the others' label maps unchanged,
+// and every change is compared with what was sent.
+func labelsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer() {
+		return true
+	}
+	return maps.Equal(a, b)
 }
 
 // Normalize sorts instances into a canonical order so that equal content compares equal and

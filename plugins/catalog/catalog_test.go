@@ -141,3 +141,22 @@ func TestNormalizedCopiesOnlyWhenItMust(t *testing.T) {
 		t.Errorf("the original changed: %v", unsorted.Instances)
 	}
 }
+
+func TestLabelsEqual(t *testing.T) {
+	m := map[string]string{"version": "1", "rev": "2"}
+	for _, tc := range []struct {
+		a, b map[string]string
+		want bool
+	}{
+		{m, m, true},
+		{m, map[string]string{"rev": "2", "version": "1"}, true},
+		{m, map[string]string{"rev": "3", "version": "1"}, false},
+		{m, map[string]string{"version": "1"}, false},
+		{nil, map[string]string{}, true},
+		{nil, m, false},
+	} {
+		if got := labelsEqual(tc.a, tc.b); got != tc.want {
+			t.Errorf("labelsEqual(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

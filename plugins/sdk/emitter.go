@@ -135,21 +135,32 @@ func (e *emitter) run(send func(*protocol.WireBatch) error) error {
 	}
 }
 
+// The plan is called directly, not through a closure: Set is every change's path, and a
+// closure capturing the service would cost an allocation each.
+
 func (e *emitter) Snapshot(services []catalog.Service) {
-	e.decide(func(p *Plan) []Change { return p.Snapshot(services) })
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	e.queue(e.plan.Snapshot(services))
 }
 
 func (e *emitter) Set(svc catalog.Service) bool {
-	return e.decide(func(p *Plan) []Change { return p.Set(svc) })
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	return e.queue(e.plan.Set(svc))
 }
 
 func (e *emitter) Remove(key string) bool {
-	return e.decide(func(p *Plan) []Change { return p.Remove(key) })
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	return e.queue(e.plan.Remove(key))
 }
 
 func (e *emitter) Reject(item, reason string) {
 	item, reason = e.srv.redact(item), e.srv.redact(reason)
-	e.decide(func(p *Plan) []Change { return p.Reject(item, reason) })
+	e.planMu.Lock()
+	defer e.planMu.Unlock()
+	e.queue(e.plan.Reject(item, reason))
 }
 
 func (e *emitter) Sent(key string) (catalog.Service, bool) {
@@ -170,12 +181,9 @@ func (e *emitter) Health(connected bool, message string) {
 	e.add(func(b *protocol.WireBatch) { b.AppendHealth(connected, message) })
 }
 
-// decide runs one plan step and queues the events it decided; it reports whether there were
-// any.
-func (e *emitter) decide(step func(*Plan) []Change) bool {
-	e.planMu.Lock()
-	defer e.planMu.Unlock()
-	changes := step(e.plan)
+// queue queues the events of the changes one plan step decided (planMu held); it reports
+// whether there were any.
+func (e *emitter) queue(changes []Change) bool {
 	for _, c := range changes {
 		switch c.Kind {
 		case ChangeSnapshot:

@@ -58,6 +58,8 @@ type Plan struct {
 	waiting map[string]map[string]catalog.Service
 	// reported holds item -> reason of the rejections reported.
 	reported map[string]string
+	// one holds the single change of the common upsert, returned without an allocation.
+	one [1]Change
 }
 
 // NewPlan returns a plan for one Watch call. With uniqueHosts, a service whose host another
@@ -125,7 +127,8 @@ func (p *Plan) Snapshot(services []catalog.Service) []Change {
 	return append([]Change{{Kind: ChangeSnapshot, Services: kept}}, rejections...)
 }
 
-// Set plans one service's complete state; a service without instances is removed.
+// Set plans one service's complete state; a service without instances is removed. Like every
+// Plan method, it returns changes that are valid until the next call on the plan.
 func (p *Plan) Set(svc catalog.Service) []Change {
 	if !p.started {
 		return nil // the first snapshot is the complete state
@@ -152,7 +155,14 @@ func (p *Plan) Set(svc catalog.Service) []Change {
 	p.sent[svc.Key] = svc
 	// What was wrong with the service as a whole is over: should it come back, it is news.
 	delete(p.reported, svc.Key)
-	return append(out, Change{Kind: ChangeUpsert, Service: svc, Key: svc.Key, Prev: prev, Had: had})
+	upsert := Change{Kind: ChangeUpsert, Service: svc, Key: svc.Key, Prev: prev, Had: had}
+	if len(out) == 0 {
+		// Every change of a plugin comes through here: no allocation for it. Full slice
+		// expression: a caller appending to it copies.
+		p.one[0] = upsert
+		return p.one[:1:1]
+	}
+	return append(out, upsert)
 }
 
 // Remove plans that a service is gone.
