@@ -99,7 +99,7 @@ func (c *cluster) getServiceEntry(name string) (*unstructured.Unstructured, erro
 	return c.dyn.Resource(serviceEntries).Namespace(c.namespace).Get(context.Background(), name, metav1.GetOptions{})
 }
 
-func (c *cluster) create(t *testing.T, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) *unstructured.Unstructured {
+func (c *cluster) create(t testing.TB, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) *unstructured.Unstructured {
 	t.Helper()
 	out, err := c.dyn.Resource(gvr).Namespace(c.namespace).Create(context.Background(), obj, metav1.CreateOptions{})
 	if err != nil {
@@ -177,9 +177,14 @@ func (b *bridge) stop(t testing.TB) {
 	select {
 	case <-b.stopped:
 	case <-time.After(15 * time.Second):
-		t.Errorf("meltemi did not stop within 15s of SIGTERM")
-		_ = b.cmd.Process.Kill()
-		<-b.stopped
+		t.Errorf("meltemi did not stop within 15s of SIGTERM; its goroutines are in its log (SIGQUIT)")
+		_ = b.cmd.Process.Signal(syscall.SIGQUIT) // the Go runtime prints every goroutine and exits
+		select {
+		case <-b.stopped:
+		case <-time.After(5 * time.Second):
+			_ = b.cmd.Process.Kill()
+			<-b.stopped
+		}
 	}
 }
 

@@ -96,7 +96,7 @@ func waitPlugins(t *testing.T, env *harness.Env, b *bridge, n int) []int {
 	return pids
 }
 
-func (c *cluster) registryStatus(t *testing.T, name string) map[string]any {
+func (c *cluster) registryStatus(t testing.TB, name string) map[string]any {
 	t.Helper()
 	obj, err := c.dyn.Resource(serviceRegistry).Namespace(c.namespace).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {

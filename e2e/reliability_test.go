@@ -171,11 +171,10 @@ func BenchmarkAPIServerOutageRecovery(b *testing.B) {
 	}
 }
 
-// TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes: after a restart with one registry that
-// cannot sync (its address no longer answers), the healthy registry's removed service is
-// deleted as soon as it has synced; the other registry's service stays, and a host both
-// registries provide keeps the unsynced registry's endpoint.
-func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
+// unsyncedRegistryGC restarts the host with one of two registries that cannot sync (its
+// address no longer answers) and returns how long after the start the healthy registry's
+// removed service was deleted; it fails t if the other registry's objects were touched.
+func unsyncedRegistryGC(t testing.TB) time.Duration {
 	env := harness.Load(t)
 	c := newCluster(t, env)
 	conn := connectZK(t, env)
@@ -237,7 +236,7 @@ func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("removed service deleted %v after the host started, with zk-other unsynced", time.Since(started).Round(time.Millisecond))
+	took := time.Since(started)
 	synced := metricSum(second.metrics(t), `meltemi_registry_synced{registry="zk-other"}`)
 	if synced != 0 {
 		t.Fatalf("zk-other reported synced (%v): the test needs it unsynced", synced)
@@ -258,6 +257,19 @@ func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
 	}
 	if p := metricSum(second.metrics(t), "meltemi_sync_pending_deletes"); p < 1 {
 		t.Errorf("meltemi_sync_pending_deletes = %v, want the unsynced registry's objects held", p)
+	}
+	return took
+}
+
+// TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes: after a restart with one registry that
+// cannot sync, the healthy registry's removed service is deleted within seconds; the other
+// registry's service stays, and a host both registries provide keeps the unsynced registry's
+// endpoint.
+func TestUnsyncedRegistryHoldsBackOnlyItsOwnDeletes(t *testing.T) {
+	took := unsyncedRegistryGC(t)
+	t.Logf("removed service deleted %v after the host started, with zk-other unsynced", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("removed service deleted %v after the host started, want within 5s", took)
 	}
 }
 
@@ -373,10 +385,11 @@ func foreignServiceEntry(namespace, name, host string) *unstructured.Unstructure
 	}}
 }
 
-// TestConflictsWithForeignObjectsAreReported: a foreign ServiceEntry holding the name of a
-// registry's entry, and one (with another name) defining another of its hosts, are reported on
-// the ServiceRegistry — status and Warning Events — and in metrics within seconds.
-func TestConflictsWithForeignObjectsAreReported(t *testing.T) {
+// conflictsReported starts the host next to a foreign ServiceEntry holding the name of a
+// registry's entry and one (with another name) defining another of its hosts, and returns how
+// long after the host was ready both were reported on the ServiceRegistry — status and
+// Warning Events — and in metrics.
+func conflictsReported(t testing.TB) time.Duration {
 	env := harness.Load(t)
 	c := newCluster(t, env)
 	conn := connectZK(t, env)
@@ -421,10 +434,7 @@ func TestConflictsWithForeignObjectsAreReported(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("both conflicts reported %v after the host was ready", time.Since(started).Round(time.Millisecond))
-	if took := time.Since(started); took > 5*time.Second {
-		t.Errorf("conflicts reported after %v, want within 5s", took)
-	}
+	took := time.Since(started)
 	// The foreign object itself carries the reconciler's Event.
 	env.Eventually(t, 10*time.Second, func() error {
 		evs, err := c.kube.CoreV1().Events(c.namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + strings.ToLower(named)})
@@ -438,4 +448,89 @@ func TestConflictsWithForeignObjectsAreReported(t *testing.T) {
 		}
 		return fmt.Errorf("no NameTakenByForeignObject Event on the foreign ServiceEntry")
 	})
+	return took
+}
+
+// TestConflictsWithForeignObjectsAreReported: both conflicts are reported within 5 s.
+func TestConflictsWithForeignObjectsAreReported(t *testing.T) {
+	took := conflictsReported(t)
+	t.Logf("both conflicts reported %v after the host was ready", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("conflicts reported after %v, want within 5s", took)
+	}
+}
+
+// BenchmarkReliability reports, from the same scenarios as the tests: how long after a restart
+// with one registry unable to sync the healthy registry's removed service is deleted, and how
+// long after the host is ready conflicts with foreign objects are reported.
+func BenchmarkReliability(b *testing.B) {
+	b.Run("scenario=unsynced-registry-gc", func(b *testing.B) {
+		var worst time.Duration
+		for range b.N {
+			worst = max(worst, unsyncedRegistryGC(b))
+		}
+		b.ReportMetric(worst.Seconds(), "delete-after-start-s")
+		b.ReportMetric(0, "ns/op")
+	})
+	b.Run("scenario=foreign-conflicts", func(b *testing.B) {
+		var worst time.Duration
+		for range b.N {
+			worst = max(worst, conflictsReported(b))
+		}
+		b.ReportMetric(worst.Seconds(), "reported-after-s")
+		b.ReportMetric(0, "ns/op")
+	})
+}
+
+// TestFrozenPluginReportedAndRestarted: a plugin process stopped with SIGSTOP is reported not
+// connected within seconds and restarted; its services stay throughout.
+func TestFrozenPluginReportedAndRestarted(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	const iface, name = "com.example.frozen.FrozenService", "zk-frozen"
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.10.0.1", Port: 20880, Interface: iface, Application: "frozen"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, "registries.yaml", zkRegistryYAML(name, c.namespace, env.ZKAddr, root))
+	b := startBridge(t, c, "--config", cfg)
+	b.waitReady(t, env)
+	var se *unstructured.Unstructured
+	env.Eventually(t, 20*time.Second, func() (err error) { se, err = c.getServiceEntry(strings.ToLower(iface)); return err })
+	pid := waitPlugins(t, env, b, 1)[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	frozen := time.Now()
+	connected := `meltemi_registry_connected{registry="` + name + `"}`
+	env.Eventually(t, 15*time.Second, func() error {
+		if v := metricSum(b.metrics(t), connected); v != 0 {
+			return fmt.Errorf("%s = %v", connected, v)
+		}
+		return nil
+	})
+	reported := time.Since(frozen)
+	env.Eventually(t, 30*time.Second, func() error {
+		if v := metricSum(b.metrics(t), `meltemi_plugin_restarts_total{reason="hung",registry="`+name+`"}`); v < 1 {
+			return fmt.Errorf("no restart for the hang yet")
+		}
+		if v := metricSum(b.metrics(t), connected); v != 1 {
+			return fmt.Errorf("restarted plugin not connected yet")
+		}
+		return nil
+	})
+	t.Logf("frozen plugin: not connected after %v, restarted and connected again after %v",
+		reported.Round(time.Millisecond), time.Since(frozen).Round(time.Millisecond))
+	if reported > 8*time.Second {
+		t.Errorf("frozen plugin reported not connected after %v, want within 7.5s", reported)
+	}
+	after, err := c.getServiceEntry(strings.ToLower(iface))
+	if err != nil {
+		t.Fatalf("ServiceEntry gone: %v", err)
+	}
+	if after.GetUID() != se.GetUID() || !slices.Equal(addresses(after), addresses(se)) {
+		t.Errorf("ServiceEntry changed through the freeze: %v -> %v", addresses(se), addresses(after))
+	}
 }

@@ -65,6 +65,8 @@ var goals = []goal{
 	{"/e2e", "BenchmarkAPIServerOutageRecovery", "recovery-s", "reliability: changes made during a kube-apiserver outage (30 s, 3 min) all written after it is ready again (worst)", true, 5},
 	{"/e2e", "BenchmarkAPIServerOutageRecovery", "wrong-deletions", "reliability: ServiceEntries wrongly deleted through the outages", true, 0},
 	{"/e2e", "BenchmarkAPIServerOutageRecovery", "lost-endpoints", "reliability: endpoints lost through the outages", true, 0},
+	{"/e2e", "BenchmarkReliability/scenario=unsynced-registry-gc", "delete-after-start-s", "reliability: a healthy registry's removed service deleted after a restart, while another registry cannot sync", true, 5},
+	{"/e2e", "BenchmarkReliability/scenario=foreign-conflicts", "reported-after-s", "reliability: a name and a host taken by foreign ServiceEntries reported (status, Events, metrics)", true, 5},
 	{"/e2e", "BenchmarkIstiodCost", "cpu-ratio", "istiod CPU for Meltemi's ServiceEntries / the same written by a plain client (worst size)", true, 1.2},
 }
 
