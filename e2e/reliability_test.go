@@ -523,7 +523,8 @@ func TestFrozenPluginReportedAndRestarted(t *testing.T) {
 	})
 	t.Logf("frozen plugin: not connected after %v, restarted and connected again after %v",
 		reported.Round(time.Millisecond), time.Since(frozen).Round(time.Millisecond))
-	if reported > 8*time.Second {
+	// 7.5 s at most (a health call every 5 s, each given 2.5 s), plus the metric polling.
+	if reported > 9*time.Second {
 		t.Errorf("frozen plugin reported not connected after %v, want within 7.5s", reported)
 	}
 	after, err := c.getServiceEntry(strings.ToLower(iface))
