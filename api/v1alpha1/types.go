@@ -72,7 +72,21 @@ type ServiceRegistryStatus struct {
 	// Conflicts lists what objects Meltemi does not own keep from being published (at most
 	// 20).
 	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// ObservedGeneration is the generation of the spec the status describes.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions follow the Kubernetes API conventions: Ready, Connected, Synced.
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// ServiceRegistry condition types.
+const (
+	// ConditionReady: the registry is configured, connected and its services are published.
+	ConditionReady = "Ready"
+	// ConditionConnected: its plugin runs and reaches the registry.
+	ConditionConnected = "Connected"
+	// ConditionSynced: a complete snapshot has been received (its services are served).
+	ConditionSynced = "Synced"
+)
 
 // Conflict is an object or host of a registry that Meltemi cannot publish as it wants because
 // objects it does not own are in the way, with what to do about it.

@@ -231,6 +231,10 @@ func (c *Controller) RemoveRegistry(name string) {
 	c.queue.Add(c.store.RemoveRegistry(name)...)
 }
 
+// PendingRegistries returns the configured registries whose first snapshot has not been
+// handed over yet.
+func (c *Controller) PendingRegistries() []string { return c.policy.PendingRegistries() }
+
 // DeletesAllowed reports whether the writer may delete orphans (every registry synced and
 // the resulting state handed over).
 func (c *Controller) DeletesAllowed() bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
@@ -40,8 +42,13 @@ type ClusterSource struct {
 	// as Kubernetes Events on the ServiceRegistry.
 	Events record.EventRecorder
 
+	// Leading, when set, tells whether this replica leads: only the leader writes statuses
+	// and Events.
+	Leading func() bool
+
 	lister   cache.GenericLister
 	last     map[string]supervisor.Registration
+	invalid  map[string]error    // registries whose current spec cannot be used, and why
 	reported map[string]reported // what events were last emitted for, per registry
 }
 
@@ -52,6 +59,7 @@ type reported struct {
 	connected, synced bool
 	rejections        int             // rejections total reported so far
 	conflicts         map[string]bool // conflicts reported, by object
+	problem           string          // the not-ready reason and message reported
 }
 
 // Run watches until ctx ends. It returns after the first full list has been applied when
@@ -97,6 +105,11 @@ func (s *ClusterSource) Run(ctx context.Context, synced chan<- struct{}) error {
 		case <-changed:
 			s.apply(ctx)
 		case <-ticker.C:
+			if len(s.invalid) > 0 {
+				// What made a spec unusable may be fixed outside it (a Secret created).
+				s.apply(ctx)
+				continue
+			}
 			s.writeStatus(ctx)
 		}
 	}
@@ -122,6 +135,7 @@ func (s *ClusterSource) objects() []*unstructured.Unstructured {
 // deletes what the registry already provides.
 func (s *ClusterSource) apply(ctx context.Context) {
 	next := map[string]supervisor.Registration{}
+	invalid := map[string]error{}
 	for _, u := range s.objects() {
 		sr, err := FromUnstructured(u)
 		if err == nil {
@@ -136,12 +150,15 @@ func (s *ClusterSource) apply(ctx context.Context) {
 				}
 			}
 		}
+		invalid[u.GetName()] = err
 		s.Logger.Error("ServiceRegistry not usable; keeping its previous configuration if any", "registry", u.GetName(), "namespace", u.GetNamespace(), "error", err)
 		if prev, ok := s.last[u.GetName()]; ok {
 			next[u.GetName()] = prev
 		}
 	}
+	s.invalid = invalid
 	if reflect.DeepEqual(next, s.last) {
+		s.writeStatus(ctx)
 		return
 	}
 	s.last = next
@@ -154,11 +171,15 @@ func (s *ClusterSource) apply(ctx context.Context) {
 }
 
 func (s *ClusterSource) writeStatus(ctx context.Context) {
+	if s.Leading != nil && !s.Leading() {
+		return // only the leader writes statuses and Events
+	}
 	statuses := s.Manager.Statuses()
 	for _, u := range s.objects() {
-		st, ok := statuses[u.GetName()]
-		if !ok {
-			continue
+		st, running := statuses[u.GetName()]
+		configErr := s.invalid[u.GetName()]
+		if !running && configErr == nil {
+			continue // not started yet
 		}
 		var rejections Rejections
 		if s.Rejections != nil {
@@ -168,11 +189,20 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 		if s.Conflicts != nil {
 			conflicts = s.Conflicts(u.GetName())
 		}
-		s.recordEvents(u, st, rejections, conflicts)
-		status := v1alpha1.ServiceRegistryStatus{
-			Connected: st.Connected, Synced: st.Synced, PluginVersion: st.PluginVersion,
-			Restarts: st.Restarts, LastError: st.Message,
+		var current v1alpha1.ServiceRegistryStatus
+		if raw, ok, _ := unstructured.NestedMap(u.Object, "status"); ok {
+			_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &current)
 		}
+		status := v1alpha1.ServiceRegistryStatus{
+			Connected: running && st.Connected, Synced: running && st.Synced, PluginVersion: st.PluginVersion,
+			Restarts: st.Restarts, LastError: st.Message, ObservedGeneration: u.GetGeneration(),
+			Conditions: conditions(current.Conditions, registryState{generation: u.GetGeneration(), running: running, st: st, configErr: configErr}),
+		}
+		if configErr != nil {
+			status.LastError = configErr.Error()
+		}
+		ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady)
+		s.recordEvents(u, st, rejections, conflicts, *ready)
 		if s.Counts != nil {
 			status.Services, status.Instances = s.Counts(u.GetName())
 		}
@@ -201,7 +231,7 @@ func (s *ClusterSource) writeStatus(ctx context.Context) {
 }
 
 // recordEvents emits an Event for each change worth a user's attention since the last call.
-func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections Rejections, conflicts []v1alpha1.Conflict) {
+func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervisor.Status, rejections Rejections, conflicts []v1alpha1.Conflict, ready metav1.Condition) {
 	if s.Events == nil {
 		return
 	}
@@ -215,6 +245,15 @@ func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervis
 		s.Events.Event(obj, "Normal", "RegistryConnected", "registry reachable again")
 	case !st.Connected && (!seen || prev.connected) && st.Message != "":
 		s.Events.Eventf(obj, "Warning", "RegistryUnreachable", "registry unreachable, keeping its last-known services: %s", st.Message)
+	}
+	// A problem that keeps the registry from being ready, once per reason and message
+	// (unreachable registries have their own Event above; waiting is not a problem).
+	problem := ""
+	if ready.Status == metav1.ConditionFalse && !slices.Contains([]string{ReasonWaitingForSnapshot, ReasonPluginStarting, ReasonRegistryUnreachable}, ready.Reason) {
+		problem = ready.Reason + ": " + ready.Message
+		if problem != prev.problem {
+			s.Events.Event(obj, "Warning", ready.Reason, ready.Message)
+		}
 	}
 	if st.Synced && !prev.synced {
 		s.Events.Event(obj, "Normal", "Synced", "first complete snapshot received")
@@ -234,7 +273,7 @@ func (s *ClusterSource) recordEvents(obj *unstructured.Unstructured, st supervis
 			s.Events.Eventf(obj, "Warning", "Conflict", "%s: %s", c.Object, c.Message)
 		}
 	}
-	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: rejections.Total, conflicts: current}
+	s.reported[name] = reported{connected: st.Connected, synced: st.Synced, rejections: rejections.Total, conflicts: current, problem: problem}
 }
 
 // normalize makes numbers comparable between a decoded object (int64) and a converted one.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/record"
 
@@ -57,12 +58,12 @@ func TestRejectionEventsReportNewOnes(t *testing.T) {
 	for i := range 250 {
 		l.add(rejection("zk", i, "no port"))
 	}
-	s.recordEvents(obj, st, l.get("zk"), nil)
-	s.recordEvents(obj, st, l.get("zk"), nil) // nothing new
+	s.recordEvents(obj, st, l.get("zk"), nil, readyTrue)
+	s.recordEvents(obj, st, l.get("zk"), nil, readyTrue) // nothing new
 	for i := range 256 {
 		l.add(rejection("zk", i, "no port"))
 	}
-	s.recordEvents(obj, st, l.get("zk"), nil)
+	s.recordEvents(obj, st, l.get("zk"), nil, readyTrue)
 	close(rec.Events)
 	var got []string
 	for e := range rec.Events {
@@ -90,7 +91,7 @@ func TestConflictEventsOncePerAppearance(t *testing.T) {
 	name := v1alpha1.Conflict{Object: "ServiceEntry mesh/a.example", Message: "the name is taken"}
 	host := v1alpha1.Conflict{Object: "host b.example", Message: "defined elsewhere"}
 	for _, round := range [][]v1alpha1.Conflict{{name}, {name, host}, {name, host}, {host}, {name, host}} {
-		s.recordEvents(obj, st, Rejections{}, round)
+		s.recordEvents(obj, st, Rejections{}, round, readyTrue)
 	}
 	close(rec.Events)
 	var got []string
@@ -108,3 +109,5 @@ func TestConflictEventsOncePerAppearance(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+var readyTrue = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonReady}

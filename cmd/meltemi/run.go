@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,7 @@ type runFlags struct {
 	hostGuard         bool
 	vipCIDR           string
 	leaderElect       bool
+	firstSyncTimeout  time.Duration
 	leaseNamespace    string
 	leaseName         string
 	leaseDuration     time.Duration
@@ -86,6 +88,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.leaseNamespace, "leader-election-namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace of the leader election Lease")
 	fs.StringVar(&f.leaseName, "leader-election-id", "meltemi", "name of the leader election Lease")
 	fs.DurationVar(&f.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal; a standby takes over after it")
+	fs.DurationVar(&f.firstSyncTimeout, "first-sync-timeout", 2*time.Minute,
+		"how long /readyz waits for every registry's first snapshot; after it a replica is ready without the registries that have not synced (they are reported, and their objects are not deleted)")
 }
 
 // defaultVIPCIDR is next to, not inside, the range istiod allocates ServiceEntry addresses
@@ -153,6 +157,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Every replica runs the plugins and builds the desired state, so a standby that becomes
 	// leader only has to sync its caches and write the differences; only the leader writes.
 	var leading atomic.Bool
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meltemi_leader",
+		Help: "1 on the replica that leads (writes objects, statuses and Events), 0 on standbys: join on it to count what every replica reports once.",
+	}, func() float64 {
+		if leading.Load() {
+			return 1
+		}
+		return 0
+	}))
 	// The host guard reads ServiceEntries where the host may: everywhere with the traffic
 	// translator's ClusterRole, else its namespace.
 	guardNS := f.namespace
@@ -164,6 +177,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer svc.mgr.Stop()
+	svc.firstSyncTimeout, svc.leading = f.firstSyncTimeout, leading.Load
 	tr, err := startTraffic(ctx, &tf, dyn, kube, reg, log, goRun, leading.Load)
 	if err != nil {
 		return err
@@ -215,11 +229,16 @@ type servicesPart struct {
 	ctrl       *serviceentries.Controller
 	mgr        *serviceregistry.Manager
 	configured chan struct{} // closed once the registry configuration is loaded
-	log        *slog.Logger
-	run        func(name string, fn func() error)
-	kube       kubernetes.Interface
-	dyn        dynamic.Interface
-	events     record.EventRecorder
+	// configuredAt is when it was (set before configured is closed).
+	configuredAt     time.Time
+	firstSyncTimeout time.Duration
+	// leading tells whether this replica leads; only the leader writes statuses and Events.
+	leading func() bool
+	log     *slog.Logger
+	run     func(name string, fn func() error)
+	kube    kubernetes.Interface
+	dyn     dynamic.Interface
+	events  record.EventRecorder
 }
 
 // startServices builds the registry side and starts its controller; the reconciler starts
@@ -302,8 +321,9 @@ func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
 			Conflicts: func(registry string) []v1alpha1.Conflict {
 				return serviceentries.Conflicts(registry, p.rec.NameConflicts(), p.ctrl.HostConflicts())
 			},
-			Logger: p.log.With("component", "registries"), Events: p.events,
+			Logger: p.log.With("component", "registries"), Events: p.events, Leading: p.leading,
 		}
+		p.configuredAt = time.Now()
 		p.run("registry source", func() error { return src.Run(ctx, p.configured) })
 		return nil
 	}
@@ -317,6 +337,7 @@ func (p *servicesPart) configure(ctx context.Context, f *runFlags) error {
 	}
 	p.log.Info("registries loaded from file", "file", f.configFile, "registries", len(regs))
 	p.mgr.Apply(ctx, regs)
+	p.configuredAt = time.Now()
 	close(p.configured)
 	return nil
 }
@@ -329,8 +350,13 @@ func (p *servicesPart) ready(leading bool) error {
 	default:
 		return errors.New("registry configuration not loaded yet")
 	}
+	// Readiness means serving: a registry that cannot sync is reported (its status and
+	// Events) and, after the first-sync timeout, no longer holds the replica back; its objects
+	// stay, deletes wait per registry.
 	if !p.ctrl.DeletesAllowed() {
-		return errors.New("waiting for every registry's first snapshot")
+		if pending := p.ctrl.PendingRegistries(); time.Since(p.configuredAt) < p.firstSyncTimeout {
+			return fmt.Errorf("waiting for the first snapshot of %s", strings.Join(pending, ", "))
+		}
 	}
 	// A standby is ready when its state is complete; the leader also needs its caches.
 	if leading && !p.rec.Synced() {

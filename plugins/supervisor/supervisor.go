@@ -58,6 +58,9 @@ type Status struct {
 	Restarts int
 	// Message is the last problem, empty when healthy.
 	Message string
+	// Failure is why the plugin's last run ended (a Reason* restart reason) while it is not
+	// running again; empty once it runs.
+	Failure string
 }
 
 // Sink receives validated registry state.
@@ -240,7 +243,7 @@ func (s *Supervisor) Run(ctx context.Context) {
 		s.log.Error("registry plugin stopped; keeping its last-known services and restarting it", "reason", reason, "error", msg, "retryIn", backoff)
 		s.metrics.restart(reason)
 		s.update(func(st *Status) {
-			st.PluginRunning, st.PluginPID, st.Connected, st.Message = false, 0, false, msg
+			st.PluginRunning, st.PluginPID, st.Connected, st.Message, st.Failure = false, 0, false, msg, reason
 			st.Restarts++
 		})
 		select {
@@ -290,7 +293,7 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	}
 	cancel()
 	s.update(func(st *Status) {
-		st.PluginRunning, st.PluginVersion, st.PluginPID, st.Message = true, desc.GetVersion(), p.pid, ""
+		st.PluginRunning, st.PluginVersion, st.PluginPID, st.Message, st.Failure = true, desc.GetVersion(), p.pid, "", ""
 	})
 	s.log.Info("registry plugin started", "version", desc.GetVersion(), "pid", p.pid,
 		"protocol", p.client.NegotiatedVersion(), "autoMTLS", true, "startSeconds", time.Since(begin).Seconds())
