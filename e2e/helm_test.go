@@ -314,6 +314,11 @@ func TestHelmValuesSchemaRejects(t *testing.T) {
 		{"replicas as a string", "replicaCount: two\n", "/replicaCount"},
 		{"extra args that are not flags", "config: {extraArgs: [oops]}\n", "/config/extraArgs/0"},
 		{"several writers without leader election", "replicaCount: 2\nleaderElection: {enabled: false}\n", "leaderElection.enabled must be true"},
+		{"two registries with one name", "registries: [{name: zk, kind: zookeeper, address: 'a:2181'}, {name: zk, kind: nacos, address: 'b:8848'}]\n", `the name "zk" is used twice`},
+		{"registry name too long", "registries: [{name: " + strings.Repeat("z", 64) + ", kind: zookeeper, address: 'zk:2181'}]\n", "/registries/0/name"},
+		{"password in plain options", "registries: [{name: nacos, kind: nacos, address: 'n:8848', options: {password: hunter2}}]\n", "invalid propertyName 'password'"},
+		{"token in plain options", "registries: [{name: consul, kind: consul, address: 'c:8500', options: {aclToken: abc}}]\n", "invalid propertyName 'aclToken'"},
+		{"volume mount without a path", "extraVolumeMounts: [{name: tls}]\n", "/extraVolumeMounts/0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := helm(t, "template", goldenRelease, chartDir, "--namespace", goldenNS, "-f", writeFile(t, "values.yaml", tc.values))
