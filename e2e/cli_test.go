@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -62,6 +64,67 @@ func TestConvertPreviewsServiceEntriesWithoutACluster(t *testing.T) {
 	}
 	if !strings.Contains(docs[1], "grpc-tri-50051") {
 		t.Errorf("Triple provider not mapped to a gRPC port:\n%s", docs[1])
+	}
+	// -o json: one List document, as kubectl prints several objects.
+	out, _ = meltemi(t, "convert", "--config", cfg, "--plugin-dir", binDir, "--namespace", "preview", "-o", "json")
+	var list struct {
+		Kind  string
+		Items []struct{ Kind string }
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Kind != "List" || len(list.Items) != 2 || list.Items[0].Kind != "ServiceEntry" {
+		t.Errorf("-o json is not a List of 2 ServiceEntries (%v):\n%s", err, out)
+	}
+}
+
+// TestCLIConventions: help on every level exits 0; a bad flag exits 1 naming it; convert
+// fails at once on what retrying cannot fix and on an empty configuration.
+func TestCLIConventions(t *testing.T) {
+	empty := writeFile(t, "empty.yaml", "# nothing\n")
+	badOption := writeFile(t, "bad.yaml", zkRegistryYAML("zk-bad", "default", "127.0.0.1:1", "dubbo")+"    noSuchOption: x\n")
+	missingPlugin := writeFile(t, "nokind.yaml", strings.Replace(zkRegistryYAML("zk-none", "default", "127.0.0.1:1", "dubbo"), "kind: zookeeper", "kind: nosuchregistry", 1))
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		exit   int
+		output string // in stdout or stderr
+	}{
+		{"top-level -h", []string{"-h"}, 0, "Commands:"},
+		{"top-level --help", []string{"--help"}, 0, "Commands:"},
+		{"help", []string{"help"}, 0, "Commands:"},
+		{"run -h", []string{"run", "-h"}, 0, "-first-sync-timeout"},
+		{"convert --help", []string{"convert", "--help"}, 0, "-kubeconfig"},
+		{"plugins list -h", []string{"plugins", "list", "-h"}, 0, "-plugin-dir"},
+		{"routes explain -h", []string{"routes", "explain", "-h"}, 0, "-host"},
+		{"migrate check -h", []string{"migrate", "check", "-h"}, 0, "-kubeconfig"},
+		{"unknown flag", []string{"run", "--no-such-flag"}, 1, "flag provided but not defined: -no-such-flag"},
+		{"unknown command", []string{"frobnicate"}, 1, `unknown command "frobnicate"`},
+		{"convert without --config", []string{"convert"}, 1, "--config is required"},
+		{"convert of an empty file", []string{"convert", "--config", empty}, 1, "holds no ServiceRegistry"},
+		{"convert with a bad option", []string{"convert", "--config", badOption, "--plugin-dir", binDir}, 1, "noSuchOption"},
+		{"convert without the plugin", []string{"convert", "--config", missingPlugin, "--plugin-dir", binDir}, 1, "nosuchregistry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(binDir, "meltemi"), tc.args...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			err := cmd.Run()
+			exit := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				exit = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if exit != tc.exit {
+				t.Errorf("exit status %d, want %d\nstderr:\n%s", exit, tc.exit, stderr.String())
+			}
+			if all := stdout.String() + stderr.String(); !strings.Contains(all, tc.output) {
+				t.Errorf("output does not say %q:\n%s", tc.output, all)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("took %v; an error that retrying cannot fix must end the command at once", took)
+			}
+		})
 	}
 }
 

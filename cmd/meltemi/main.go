@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,6 +38,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errHelp) {
+			return // help was asked for and shown
+		}
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "meltemi:", err)
 		}
@@ -44,10 +48,28 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage")
+// errUsage ends a command whose arguments were wrong (what was wrong is printed already);
+// errHelp one whose help was asked for (-h, --help): shown, exit status 0.
+var (
+	errUsage = errors.New("usage")
+	errHelp  = errors.New("help")
+)
+
+// flagError turns a flag parsing error into errHelp or errUsage; the flag package has printed
+// the usage, and for a bad flag the error naming it.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	return errUsage
+}
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}

@@ -58,7 +58,7 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
 	efNamespace := fs.String("envoyfilter-namespace", traffic.DefaultNamespace, "namespace of Meltemi's EnvoyFilters")
 	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {

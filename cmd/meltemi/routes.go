@@ -54,7 +54,7 @@ func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var files []string
 	fs.Func("f", "file of objects (repeatable; - for stdin)", func(s string) error { files = append(files, s); return nil })
 	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	if *host == "" || *port == 0 || *port > 65535 {
 		fmt.Fprint(stderr, routesUsage)

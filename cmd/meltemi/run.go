@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var tf trafficFlags
 	tf.register(fs)
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/bridge/convert"
@@ -43,7 +44,7 @@ func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
 	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	found, err := supervisor.Discover(*dir)
 	if err != nil {
@@ -78,7 +79,10 @@ func pluginsDescribe(ctx context.Context, args []string, stdout, stderr io.Write
 	fs := flag.NewFlagSet("meltemi plugins describe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
+	}
+	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, pluginsUsage)
 		return errUsage
 	}
@@ -170,8 +174,9 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	namespace := fs.String("namespace", "meltemi-system", "namespace the ServiceEntries would be written to")
 	pluginDir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for every registry's first snapshot")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for reading the registries' credentials Secrets (credentialsSecretRef); without it such registries are refused")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	if *configFile == "" {
 		fmt.Fprintln(stderr, "meltemi convert: --config is required")
@@ -184,7 +189,20 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	regs, err := serviceregistry.Resolve(ctx, nil, srs)
+	if len(srs) == 0 {
+		return fmt.Errorf("%s holds no ServiceRegistry", *configFile)
+	}
+	var secrets kubernetes.Interface
+	if *kubeconfig != "" {
+		cfg, err := restConfig(*kubeconfig)
+		if err != nil {
+			return err
+		}
+		if secrets, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("creating client: %w", err)
+		}
+	}
+	regs, err := serviceregistry.Resolve(ctx, secrets, srs)
 	if err != nil {
 		return err
 	}
@@ -198,6 +216,12 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	mgr.Apply(ctx, regs)
 	defer mgr.Stop()
 	for !ctrl.DeletesAllowed() {
+		// A plugin that cannot start or refuses its options will not do better by retrying.
+		for name, st := range mgr.Statuses() {
+			if st.Failure == supervisor.ReasonStartFailed || st.Failure == supervisor.ReasonConfigureFailed {
+				return fmt.Errorf("registry %s: %s", name, st.Message)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			var pending []string
@@ -210,7 +234,16 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	for i, obj := range out.objects() {
+	objs := out.objects()
+	if *output == "json" {
+		// One document, as kubectl prints several objects.
+		items := make([]any, len(objs))
+		for i, obj := range objs {
+			items[i] = obj.Object
+		}
+		return printObject(stdout, map[string]any{"apiVersion": "v1", "kind": "List", "items": items}, "json", 0)
+	}
+	for i, obj := range objs {
 		if err := printObject(stdout, obj.Object, *output, i); err != nil {
 			return err
 		}
