@@ -138,3 +138,51 @@ func TestReadmeServiceRegistryExampleIsAccepted(t *testing.T) {
 		t.Errorf("the README's ServiceRegistry is refused: %v", err)
 	}
 }
+
+// TestOnlyTheLeaderWritesStatusAndEvents: of two replicas reading the same ServiceRegistry,
+// only the leader records its Events (one Synced Event, counted once) and meltemi_leader says
+// which one leads.
+func TestOnlyTheLeaderWritesStatusAndEvents(t *testing.T) {
+	env := harness.Load(t)
+	c := newCluster(t, env)
+	conn := connectZK(t, env)
+	root := zkRoot(t, conn)
+	if _, err := dubbo.Register(conn, root, dubbo.Provider{IP: "10.12.0.1", Port: 20880, Interface: "com.example.ops.Leader", Application: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	const name = "zk-two-replicas"
+	var sr unstructured.Unstructured
+	if err := yamlToObject(zkRegistryYAML(name, c.namespace, env.ZKAddr, root), &sr); err != nil {
+		t.Fatal(err)
+	}
+	c.create(t, serviceRegistry, &sr)
+	args := []string{"--registry-namespace", c.namespace, "--leader-elect", "--leader-election-namespace", c.namespace, "--leader-election-lease-duration", "4s"}
+	a := startBridge(t, c, args...)
+	b := startBridge(t, c, args...)
+	a.waitReady(t, env)
+	b.waitReady(t, env)
+	env.Eventually(t, 20*time.Second, func() error {
+		if status, reason, _, _ := c.readyCondition(t, name); status != "True" {
+			return fmt.Errorf("Ready=%s %s", status, reason)
+		}
+		la, lb := metricSum(a.metrics(t), "meltemi_leader"), metricSum(b.metrics(t), "meltemi_leader")
+		if la+lb != 1 {
+			return fmt.Errorf("meltemi_leader %v and %v, want one leader", la, lb)
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // status rounds of both replicas
+	evs, err := c.kube.CoreV1().Events(c.namespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced := 0
+	for _, e := range evs.Items {
+		if e.Reason == "Synced" {
+			synced += int(e.Count)
+		}
+	}
+	if synced != 1 {
+		t.Errorf("%d Synced Events for the registry, want 1 (the leader's)", synced)
+	}
+}

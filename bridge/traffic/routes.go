@@ -139,19 +139,28 @@ func (t *translator) cluster(rt *router, port uint32, d *mpv1.Destination) strin
 	if d.Port != nil && d.Port.Number != 0 {
 		port = d.Port.Number
 	}
+	name := ClusterName(port, d.Subset, d.Host)
+	unresolved := true
 	if svc, ok := t.services[d.Host]; !ok {
 		rt.res.warn("destination host %s: no ServiceEntry defines it", d.Host)
 	} else if !slices.ContainsFunc(svc.se.Spec.Ports, func(p istio.ServicePort) bool { return p.Number == port }) {
 		rt.res.warn("destination %s: the host has no port %d", d.Host, port)
+	} else {
+		unresolved = false
 	}
 	if d.Subset != "" {
 		if s := t.subsets[d.Host]; s == nil {
 			rt.res.warn("destination %s subset %s: no DestinationRule defines subsets of the host", d.Host, d.Subset)
+			unresolved = true
 		} else if _, ok := s.byName[d.Subset]; !ok {
 			rt.res.warn("destination %s subset %s: unknown subset (DestinationRules define %v)", d.Host, d.Subset, sortedKeys(s.byName))
+			unresolved = true
 		}
 	}
-	return ClusterName(port, d.Subset, d.Host)
+	if unresolved && !slices.Contains(rt.res.Unresolved, name) {
+		rt.res.Unresolved = append(rt.res.Unresolved, name)
+	}
+	return name
 }
 
 // appendHash adds the consistent-hash header a DestinationRule sets for a destination (its

@@ -67,6 +67,9 @@ type RouterResult struct {
 	// Warnings are references to missing hosts, subsets or ports, and features a port's proxy
 	// does not support.
 	Warnings []string
+	// Unresolved are the clusters its routes send traffic to that do not exist (no such
+	// host, port or subset): requests routed there fail. They are among the Warnings too.
+	Unresolved []string
 	// Unsupported are fields set that Meltemi does not apply (or not everywhere asked).
 	Unsupported []string
 	// Hosts it routes.

@@ -408,7 +408,11 @@ func (c *Controller) translateOnce(origin time.Time) {
 	problems := slices.Concat(decodeProblems, writeErrs, out.Problems, traffic.ListenerConflicts(out.EnvoyFilters, envoyFilters))
 	c.reportProblems(problems, byKey)
 	c.updateStatuses(in, out, decodeProblems, bad)
-	c.m.observe(time.Since(start), len(out.Routes), len(out.EnvoyFilters), problems)
+	unresolved := 0
+	for _, r := range out.Routers {
+		unresolved += len(r.Unresolved)
+	}
+	c.m.observe(time.Since(start), len(out.Routes), len(out.EnvoyFilters), unresolved, problems)
 	c.log.Debug("traffic translated", "metaRouters", len(in.MetaRouters), "serviceEntries", len(in.ServiceEntries),
 		"routes", len(out.Routes), "envoyFilters", len(out.EnvoyFilters), "problems", len(problems),
 		"took", time.Since(start).Round(time.Microsecond))

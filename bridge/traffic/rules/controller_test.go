@@ -261,6 +261,12 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 	env.Eventually(t, 20*time.Second, wantCluster(hello, "outbound|20880|v9|"+host))
 	env.Eventually(t, 20*time.Second, condition(mpv1.ConditionResolvedRefs, "False"))
 	env.Eventually(t, 5*time.Second, condition(mpv1.ConditionAccepted, "True"))
+	env.Eventually(t, 5*time.Second, func() error {
+		if n := gaugeValue(t, reg, "meltemi_traffic_unresolved_destinations"); n != 1 {
+			return fmt.Errorf("meltemi_traffic_unresolved_destinations = %v, want 1 (the unknown subset's cluster)", n)
+		}
+		return nil
+	})
 
 	// A ServiceEntry without an address gets no outbound filter and a Warning event; given one,
 	// its listener is patched. (Addresses istiod allocates into the status are followed too:
@@ -324,4 +330,19 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// gaugeValue reads an unlabelled gauge from reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

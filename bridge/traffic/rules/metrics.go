@@ -15,6 +15,7 @@ type metrics struct {
 	routes       prometheus.Gauge
 	envoyFilters prometheus.Gauge
 	problems     *prometheus.GaugeVec   // severity
+	unresolved   prometheus.Gauge
 	statusWrites *prometheus.CounterVec // result
 }
 
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meltemi_traffic_envoyfilters",
 			Help: "EnvoyFilters produced by the last translation.",
 		}),
+		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meltemi_traffic_unresolved_destinations",
+			Help: "Clusters that MetaRouter routes send traffic to but that do not exist (no such host, port or subset): requests routed there fail. Alert on it as an error.",
+		}),
 		problems: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meltemi_traffic_problems",
 			Help: "Problems with routing rules and services found by the last translation, by severity (Error: left out; Warning: applied).",
@@ -50,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "MetaRouter status writes, by result (ok or error).",
 		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.translations, m.panics, m.duration, m.routes, m.envoyFilters, m.problems, m.statusWrites} {
+	for _, c := range []prometheus.Collector{m.translations, m.panics, m.duration, m.routes, m.envoyFilters, m.problems, m.unresolved, m.statusWrites} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -58,8 +63,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) observe(took time.Duration, routes, envoyFilters int, problems []traffic.Problem) {
+func (m *metrics) observe(took time.Duration, routes, envoyFilters, unresolved int, problems []traffic.Problem) {
 	m.translations.Inc()
+	m.unresolved.Set(float64(unresolved))
 	m.duration.Observe(took.Seconds())
 	m.routes.Set(float64(routes))
 	m.envoyFilters.Set(float64(envoyFilters))
