@@ -14,7 +14,7 @@ type metrics struct {
 	duration     prometheus.Histogram
 	routes       prometheus.Gauge
 	envoyFilters prometheus.Gauge
-	problems     *prometheus.GaugeVec   // severity
+	problems     *prometheus.GaugeVec // severity
 	unresolved   prometheus.Gauge
 	statusWrites *prometheus.CounterVec // result
 }
