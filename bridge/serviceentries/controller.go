@@ -214,9 +214,14 @@ func (c *Controller) Delete(registry, key string) {
 func (c *Controller) Synced(registry string) {
 	if c.policy.Synced(registry) {
 		c.log.Info("registry synced", "registry", registry)
-		c.queue.Poke()
+		// Through the queue, behind the hosts of the snapshot: the batch that carries the mark
+		// was taken after them, so once it is written the registry's state is with the writer.
+		c.queue.Add(syncedMark + registry)
 	}
 }
+
+// syncedMark prefixes the queue key that says a registry synced; no host starts with it.
+const syncedMark = "\x00synced:"
 
 // SetRegistries names every configured registry (those not yet synced hold back deletes)
 // and takes their host-side policies.
@@ -268,13 +273,19 @@ func (c *Controller) Run(ctx context.Context) {
 // registries that synced before the batch: the state those deletes are decided on has been
 // handed over by then.
 func (c *Controller) flush(batch map[string]time.Time) {
-	synced := c.policy.syncedNotHandedOver()
-	if c.cfg.Latency != nil {
-		c.cfg.Latency.Changed(batch)
-	}
+	var synced []string
 	hosts := make([]string, 0, len(batch))
 	for h := range batch {
+		if reg, ok := strings.CutPrefix(h, syncedMark); ok {
+			synced = append(synced, reg)
+			delete(batch, h)
+			continue
+		}
 		hosts = append(hosts, h)
+	}
+	slices.Sort(synced)
+	if c.cfg.Latency != nil {
+		c.cfg.Latency.Changed(batch)
 	}
 	slices.Sort(hosts)
 	for _, h := range hosts {

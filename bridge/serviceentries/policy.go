@@ -64,21 +64,8 @@ func (p *Policy) Synced(registry string) bool {
 	return true
 }
 
-// syncedNotHandedOver returns the registries synced whose state has not been handed over.
-func (p *Policy) syncedNotHandedOver() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var names []string
-	for name, rp := range p.registries {
-		if rp.synced && !rp.handedOver {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	return names
-}
-
-// handOver records that the state built from these registries' snapshots is with the writer.
+// handOver records that the state built from these registries' snapshots is with the writer
+// (those synced; the controller hands a registry over after the batch its synced mark came in).
 func (p *Policy) handOver(names []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
