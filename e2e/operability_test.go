@@ -61,6 +61,11 @@ func TestBadRegistriesAreReportedAndDoNotBlockTheOthers(t *testing.T) {
 		}
 		c.create(t, serviceRegistry, &sr)
 	}
+	// What the registry with the missing Secret wrote in an earlier run.
+	leftover := foreignServiceEntry(c.namespace, "from-missing-secret.example", "from-missing-secret.example")
+	leftover.SetLabels(map[string]string{"app.kubernetes.io/managed-by": "meltemi", "meltemi.io/registry": "missing-secret",
+		"networking.istio.io/enable-autoallocate-ip": "false"})
+	c.create(t, serviceEntries, leftover)
 	b := startBridge(t, c, "--registry-namespace", c.namespace, "--first-sync-timeout", "3s")
 	b.waitReady(t, env) // within the timeout, not blocked by the bad registries
 
@@ -85,6 +90,10 @@ func TestBadRegistriesAreReportedAndDoNotBlockTheOthers(t *testing.T) {
 		}
 		return nil
 	})
+	time.Sleep(2 * time.Second) // the good registry synced: give a wrong delete every chance
+	if _, err := c.getServiceEntry("from-missing-secret.example"); err != nil {
+		t.Errorf("the ServiceEntry of the registry whose Secret is missing was deleted: %v", err)
+	}
 	resp, err := http.Get("http://" + b.addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)

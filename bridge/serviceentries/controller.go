@@ -225,8 +225,8 @@ const syncedMark = "\x00synced:"
 
 // SetRegistries names every configured registry (those not yet synced hold back deletes)
 // and takes their host-side policies.
-func (c *Controller) SetRegistries(regs []supervisor.Registration) {
-	c.policy.Configure(regs)
+func (c *Controller) SetRegistries(regs []supervisor.Registration, unusable ...string) {
+	c.policy.Configure(regs, unusable...)
 	c.queue.Poke()
 }
 

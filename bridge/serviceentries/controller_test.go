@@ -524,3 +524,24 @@ func TestHostGuard(t *testing.T) {
 		t.Errorf("still withheld: %v", w)
 	}
 }
+
+// TestUnusableRegistryKeepsItsObjects: a registry declared but not runnable (its spec cannot
+// be used, e.g. its credentials Secret is missing after a restart) never syncs: its objects are
+// kept, not deleted as a removed registry's would be.
+func TestUnusableRegistryKeepsItsObjects(t *testing.T) {
+	policy := &Policy{}
+	c, rec := start(t, Config{Policy: policy})
+	c.SetRegistries([]supervisor.Registration{{Name: "a"}}, "b")
+	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
+	c.Synced("a")
+	eventually(t, "AllowDeletes after a synced", func() bool { return rec.allowedAfter("ServiceEntry/one.example") })
+	if !holds(policy, "b") || !holds(policy, "a", "b") {
+		t.Error("the unusable registry's objects are not held")
+	}
+	if holds(policy, "a") || holds(policy, "removed") {
+		t.Error("objects of a synced or a removed registry held")
+	}
+	if c.DeletesAllowed() {
+		t.Error("DeletesAllowed with a declared registry that never synced")
+	}
+}

@@ -32,14 +32,20 @@ type registryPolicy struct {
 }
 
 // Configure names every configured registry and takes its policy; a registry configured
-// before keeps its synced state.
-func (p *Policy) Configure(regs []supervisor.Registration) {
+// before keeps its synced state. unusable registries are declared but cannot run (their spec
+// cannot be used): they stay pending, so the objects they wrote are kept.
+func (p *Policy) Configure(regs []supervisor.Registration, unusable ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	next := make(map[string]registryPolicy, len(regs))
 	for _, r := range regs {
 		prev := p.registries[r.Name]
 		next[r.Name] = registryPolicy{keepLastNonEmpty: r.KeepLastNonEmpty, synced: prev.synced, handedOver: prev.handedOver}
+	}
+	for _, name := range unusable {
+		if _, ok := next[name]; !ok {
+			next[name] = registryPolicy{}
+		}
 	}
 	p.registries, p.configured = next, true
 }

@@ -49,6 +49,7 @@ type ClusterSource struct {
 	lister   cache.GenericLister
 	last     map[string]supervisor.Registration
 	invalid  map[string]error    // registries whose current spec cannot be used, and why
+	unusable []string            // those of them with no previous configuration, sorted
 	reported map[string]reported // what events were last emitted for, per registry
 }
 
@@ -156,8 +157,18 @@ func (s *ClusterSource) apply(ctx context.Context) {
 			next[u.GetName()] = prev
 		}
 	}
-	s.invalid = invalid
-	if reflect.DeepEqual(next, s.last) {
+	// A registry whose spec cannot be used and that never ran is still declared: its objects
+	// from an earlier run must not be taken for a removed registry's.
+	var unusable []string
+	for name := range invalid {
+		if _, ok := next[name]; !ok {
+			unusable = append(unusable, name)
+		}
+	}
+	slices.Sort(unusable)
+	sameUnusable := slices.Equal(unusable, s.unusable)
+	s.invalid, s.unusable = invalid, unusable
+	if reflect.DeepEqual(next, s.last) && sameUnusable {
 		s.writeStatus(ctx)
 		return
 	}
@@ -166,7 +177,7 @@ func (s *ClusterSource) apply(ctx context.Context) {
 	for _, r := range next {
 		regs = append(regs, r)
 	}
-	s.Manager.Apply(ctx, regs)
+	s.Manager.Apply(ctx, regs, unusable...)
 	s.writeStatus(ctx)
 }
 

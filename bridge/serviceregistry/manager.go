@@ -22,8 +22,9 @@ type Controller interface {
 	// Synced records a registry's complete snapshot.
 	Synced(registry string)
 	// SetRegistries names every configured registry (deletions wait until all have synced)
-	// and sets their host-side policies.
-	SetRegistries(regs []supervisor.Registration)
+	// and sets their host-side policies; unusable names registries declared but not runnable
+	// (their spec cannot be used): they never sync, so their objects are kept.
+	SetRegistries(regs []supervisor.Registration, unusable ...string)
 	// RemoveRegistry forgets a registry that is no longer configured.
 	RemoveRegistry(name string)
 }
@@ -85,14 +86,18 @@ func NewManager(cfg supervisor.Config, ctrl Controller) *Manager {
 // Apply makes the running plugins match regs: new registries start, changed ones restart
 // (their services stay in place until the new snapshot replaces them), removed ones stop and
 // their services are forgotten.
-func (m *Manager) Apply(ctx context.Context, regs []supervisor.Registration) {
+//
+// unusable names declared registries whose spec cannot be used and that have no previous
+// configuration: nothing runs for them, but the objects they wrote are kept, not taken for
+// orphans of a removed registry.
+func (m *Manager) Apply(ctx context.Context, regs []supervisor.Registration, unusable ...string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	want := make(map[string]supervisor.Registration, len(regs))
 	for _, r := range regs {
 		want[r.Name] = r
 	}
-	m.ctrl.SetRegistries(regs)
+	m.ctrl.SetRegistries(regs, unusable...)
 	for name, r := range m.running {
 		if w, ok := want[name]; ok && reflect.DeepEqual(w, r.reg) {
 			continue
