@@ -22,7 +22,12 @@ import (
 )
 
 // Serve runs p as a registry plugin until the host stops it. It never returns normally.
+//
+// Run by a person with the arguments "install DIR", it copies itself into DIR and exits.
 func Serve(p Plugin) {
+	if handled, status := runInstall(os.Args[1:], p.Describe().Kind, os.Stdout, os.Stderr); handled {
+		os.Exit(status)
+	}
 	nameProcess()
 	keepHeapHeadroom()
 	go exitWithHost(hostWatchInterval)

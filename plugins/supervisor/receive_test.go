@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,6 +234,37 @@ func TestDiscover(t *testing.T) {
 	}
 	if _, err := Discover(filepath.Join(dir, "missing")); err == nil {
 		t.Errorf("missing directory: no error")
+	}
+}
+
+// TestPluginDirList: several plugin directories are searched in order, as PATH is; the first
+// holding a kind serves it, so an added directory cannot replace a built-in plugin.
+func TestPluginDirList(t *testing.T) {
+	builtin, added := t.TempDir(), t.TempDir()
+	for _, f := range []struct{ dir, kind string }{{builtin, "zookeeper"}, {added, "zookeeper"}, {added, "eureka"}} {
+		if err := os.WriteFile(BinaryPath(f.dir, f.kind), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs := builtin + string(os.PathListSeparator) + added
+	found, err := Discover(dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"zookeeper": BinaryPath(builtin, "zookeeper"), "eureka": BinaryPath(added, "eureka")}; !maps.Equal(found, want) {
+		t.Errorf("Discover(%q) = %v, want %v", dirs, found, want)
+	}
+	for kind, want := range found {
+		if got, err := FindPlugin(dirs, kind); err != nil || got != want {
+			t.Errorf("FindPlugin(%s) = %q, %v; want %q", kind, got, err, want)
+		}
+	}
+	_, err = FindPlugin(dirs, "consul")
+	if err == nil || !strings.Contains(err.Error(), `no plugin for registry kind "consul"`) || !strings.Contains(err.Error(), added) {
+		t.Errorf("missing kind: %v", err)
+	}
+	if _, err := FindPlugin(dirs, "../zookeeper"); err == nil {
+		t.Errorf("a kind naming a path was looked up")
 	}
 }
 

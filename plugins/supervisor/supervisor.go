@@ -79,7 +79,9 @@ type Sink interface {
 
 // Config tunes supervision.
 type Config struct {
-	// PluginDir holds meltemi-registry-<kind> binaries.
+	// PluginDir holds meltemi-registry-<kind> binaries: one directory, or several separated
+	// by os.PathListSeparator, searched in order as PATH is (the first one holding a kind's
+	// binary serves it), so plugins added from other images sit beside the built-in ones.
 	PluginDir string
 	Logger    *slog.Logger
 	Metrics   *Metrics
@@ -125,26 +127,47 @@ func (c *Config) setDefaults() {
 // BinaryPath is where the plugin for kind is expected.
 func BinaryPath(dir, kind string) string { return filepath.Join(dir, protocol.BinaryPrefix+kind) }
 
-// Discover lists the plugin binaries in dir by kind.
-func Discover(dir string) (map[string]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("reading plugin directory: %w", err)
-	}
+// Discover lists the plugin binaries in dirs (a PluginDir: one or more directories) by
+// kind; a kind in several directories is served by the first.
+func Discover(dirs string) (map[string]string, error) {
 	found := map[string]string{}
-	for _, e := range entries {
-		kind, ok := strings.CutPrefix(e.Name(), protocol.BinaryPrefix)
-		if !ok || checkKind(kind) != nil || e.IsDir() {
-			continue
+	for _, dir := range filepath.SplitList(dirs) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("reading plugin directory: %w", err)
 		}
-		// Follow links: plugins may be installed as symlinks to versioned files.
-		info, err := os.Stat(filepath.Join(dir, e.Name()))
-		if err != nil || !info.Mode().IsRegular() || info.Mode()&0o111 == 0 {
-			continue
+		for _, e := range entries {
+			kind, ok := strings.CutPrefix(e.Name(), protocol.BinaryPrefix)
+			if _, seen := found[kind]; seen || !ok || checkKind(kind) != nil || e.IsDir() {
+				continue
+			}
+			if path := filepath.Join(dir, e.Name()); isExecutable(path) {
+				found[kind] = path
+			}
 		}
-		found[kind] = filepath.Join(dir, e.Name())
 	}
 	return found, nil
+}
+
+// FindPlugin is the binary serving kind: the first in dirs (a PluginDir).
+func FindPlugin(dirs, kind string) (string, error) {
+	if err := checkKind(kind); err != nil {
+		return "", err
+	}
+	list := filepath.SplitList(dirs)
+	for _, dir := range list {
+		if path := BinaryPath(dir, kind); isExecutable(path) {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("no plugin for registry kind %q: no executable %s in %s", kind, protocol.BinaryPrefix+kind, strings.Join(list, ", "))
+}
+
+// isExecutable reports whether path is, after links (plugins may be installed as symlinks to
+// versioned files), a regular file someone may execute.
+func isExecutable(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0
 }
 
 // checkKind keeps a registry kind from naming anything but a file in the plugin directory.
@@ -257,12 +280,9 @@ func (s *Supervisor) Run(ctx context.Context) {
 
 func (s *Supervisor) runOnce(ctx context.Context) error {
 	fail := func(reason string, err error) error { return &runError{reason, err} }
-	if err := checkKind(s.reg.Kind); err != nil {
+	path, err := FindPlugin(s.cfg.PluginDir, s.reg.Kind)
+	if err != nil {
 		return fail(ReasonStartFailed, err)
-	}
-	path := BinaryPath(s.cfg.PluginDir, s.reg.Kind)
-	if _, err := os.Stat(path); err != nil {
-		return fail(ReasonStartFailed, fmt.Errorf("no plugin for registry kind %q: %w", s.reg.Kind, err))
 	}
 	begin := time.Now()
 	p, err := startPlugin(path, s.reg.Checksum, s.cfg.StartTimeout, s.log, s.redact)
