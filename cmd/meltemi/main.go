@@ -1,19 +1,19 @@
 // Command meltemi is the Meltemi host: it runs registry plugins and keeps Istio
 // ServiceEntries in sync with the registries' services.
 //
-//	meltemi [run] [flags]            run the bridge (default)
+//	meltemi run [flags]              run the bridge
 //	meltemi version                  print the version
 //	meltemi plugins list             list plugin binaries found
 //	meltemi plugins describe KIND    show a plugin's options
 //	meltemi convert --config FILE    print the ServiceEntries the registries in FILE would yield
 //	meltemi routes explain --host H --port P --attr method=sayHello …
 //	                                 print the route and cluster such a request takes
+//	meltemi migrate check            report what stands in the way of moving from Aeraki
+//	meltemi completion SHELL         print a shell completion script
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,7 +21,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -37,75 +41,111 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, errHelp) {
-			return // help was asked for and shown
-		}
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "meltemi:", err)
-		}
+	if err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "meltemi:", err)
 		os.Exit(1)
 	}
 }
 
-// errUsage ends a command whose arguments were wrong (what was wrong is printed already);
-// errHelp one whose help was asked for (-h, --help): shown, exit status 0.
-var (
-	errUsage = errors.New("usage")
-	errHelp  = errors.New("help")
-)
-
-// flagError turns a flag parsing error into errHelp or errUsage; the flag package has printed
-// the usage, and for a bad flag the error naming it.
-func flagError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return errHelp
-	}
-	return errUsage
+// execute runs the command line args names. Help (-h, --help, help) exits 0; a usage error
+// names the flag or argument that was wrong and shows the command's usage.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
 }
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd := "run"
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		fmt.Fprint(stdout, usage)
-		return nil
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "meltemi",
+		Short: "Brings services of external registries into an Istio mesh",
+		Long: `meltemi brings services of external registries (ZooKeeper, Nacos, Consul, …) into an
+Istio mesh as ServiceEntries, and translates MetaRouters and Aeraki's traffic rules into
+proxy configuration served over xDS. "meltemi run" is the server.`,
+		// Errors are printed once, by main; usage only for usage errors (flagErrorFunc, args).
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          cobra.NoArgs,
+		// Without a subcommand: help, as kubectl and istioctl do.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "run":
-		return run(ctx, args, stderr)
-	case "version":
-		fmt.Fprintf(stdout, "meltemi %s (plugin protocol %d)\n", version, pluginProtocol())
-		return nil
-	case "plugins":
-		return pluginsCmd(ctx, args, stdout, stderr)
-	case "convert":
-		return convertCmd(ctx, args, stdout, stderr)
-	case "routes":
-		return routesCmd(ctx, args, stdout, stderr)
-	case "migrate":
-		return migrateCmd(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
-	return errUsage
+	root.SetFlagErrorFunc(usageError)
+	root.AddCommand(
+		newRunCmd(),
+		newVersionCmd(),
+		newPluginsCmd(),
+		newConvertCmd(),
+		newRoutesCmd(),
+		newMigrateCmd(),
+	)
+	wrapArgs(root)
+	return root
 }
 
-const usage = `meltemi brings services of external registries into an Istio mesh.
+// usageError prints the command's usage after a flag error, which names the flag.
+func usageError(cmd *cobra.Command, err error) error {
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s\n\n", cmd.UsageString())
+	return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
+}
 
-Commands:
-  run              run the bridge (default); see meltemi run -h
-  version          print the version
-  plugins list     list the registry plugins found in the plugin directory
-  plugins describe show the options a registry plugin accepts
-  convert          print the ServiceEntries that registries would yield, without a cluster
-  routes explain   print the route and cluster a request with given attributes takes
-  migrate check    report what stands in the way of moving from Aeraki and dubbo2istio
-`
+// wrapArgs makes argument errors of c and its subcommands print usage, as flag errors do.
+func wrapArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError(cmd, err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		wrapArgs(sub)
+	}
+}
+
+// requireFlags fails, showing usage, unless every named flag was set. (Cobra's own
+// required-flag check returns its error without the usage.)
+func requireFlags(names ...string) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		var missing []string
+		for _, name := range names {
+			if !cmd.Flags().Changed(name) {
+				missing = append(missing, strconv.Quote(name))
+			}
+		}
+		if len(missing) > 0 {
+			return usageError(cmd, fmt.Errorf("required flag(s) %s not set", strings.Join(missing, ", ")))
+		}
+		return nil
+	}
+}
+
+// groupCmd is a command that only holds subcommands: run bare, it shows its help; given an
+// unknown subcommand, it says so.
+func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs, // its error says "unknown command"
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and the plugin protocol version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "meltemi %s (plugin protocol %d)\n", version, pluginProtocol())
+			return err
+		},
+	}
+}
 
 // defaultPluginDir is the directory of the meltemi executable: plugins ship beside it.
 func defaultPluginDir() string {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,14 +22,27 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
 )
 
-const migrateUsage = `usage: meltemi migrate check [--kubeconfig FILE] [--envoyfilter-namespace NS]
-
-Looks for what stands in the way of moving from Aeraki and dubbo2istio to Meltemi: the
+const migrateLong = `Looks for what stands in the way of moving from Aeraki and dubbo2istio to Meltemi: the
 shared CRDs installed by another chart (Helm then skips Meltemi's), a running Aeraki,
 EnvoyFilters of others on the listeners Meltemi patches, hosts defined both by Meltemi's
 ServiceEntries and by others (dubbo2istio's aeraki-<host>), and hosts Meltemi withholds
-because only others define them. Exits 1 when it finds anything.
-`
+because only others define them. Exits 1 when it finds anything.`
+
+func newMigrateCmd() *cobra.Command {
+	var kubeconfig, efNamespace string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Report what stands in the way of moving from Aeraki and dubbo2istio",
+		Long:  migrateLong,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return migrateCheck(cmd.Context(), kubeconfig, efNamespace, cmd.OutOrStdout())
+		},
+	}
+	check.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
+	check.Flags().StringVar(&efNamespace, "envoyfilter-namespace", traffic.DefaultNamespace, "namespace of Meltemi's EnvoyFilters")
+	return groupCmd("migrate", "Prepare a move from Aeraki and dubbo2istio", check)
+}
 
 // Names of the CRDs Meltemi shares with Aeraki.
 var sharedCRDs = []string{
@@ -48,19 +61,8 @@ var (
 // finding is one line of the check's report.
 type finding struct{ what, detail string }
 
-func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprint(stderr, migrateUsage)
-		return errUsage
-	}
-	fs := flag.NewFlagSet("meltemi migrate check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
-	efNamespace := fs.String("envoyfilter-namespace", traffic.DefaultNamespace, "namespace of Meltemi's EnvoyFilters")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
-	}
-	cfg, err := restConfig(*kubeconfig)
+func migrateCheck(ctx context.Context, kubeconfig, efNamespace string, stdout io.Writer) error {
+	cfg, err := restConfig(kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -68,7 +70,7 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("creating dynamic client: %w", err)
 	}
-	findings, err := migrationFindings(ctx, dyn, *efNamespace)
+	findings, err := migrationFindings(ctx, dyn, efNamespace)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	redisv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/redis_proxy/v3"
+	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -22,55 +22,59 @@ import (
 	"github.com/meltemi-mesh/meltemi/bridge/traffic"
 )
 
-const routesUsage = `usage: meltemi routes explain --host HOST --port PORT [--attr NAME=VALUE]... [-f FILE]... [--kubeconfig FILE] [--watch-namespace NS]
+type explainOptions struct {
+	host, kubeconfig, namespace string
+	port                        uint16
+	attrs                       []string
+	files                       []string
+}
 
-Prints the route and clusters a request with the given attributes takes, translating the rules
+func newRoutesCmd() *cobra.Command {
+	var o explainOptions
+	explain := &cobra.Command{
+		Use:   "explain --host HOST --port PORT [--attr NAME=VALUE]... [-f FILE]...",
+		Short: "Print the route and clusters a request with given attributes takes",
+		Long: `Prints the route and clusters a request with the given attributes takes, translating the rules
 exactly as the running translator does. For a Redis port (tcp-redis-…) the attribute is the
 command's key: --attr key=user:42 prints the route, cluster and mirrors of that key. Rules and
 services come from the files given with -f (YAML or JSON, "-" for stdin), or else from the
-cluster.
-`
+cluster.`,
+		Args:    cobra.NoArgs,
+		PreRunE: requireFlags("host", "port"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			attrs := map[string]string{}
+			for _, a := range o.attrs {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok || k == "" {
+					return usageError(cmd, fmt.Errorf("--attr: want NAME=VALUE, not %q", a))
+				}
+				attrs[k] = v
+			}
+			return explainRoute(cmd.Context(), o, attrs, cmd.OutOrStdout())
+		},
+	}
+	fs := explain.Flags()
+	fs.StringVar(&o.host, "host", "", "service host (required)")
+	fs.Uint16Var(&o.port, "port", 0, "service port (required)")
+	fs.StringArrayVar(&o.attrs, "attr", nil, "request attribute NAME=VALUE (repeatable)")
+	fs.StringArrayVarP(&o.files, "filename", "f", nil, "file of objects (repeatable; - for stdin)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
+	fs.StringVar(&o.namespace, "watch-namespace", "", "read rules and services from this namespace only (default: all)")
+	return groupCmd("routes", "Explain how the translated traffic rules route requests", explain)
+}
 
-func routesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "explain" {
-		fmt.Fprint(stderr, routesUsage)
-		return errUsage
-	}
-	fs := flag.NewFlagSet("meltemi routes explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	host := fs.String("host", "", "service host")
-	port := fs.Uint("port", 0, "service port")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
-	namespace := fs.String("watch-namespace", "", "read rules and services from this namespace only (default: all)")
-	attrs := map[string]string{}
-	fs.Func("attr", "request attribute NAME=VALUE (repeatable)", func(s string) error {
-		k, v, ok := strings.Cut(s, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("want NAME=VALUE, not %q", s)
-		}
-		attrs[k] = v
-		return nil
-	})
-	var files []string
-	fs.Func("f", "file of objects (repeatable; - for stdin)", func(s string) error { files = append(files, s); return nil })
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
-	}
-	if *host == "" || *port == 0 || *port > 65535 {
-		fmt.Fprint(stderr, routesUsage)
-		return errUsage
-	}
+func explainRoute(ctx context.Context, o explainOptions, attrs map[string]string, stdout io.Writer) error {
 	var objs []*unstructured.Unstructured
 	var err error
-	if len(files) > 0 {
-		objs, err = readObjectFiles(files)
+	if len(o.files) > 0 {
+		objs, err = readObjectFiles(o.files)
 	} else {
-		objs, err = listTrafficObjects(ctx, *kubeconfig, *namespace)
+		objs, err = listTrafficObjects(ctx, o.kubeconfig, o.namespace)
 	}
 	if err != nil {
 		return err
 	}
-	return explain(stdout, objs, *host, uint32(*port), attrs)
+	return explain(stdout, objs, o.host, uint32(o.port), attrs)
 }
 
 func readObjectFiles(files []string) ([]*unstructured.Unstructured, error) {

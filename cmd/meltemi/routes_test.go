@@ -34,7 +34,7 @@ func TestRoutesExplainFromFiles(t *testing.T) {
 		})
 	}
 	var stderr bytes.Buffer
-	if err := routesCmd(context.Background(), []string{"explain", "--host", "h"}, &bytes.Buffer{}, &stderr); err != errUsage {
+	if err := execute(context.Background(), []string{"routes", "explain", "--host", "h"}, &bytes.Buffer{}, &stderr); err == nil || !strings.Contains(err.Error(), `"port"`) {
 		t.Errorf("missing --port: %v", err)
 	}
 }
@@ -43,7 +43,7 @@ func TestRoutesExplainNoRouteMatches(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := []string{"explain", "-f", "../../bridge/traffic/testdata/aeraki-semantics/input.yaml",
 		"--host", "orders.shop.svc.cluster.local", "--port", "20880", "--attr", "method=cancel"}
-	if err := routesCmd(context.Background(), args, &stdout, &stderr); err != nil {
+	if err := execute(context.Background(), append([]string{"routes"}, args...), &stdout, &stderr); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
 	if want := `route                none of 1 matches: the proxy answers "no route"` + "\n"; !strings.Contains(stdout.String(), want) {
@@ -84,7 +84,7 @@ func TestRoutesExplainRedisKeys(t *testing.T) {
 func checkExplain(t *testing.T, args, want []string, wantErr string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := routesCmd(context.Background(), args, &stdout, &stderr)
+	err := execute(context.Background(), append([]string{"routes"}, args...), &stdout, &stderr)
 	if wantErr != "" {
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Fatalf("error %v, want %q", err, wantErr)

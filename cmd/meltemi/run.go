@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -63,12 +65,12 @@ type runFlags struct {
 	leaseDuration     time.Duration
 }
 
-func (f *runFlags) register(fs *flag.FlagSet) {
+func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
 	fs.StringVar(&f.configFile, "config", "", "YAML file of ServiceRegistry objects; when empty, ServiceRegistries are read from the cluster")
 	fs.StringVar(&f.registryNamespace, "registry-namespace", "", "namespace to read ServiceRegistries from (default: all namespaces)")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace the ServiceEntries are written to")
-	fs.StringVar(&f.pluginDir, "plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> plugin binaries")
+	fs.StringVar(&f.pluginDir, "plugin-dir", defaultPluginDir(), "directories holding meltemi-registry-<kind> plugin binaries, separated by '"+string(os.PathListSeparator)+"' and searched in order")
 	fs.StringVar(&f.listen, "listen", ":9090", "address serving /metrics, /healthz and /readyz; empty disables")
 	fs.DurationVar(&f.window, "write-window", 100*time.Millisecond, "a host's first change is written at once; its changes within this window after a write are coalesced into one write at the window's end. 0: coalesce by --debounce and --max-delay instead")
 	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "with --write-window=0: quiet time after a registry change before objects are written")
@@ -112,16 +114,24 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func newRunCmd() *cobra.Command {
 	var f runFlags
-	fs := flag.NewFlagSet("meltemi run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f.register(fs)
 	var tf trafficFlags
-	tf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the bridge: registry plugins in, ServiceEntries and traffic configuration out",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), f, tf, cmd.ErrOrStderr())
+		},
 	}
+	f.register(cmd.Flags())
+	tf.register(cmd.Flags())
+	cmd.Flags().SortFlags = false
+	return cmd
+}
+
+func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err

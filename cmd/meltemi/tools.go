@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -30,23 +31,30 @@ import (
 
 var lookupEnv = os.LookupEnv
 
-const pluginsUsage = "usage: meltemi plugins list [--plugin-dir DIR]\n       meltemi plugins describe [--plugin-dir DIR] KIND"
+func newPluginsCmd() *cobra.Command {
+	return groupCmd("plugins", "List registry plugins and show what they accept", newPluginsListCmd(), newPluginsDescribeCmd())
+}
 
-func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "describe" {
-		return pluginsDescribe(ctx, args[1:], stdout, stderr)
+func pluginDirFlag(fs *pflag.FlagSet, dir *string) {
+	fs.StringVar(dir, "plugin-dir", defaultPluginDir(), "directories holding meltemi-registry-<kind> binaries, separated by '"+string(os.PathListSeparator)+"'")
+}
+
+func newPluginsListCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the registry plugins found in the plugin directory, with version, checksum and capabilities",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return pluginsList(cmd.Context(), dir, cmd.OutOrStdout())
+		},
 	}
-	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, pluginsUsage)
-		return errUsage
-	}
-	fs := flag.NewFlagSet("meltemi plugins list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
-	if err := fs.Parse(args[1:]); err != nil {
-		return flagError(err)
-	}
-	found, err := supervisor.Discover(*dir)
+	pluginDirFlag(cmd.Flags(), &dir)
+	return cmd
+}
+
+func pluginsList(ctx context.Context, dir string, stdout io.Writer) error {
+	found, err := supervisor.Discover(dir)
 	if err != nil {
 		return err
 	}
@@ -73,27 +81,30 @@ func pluginsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return tw.Flush()
 }
 
+func newPluginsDescribeCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "describe KIND",
+		Short: "Show the options a ServiceRegistry of a kind accepts, from its plugin",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return pluginsDescribe(cmd.Context(), dir, args[0], cmd.OutOrStdout())
+		},
+	}
+	pluginDirFlag(cmd.Flags(), &dir)
+	return cmd
+}
+
 // pluginsDescribe prints what a plugin says about itself, above all the options a
 // ServiceRegistry of its kind accepts.
-func pluginsDescribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("meltemi plugins describe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, pluginsUsage)
-		return errUsage
-	}
-	kind := fs.Arg(0)
-	found, err := supervisor.Discover(*dir)
+func pluginsDescribe(ctx context.Context, dir, kind string, stdout io.Writer) error {
+	found, err := supervisor.Discover(dir)
 	if err != nil {
 		return err
 	}
 	path, ok := found[kind]
 	if !ok {
-		return fmt.Errorf("no plugin for kind %q in %s (found: %s)", kind, *dir, strings.Join(slices.Sorted(maps.Keys(found)), ", "))
+		return fmt.Errorf("no plugin for kind %q in %s (found: %s)", kind, dir, strings.Join(slices.Sorted(maps.Keys(found)), ", "))
 	}
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -166,35 +177,51 @@ func (c *collector) objects() []*unstructured.Unstructured {
 	return out
 }
 
-func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("meltemi convert", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configFile := fs.String("config", "", "YAML file of ServiceRegistry objects (required)")
-	output := fs.String("o", "yaml", "output format: yaml or json")
-	namespace := fs.String("namespace", "meltemi-system", "namespace the ServiceEntries would be written to")
-	pluginDir := fs.String("plugin-dir", defaultPluginDir(), "directory holding meltemi-registry-<kind> binaries")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for every registry's first snapshot")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for reading the registries' credentials Secrets (credentialsSecretRef); without it such registries are refused")
-	if err := fs.Parse(args); err != nil {
-		return flagError(err)
+type convertOptions struct {
+	configFile, output, namespace, pluginDir, kubeconfig string
+	timeout                                              time.Duration
+}
+
+func newConvertCmd() *cobra.Command {
+	var o convertOptions
+	cmd := &cobra.Command{
+		Use:   "convert --config FILE",
+		Short: "Print the ServiceEntries that registries would yield, without a cluster",
+		Long: `Runs the plugins of the ServiceRegistries in FILE, waits for their first snapshot and prints
+the ServiceEntries (and WorkloadEntries) "meltemi run" would write. Needs no cluster, except
+to read credentials Secrets (--kubeconfig).`,
+		Args:    cobra.NoArgs,
+		PreRunE: requireFlags("config"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runConvert(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
-	if *configFile == "" {
-		fmt.Fprintln(stderr, "meltemi convert: --config is required")
-		return errUsage
+	fs := cmd.Flags()
+	fs.StringVar(&o.configFile, "config", "", "YAML file of ServiceRegistry objects (required)")
+	fs.StringVarP(&o.output, "output", "o", "yaml", "output format: yaml or json")
+	fs.StringVar(&o.namespace, "namespace", "meltemi-system", "namespace the ServiceEntries would be written to")
+	pluginDirFlag(fs, &o.pluginDir)
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for every registry's first snapshot")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for reading the registries' credentials Secrets (credentialsSecretRef); without it such registries are refused")
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"yaml", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func runConvert(ctx context.Context, o convertOptions, stdout, stderr io.Writer) error {
+	if o.output != "yaml" && o.output != "json" {
+		return fmt.Errorf("--output must be yaml or json, not %q", o.output)
 	}
-	if *output != "yaml" && *output != "json" {
-		return fmt.Errorf("-o must be yaml or json, not %q", *output)
-	}
-	srs, err := serviceregistry.LoadFile(*configFile)
+	srs, err := serviceregistry.LoadFile(o.configFile)
 	if err != nil {
 		return err
 	}
 	if len(srs) == 0 {
-		return fmt.Errorf("%s holds no ServiceRegistry", *configFile)
+		return fmt.Errorf("%s holds no ServiceRegistry", o.configFile)
 	}
 	var secrets kubernetes.Interface
-	if *kubeconfig != "" {
-		cfg, err := restConfig(*kubeconfig)
+	if o.kubeconfig != "" {
+		cfg, err := restConfig(o.kubeconfig)
 		if err != nil {
 			return err
 		}
@@ -208,9 +235,9 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	out := &collector{groups: map[string][]*unstructured.Unstructured{}}
-	ctrl := serviceentries.New(serviceentries.Config{Convert: convert.Options{Namespace: *namespace}, Logger: log}, store.New(), out)
-	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: *pluginDir, Logger: log}, ctrl)
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctrl := serviceentries.New(serviceentries.Config{Convert: convert.Options{Namespace: o.namespace}, Logger: log}, store.New(), out)
+	mgr := serviceregistry.NewManager(supervisor.Config{PluginDir: o.pluginDir, Logger: log}, ctrl)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	go ctrl.Run(ctx)
 	mgr.Apply(ctx, regs)
@@ -230,12 +257,12 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 					pending = append(pending, fmt.Sprintf("%s (%s)", name, st.Message))
 				}
 			}
-			return fmt.Errorf("registries did not sync within %s: %s", *timeout, strings.Join(pending, ", "))
+			return fmt.Errorf("registries did not sync within %s: %s", o.timeout, strings.Join(pending, ", "))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	objs := out.objects()
-	if *output == "json" {
+	if o.output == "json" {
 		// One document, as kubectl prints several objects.
 		items := make([]any, len(objs))
 		for i, obj := range objs {
@@ -244,7 +271,7 @@ func convertCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return printObject(stdout, map[string]any{"apiVersion": "v1", "kind": "List", "items": items}, "json", 0)
 	}
 	for i, obj := range objs {
-		if err := printObject(stdout, obj.Object, *output, i); err != nil {
+		if err := printObject(stdout, obj.Object, o.output, i); err != nil {
 			return err
 		}
 	}

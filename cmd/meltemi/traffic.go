@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -43,7 +43,7 @@ type trafficFlags struct {
 // defaultXDSPort is Meltemi's xDS port; Istio's control plane uses 15010 and 15012.
 const defaultXDSPort = 18010
 
-func (f *trafficFlags) register(fs *flag.FlagSet) {
+func (f *trafficFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.enabled, "traffic", true, "translate MetaRouters into EnvoyFilters and serve their routes over xDS")
 	fs.StringVar(&f.xdsListen, "xds-listen", fmt.Sprintf(":%d", defaultXDSPort), "address of the xDS (RDS) server")
 	fs.StringVar(&f.xdsCluster, "xds-cluster", traffic.DefaultXDSCluster, "static Envoy cluster, defined in the proxies' bootstrap (the chart's bootstrap override), "+
