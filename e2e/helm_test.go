@@ -319,6 +319,14 @@ func TestHelmValuesSchemaRejects(t *testing.T) {
 		{"password in plain options", "registries: [{name: nacos, kind: nacos, address: 'n:8848', options: {password: hunter2}}]\n", "invalid propertyName 'password'"},
 		{"token in plain options", "registries: [{name: consul, kind: consul, address: 'c:8500', options: {aclToken: abc}}]\n", "invalid propertyName 'aclToken'"},
 		{"volume mount without a path", "extraVolumeMounts: [{name: tls}]\n", "/extraVolumeMounts/0"},
+		{"plugin image without a name", "plugins: {extra: [{image: x, binary: /meltemi-registry-x}]}\n", "missing property 'name'"},
+		{"plugin copied without its binary's path", "plugins: {extra: [{name: x, image: x}]}\n", `plugins.extra "x": mode initContainer needs binary`},
+		{"plugin binary not a plugin", "plugins: {extra: [{name: x, image: x, binary: /bin/sh}]}\n", "/plugins/extra/0/binary"},
+		{"image volume given a binary", "plugins: {extra: [{name: x, image: x, mode: imageVolume, binary: /meltemi-registry-x}]}\n", "binary is for mode initContainer"},
+		{"unknown plugin mode", "plugins: {extra: [{name: x, image: x, mode: sidecar}]}\n", "/plugins/extra/0/mode"},
+		{"two plugins with one name", "plugins: {extra: [{name: x, image: a, binary: /meltemi-registry-a}, {name: x, image: b, binary: /meltemi-registry-b}]}\n", `the name "x" is used twice`},
+		{"plugin name too long", "plugins: {extra: [{name: " + strings.Repeat("p", 51) + ", image: a, binary: /meltemi-registry-a}]}\n", "/plugins/extra/0/name"},
+		{"plugin directory list in builtinDir", "plugins: {builtinDir: '/a:/b'}\n", "/plugins/builtinDir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := helm(t, "template", goldenRelease, chartDir, "--namespace", goldenNS, "-f", writeFile(t, "values.yaml", tc.values))

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 )
 
 // syntheticRegistryYAML is a ServiceRegistry served by the synthetic plugin.
@@ -340,4 +342,58 @@ func TestGarbageIsRejectedItemByItem(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPluginAddedFromItsOwnDirectory does what the chart's plugins.extra does in a pod: the
+// plugin binary copies itself into a directory of its own (`meltemi-registry-<kind> install
+// DIR`, the init container's command), and a host whose --plugin-dir lists that directory
+// after the built-in one runs it — pinned by checksum — while the built-in plugins stay found.
+func TestPluginAddedFromItsOwnDirectory(t *testing.T) {
+	builtin, added := t.TempDir(), t.TempDir()
+	for _, kind := range []string{"zookeeper", "nacos"} {
+		if err := os.Symlink(filepath.Join(binDir, "meltemi-registry-"+kind), filepath.Join(builtin, "meltemi-registry-"+kind)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(filepath.Join(binDir, "meltemi-registry-synthetic"), "install", added).CombinedOutput()
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	installed := filepath.Join(added, "meltemi-registry-synthetic")
+	sum, err := supervisor.FileChecksum(installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := supervisor.FileChecksum(filepath.Join(binDir, "meltemi-registry-synthetic")); sum != want {
+		t.Fatalf("installed copy's checksum %s differs from the binary's %s", sum, want)
+	}
+	dirs := builtin + string(os.PathListSeparator) + added
+
+	list, _ := meltemi(t, "plugins", "list", "--plugin-dir", dirs)
+	for _, want := range []string{"zookeeper ", "nacos ", "synthetic "} {
+		if !strings.Contains(list, "\n"+want) {
+			t.Errorf("plugins list lacks %q:\n%s", want, list)
+		}
+	}
+	if !strings.Contains(list, installed) {
+		t.Errorf("plugins list does not show the added plugin at %s:\n%s", installed, list)
+	}
+
+	name := uniqueName("syn-added")
+	cfg := writeFile(t, "registries.yaml", syntheticRegistryYAML(name, "default", sum, map[string]string{"services": "2", "domain": name + ".test"}))
+	preview, _ := meltemi(t, "convert", "--config", cfg, "--plugin-dir", dirs, "-o", "json")
+	var objs struct {
+		Items []struct{ Spec struct{ Hosts []string } }
+	}
+	if err := json.Unmarshal([]byte(preview), &objs); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, it := range objs.Items {
+		hosts = append(hosts, it.Spec.Hosts...)
+	}
+	slices.Sort(hosts)
+	if want := []string{"svc-00000." + name + ".test", "svc-00001." + name + ".test"}; !slices.Equal(hosts, want) {
+		t.Errorf("hosts from the added plugin %v, want %v", hosts, want)
+	}
 }
