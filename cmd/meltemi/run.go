@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,10 +156,14 @@ func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) err
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
+	var running sync.Map // name → count, of the components not stopped yet
 	goRun := func(name string, fn func() error) {
 		wg.Add(1)
+		n, _ := running.LoadOrStore(name, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
 		go func() {
 			defer wg.Done()
+			defer n.(*atomic.Int32).Add(-1)
 			if err := fn(); err != nil && ctx.Err() == nil {
 				cancel(fmt.Errorf("%s: %w", name, err))
 			}
@@ -224,12 +229,41 @@ func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) err
 	log.Info("meltemi started", "version", version, "namespace", f.namespace, "pluginDir", f.pluginDir)
 	<-ctx.Done()
 	svc.mgr.Stop()
-	wg.Wait()
+	if !waitAtMost(&wg, shutdownGrace) {
+		// Such as an informer sleeping out client-go's watch backoff (up to 30 s after an API
+		// server outage) without looking at its context. The plugins have stopped; nothing
+		// left needs the process.
+		var names []string
+		running.Range(func(name, n any) bool {
+			if n.(*atomic.Int32).Load() > 0 {
+				names = append(names, name.(string))
+			}
+			return true
+		})
+		slices.Sort(names)
+		log.Warn("exiting without waiting longer for components to stop", "waited", shutdownGrace, "components", names)
+	}
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	log.Info("meltemi stopped")
 	return nil
+}
+
+// shutdownGrace bounds how long the host waits for its parts to stop after SIGTERM: well
+// inside the chart's terminationGracePeriodSeconds (30).
+const shutdownGrace = 5 * time.Second
+
+// waitAtMost waits for wg, or d; it reports whether wg was done.
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // servicesPart is the registry side of the host: plugins, the controller turning their
