@@ -167,6 +167,7 @@ func (w *watcher) run(ctx context.Context) error {
 	for w.conn == nil {
 		conn, evs, err := zk.Connect(w.cfg.servers, w.cfg.sessionTimeout,
 			zk.WithEventCallback(w.events.push),
+			zk.WithDialer(boundedReadDialer(receiveTimeout(w.cfg.sessionTimeout))),
 			zk.WithLogger(zkLogger{w.log}),
 			zk.WithLogInfo(false))
 		if err == nil {
