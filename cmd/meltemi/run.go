@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"slices"
 	"strings"
@@ -61,6 +62,7 @@ type runFlags struct {
 	vipCIDR           string
 	leaderElect       bool
 	firstSyncTimeout  time.Duration
+	profiling         bool
 	leaseNamespace    string
 	leaseName         string
 	leaseDuration     time.Duration
@@ -73,6 +75,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "meltemi-system"), "namespace the ServiceEntries are written to")
 	fs.StringVar(&f.pluginDir, "plugin-dir", defaultPluginDir(), "directories holding meltemi-registry-<kind> plugin binaries, separated by '"+string(os.PathListSeparator)+"' and searched in order")
 	fs.StringVar(&f.listen, "listen", ":9090", "address serving /metrics, /healthz and /readyz; empty disables")
+	fs.BoolVar(&f.profiling, "profiling", false, "also serve Go's profiles under /debug/pprof/ on --listen (heap, CPU, goroutines)")
 	fs.DurationVar(&f.window, "write-window", 100*time.Millisecond, "a host's first change is written at once; its changes within this window after a write are coalesced into one write at the window's end. 0: coalesce by --debounce and --max-delay instead")
 	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "with --write-window=0: quiet time after a registry change before objects are written")
 	fs.DurationVar(&f.maxDelay, "max-delay", 500*time.Millisecond, "with --write-window=0: longest a stream of changes may postpone a write")
@@ -220,7 +223,7 @@ func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) err
 		return tr.ready(leading.Load())
 	}
 	if f.listen != "" {
-		srv, err := serveHTTP(f.listen, tr.gatherer(reg), ready, log)
+		srv, err := serveHTTP(f.listen, tr.gatherer(reg), ready, f.profiling, log)
 		if err != nil {
 			return err
 		}
@@ -409,8 +412,16 @@ func (p *servicesPart) ready(leading bool) error {
 	return nil
 }
 
-func serveHTTP(addr string, reg prometheus.Gatherer, ready func() error, log *slog.Logger) (*http.Server, error) {
+func serveHTTP(addr string, reg prometheus.Gatherer, ready func() error, profiling bool, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
+	if profiling {
+		// Go's profiles (heap, CPU, goroutines) for `go tool pprof http://ADDR/debug/pprof/heap`.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
