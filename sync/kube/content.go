@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -32,32 +33,48 @@ func nonContent(field string) bool {
 	return false
 }
 
-// desiredObject is a normalised desired object ready to be applied.
+// desiredObject is a normalised desired object ready to be applied. It keeps the object as
+// its JSON apply body, not as a decoded map: a map of nested maps costs several times the
+// bytes, and every desired object of the mesh is held for as long as it is desired. The content
+// is decoded again only when it must be compared with the cluster's copy (see inSync).
 type desiredObject struct {
-	obj  *unstructured.Unstructured // apiVersion, kind, metadata{name,namespace,labels,annotations}, content
-	hash string
-	size int    // bytes of the JSON apply body (without resourceVersion)
-	body []byte // that body
+	apiVersion, kind, namespace, name string
+	labels, annotations               map[string]string // as applied, the content hash included
+	hash                              string
+	size                              int    // bytes of the JSON apply body (without resourceVersion)
+	body                              []byte // that body; nil for an object refused as too large
 }
 
 // Desired returns obj as a reconciler with ownerLabels would apply it (see normalize): what
 // a preview such as meltemi convert shows.
 func Desired(obj *unstructured.Unstructured, ownerLabels map[string]string) (*unstructured.Unstructured, error) {
-	d, err := normalize(obj, ownerLabels, DefaultMaxObjectBytes)
+	u, _, err := normalizeObject(obj, ownerLabels)
 	if err != nil {
 		return nil, err
 	}
-	return d.obj, nil
+	if _, err := encodeDesired(u, DefaultMaxObjectBytes); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
-// normalize turns a caller's object into the form that is hashed, compared and applied:
-//   - values are round-tripped through JSON, so Go ints, int32s and structs-as-maps become the
+// normalize turns a caller's object into the desired object to apply:
+//   - values are deep-copied into the
 //     int64/float64/map[string]any forms that objects decoded from the API server have;
 //   - metadata is reduced to name, namespace, labels and annotations (server-populated fields
 //     such as resourceVersion, uid or managedFields and any status are dropped);
 //   - the ownership labels are added (overriding a caller's value for them);
 //   - the content hash annotation is computed and set.
 func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, maxBytes int) (*desiredObject, error) {
+	u, _, err := normalizeObject(in, ownerLabels)
+	if err != nil {
+		return nil, err
+	}
+	return encodeDesired(u, maxBytes)
+}
+
+// normalizeObject is normalize before encoding; it also returns the content hash.
+func normalizeObject(in *unstructured.Unstructured, ownerLabels map[string]string) (*unstructured.Unstructured, string, error) {
 	v, ok := jsonValue(in.Object)
 	m, _ := v.(map[string]any)
 	if !ok {
@@ -65,10 +82,10 @@ func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, max
 		// round-trip through JSON.
 		raw, err := json.Marshal(in.Object)
 		if err != nil {
-			return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
+			return nil, "", fmt.Errorf("encoding %s: %w", describe(in), err)
 		}
 		if err := utiljson.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", describe(in), err)
+			return nil, "", fmt.Errorf("decoding %s: %w", describe(in), err)
 		}
 	}
 	u := &unstructured.Unstructured{Object: make(map[string]any, len(m))}
@@ -102,19 +119,51 @@ func normalize(in *unstructured.Unstructured, ownerLabels map[string]string, max
 	}
 	annotations[v1alpha1.AnnotationContentHash] = hash
 	u.SetAnnotations(annotations)
+	return u, hash, nil
+}
 
+// encodeDesired encodes a normalised object; the returned object is kept, u is not.
+func encodeDesired(u *unstructured.Unstructured, maxBytes int) (*desiredObject, error) {
 	body, err := json.Marshal(u.Object)
 	if err != nil {
-		return nil, fmt.Errorf("encoding %s: %w", describe(in), err)
+		return nil, fmt.Errorf("encoding %s: %w", describe(u), err)
 	}
-	d := &desiredObject{obj: u, hash: hash, size: len(body), body: body}
+	d := &desiredObject{
+		apiVersion: u.GetAPIVersion(), kind: u.GetKind(), namespace: u.GetNamespace(), name: u.GetName(),
+		labels: u.GetLabels(), annotations: u.GetAnnotations(),
+		hash: u.GetAnnotations()[v1alpha1.AnnotationContentHash], size: len(body), body: body,
+	}
 	if maxBytes > 0 && len(body) > maxBytes {
 		d.body = nil
 		return d, fmt.Errorf(
 			"%w: %s encodes to %d bytes, over the limit of %d bytes (etcd's request limit); split it (e.g. move endpoints into WorkloadEntries)",
-			ErrTooLarge, describe(in), len(body), maxBytes)
+			ErrTooLarge, describe(u), len(body), maxBytes)
 	}
 	return d, nil
+}
+
+// ref is the object for Events about d: its identity, no content.
+func (d *desiredObject) ref() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetAPIVersion(d.apiVersion)
+	u.SetKind(d.kind)
+	u.SetNamespace(d.namespace)
+	u.SetName(d.name)
+	return u
+}
+
+// content decodes the desired content: the top-level fields ContentHash covers.
+func (d *desiredObject) content() (map[string]any, error) {
+	var m map[string]any
+	if err := utiljson.Unmarshal(d.body, &m); err != nil {
+		return nil, fmt.Errorf("decoding the desired %s %s/%s: %w", d.kind, d.namespace, d.name, err)
+	}
+	for k := range m {
+		if nonContent(k) {
+			delete(m, k)
+		}
+	}
+	return m, nil
 }
 
 // jsonValue deep-copies v into the types a JSON decode yields (map[string]any, []any, string,
@@ -212,44 +261,111 @@ func ContentHash(u *unstructured.Unstructured) string {
 // applyBody is the server-side apply request body; a non-empty resourceVersion makes the apply
 // conditional on the object still being at that version.
 func (d *desiredObject) applyBody(resourceVersion string) ([]byte, error) {
-	if resourceVersion == "" {
-		if d.body != nil {
-			return d.body, nil
-		}
-		return json.Marshal(d.obj.Object)
+	if d.body == nil {
+		return nil, fmt.Errorf("%s %s/%s has no apply body", d.kind, d.namespace, d.name)
 	}
-	obj := maps.Clone(d.obj.Object)
-	md := maps.Clone(obj["metadata"].(map[string]any))
-	md["resourceVersion"] = resourceVersion
-	obj["metadata"] = md
-	return json.Marshal(obj)
+	if resourceVersion == "" {
+		return d.body, nil
+	}
+	// The body is encoding/json's, keys sorted: metadata is an object whose first key the
+	// version can precede.
+	const md = `"metadata":{`
+	i := bytes.Index(d.body, []byte(md))
+	if i < 0 {
+		return nil, fmt.Errorf("%s %s/%s: apply body without metadata", d.kind, d.namespace, d.name)
+	}
+	rv, err := json.Marshal(resourceVersion)
+	if err != nil {
+		return nil, err
+	}
+	i += len(md)
+	out := make([]byte, 0, len(d.body)+len(rv)+20)
+	out = append(out, d.body[:i]...)
+	out = append(out, `"resourceVersion":`...)
+	out = append(out, rv...)
+	out = append(out, ',')
+	return append(out, d.body[i:]...), nil
+}
+
+// liveContentKey holds, in an owned object of the informer cache, the object's content (the
+// top-level fields ContentHash covers) as a JSON string: as for desired objects, the decoded
+// form would cost several times the bytes for every object the reconciler owns. The key is no
+// field name the API server can send, and a string keeps the object a valid JSON value.
+const liveContentKey = "\x00content"
+
+// compactLive is an owned object as the informer cache keeps it: apiVersion, kind, metadata
+// without managedFields, and the content encoded (see liveContentKey); status is dropped.
+func compactLive(u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	out := &unstructured.Unstructured{Object: make(map[string]any, 4)}
+	content := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		switch k {
+		case "apiVersion", "kind", "metadata":
+			out.Object[k] = v
+		case "status":
+		default:
+			content[k] = v
+		}
+	}
+	out.SetManagedFields(nil)
+	b, err := json.Marshal(content)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", describe(u), err)
+	}
+	out.Object[liveContentKey] = string(b)
+	return out, nil
+}
+
+// liveContent returns the content of a cluster object, from the cache's encoding or, for an
+// object as the API server returned it, from its fields.
+func liveContent(live *unstructured.Unstructured) (map[string]any, error) {
+	if s, ok := live.Object[liveContentKey].(string); ok {
+		var m map[string]any
+		if err := utiljson.Unmarshal([]byte(s), &m); err != nil {
+			return nil, fmt.Errorf("decoding the cached %s: %w", describe(live), err)
+		}
+		return m, nil
+	}
+	m := make(map[string]any, len(live.Object))
+	for k, v := range live.Object {
+		if !nonContent(k) {
+			m[k] = v
+		}
+	}
+	return m, nil
 }
 
 // inSync reports whether a live owned object already carries the desired state: same content
 // hash annotation, every desired label and annotation present with its value, and the desired
 // content contained in the live content (see contains). Fields the server defaults are
-// tolerated; a changed value, a removed field or a list of another length is drift.
+// tolerated; a changed value, a removed field or a list of another length is drift. The
+// contents are decoded only once the cheap checks pass; one that cannot be decoded is drift.
 func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
 	liveAnn := live.GetAnnotations()
 	if liveAnn[v1alpha1.AnnotationContentHash] != d.hash {
 		return false
 	}
-	for k, v := range d.obj.GetAnnotations() {
+	for k, v := range d.annotations {
 		if lv, ok := liveAnn[k]; !ok || lv != v {
 			return false
 		}
 	}
 	liveLabels := live.GetLabels()
-	for k, v := range d.obj.GetLabels() {
+	for k, v := range d.labels {
 		if lv, ok := liveLabels[k]; !ok || lv != v {
 			return false
 		}
 	}
-	for k, v := range d.obj.Object {
-		if nonContent(k) {
-			continue
-		}
-		lv, ok := live.Object[k]
+	want, err := d.content()
+	if err != nil {
+		return false
+	}
+	got, err := liveContent(live)
+	if err != nil {
+		return false
+	}
+	for k, v := range want {
+		lv, ok := got[k]
 		if !ok {
 			if isEmpty(v) {
 				continue

@@ -417,7 +417,7 @@ func (r *Reconciler) Set(obj *unstructured.Unstructured) error {
 		r.errs.Add(1)
 		r.log.Error("refusing oversized object", "kind", ks.label, "namespace", k.namespace, "name", k.name,
 			"bytes", d.size, "limit", r.cfg.MaxObjectBytes)
-		r.record(d.obj, EventTypeWarning, ReasonObjectTooLarge, err.Error())
+		r.record(d.ref(), EventTypeWarning, ReasonObjectTooLarge, err.Error())
 		r.mu.Lock()
 		r.desired[k] = &desiredState{refused: err}
 		r.mu.Unlock()
@@ -570,7 +570,7 @@ func (r *Reconciler) NameConflicts() []NameConflict {
 	for k := range r.conflicts {
 		c := NameConflict{Kind: r.kinds[k.kind].label, Namespace: k.namespace, Name: k.name}
 		if want := r.desired[k]; want != nil && want.d != nil {
-			c.Registries = v1alpha1.Registries(want.d.obj.GetLabels(), want.d.obj.GetAnnotations())
+			c.Registries = v1alpha1.Registries(want.d.labels, want.d.annotations)
 		}
 		out = append(out, c)
 	}
@@ -646,16 +646,16 @@ func (r *Reconciler) owned(u *unstructured.Unstructured) bool {
 	return true
 }
 
-// transform runs on every object before it enters an informer cache. Owned objects lose only
-// their managedFields; foreign objects keep just what the ownership decision needs.
+// transform runs on every object before it enters an informer cache. Owned objects keep their
+// metadata (without managedFields) and their content encoded (compactLive); foreign objects
+// keep just what the ownership decision needs.
 func (r *Reconciler) transform(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
 	}
 	if r.owned(u) {
-		u.SetManagedFields(nil)
-		return u, nil
+		return compactLive(u)
 	}
 	return identity(u), nil
 }

@@ -64,7 +64,7 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 			want := r.desired[k]
 			r.mu.RUnlock()
 			if want != nil && want.d != nil {
-				r.record(want.d.obj, EventTypeWarning, ReasonWriteFailed, err.Error())
+				r.record(want.d.ref(), EventTypeWarning, ReasonWriteFailed, err.Error())
 			}
 		}
 		r.retryLater(k, err)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -76,7 +78,7 @@ func TestContentHashCanonical(t *testing.T) {
 	if got := ContentHash(asLive(t, base)); got != base.hash {
 		t.Errorf("ContentHash(live) %s != desired %s", got, base.hash)
 	}
-	if base.obj.GetAnnotations()[v1alpha1.AnnotationContentHash] != base.hash {
+	if asLive(t, base).GetAnnotations()[v1alpha1.AnnotationContentHash] != base.hash || base.annotations[v1alpha1.AnnotationContentHash] != base.hash {
 		t.Errorf("hash annotation not set")
 	}
 
@@ -117,11 +119,19 @@ func TestNormalize(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{v1alpha1.LabelRegistry: "zk", v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, "meltemi.io/instance": "prod"}
-	if got := d.obj.GetLabels(); len(got) != len(want) || got[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue || got["meltemi.io/instance"] != "prod" || got[v1alpha1.LabelRegistry] != "zk" {
+	obj := asLive(t, d)
+	if got := obj.GetLabels(); len(got) != len(want) || got[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue || got["meltemi.io/instance"] != "prod" || got[v1alpha1.LabelRegistry] != "zk" {
 		t.Errorf("labels %v, want %v", got, want)
 	}
-	md := d.obj.Object["metadata"].(map[string]any)
-	for k := range md {
+	if !maps.Equal(d.labels, obj.GetLabels()) || !maps.Equal(d.annotations, obj.GetAnnotations()) {
+		t.Errorf("kept labels %v and annotations %v differ from the body's %v, %v", d.labels, d.annotations, obj.GetLabels(), obj.GetAnnotations())
+	}
+	body, _ := d.applyBody("")
+	var md map[string]any
+	if err := utiljson.Unmarshal(body, &md); err != nil {
+		t.Fatal(err)
+	}
+	for k := range md["metadata"].(map[string]any) {
 		switch k {
 		case "name", "namespace", "labels", "annotations":
 		default:
@@ -131,14 +141,26 @@ func TestNormalize(t *testing.T) {
 	if in.GetLabels()[v1alpha1.LabelManagedBy] != "someone" {
 		t.Errorf("normalize modified the caller's object")
 	}
-	if _, ok := d.obj.Object["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)["number"].(int64); !ok {
+	if _, ok := obj.Object["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)["number"].(int64); !ok {
 		t.Errorf("numbers not normalised to int64")
 	}
-	body, _ := d.applyBody("123")
-	if !strings.Contains(string(body), `"resourceVersion":"123"`) {
-		t.Errorf("apply body lacks the resourceVersion precondition: %s", body)
+	withRV, err := d.applyBody("123")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := d.obj.Object["metadata"].(map[string]any)["resourceVersion"]; ok {
+	var conditional map[string]any
+	if err := utiljson.Unmarshal(withRV, &conditional); err != nil {
+		t.Fatalf("apply body with a resourceVersion is not JSON: %v\n%s", err, withRV)
+	}
+	cmd := conditional["metadata"].(map[string]any)
+	if cmd["resourceVersion"] != "123" || cmd["name"] != "a" || len(cmd) != len(md["metadata"].(map[string]any))+1 {
+		t.Errorf("apply body with the resourceVersion precondition has metadata %v", cmd)
+	}
+	delete(cmd, "resourceVersion")
+	if !reflect.DeepEqual(conditional, md) {
+		t.Errorf("the precondition changed more than metadata.resourceVersion:\n%s\n%s", withRV, body)
+	}
+	if again, _ := d.applyBody(""); string(again) != string(body) {
 		t.Errorf("applyBody modified the desired object")
 	}
 
@@ -179,11 +201,23 @@ func TestInSync(t *testing.T) {
 			u.Object["status"] = map[string]any{"x": "y"}
 		},
 	}
+	// Each case as the API server returns the object (an apply's response) and as the informer
+	// cache keeps it (compactLive).
+	forms := func(t *testing.T, live *unstructured.Unstructured) map[string]*unstructured.Unstructured {
+		t.Helper()
+		cached, err := compactLive(live.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]*unstructured.Unstructured{"response": live, "cached": cached}
+	}
 	for name, change := range tolerated {
 		live := asLive(t, d)
 		change(live)
-		if !inSync(d, live) {
-			t.Errorf("%s: reported as drift", name)
+		for form, obj := range forms(t, live) {
+			if !inSync(d, obj) {
+				t.Errorf("%s (%s): reported as drift", name, form)
+			}
 		}
 	}
 	drift := map[string]func(u *unstructured.Unstructured){
@@ -226,9 +260,44 @@ func TestInSync(t *testing.T) {
 	for name, change := range drift {
 		live := asLive(t, d)
 		change(live)
-		if inSync(d, live) {
-			t.Errorf("%s: not detected as drift", name)
+		for form, obj := range forms(t, live) {
+			if inSync(d, obj) {
+				t.Errorf("%s (%s): not detected as drift", name, form)
+			}
 		}
+	}
+	broken := asLive(t, d)
+	cached, _ := compactLive(broken)
+	cached.Object[liveContentKey] = "{not json"
+	if inSync(d, cached) {
+		t.Errorf("a cached object whose content cannot be decoded is in sync")
+	}
+}
+
+// TestCompactLive: the cache keeps an owned object's identity, labels and annotations as they
+// are, its content as one JSON string that decodes back to the same values, and drops
+// managedFields and status; the object stays a valid JSON value (DeepCopy works).
+func TestCompactLive(t *testing.T) {
+	live := asLive(t, mustNormalize(t, serviceEntry("ns", "a", 3, "1.0.0")))
+	live.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "meltemi", Operation: metav1.ManagedFieldsOperationApply}})
+	live.Object["status"] = map[string]any{"x": "y"}
+	c, err := compactLive(live.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GetName() != "a" || c.GetNamespace() != "ns" || c.GetUID() != live.GetUID() || c.GetResourceVersion() != live.GetResourceVersion() ||
+		!maps.Equal(c.GetLabels(), live.GetLabels()) || !maps.Equal(c.GetAnnotations(), live.GetAnnotations()) || c.GetKind() != "ServiceEntry" {
+		t.Errorf("identity or metadata lost: %v", c.Object["metadata"])
+	}
+	if c.GetManagedFields() != nil || c.Object["status"] != nil || c.Object["spec"] != nil {
+		t.Errorf("managedFields, status or decoded content kept: %v", c.Object)
+	}
+	got, err := liveContent(c.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := liveContent(live); !reflect.DeepEqual(got, want) {
+		t.Errorf("content decodes to %v, want %v", got, want)
 	}
 }
 
