@@ -41,6 +41,7 @@ type desiredObject struct {
 	apiVersion, kind, namespace, name string
 	labels, annotations               map[string]string // as applied, the content hash included
 	hash                              string
+	contentHash                       string // of the content alone (see contentDigest)
 	size                              int    // bytes of the JSON apply body (without resourceVersion)
 	body                              []byte // that body; nil for an object refused as too large
 }
@@ -131,7 +132,8 @@ func encodeDesired(u *unstructured.Unstructured, maxBytes int) (*desiredObject, 
 	d := &desiredObject{
 		apiVersion: u.GetAPIVersion(), kind: u.GetKind(), namespace: u.GetNamespace(), name: u.GetName(),
 		labels: u.GetLabels(), annotations: u.GetAnnotations(),
-		hash: u.GetAnnotations()[v1alpha1.AnnotationContentHash], size: len(body), body: body,
+		hash: u.GetAnnotations()[v1alpha1.AnnotationContentHash], contentHash: contentDigest(u.Object),
+		size: len(body), body: body,
 	}
 	if maxBytes > 0 && len(body) > maxBytes {
 		d.body = nil
@@ -287,60 +289,79 @@ func (d *desiredObject) applyBody(resourceVersion string) ([]byte, error) {
 	return append(out, d.body[i:]...), nil
 }
 
-// liveContentKey holds, in an owned object of the informer cache, the object's content (the
-// top-level fields ContentHash covers) as a JSON string: as for desired objects, the decoded
-// form would cost several times the bytes for every object the reconciler owns. The key is no
-// field name the API server can send, and a string keeps the object a valid JSON value.
-const liveContentKey = "\x00content"
+// liveDigestKey holds, in an owned object of the informer cache, the digest of the object's
+// content (contentDigest) in place of the content: every owned object is cached, and its
+// content is only ever compared with a desired one. The key is no field name the API server
+// can send, and a string keeps the object a valid JSON value.
+const liveDigestKey = "\x00contentDigest"
 
 // compactLive is an owned object as the informer cache keeps it: apiVersion, kind, metadata
-// without managedFields, and the content encoded (see liveContentKey); status is dropped.
-func compactLive(u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+// without managedFields, and the digest of its content (see liveDigestKey); status and the
+// content itself are dropped.
+func compactLive(u *unstructured.Unstructured) *unstructured.Unstructured {
 	out := &unstructured.Unstructured{Object: make(map[string]any, 4)}
-	content := make(map[string]any, len(u.Object))
-	for k, v := range u.Object {
-		switch k {
-		case "apiVersion", "kind", "metadata":
+	for _, k := range []string{"apiVersion", "kind", "metadata"} {
+		if v, ok := u.Object[k]; ok {
 			out.Object[k] = v
-		case "status":
-		default:
-			content[k] = v
 		}
 	}
 	out.SetManagedFields(nil)
+	out.Object[liveDigestKey] = contentDigest(u.Object)
+	return out
+}
+
+// contentDigest is the hex SHA-256 of the canonical JSON of an object's content: its top-level
+// fields except apiVersion, kind, metadata and status (numbers as a JSON decode yields them).
+func contentDigest(obj map[string]any) string {
+	content := make(map[string]any, len(obj))
+	for k, v := range obj {
+		if !nonContent(k) {
+			content[k] = v
+		}
+	}
 	b, err := json.Marshal(content)
 	if err != nil {
-		return nil, fmt.Errorf("encoding %s: %w", describe(u), err)
+		// Only values that cannot come out of a JSON decode fail to encode.
+		panic(fmt.Sprintf("content digest: %v", err))
 	}
-	out.Object[liveContentKey] = string(b)
-	return out, nil
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
-// liveContent returns the content of a cluster object, from the cache's encoding or, for an
-// object as the API server returned it, from its fields.
-func liveContent(live *unstructured.Unstructured) (map[string]any, error) {
-	if s, ok := live.Object[liveContentKey].(string); ok {
-		var m map[string]any
-		if err := utiljson.Unmarshal([]byte(s), &m); err != nil {
-			return nil, fmt.Errorf("decoding the cached %s: %w", describe(live), err)
-		}
-		return m, nil
+// syncState is what a comparison of a desired object with a live one can tell.
+type syncState int
+
+const (
+	drifted   syncState = iota // the live object differs: apply
+	inSyncNow                  // it carries the desired state: nothing to do
+	undecided                  // the cache cannot tell: compare the whole object (inSync)
+)
+
+// compareCached compares a desired object with the informer cache's copy (compactLive). Hash
+// annotation, labels and annotations decide drift as in inSync. The content is in sync when it
+// is byte for byte the desired one; when it is not, only the whole object can tell whether the
+// difference is drift or what the server added (defaults), so the answer is undecided. An
+// object not in the cache's form is compared whole.
+func compareCached(d *desiredObject, live *unstructured.Unstructured) syncState {
+	if !metadataInSync(d, live) {
+		return drifted
 	}
-	m := make(map[string]any, len(live.Object))
-	for k, v := range live.Object {
-		if !nonContent(k) {
-			m[k] = v
+	digest, ok := live.Object[liveDigestKey].(string)
+	switch {
+	case !ok:
+		if inSync(d, live) {
+			return inSyncNow
 		}
+		return drifted
+	case digest == d.contentHash:
+		return inSyncNow
 	}
-	return m, nil
+	return undecided
 }
 
-// inSync reports whether a live owned object already carries the desired state: same content
-// hash annotation, every desired label and annotation present with its value, and the desired
-// content contained in the live content (see contains). Fields the server defaults are
-// tolerated; a changed value, a removed field or a list of another length is drift. The
-// contents are decoded only once the cheap checks pass; one that cannot be decoded is drift.
-func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
+// metadataInSync reports whether a live object has the desired content hash annotation and
+// every desired label and annotation with its value (extra ones are allowed).
+func metadataInSync(d *desiredObject, live *unstructured.Unstructured) bool {
 	liveAnn := live.GetAnnotations()
 	if liveAnn[v1alpha1.AnnotationContentHash] != d.hash {
 		return false
@@ -356,16 +377,24 @@ func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// inSync reports whether a whole live owned object (as the API server returns it) already
+// carries the desired state: metadataInSync, and the desired content contained in the live
+// content (see contains). Fields the server defaults are tolerated; a changed value, a removed
+// field or a list of another length is drift. The desired content is decoded only once the
+// metadata matches; if it cannot be, that is drift.
+func inSync(d *desiredObject, live *unstructured.Unstructured) bool {
+	if !metadataInSync(d, live) {
+		return false
+	}
 	want, err := d.content()
 	if err != nil {
 		return false
 	}
-	got, err := liveContent(live)
-	if err != nil {
-		return false
-	}
 	for k, v := range want {
-		lv, ok := got[k]
+		lv, ok := live.Object[k]
 		if !ok {
 			if isEmpty(v) {
 				continue

@@ -9,6 +9,7 @@ import (
 
 type metrics struct {
 	writes         *prometheus.CounterVec // verb, kind
+	reads          *prometheus.CounterVec // kind
 	noops          *prometheus.CounterVec // kind
 	errors         *prometheus.CounterVec // kind
 	conflicts      *prometheus.CounterVec // kind
@@ -24,6 +25,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meltemi_sync_writes_total",
 			Help: "Successful writes to the Kubernetes API by the owned-object reconciler (verb apply or delete).",
 		}, []string{"verb", "kind"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meltemi_sync_reads_total",
+			Help: "Owned objects read whole from the API server: their cached content digest differs from the desired one, and only the whole object tells a server default from drift (rare: after a restart, once per such object).",
+		}, []string{"kind"}),
 		noops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meltemi_sync_noop_total",
 			Help: "Reconciliations that found the cluster already in the desired state and made no API call.",
@@ -53,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Owned objects no longer desired, kept because not every source has delivered its first snapshot yet.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.writes, m.noops, m.errors, m.conflicts, m.refused, m.queueDepth, m.pendingDeletes, m.nameConflicts} {
+	for _, c := range []prometheus.Collector{m.writes, m.reads, m.noops, m.errors, m.conflicts, m.refused, m.queueDepth, m.pendingDeletes, m.nameConflicts} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -138,6 +138,7 @@ type Stats struct {
 	Errors           int64 // failed writes and refused (oversized) objects
 	ForeignConflicts int64 // refusals because a foreign object holds a desired name
 	StaleRetries     int64 // writes rejected by a precondition (409) and retried
+	Reads            int64 // objects read whole because the cache could not tell drift from server defaults
 	PendingDeletes   int   // owned orphans kept until AllowDeletes
 	QueueDepth       int   // keys queued or waiting out a retry backoff
 }
@@ -214,7 +215,7 @@ type Reconciler struct {
 	started      atomic.Bool
 	synced       chan struct{}
 
-	applies, creates, deletes, noops, errs, foreign, stale atomic.Int64
+	applies, creates, deletes, noops, errs, foreign, stale, reads atomic.Int64
 }
 
 // New validates cfg, fills in defaults and sets up informers and the work queue. Nothing talks
@@ -604,6 +605,7 @@ func (r *Reconciler) Stats() Stats {
 		Errors:           r.errs.Load(),
 		ForeignConflicts: r.foreign.Load(),
 		StaleRetries:     r.stale.Load(),
+		Reads:            r.reads.Load(),
 		PendingDeletes:   pending,
 		QueueDepth:       r.queue.Len() + waiting,
 	}
@@ -647,15 +649,15 @@ func (r *Reconciler) owned(u *unstructured.Unstructured) bool {
 }
 
 // transform runs on every object before it enters an informer cache. Owned objects keep their
-// metadata (without managedFields) and their content encoded (compactLive); foreign objects
-// keep just what the ownership decision needs.
+// metadata (without managedFields) and the digest of their content (compactLive); foreign
+// objects keep just what the ownership decision needs.
 func (r *Reconciler) transform(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
 	}
 	if r.owned(u) {
-		return compactLive(u)
+		return compactLive(u), nil
 	}
 	return identity(u), nil
 }

@@ -131,7 +131,8 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) (wrote bool, err error)
 		}
 		exists, rv = true, w.resourceVersion
 	case live != nil:
-		if inSync(d, live) {
+		state := compareCached(d, live)
+		if state == inSyncNow {
 			r.noop(ks.label)
 			return false, nil
 		}
@@ -144,8 +145,48 @@ func (r *Reconciler) sync(ctx context.Context, k objKey) (wrote bool, err error)
 			return false, nil
 		}
 		exists, rv = true, live.GetResourceVersion()
+		if state == undecided {
+			full, err := r.read(ctx, k)
+			if err != nil {
+				return false, err
+			}
+			switch {
+			case full == nil:
+				exists, rv = false, "" // deleted meanwhile; its event is on its way
+			case !r.owned(full):
+				return false, nil // no longer ours; its event queues the key again
+			case inSync(d, full):
+				r.mu.Lock()
+				r.applied[k] = appliedRecord{hash: d.hash, resourceVersion: full.GetResourceVersion()}
+				r.mu.Unlock()
+				r.noop(ks.label)
+				return false, nil
+			default:
+				rv = full.GetResourceVersion()
+			}
+		}
 	}
 	return r.apply(ctx, k, d, exists, rv)
+}
+
+// read gets an object whole from the API server, or nil if there is none: the cache keeps only
+// a digest of owned objects' content, which cannot tell a value the server defaulted from
+// drift. Objects as Meltemi writes them come back as they were sent, so this is rare: after a
+// restart, at most once per object whose stored form differs from what was applied.
+func (r *Reconciler) read(ctx context.Context, k objKey) (*unstructured.Unstructured, error) {
+	ks := r.kinds[k.kind]
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	u, err := ks.client.Namespace(k.namespace).Get(ctx, k.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s/%s: %w", ks.label, k.namespace, k.name, &callError{err})
+	}
+	r.reads.Add(1)
+	r.m.reads.WithLabelValues(ks.label).Inc()
+	return u, nil
 }
 
 func (r *Reconciler) noop(kind string) {

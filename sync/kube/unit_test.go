@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -201,23 +202,28 @@ func TestInSync(t *testing.T) {
 			u.Object["status"] = map[string]any{"x": "y"}
 		},
 	}
-	// Each case as the API server returns the object (an apply's response) and as the informer
-	// cache keeps it (compactLive).
-	forms := func(t *testing.T, live *unstructured.Unstructured) map[string]*unstructured.Unstructured {
-		t.Helper()
-		cached, err := compactLive(live.DeepCopy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return map[string]*unstructured.Unstructured{"response": live, "cached": cached}
+	// Each case as the API server returns the object (inSync), and as the informer cache keeps
+	// it (compareCached): from the cache, a tolerated difference in the content is undecided
+	// (the reconciler then reads the object whole), never drift; drift is never in sync.
+	cached := func(live *unstructured.Unstructured) syncState { return compareCached(d, compactLive(live.DeepCopy())) }
+	if got := cached(asLive(t, d)); got != inSyncNow {
+		t.Errorf("cached copy of the desired object: %v, want in sync", got)
 	}
 	for name, change := range tolerated {
 		live := asLive(t, d)
 		change(live)
-		for form, obj := range forms(t, live) {
-			if !inSync(d, obj) {
-				t.Errorf("%s (%s): reported as drift", name, form)
-			}
+		if !inSync(d, live) {
+			t.Errorf("%s: reported as drift", name)
+		}
+		if got := cached(live); got == drifted {
+			t.Errorf("%s (cached): reported as drift", name)
+		}
+	}
+	for _, name := range []string{"extra label and annotation", "status"} {
+		live := asLive(t, d)
+		tolerated[name](live)
+		if got := cached(live); got != inSyncNow {
+			t.Errorf("%s (cached): %v; outside the content it needs no read", name, got)
 		}
 	}
 	drift := map[string]func(u *unstructured.Unstructured){
@@ -260,44 +266,39 @@ func TestInSync(t *testing.T) {
 	for name, change := range drift {
 		live := asLive(t, d)
 		change(live)
-		for form, obj := range forms(t, live) {
-			if inSync(d, obj) {
-				t.Errorf("%s (%s): not detected as drift", name, form)
-			}
+		if inSync(d, live) {
+			t.Errorf("%s: not detected as drift", name)
 		}
-	}
-	broken := asLive(t, d)
-	cached, _ := compactLive(broken)
-	cached.Object[liveContentKey] = "{not json"
-	if inSync(d, cached) {
-		t.Errorf("a cached object whose content cannot be decoded is in sync")
+		if got := cached(live); got == inSyncNow {
+			t.Errorf("%s (cached): not detected as drift", name)
+		}
 	}
 }
 
 // TestCompactLive: the cache keeps an owned object's identity, labels and annotations as they
-// are, its content as one JSON string that decodes back to the same values, and drops
-// managedFields and status; the object stays a valid JSON value (DeepCopy works).
+// are and a digest of its content in place of it, drops managedFields and status, and stays a
+// valid JSON value (DeepCopy works).
 func TestCompactLive(t *testing.T) {
-	live := asLive(t, mustNormalize(t, serviceEntry("ns", "a", 3, "1.0.0")))
+	d := mustNormalize(t, serviceEntry("ns", "a", 3, "1.0.0"))
+	live := asLive(t, d)
 	live.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "meltemi", Operation: metav1.ManagedFieldsOperationApply}})
 	live.Object["status"] = map[string]any{"x": "y"}
-	c, err := compactLive(live.DeepCopy())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compactLive(live.DeepCopy()).DeepCopy()
 	if c.GetName() != "a" || c.GetNamespace() != "ns" || c.GetUID() != live.GetUID() || c.GetResourceVersion() != live.GetResourceVersion() ||
 		!maps.Equal(c.GetLabels(), live.GetLabels()) || !maps.Equal(c.GetAnnotations(), live.GetAnnotations()) || c.GetKind() != "ServiceEntry" {
 		t.Errorf("identity or metadata lost: %v", c.Object["metadata"])
 	}
 	if c.GetManagedFields() != nil || c.Object["status"] != nil || c.Object["spec"] != nil {
-		t.Errorf("managedFields, status or decoded content kept: %v", c.Object)
+		t.Errorf("managedFields, status or content kept: %v", c.Object)
 	}
-	got, err := liveContent(c.DeepCopy())
-	if err != nil {
-		t.Fatal(err)
+	if c.Object[liveDigestKey] != d.contentHash {
+		t.Errorf("digest %v, want the desired content's %s", c.Object[liveDigestKey], d.contentHash)
 	}
-	if want, _ := liveContent(live); !reflect.DeepEqual(got, want) {
-		t.Errorf("content decodes to %v, want %v", got, want)
+	// Numbers as Go ints or floats of whole values digest like int64: the form a decode yields.
+	other := serviceEntry("ns", "a", 3, "1.0.0")
+	other.Object["spec"].(map[string]any)["ports"] = []any{map[string]any{"protocol": "TCP", "name": "tcp-metaprotocol-dubbo-20880", "number": int(20880)}}
+	if od := mustNormalize(t, other); od.contentHash != d.contentHash {
+		t.Errorf("equivalent content digests differently")
 	}
 }
 
@@ -588,5 +589,50 @@ func TestServerUnavailable(t *testing.T) {
 		if got := serverUnavailable(tc.err); got != tc.want {
 			t.Errorf("%s: serverUnavailable = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestFakeDefaultedObjectIsReadOnceNotRewritten: an owned object whose stored content differs
+// from the desired one only by a value the server added (a default) is read whole once, found
+// in sync and not written, and not read again while it stays unchanged; one whose content
+// drifted is read and written back.
+func TestFakeDefaultedObjectIsReadOnceNotRewritten(t *testing.T) {
+	stored := func(name string, change func(u *unstructured.Unstructured)) *unstructured.Unstructured {
+		u := asLive(t, mustNormalize(t, serviceEntry("ns", name, 2, "1.0.0")))
+		u.SetUID(types.UID("uid-" + name))
+		change(u)
+		return u
+	}
+	defaulted := stored("defaulted", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedStringSlice(u.Object, []string{"*"}, "spec", "exportTo")
+	})
+	drifted := stored("drifted", func(u *unstructured.Unstructured) {
+		_ = unstructured.SetNestedField(u.Object, "MESH_EXTERNAL", "spec", "location")
+	})
+	exact := stored("exact", func(*unstructured.Unstructured) {})
+	c := newFakeCluster(t, defaulted, drifted, exact)
+	rr := newReconciler(t, c, "ns", nil)
+	for _, name := range []string{"defaulted", "drifted", "exact"} {
+		if err := rr.Set(serviceEntry("ns", name, 2, "1.0.0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rr.start(t)
+	rr.waitIdle(t)
+	rr.settle(t)
+	applies, _ := c.writes()
+	if !slices.Equal(applies, []string{"ns/drifted"}) {
+		t.Errorf("applies %v, want only the drifted object written back", applies)
+	}
+	if got := rr.Stats().Reads; got != 2 {
+		t.Errorf("%d reads, want 2 (the defaulted and the drifted object; the exact one is decided from the cache)", got)
+	}
+	rr.resync()
+	rr.waitIdle(t)
+	if got := rr.Stats().Reads; got != 2 {
+		t.Errorf("%d reads after a resync, want still 2: the defaulted object is known in sync at its resourceVersion", got)
+	}
+	if applies, _ := c.writes(); len(applies) != 1 {
+		t.Errorf("applies after a resync %v", applies)
 	}
 }
