@@ -339,21 +339,14 @@ const (
 
 // compareCached compares a desired object with the informer cache's copy (compactLive). Hash
 // annotation, labels and annotations decide drift as in inSync. The content is in sync when it
-// is byte for byte the desired one; when it is not, only the whole object can tell whether the
-// difference is drift or what the server added (defaults), so the answer is undecided. An
-// object not in the cache's form is compared whole.
+// is byte for byte the desired one; when it is not (or the object carries no digest), only the
+// whole object can tell whether the difference is drift or what the server added (defaults),
+// so the answer is undecided.
 func compareCached(d *desiredObject, live *unstructured.Unstructured) syncState {
 	if !metadataInSync(d, live) {
 		return drifted
 	}
-	digest, ok := live.Object[liveDigestKey].(string)
-	switch {
-	case !ok:
-		if inSync(d, live) {
-			return inSyncNow
-		}
-		return drifted
-	case digest == d.contentHash:
+	if digest, _ := live.Object[liveDigestKey].(string); digest == d.contentHash {
 		return inSyncNow
 	}
 	return undecided
