@@ -16,6 +16,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/procstat"
 )
 
 // BenchmarkRegistryToSidecar measures what users feel: a Dubbo provider registered in real
@@ -136,17 +137,11 @@ func BenchmarkRegistryToSidecar(b *testing.B) {
 // istiodCPUSeconds is the CPU time (user and system) istiod has used.
 func istiodCPUSeconds(b *testing.B, env *harness.Env) float64 {
 	b.Helper()
-	pid := env.PID(harness.Istiod)
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procstat.CPU(env.PID(harness.Istiod))
 	if err != nil {
 		b.Fatalf("reading istiod's CPU time: %v", err)
 	}
-	// Fields after the command (which is in parentheses and may hold spaces): utime is the
-	// 12th, stime the 13th, in clock ticks of 1/100 s.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	ut, _ := strconv.ParseFloat(fields[11], 64)
-	st, _ := strconv.ParseFloat(fields[12], 64)
-	return (ut + st) / 100
+	return cpu.Seconds()
 }
 
 func istiodPushes(b *testing.B, env *harness.Env) float64 {
@@ -271,7 +266,7 @@ func measureIstiod(b *testing.B, env *harness.Env, n int, domain string, write f
 	})
 	settled := istiodSettle(b, env, 3*time.Second)
 	load := istiodLoad{cpu: istiodCPUSeconds(b, env) - cpu0, syncPushes: settled - pushes0}
-	if rss, err := vmRSSMiB(env.PID(harness.Istiod)); err == nil {
+	if rss, err := procstat.RSSMiB(env.PID(harness.Istiod)); err == nil {
 		load.rss = rss
 	}
 	time.Sleep(30 * time.Second)
