@@ -45,6 +45,7 @@ func (s *Store) upsertLocked(svc catalog.Service) []string {
 	if existed && old.Equal(svc) {
 		return nil
 	}
+	svc = shareLabels(svc)
 	byKey[svc.Key] = svc
 	r := ref{svc.Registry, svc.Key}
 	if existed && old.Host != svc.Host {
@@ -154,6 +155,31 @@ func (s *Store) Counts(registry string) (services, instances int) {
 		instances += len(svc.Instances)
 	}
 	return services, instances
+}
+
+// sharedLabelSets bounds the distinct label sets shareLabels looks for in one service.
+const sharedLabelSets = 8
+
+// shareLabels returns svc with instances whose labels are equal holding one map between them:
+// instances of a service mostly carry the same labels (version, group, application), and at
+// 100,000 instances one map each is most of the store's memory. The instance slice is copied,
+// so the caller's service is left as it was. Stored services are never modified in place.
+func shareLabels(svc catalog.Service) catalog.Service {
+	if len(svc.Instances) < 2 {
+		return svc
+	}
+	insts := slices.Clone(svc.Instances)
+	distinct := make([]map[string]string, 0, sharedLabelSets)
+	for i := range insts {
+		labels := insts[i].Labels
+		if j := slices.IndexFunc(distinct, func(m map[string]string) bool { return maps.Equal(m, labels) }); j >= 0 {
+			insts[i].Labels = distinct[j]
+		} else if len(distinct) < sharedLabelSets {
+			distinct = append(distinct, labels)
+		}
+	}
+	svc.Instances = insts
+	return svc
 }
 
 func (s *Store) index(host string, r ref) {

@@ -42,3 +42,33 @@ func TestStoreReportsOnlyRealChanges(t *testing.T) {
 		t.Fatalf("counts = %d, %d", svc, n)
 	}
 }
+
+func TestStoreSharesEqualLabelsWithoutChangingContent(t *testing.T) {
+	s := New()
+	insts := []catalog.Instance{
+		{Address: "10.0.0.1", Port: 1, Labels: map[string]string{"version": "1"}},
+		{Address: "10.0.0.2", Port: 1, Labels: map[string]string{"version": "1"}},
+		{Address: "10.0.0.3", Port: 1, Labels: map[string]string{"version": "2"}},
+		{Address: "10.0.0.4", Port: 1},
+	}
+	in := catalog.Service{Registry: "zk", Key: "a", Host: "a.example", Instances: insts}
+	s.Upsert(in)
+	got, _ := s.Get("zk", "a")
+	if !got.Equal(in) {
+		t.Fatalf("stored %+v, want %+v", got, in)
+	}
+	first, second := got.Instances[0].Labels, got.Instances[1].Labels
+	first["probe"] = "x"
+	if second["probe"] != "x" {
+		t.Error("equal labels of one service are held as two maps")
+	}
+	if _, ok := got.Instances[2].Labels["probe"]; ok {
+		t.Error("different labels share a map")
+	}
+	delete(first, "probe")
+	for i := range insts {
+		if &insts[i] == &got.Instances[i] {
+			t.Fatal("the store kept the caller's instance slice")
+		}
+	}
+}
