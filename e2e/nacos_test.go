@@ -364,7 +364,7 @@ func TestNacosCredentialsFromSecret(t *testing.T) {
 //   - register-p50-ms / register-p99-ms: an instance added to a service the plugin watches
 //     (pushed by the server, which batches pushes about once a second);
 //   - new-service-p50-ms / new-service-p99-ms: the first instance of a new service, found by
-//     the plugin's listing (default interval, 3s) and then subscribed to.
+//     the plugin's listing (default interval, 500 ms) and then subscribed to.
 //
 // Each iteration registers one instance and one new service, each timed alone; the new
 // service at a random point of the listing interval.

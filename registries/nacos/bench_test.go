@@ -1,9 +1,12 @@
 package nacos
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,8 @@ import (
 	nacosmodel "github.com/nacos-group/nacos-sdk-go/v2/model"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/procstat"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
 )
@@ -78,3 +83,54 @@ func BenchmarkNacosPushToUpsert(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkServiceListing measures what one listing of the plugin costs the real
+// Nacos-protocol server: MELTEMI_BENCH_NACOS_SERVICES services (default 1,000, one instance
+// each) in one namespace and group, listed whole (pages of 500) as the plugin does every
+// listInterval. Reports ms/listing, the server process's CPU per listing
+// (server-cpu-ms/listing, from /proc) and the share of one core that listing at the default
+// interval takes (server-core-%-at-default-interval).
+func BenchmarkServiceListing(b *testing.B) {
+	addr := nacosAddr(b)
+	services := 1000
+	if v := os.Getenv("MELTEMI_BENCH_NACOS_SERVICES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("MELTEMI_BENCH_NACOS_SERVICES=%q: want a positive integer", v)
+		}
+		services = n
+	}
+	pid := harness.Load(b).PID(harness.Polaris)
+	ns := uniqueName("bench-list")
+	app := nacostest.NewApp(b, addr, ns)
+	registerServices(b, app, services)
+	ctx := context.Background()
+	awaitListed(b, app, ns, services)
+
+	cpu0 := cpuOf(b, pid)
+	b.ResetTimer()
+	for range b.N {
+		names, err := listGroup(ctx, app.INamingClient, ns, defaultGroup)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(names) != services {
+			b.Fatalf("listed %d services, want %d", len(names), services)
+		}
+	}
+	b.StopTimer()
+	cpu := cpuOf(b, pid) - cpu0
+	perListing := ms(cpu) / float64(b.N)
+	b.ReportMetric(ms(b.Elapsed())/float64(b.N), "ms/listing")
+	b.ReportMetric(perListing, "server-cpu-ms/listing")
+	b.ReportMetric(100*perListing/ms(defaultListInterval), "server-core-%-at-default-interval")
+}
+
+func cpuOf(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	cpu, err := procstat.CPU(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cpu
+}

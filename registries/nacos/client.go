@@ -180,29 +180,55 @@ func (r *nacosRegistry) Services(ctx context.Context, namespace string, groups g
 	return out, nil
 }
 
-// listGroup reads every page of a group's service list. It stops at the first short page and
-// does not trust the count, which some Nacos-protocol servers get wrong.
+// listGroup reads a group's service list. Pages are not a consistent snapshot on every
+// Nacos-protocol server (Polaris orders each page request anew, so pages overlap and miss
+// services), and a service missing from a listing counts as gone: a list longer than one page
+// is therefore read again as a single page large enough for all of it. Only a server that
+// caps the page size is paged through; pages that overlap there make the listing fail rather
+// than come back incomplete. The count the server reports is only a size hint, since some
+// servers get it wrong.
 func listGroup(ctx context.Context, c naming_client.INamingClient, namespace, group string) ([]string, error) {
+	page := func(no, size uint32) ([]string, uint32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		list, err := c.GetAllServicesInfo(vo.GetAllServiceInfoParam{NameSpace: namespace, GroupName: group, PageNo: no, PageSize: size})
+		if err != nil {
+			return nil, 0, err
+		}
+		return slices.DeleteFunc(list.Doms, func(n string) bool { return n == "" }), uint32(max(list.Count, 0)), nil
+	}
+	first, count, err := page(1, servicePageSize)
+	if err != nil || len(first) < servicePageSize {
+		return first, err
+	}
+	size := max(count, uint32(len(first))) + servicePageSize
+	whole, _, err := page(1, size)
+	if err != nil || len(whole) < int(size) && len(whole) >= int(count) {
+		return whole, err
+	}
+	// The server caps the page size (or its count is wrong): page through.
 	seen := map[string]bool{}
 	var out []string
-	for page := uint32(1); ; page++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		list, err := c.GetAllServicesInfo(vo.GetAllServiceInfoParam{NameSpace: namespace, GroupName: group, PageNo: page, PageSize: servicePageSize})
+	for no := uint32(1); ; no++ {
+		names, _, err := page(no, servicePageSize)
 		if err != nil {
 			return nil, err
 		}
 		added := 0
-		for _, n := range list.Doms {
-			if n != "" && !seen[n] {
+		for _, n := range names {
+			if !seen[n] {
 				seen[n] = true
 				out = append(out, n)
 				added++
 			}
 		}
-		// A server that ignores paging repeats its page: stop rather than loop.
-		if len(list.Doms) < servicePageSize || added == 0 {
+		switch {
+		case added == 0 && len(names) > 0:
+			return out, nil // a server that ignores paging repeats its page
+		case added < len(names):
+			return nil, fmt.Errorf("the server's pages of the service list overlap (page %d repeats %d services): the list is not complete", no, len(names)-added)
+		case len(names) < servicePageSize:
 			return out, nil
 		}
 	}

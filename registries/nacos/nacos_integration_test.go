@@ -1,6 +1,7 @@
 package nacos
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -179,5 +180,26 @@ func TestAllNamespacesWithoutConsoleAPI(t *testing.T) {
 	})
 	if rec.State().Snapshots != 0 {
 		t.Errorf("a snapshot was sent without a complete listing")
+	}
+}
+
+// A group of more than one page of services is listed whole, and listing it again and again
+// removes nothing: Polaris orders every page request anew, so its pages overlap.
+func TestGroupLargerThanOnePageIsListedWhole(t *testing.T) {
+	addr := nacosAddr(t)
+	ns := uniqueName("pages")
+	app := nacostest.NewApp(t, addr, ns)
+	const services = servicePageSize + 20
+	registerServices(t, app, services)
+	awaitListed(t, app, ns, services)
+
+	_, rec := startPlugin(t, addr, map[string]string{"namespaces": ns, "listInterval": "200ms"})
+	rec.WaitState(t, time.Minute, fmt.Sprintf("all %d services", services), func(s *sdktest.State) bool {
+		return s.Synced && len(s.Services) == services
+	})
+	mark := rec.Mark()
+	time.Sleep(3 * time.Second) // 15 listings
+	if n := rec.Count(mark, sdktest.Delete); n > 0 {
+		t.Fatalf("%d services deleted while the server still lists them:\n%s", n, rec.Dump(mark))
 	}
 }

@@ -25,7 +25,7 @@ func TestDescribe(t *testing.T) {
 		byName[o.Name] = o
 	}
 	for name, def := range map[string]string{
-		"namespaces": "public", "groups": "DEFAULT_GROUP", "listInterval": "3s", "recoveryGrace": "30s",
+		"namespaces": "public", "groups": "DEFAULT_GROUP", "listInterval": "500ms", "recoveryGrace": "30s",
 		"defaultProtocol": "tcp", "hostTemplate": defaultHostTemplate, "dubboHostTemplate": "{{.Interface}}",
 	} {
 		if byName[name].Default != def {
@@ -63,7 +63,7 @@ func TestConfigure(t *testing.T) {
 				if g, ok := c.sel.groupsFor("public"); !ok || g.String() != "DEFAULT_GROUP" || c.sel.all {
 					t.Fatalf("selection = %+v", c.sel)
 				}
-				if c.listInterval != 3*time.Second || c.recoveryGrace != 30*time.Second || c.timeout != 5*time.Second || c.defaultProtocol != "tcp" || c.clusters != nil {
+				if c.listInterval != 500*time.Millisecond || c.recoveryGrace != 30*time.Second || c.timeout != 5*time.Second || c.defaultProtocol != "tcp" || c.clusters != nil {
 					t.Fatalf("config = %+v", c)
 				}
 			},
@@ -110,7 +110,7 @@ func TestConfigure(t *testing.T) {
 		{name: "access key without secret", cfg: sdk.Config{Address: "n", Secrets: map[string]string{"accessKey": "x"}}, wantErr: []string{"secretKey"}},
 		{name: "bad namespace", cfg: sdk.Config{Address: "n", Options: map[string]string{"namespaces": "a b"}}, wantErr: []string{"namespaces"}},
 		{name: "no groups", cfg: sdk.Config{Address: "n", Options: map[string]string{"groups": ","}}, wantErr: []string{"groups"}},
-		{name: "interval too short", cfg: sdk.Config{Address: "n", Options: map[string]string{"listInterval": "100ms"}}, wantErr: []string{"listInterval"}},
+		{name: "interval too short", cfg: sdk.Config{Address: "n", Options: map[string]string{"listInterval": "50ms"}}, wantErr: []string{"listInterval"}},
 		{name: "bad duration", cfg: sdk.Config{Address: "n", Options: map[string]string{"recoveryGrace": "soon"}}, wantErr: []string{"recoveryGrace"}},
 		{name: "bad template", cfg: sdk.Config{Address: "n", Options: map[string]string{"hostTemplate": "{{.Interface}}"}}, wantErr: []string{"hostTemplate"}},
 		{name: "bad Dubbo template", cfg: sdk.Config{Address: "n", Options: map[string]string{"dubboHostTemplate": "{{.Service}}"}}, wantErr: []string{"dubboHostTemplate"}},
