@@ -1,9 +1,13 @@
 package xds
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
@@ -13,6 +17,9 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meltemi-mesh/meltemi/internal/procstat"
 )
 
 func envInt(b *testing.B, name string, def int) int {
@@ -45,54 +52,54 @@ type hit struct {
 }
 
 // BenchmarkPushLatency measures the time from an Update to the new route received by N
-// concurrent xDS streams (N = MELTEMI_BENCH_STREAMS, default 1000), each on its own gRPC
-// connection over loopback TCP as each proxy has its own, subscribed to one of K names. Every
-// Update changes all K names; each iteration makes U Updates (MELTEMI_BENCH_UPDATES, default
-// 20) and waits for every stream to receive and ACK each. Reported: p50-ms, p99-ms and max-ms of
-// the N×U latencies (goal p99 <= 500 ms), and cpu-ms/update, the process CPU per Update. Server
-// and clients share the machine's cores, so the clients' decoding competes with the server.
-// Run with -benchtime=1x.
+// concurrent xDS streams, each on its own gRPC connection over loopback TCP as each proxy has
+// its own, subscribed to one of K names: 1,000 streams (MELTEMI_BENCH_STREAMS) in three
+// variants, and 10,000 (MELTEMI_BENCH_STREAMS_LARGE) with SotW. Every Update changes all K
+// names; each iteration makes U Updates (MELTEMI_BENCH_UPDATES, default 20) and waits for every
+// stream to receive and ACK each. The clients run in a process of their own (this test binary,
+// see TestBenchClientProcess), so the server's CPU and memory are measured alone; both share the
+// machine's cores. Reported: p50-ms, p99-ms and max-ms of the N×U latencies, the server
+// process's CPU per Update (server-cpu-ms/update), and the server's heap and goroutine stacks
+// per connected stream (server-KiB/stream). Run with -benchtime=1x.
 func BenchmarkPushLatency(b *testing.B) {
 	streams := envInt(b, "MELTEMI_BENCH_STREAMS", 1000)
+	large := envInt(b, "MELTEMI_BENCH_STREAMS_LARGE", 10000)
 	updates := envInt(b, "MELTEMI_BENCH_UPDATES", 20)
 	for _, tc := range []struct {
-		api   string
-		names int
+		api            string
+		names, streams int
 	}{
-		{apiSotw, 100},
-		{apiSotw, 1},
-		{apiDelta, 100},
+		{apiSotw, 100, streams},
+		{apiSotw, 1, streams},
+		{apiDelta, 100, streams},
+		{apiSotw, 100, large},
 	} {
-		b.Run(fmt.Sprintf("api=%s/names=%d/streams=%d", tc.api, tc.names, streams), func(b *testing.B) {
-			benchPushLatency(b, tc.api, tc.names, streams, updates)
+		b.Run(fmt.Sprintf("streams=%d/api=%s/names=%d", tc.streams, tc.api, tc.names), func(b *testing.B) {
+			benchPushLatency(b, tc.api, tc.names, tc.streams, updates)
 		})
 	}
+}
+
+func benchNameOf(names int) func(int) string {
+	return func(i int) string { return fmt.Sprintf("svc-%04d.dubbo_20880", i%names) }
 }
 
 func benchPushLatency(b *testing.B, api string, names, streams, updates int) {
 	srv := startServer(b, nil)
 	srv.Update(benchRoutes(names, 0))
-	hits := make(chan hit, 4*streams)
-	nameOf := func(i int) string { return fmt.Sprintf("svc-%04d.dubbo_20880", i%names) }
-	for i := range streams {
-		conn := dial(b, srv.addr, nil)
-		ctx, cancel := context.WithCancel(context.Background())
-		b.Cleanup(cancel)
-		if api == apiSotw {
-			go sotwBenchClient(ctx, b, conn, i, nameOf(i), hits)
-		} else {
-			go deltaBenchClient(ctx, b, conn, i, nameOf(i), hits)
-		}
-	}
+	nameOf := benchNameOf(names)
+	heap0 := serverMemory()
+	hits, clients := startBenchClients(b, srv.addr, api, names, streams)
 	// Every stream holds round 0 before measuring.
 	collect(b, hits, srv, streams, nameOf)
+	perStream := float64(serverMemory()-heap0) / float64(streams) / 1024
 
 	rounds := make([]map[string]*routev3.RouteConfiguration, b.N*updates)
 	for i := range rounds {
 		rounds[i] = benchRoutes(names, i+1)
 	}
 	var lat []time.Duration
-	cpu0 := cpuTime(b)
+	cpu0, clientCPU0 := cpuTime(b), processCPU(b, clients)
 	b.ResetTimer()
 	for _, desired := range rounds {
 		start := time.Now()
@@ -102,17 +109,28 @@ func benchPushLatency(b *testing.B, api string, names, streams, updates int) {
 		}
 	}
 	b.StopTimer()
-	cpu := cpuTime(b) - cpu0
+	cpu, clientCPU := cpuTime(b)-cpu0, processCPU(b, clients)-clientCPU0
 	slices.Sort(lat)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(ms(lat[(len(lat)*99+99)/100-1]), "p99-ms")
 	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
 	b.ReportMetric(float64(len(lat))/float64(b.N), "deliveries/op")
-	b.ReportMetric(ms(cpu)/float64(len(rounds)), "cpu-ms/update")
-	b.Logf("%s, %d names, %d streams, %d updates: p50 %v p99 %v max %v; process CPU (server and clients) %v per update",
+	b.ReportMetric(ms(cpu)/float64(len(rounds)), "server-cpu-ms/update")
+	b.ReportMetric(ms(clientCPU)/float64(len(rounds)), "client-cpu-ms/update")
+	b.ReportMetric(perStream, "server-KiB/stream")
+	b.Logf("%s, %d names, %d streams, %d updates: p50 %v p99 %v max %v; server CPU %v per update, %.1f KiB per stream",
 		api, names, streams, len(rounds), lat[len(lat)/2], lat[(len(lat)*99+99)/100-1], lat[len(lat)-1],
-		cpu/time.Duration(len(rounds)))
+		cpu/time.Duration(len(rounds)), perStream)
+}
+
+// serverMemory is the live heap and goroutine stacks of this process after a collection: with
+// the clients elsewhere, what the server holds.
+func serverMemory() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc + m.StackInuse
 }
 
 // cpuTime is the CPU time used by this process so far. Reported beside the latencies because
@@ -125,6 +143,15 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// processCPU is the CPU time another process has used so far.
+func processCPU(b *testing.B, pid int) time.Duration {
+	cpu, err := procstat.CPU(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cpu
+}
+
 // collect waits until every stream has received the version now served for its name and
 // returns when each received it. Older versions still arriving are skipped.
 func collect(b *testing.B, hits <-chan hit, srv *testServer, streams int, nameOf func(int) string) []time.Time {
@@ -135,28 +162,116 @@ func collect(b *testing.B, hits <-chan hit, srv *testServer, streams int, nameOf
 	}
 	got := make([]time.Time, streams)
 	left := streams
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(60 * time.Second)
 	for left > 0 {
 		select {
-		case h := <-hits:
+		case h, ok := <-hits:
+			if !ok {
+				b.Fatalf("the client process ended with %d of %d streams waiting", left, streams)
+			}
 			if h.version == want[h.stream] && got[h.stream].IsZero() {
 				got[h.stream] = h.at
 				left--
 			}
 		case <-timeout:
-			b.Fatalf("%d of %d streams did not receive the update within 30s", left, streams)
+			b.Fatalf("%d of %d streams did not receive the update within 60s", left, streams)
 		}
 	}
 	return got
 }
 
+// benchClientEnv, set in the environment of this test binary, makes TestBenchClientProcess
+// the client side of BenchmarkPushLatency: "addr api names streams".
+const benchClientEnv = "MELTEMI_XDS_BENCH_CLIENTS"
+
+// startBenchClients runs the streams in a child process (this test binary running
+// TestBenchClientProcess) and returns what they receive: one line per stream and version,
+// "stream version unix-nanoseconds", read from its output, and the child's pid.
+func startBenchClients(b *testing.B, addr, api string, names, streams int) (<-chan hit, int) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.v=false")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", benchClientEnv, addr, api, names, streams))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	hits := make(chan hit, 4*streams)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(hits)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var h hit
+			var nanos int64
+			if _, err := fmt.Sscanf(sc.Text(), "%d %s %d", &h.stream, &h.version, &nanos); err != nil {
+				continue // the test framework's own lines
+			}
+			h.at = time.Unix(0, nanos)
+			hits <- h
+		}
+	}()
+	b.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		<-done
+		if b.Failed() {
+			b.Logf("client process: %s", stderr.String())
+		}
+	})
+	return hits, cmd.Process.Pid
+}
+
+// TestBenchClientProcess is the client side of BenchmarkPushLatency, run by it in a child
+// process; it does nothing otherwise. It plays one proxy per stream until killed.
+func TestBenchClientProcess(t *testing.T) {
+	spec := os.Getenv(benchClientEnv)
+	if spec == "" {
+		t.Skip("the client process of BenchmarkPushLatency")
+	}
+	var addr, api string
+	var names, streams int
+	if _, err := fmt.Sscanf(spec, "%s %s %d %d", &addr, &api, &names, &streams); err != nil {
+		t.Fatalf("%s=%q: %v", benchClientEnv, spec, err)
+	}
+	hits := make(chan hit, 4*streams)
+	nameOf := benchNameOf(names)
+	ctx := context.Background()
+	for i := range streams {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if api == apiSotw {
+			go sotwBenchClient(ctx, t, conn, i, nameOf(i), hits)
+		} else {
+			go deltaBenchClient(ctx, t, conn, i, nameOf(i), hits)
+		}
+	}
+	w := bufio.NewWriterSize(os.Stdout, 1<<16)
+	for h := range hits {
+		fmt.Fprintf(w, "%d %s %d\n", h.stream, h.version, h.at.UnixNano())
+		if len(hits) == 0 {
+			if err := w.Flush(); err != nil {
+				return // the benchmark is over
+			}
+		}
+	}
+}
+
 // benchClient plays a proxy on one stream: it sends req, then for every response reports the
 // versions it carries and sends the acknowledgement handle returns. handle decodes the route
 // configurations, as a proxy does.
-func benchClient[Req, Resp any](b *testing.B, stream grpc.BidiStreamingClient[Req, Resp], err error, i int, req *Req,
+func benchClient[Req, Resp any](t testing.TB, stream grpc.BidiStreamingClient[Req, Resp], err error, i int, req *Req,
 	hits chan<- hit, handle func(*Resp) ([]string, *Req, error)) {
 	if err != nil {
-		b.Error(err)
+		t.Error(err)
 		return
 	}
 	for {
@@ -170,7 +285,7 @@ func benchClient[Req, Resp any](b *testing.B, stream grpc.BidiStreamingClient[Re
 		at := time.Now()
 		versions, ack, err := handle(resp)
 		if err != nil {
-			b.Error(err)
+			t.Error(err)
 			return
 		}
 		for _, v := range versions {
@@ -180,10 +295,10 @@ func benchClient[Req, Resp any](b *testing.B, stream grpc.BidiStreamingClient[Re
 	}
 }
 
-func sotwBenchClient(ctx context.Context, b *testing.B, conn *grpc.ClientConn, i int, name string, hits chan<- hit) {
+func sotwBenchClient(ctx context.Context, t testing.TB, conn *grpc.ClientConn, i int, name string, hits chan<- hit) {
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	first := &discoveryv3.DiscoveryRequest{TypeUrl: RouteType, ResourceNames: []string{name}}
-	benchClient(b, stream, err, i, first, hits, func(resp *discoveryv3.DiscoveryResponse) ([]string, *discoveryv3.DiscoveryRequest, error) {
+	benchClient(t, stream, err, i, first, hits, func(resp *discoveryv3.DiscoveryResponse) ([]string, *discoveryv3.DiscoveryRequest, error) {
 		for _, a := range resp.GetResources() {
 			if err := a.UnmarshalTo(&routev3.RouteConfiguration{}); err != nil {
 				return nil, nil, err
@@ -194,10 +309,10 @@ func sotwBenchClient(ctx context.Context, b *testing.B, conn *grpc.ClientConn, i
 	})
 }
 
-func deltaBenchClient(ctx context.Context, b *testing.B, conn *grpc.ClientConn, i int, name string, hits chan<- hit) {
+func deltaBenchClient(ctx context.Context, t testing.TB, conn *grpc.ClientConn, i int, name string, hits chan<- hit) {
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	first := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: RouteType, ResourceNamesSubscribe: []string{name}}
-	benchClient(b, stream, err, i, first, hits, func(resp *discoveryv3.DeltaDiscoveryResponse) ([]string, *discoveryv3.DeltaDiscoveryRequest, error) {
+	benchClient(t, stream, err, i, first, hits, func(resp *discoveryv3.DeltaDiscoveryResponse) ([]string, *discoveryv3.DeltaDiscoveryRequest, error) {
 		var versions []string
 		for _, r := range resp.GetResources() {
 			if err := r.GetResource().UnmarshalTo(&routev3.RouteConfiguration{}); err != nil {
