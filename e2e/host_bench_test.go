@@ -34,6 +34,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/procstat"
 	"github.com/meltemi-mesh/meltemi/registries/synthetic"
 )
 
@@ -409,6 +410,13 @@ func (s *stampWatch) await(b *testing.B, env *harness.Env, domain string, n int,
 	return out
 }
 
+// snapshot returns the latencies of the changes of domain seen so far.
+func (s *stampWatch) snapshot(domain string) []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.lat[domain])
+}
+
 // percentileMs returns the p-quantile (0 < p < 1) of d in milliseconds; d is sorted in place.
 func percentileMs(d []time.Duration, p float64) float64 {
 	slices.Sort(d)
@@ -623,22 +631,7 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 	b.ReportMetric(0, "ns/op")
 }
 
-// vmRSSMiB returns a process's resident set size from /proc/<pid>/status.
-func vmRSSMiB(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-// BenchmarkHostMemory reports the RSS of the meltemi process (rss-MiB, goal ≤ 512) once it
+// BenchmarkHostMemory reports the RSS of the meltemi process (rss-MiB, goal ≤ 256) once it
 // holds MELTEMI_BENCH_INSTANCES instances (services of 10) written as ServiceEntries and is
 // idle; plugin-rss-MiB is the synthetic plugin process, reported separately.
 func BenchmarkHostMemory(b *testing.B) {
@@ -656,13 +649,10 @@ func BenchmarkHostMemory(b *testing.B) {
 			return nil
 		})
 		waitIdle(b, env, br, 5*time.Second)
-		rss, err := vmRSSMiB(br.cmd.Process.Pid)
-		if err != nil {
-			b.Fatal(err)
-		}
+		rss := rssOf(b, br)
 		var plugins float64
 		for _, pid := range pluginChildren(b, br.cmd.Process.Pid) {
-			if r, err := vmRSSMiB(pid); err == nil {
+			if r, err := procstat.RSSMiB(pid); err == nil {
 				plugins += r
 			}
 		}
@@ -694,6 +684,21 @@ func syntheticRevisions(t testing.TB, registry string, opts map[string]string, c
 	return want
 }
 
+// awaitRevisions waits until the ServiceEntries of c hold the synthetic revisions want.
+func awaitRevisions(b *testing.B, c *cluster, want map[string]string, timeout time.Duration) {
+	b.Helper()
+	c.env.Eventually(b, timeout, func() error {
+		got := revisions(byName(listServiceEntries(b, c)))
+		for h, w := range want {
+			if got[h] != w {
+				time.Sleep(100 * time.Millisecond)
+				return fmt.Errorf("%s: endpoints %s, want %s", h, got[h], w)
+			}
+		}
+		return nil
+	})
+}
+
 // BenchmarkWritesPerBurst makes a burst of 3 changes to each of K services (K =
 // MELTEMI_BENCH_BURST, default 100; different instances, as fast as the plugin emits) and
 // reports the host's ServiceEntry writes per distinct ServiceEntry changed
@@ -720,22 +725,7 @@ func BenchmarkWritesPerBurst(b *testing.B) {
 		before := seWrites(br.metrics(b))
 		touch(b, start)
 
-		want := syntheticRevisions(b, name, opts, perService*k)
-		env.Eventually(b, 2*time.Minute, func() error {
-			items := listServiceEntries(b, c)
-			ses := make(map[string]*unstructured.Unstructured, len(items))
-			for i := range items {
-				ses[items[i].GetName()] = &items[i]
-			}
-			got := revisions(ses)
-			for h, w := range want {
-				if got[h] != w {
-					time.Sleep(100 * time.Millisecond)
-					return fmt.Errorf("%s: endpoints %s, want %s", h, got[h], w)
-				}
-			}
-			return nil
-		})
+		awaitRevisions(b, c, syntheticRevisions(b, name, opts, perService*k), 2*time.Minute)
 		waitIdle(b, env, br, 2*time.Second)
 		ratio += (seWrites(br.metrics(b)) - before) / float64(k)
 		br.stop(b)
