@@ -64,6 +64,8 @@ var goals = []goal{
 	{"/e2e", "BenchmarkOverload", "ratio-vs-floor", "overload (500 changes/s over 1,000 services): sustained writes/s vs a plain apply loop's", false, 0.9},
 	{"/e2e", "BenchmarkOverload", "writes-per-distinct-change", "overload: writes / distinct (host, 100 ms window) changes", true, 1},
 	{"/e2e", "BenchmarkOverload", "max-wait-over-round-robin-bound", "overload: longest wait of a change / round-robin bound (services ÷ floor rate)", true, 2},
+	{"/e2e", "BenchmarkNacosToServiceEntry", "new-service-p99-ms", "a new Nacos service → ServiceEntry written, p99", true, 1500},
+	{"/e2e", "BenchmarkNacosToServiceEntry", "register-p99-ms", "a Nacos instance change of a known service → ServiceEntry written, p99 (with the server's push)", true, 500},
 	{"/e2e", "BenchmarkRegistryToSidecar/istiod-debounce=100ms", "p99-ms", "ZooKeeper change → a sidecar's EDS through real istiod, p99 (istiod's default debounce)", true, 150},
 	{"/e2e", "BenchmarkIstiodCost", "meltemi-idle-pushes", "istiod pushes in 30 s without changes, Meltemi's ServiceEntries (worst size)", true, 0},
 	{"/e2e", "BenchmarkAPIServerOutageRecovery", "recovery-s", "reliability: changes made during a kube-apiserver outage (30 s, 3 min) all written after it is ready again (worst)", true, 5},
