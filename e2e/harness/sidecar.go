@@ -86,6 +86,10 @@ type Sidecar struct {
 	acked    map[string]int
 	nacked   []string
 	subs     map[string][]string // EDS and RDS subscriptions by type
+	// last holds, by type, the version this sidecar accepted last and the nonce of the
+	// latest response: a changed subscription is sent with them, as Envoy does. Without a
+	// nonce istiod takes the request for a new stream and sends every resource again.
+	last     map[string]ackState
 	closed   error
 	logStart int64 // size of istiod's log when the sidecar joined
 	// filterErrors is istiod's count of EnvoyFilter patches that failed, when the sidecar joined.
@@ -135,7 +139,7 @@ func (e *Env) JoinSidecar(t testing.TB, kube kubernetes.Interface, opts SidecarO
 		Name: opts.Name, Namespace: opts.Namespace, IP: opts.IP, Labels: opts.Labels, t: t, env: e,
 		view: &View{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 			Listeners: map[string]*listenerv3.Listener{}, Routes: map[string]*routev3.RouteConfiguration{}},
-		changed: make(chan struct{}), acked: map[string]int{}, subs: map[string][]string{},
+		changed: make(chan struct{}), acked: map[string]int{}, subs: map[string][]string{}, last: map[string]ackState{},
 	}
 	s.logStart = fileSize(e.IstiodLog)
 	s.filterErrors = e.istiodFilterErrors()
@@ -240,6 +244,9 @@ func (s *Sidecar) send(req *discoveryv3.DiscoveryRequest) {
 	}
 }
 
+// ackState is what a sidecar last accepted of one type, and the nonce of the latest response.
+type ackState struct{ version, nonce string }
+
 func (s *Sidecar) receive() {
 	for {
 		resp, err := s.stream.Recv()
@@ -272,7 +279,9 @@ func (s *Sidecar) handle(resp *discoveryv3.DiscoveryResponse, at time.Time) {
 	}
 	s.mu.Lock()
 	subs := s.subs[typ]
+	prev := s.last[typ]
 	if len(errs) > 0 {
+		s.last[typ] = ackState{version: prev.version, nonce: resp.GetNonce()}
 		for _, e := range errs {
 			s.nacked = append(s.nacked, fmt.Sprintf("%s: %s", shortType(typ), e))
 		}
@@ -305,6 +314,7 @@ func (s *Sidecar) handle(resp *discoveryv3.DiscoveryResponse, at time.Time) {
 		}
 	}
 	s.acked[typ]++
+	s.last[typ] = ackState{version: resp.GetVersionInfo(), nonce: resp.GetNonce()}
 	var follow []*discoveryv3.DiscoveryRequest
 	follow = append(follow, &discoveryv3.DiscoveryRequest{TypeUrl: typ, ResourceNames: subs, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
 	switch typ {
@@ -312,13 +322,15 @@ func (s *Sidecar) handle(resp *discoveryv3.DiscoveryResponse, at time.Time) {
 		if names := edsClusters(v.Clusters); !slices.Equal(names, s.subs[EndpointType]) {
 			s.subs[EndpointType] = names
 			v.Endpoints = keep(v.Endpoints, names)
-			follow = append(follow, &discoveryv3.DiscoveryRequest{TypeUrl: EndpointType, ResourceNames: names})
+			last := s.last[EndpointType]
+			follow = append(follow, &discoveryv3.DiscoveryRequest{TypeUrl: EndpointType, ResourceNames: names, VersionInfo: last.version, ResponseNonce: last.nonce})
 		}
 	case ListenerType:
 		if names := routeNames(v.Listeners); !slices.Equal(names, s.subs[RouteType]) {
 			s.subs[RouteType] = names
 			v.Routes = keep(v.Routes, names)
-			follow = append(follow, &discoveryv3.DiscoveryRequest{TypeUrl: RouteType, ResourceNames: names})
+			last := s.last[RouteType]
+			follow = append(follow, &discoveryv3.DiscoveryRequest{TypeUrl: RouteType, ResourceNames: names, VersionInfo: last.version, ResponseNonce: last.nonce})
 		}
 	}
 	s.view = v
