@@ -162,23 +162,29 @@ const sharedLabelSets = 8
 
 // shareLabels returns svc with instances whose labels are equal holding one map between them:
 // instances of a service mostly carry the same labels (version, group, application), and at
-// 100,000 instances one map each is most of the store's memory. The instance slice is copied,
-// so the caller's service is left as it was. Stored services are never modified in place.
+// 100,000 instances one map each is most of the store's memory. The instance slice is copied
+// before any map is shared, so the caller's service is left as it was. Stored services are never modified in place.
 func shareLabels(svc catalog.Service) catalog.Service {
 	if len(svc.Instances) < 2 {
 		return svc
 	}
-	insts := slices.Clone(svc.Instances)
+	var insts []catalog.Instance // the copy, made at the first shared map
 	distinct := make([]map[string]string, 0, sharedLabelSets)
-	for i := range insts {
-		labels := insts[i].Labels
-		if j := slices.IndexFunc(distinct, func(m map[string]string) bool { return maps.Equal(m, labels) }); j >= 0 {
+	for i, in := range svc.Instances {
+		j := slices.IndexFunc(distinct, func(m map[string]string) bool { return maps.Equal(m, in.Labels) })
+		switch {
+		case j >= 0:
+			if insts == nil {
+				insts = slices.Clone(svc.Instances)
+			}
 			insts[i].Labels = distinct[j]
-		} else if len(distinct) < sharedLabelSets {
-			distinct = append(distinct, labels)
+		case len(distinct) < sharedLabelSets:
+			distinct = append(distinct, in.Labels)
 		}
 	}
-	svc.Instances = insts
+	if insts != nil {
+		svc.Instances = insts
+	}
 	return svc
 }
 

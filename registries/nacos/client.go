@@ -202,9 +202,11 @@ func listGroup(ctx context.Context, c naming_client.INamingClient, namespace, gr
 	if err != nil || len(first) < servicePageSize {
 		return first, err
 	}
+	// A count below what the first page held is wrong, and says nothing about the total.
+	counted := count >= uint32(len(first))
 	size := max(count, uint32(len(first))) + servicePageSize
 	whole, _, err := page(1, size)
-	if err != nil || len(whole) < int(size) && len(whole) >= int(count) {
+	if err != nil || counted && len(whole) < int(size) && len(whole) >= int(count) {
 		return whole, err
 	}
 	// The server caps the page size (or its count is wrong): page through.
@@ -224,8 +226,8 @@ func listGroup(ctx context.Context, c naming_client.INamingClient, namespace, gr
 			}
 		}
 		switch {
-		case added == 0 && len(names) > 0:
-			return out, nil // a server that ignores paging repeats its page
+		case no > 1 && slices.Equal(names, first):
+			return out, nil // a server that ignores paging repeats its first page
 		case added < len(names):
 			return nil, fmt.Errorf("the server's pages of the service list overlap (page %d repeats %d services): the list is not complete", no, len(names)-added)
 		case len(names) < servicePageSize:

@@ -19,6 +19,8 @@ type pagingServer struct {
 	names                       []string
 	maxPage                     int  // the largest page it serves, 0 for no limit
 	shuffle                     bool // orders the list anew for every request, as Polaris does
+	zeroCount                   bool // reports a count of 0, as some servers get it wrong
+	ignorePaging                bool // serves the first page whatever page is asked for
 	requests                    int
 }
 
@@ -33,7 +35,14 @@ func (s *pagingServer) GetAllServicesInfo(p vo.GetAllServiceInfoParam) (nacosmod
 		size = min(size, s.maxPage)
 	}
 	from := min(len(names), (int(p.PageNo)-1)*size)
-	return nacosmodel.ServiceList{Count: int64(len(names)), Doms: names[from:min(len(names), from+size)]}, nil
+	if s.ignorePaging {
+		from = 0
+	}
+	count := int64(len(names))
+	if s.zeroCount {
+		count = 0
+	}
+	return nacosmodel.ServiceList{Count: count, Doms: names[from:min(len(names), from+size)]}, nil
 }
 
 func TestListGroupIsCompleteOrFails(t *testing.T) {
@@ -56,6 +65,11 @@ func TestListGroupIsCompleteOrFails(t *testing.T) {
 		{name: "page limit, exactly full pages", server: pagingServer{names: services(1000), maxPage: 500}, requests: 5},
 		{name: "page limit, pages in a new order each time", server: pagingServer{names: services(1200), maxPage: 500, shuffle: true},
 			wantErr: "pages of the service list overlap"},
+		// The last page of 5 is likely all on the first page too: still not a complete list.
+		{name: "page limit, small last page, new order each time", server: pagingServer{names: services(505), maxPage: 500, shuffle: true},
+			wantErr: "pages of the service list overlap"},
+		{name: "page limit below the whole-list page, count 0", server: pagingServer{names: services(1500), maxPage: 800, zeroCount: true}, requests: 6},
+		{name: "page limit, paging ignored, count 0", server: pagingServer{names: services(500), maxPage: 500, ignorePaging: true, zeroCount: true}, requests: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := listGroup(context.Background(), &tc.server, "ns", "g")
