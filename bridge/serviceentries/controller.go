@@ -6,6 +6,7 @@
 package serviceentries
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -264,9 +265,22 @@ func (c *Controller) holdsEmpty(registry, key string) bool {
 	return false
 }
 
-// Run writes changed hosts until ctx ends.
+// backlogged is a writer that can hold the controller's next batch while it is behind
+// (sync/kube.Reconciler.WaitBacklog).
+type backlogged interface {
+	WaitBacklog(ctx context.Context)
+}
+
+// Run writes changed hosts until ctx ends. After each batch it waits while the writer is
+// behind: hosts changed meanwhile are converted once, when the writer can take them.
 func (c *Controller) Run(ctx context.Context) {
-	c.queue.Run(ctx, c.flush)
+	paced, _ := c.writer.(backlogged)
+	c.queue.Run(ctx, func(batch map[string]time.Time) {
+		c.flush(batch)
+		if paced != nil {
+			paced.WaitBacklog(ctx)
+		}
+	})
 }
 
 // flush writes a batch of changed hosts, then lets the writer delete the orphans of the
@@ -287,7 +301,11 @@ func (c *Controller) flush(batch map[string]time.Time) {
 	if c.cfg.Latency != nil {
 		c.cfg.Latency.Changed(batch)
 	}
-	slices.Sort(hosts)
+	// Oldest change first: a writer that is behind takes its queue in order, so a host changed
+	// just after the previous batch is not also written last in this one.
+	slices.SortFunc(hosts, func(a, b string) int {
+		return cmp.Or(batch[a].Compare(batch[b]), strings.Compare(a, b))
+	})
 	for _, h := range hosts {
 		if err := c.write(h); err != nil {
 			c.log.Error("building desired state", "host", h, "error", err)

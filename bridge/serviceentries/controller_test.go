@@ -30,6 +30,7 @@ type recorder struct {
 	groups  map[string][]*unstructured.Unstructured
 	objects map[string]*unstructured.Unstructured // kind/name -> last handed over
 	sets    int
+	order   []string // kind/name per object handed over, in order
 	unsets  []string
 	deletes bool
 	// allowedWith is, per AllowDeletes call, the objects handed over by then.
@@ -49,6 +50,7 @@ func (r *recorder) SetGroup(group string, objs []*unstructured.Unstructured) []e
 		now[id] = true
 		r.objects[id] = obj
 		r.sets++
+		r.order = append(r.order, id)
 	}
 	for _, old := range r.groups[group] {
 		if id := old.GetKind() + "/" + old.GetName(); !now[id] {
@@ -543,5 +545,88 @@ func TestUnusableRegistryKeepsItsObjects(t *testing.T) {
 	}
 	if c.DeletesAllowed() {
 		t.Error("DeletesAllowed with a declared registry that never synced")
+	}
+}
+
+// pacedRecorder is a writer that is behind while its gate is closed (WaitBacklog blocks).
+type pacedRecorder struct {
+	*recorder
+	gate chan struct{}
+}
+
+func (p *pacedRecorder) WaitBacklog(ctx context.Context) {
+	select {
+	case <-p.gate:
+	case <-ctx.Done():
+	}
+}
+
+// runBehindWriter runs a controller whose writer is behind until p.gate is closed.
+func runBehindWriter(t *testing.T) (*pacedRecorder, *Controller) {
+	t.Helper()
+	p := &pacedRecorder{recorder: newRecorder(), gate: make(chan struct{})}
+	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond}, store.New(), p)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	return p, c
+}
+
+// TestBehindWriterGetsEachHostOnceWithItsLatestState: while the writer is behind, changes
+// coalesce in the controller; once it catches up each changed host is converted and handed
+// over once, with its latest state.
+func TestBehindWriterGetsEachHostOnceWithItsLatestState(t *testing.T) {
+	p, c := runBehindWriter(t)
+	c.Upsert(svc("zk", "a", "a.svc", "10.0.0.1"))
+	eventually(t, "the first change handed over at once", func() bool { _, sets, _, _ := p.snapshot(); return sets == 1 })
+	// The writer is behind now: 50 changes to two hosts wait in the controller.
+	for i := range 50 {
+		c.Upsert(svc("zk", "a", "a.svc", fmt.Sprintf("10.0.1.%d", i)))
+		c.Upsert(svc("zk", "b", "b.svc", fmt.Sprintf("10.0.2.%d", i)))
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, sets, _, _ := p.snapshot(); sets != 1 {
+		t.Fatalf("%d objects handed over while the writer was behind, want only the first", sets)
+	}
+	close(p.gate)
+	eventually(t, "both hosts handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets >= 3 })
+	time.Sleep(50 * time.Millisecond)
+	objs, sets, _, _ := p.snapshot()
+	if sets != 3 {
+		t.Errorf("%d objects handed over for 100 changes to 2 hosts behind a slow writer, want 1 each (3 with the first)", sets)
+	}
+	for host, want := range map[string]string{"a.svc": "10.0.1.49", "b.svc": "10.0.2.49"} {
+		obj := objs["ServiceEntry/"+host]
+		if obj == nil {
+			t.Fatalf("no ServiceEntry for %s", host)
+		}
+		eps, _, _ := unstructured.NestedSlice(obj.Object, "spec", "endpoints")
+		if len(eps) != 1 || eps[0].(map[string]any)["address"] != want {
+			t.Errorf("%s endpoints %v, want only the latest %s", host, eps, want)
+		}
+	}
+}
+
+// TestBehindWriterGetsTheOldestChangeFirst: a batch is handed over in the order its hosts
+// changed, not by name, so a host changed just after a batch was taken is not also last in
+// the next one while the writer works through its queue in order.
+func TestBehindWriterGetsTheOldestChangeFirst(t *testing.T) {
+	p, c := runBehindWriter(t)
+	c.Upsert(svc("zk", "first", "first.svc", "10.0.0.1"))
+	eventually(t, "the first change handed over at once", func() bool { _, sets, _, _ := p.snapshot(); return sets == 1 })
+	for _, h := range []string{"c", "a", "d", "b"} {
+		c.Upsert(svc("zk", h, h+".svc", "10.0.0.2"))
+		time.Sleep(2 * time.Millisecond) // distinct change times
+	}
+	c.Upsert(svc("zk", "c", "c.svc", "10.0.0.3")) // a later change keeps c's first place
+	close(p.gate)
+	eventually(t, "every host handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 5 })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := []string{"ServiceEntry/first.svc", "ServiceEntry/c.svc", "ServiceEntry/a.svc", "ServiceEntry/d.svc", "ServiceEntry/b.svc"}
+	if !slices.Equal(p.order, want) {
+		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
 	}
 }

@@ -317,7 +317,8 @@ func (rr *running) waitIdle(t testing.TB) {
 	}
 }
 
-// metric returns the value of a counter or gauge with the given labels (0 if absent).
+// metric returns the value of a counter or gauge, or a histogram's count, with the given
+// labels (0 if absent).
 func metric(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -347,6 +348,8 @@ func value(m *dto.Metric) float64 {
 		return m.GetCounter().GetValue()
 	case m.GetGauge() != nil:
 		return m.GetGauge().GetValue()
+	case m.GetHistogram() != nil:
+		return float64(m.GetHistogram().GetSampleCount())
 	}
 	return 0
 }

@@ -543,6 +543,29 @@ func (r *Reconciler) WaitIdle(ctx context.Context) error {
 	}
 }
 
+// WaitBacklog blocks while more keys are queued than the workers can take at once, or until
+// ctx is done; it returns at once while the workers are not running (before Run's caches
+// synced, or on a replica that does not lead). A source that calls it before handing over its
+// next changes is paced by the API server: changes that arrive meanwhile coalesce at the
+// source and are turned into objects once per write, not once per change, so an overloaded
+// API server does not also cost the host (and the machine it shares) a conversion for every
+// change that is superseded before it is written. Keys waiting out a retry backoff do not
+// count: a failing server does not stop the source from taking changes.
+func (r *Reconciler) WaitBacklog(ctx context.Context) {
+	if !r.Synced() || r.queue.Len() <= r.cfg.Workers {
+		return
+	}
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for r.queue.Len() > r.cfg.Workers {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Cached returns the cluster's copy of an owned object as the informer cache holds it, or nil
 // (also for a foreign object). The caller must not modify it.
 func (r *Reconciler) Cached(gvk schema.GroupVersionKind, namespace, name string) *unstructured.Unstructured {

@@ -215,8 +215,10 @@ func (r *Reconciler) apply(ctx context.Context, k objKey, d *desiredObject, exis
 	// FieldValidation Ignore: with the default (Warn) the API server parses the YAML apply body
 	// a second time, strictly, only to produce warnings — about a fifth of the server's cost
 	// of an apply. Fields the schema drops are reported below from the response instead.
+	start := time.Now()
 	out, err := ks.client.Namespace(k.namespace).Patch(ctx, k.name, types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: r.cfg.FieldManager, Force: &force, FieldValidation: metav1.FieldValidationIgnore})
+	r.m.writeSeconds.WithLabelValues("apply", ks.label).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if apierrors.IsConflict(err) {
 			return false, fmt.Errorf("%w: apply %s %s/%s: %v", errStale, ks.label, k.namespace, k.name, err)
@@ -271,9 +273,11 @@ func (r *Reconciler) syncOrphan(ctx context.Context, k objKey, live *unstructure
 	uid, rv := live.GetUID(), live.GetResourceVersion()
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
+	start := time.Now()
 	err := ks.client.Namespace(k.namespace).Delete(ctx, k.name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv},
 	})
+	r.m.writeSeconds.WithLabelValues("delete", ks.label).Observe(time.Since(start).Seconds())
 	switch {
 	case apierrors.IsNotFound(err):
 		return false, nil // already gone

@@ -636,3 +636,54 @@ func TestFakeDefaultedObjectIsReadOnceNotRewritten(t *testing.T) {
 		t.Errorf("applies after a resync %v", applies)
 	}
 }
+
+// TestWaitBacklogHoldsWhileTheQueueOutgrowsTheWorkers: with the writes stuck, more keys are
+// queued than there are workers and WaitBacklog blocks; it returns once they drain, and at
+// once while the workers are not running. Each write is timed in meltemi_sync_write_seconds.
+func TestWaitBacklogHoldsWhileTheQueueOutgrowsTheWorkers(t *testing.T) {
+	c := newFakeCluster(t)
+	gate := make(chan struct{})
+	c.PrependReactor("patch", "serviceentries", func(clienttesting.Action) (bool, runtime.Object, error) {
+		<-gate
+		return false, nil, nil
+	})
+	rr := newReconciler(t, c, "ns", func(cfg *Config) { cfg.Workers = 2 })
+	for i := range 10 {
+		if err := rr.Set(serviceEntry("ns", fmt.Sprintf("se-%d", i), 1, "1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waited := func() <-chan struct{} {
+		done := make(chan struct{})
+		go func() { rr.WaitBacklog(context.Background()); close(done) }()
+		return done
+	}
+	select {
+	case <-waited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitBacklog blocked before Run: nothing would ever drain the queue")
+	}
+	rr.start(t)
+	eventually(t, 5*time.Second, func() error {
+		if !rr.Synced() {
+			return errors.New("caches not synced")
+		}
+		return nil
+	})
+	behind := waited()
+	select {
+	case <-behind:
+		t.Fatalf("WaitBacklog returned with %d keys queued for 2 workers", rr.queue.Len())
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case <-behind:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitBacklog still blocked after the writes went through")
+	}
+	rr.settle(t)
+	if got := metric(t, rr.reg, "meltemi_sync_write_seconds", map[string]string{"verb": "apply"}); got != 10 {
+		t.Errorf("meltemi_sync_write_seconds counts %v applies, want 10", got)
+	}
+}
