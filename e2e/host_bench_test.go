@@ -602,14 +602,17 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 		}
 		env.Eventually(b, 60*time.Second, func() error { time.Sleep(50 * time.Millisecond); return seen(base) })
 		waitIdle(b, env, br, time.Second)
+		before := br.metrics(b)
 
 		registered := map[string]time.Time{}
+		var acked time.Duration // the registry's own time to take the changes
 		tick := time.NewTicker(100 * time.Millisecond)
 		for k := range changes {
 			<-tick.C
 			addr := fmt.Sprintf("10.211.%d.%d", k/250, 1+k%250)
 			t0 := time.Now()
 			add(iface(k%interfaces), addr)
+			acked += time.Since(t0)
 			registered[addr] = t0
 		}
 		tick.Stop()
@@ -618,6 +621,8 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 			return seen(slices.Collect(maps.Keys(registered)))
 		})
 		w.Stop()
+		waitIdle(b, env, br, 200*time.Millisecond)
+		stages := hostStages(before, br.metrics(b))
 		mu.Lock()
 		var lat []time.Duration
 		for a, t0 := range registered {
@@ -626,9 +631,36 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 		mu.Unlock()
 		b.ReportMetric(percentileMs(lat, 0.5), "p50-ms")
 		b.ReportMetric(percentileMs(lat, 0.99), "p99-ms")
+		b.ReportMetric(float64(acked.Microseconds())/1000/changes, "registry-write-mean-ms")
+		b.ReportMetric(stages.hostMs, "host-mean-ms")
+		b.ReportMetric(stages.apiWriteMs, "api-write-mean-ms")
 		br.stop(b)
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// stages are the host's own shares of a change's latency, as means over the changes between
+// two scrapes of its metrics: from the event reaching the host to the object written
+// (meltemi_registry_event_to_write_seconds), and of that the API server's apply alone
+// (meltemi_sync_write_seconds of ServiceEntries).
+type stages struct{ hostMs, apiWriteMs float64 }
+
+func hostStages(before, after string) stages {
+	mean := func(text, name string) (sum, count float64) {
+		return metricSum(text, name+"_sum"), metricSum(text, name+"_count")
+	}
+	delta := func(name string, filter ...string) float64 {
+		s0, c0 := mean(linesWith(before, filter...), name)
+		s1, c1 := mean(linesWith(after, filter...), name)
+		if c1 <= c0 {
+			return 0
+		}
+		return (s1 - s0) / (c1 - c0) * 1000
+	}
+	return stages{
+		hostMs:     delta("meltemi_registry_event_to_write_seconds"),
+		apiWriteMs: delta("meltemi_sync_write_seconds", `verb="apply"`, `kind="ServiceEntry"`),
+	}
 }
 
 // BenchmarkHostMemory reports the RSS of the meltemi process (rss-MiB, goal ≤ 256) once it
