@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -177,7 +176,13 @@ func istiodSettle(b *testing.B, env *harness.Env, quiet time.Duration) float64 {
 type istiodLoad struct {
 	cpu, rss   float64 // CPU seconds from the first write until istiod settled; RSS after
 	syncPushes float64 // pushes from the first write until istiod settled
-	idlePushes float64 // pushes in a quiet minute-long wait after that: churn
+	idlePushes float64 // pushes in a quiet 30 s wait after that: churn
+	// syncSeconds is from the first write until the sidecar had every cluster: the pace
+	// istiod saw the objects arrive at, which decides how many pushes it makes.
+	syncSeconds float64
+	// coldCPU is what a freshly started istiod spends until it has pushed the objects, already
+	// all present, to a new sidecar: the cost of the objects themselves.
+	coldCPU float64
 }
 
 // BenchmarkIstiodCost compares what istiod spends on Meltemi's ServiceEntries with what it
@@ -186,7 +191,10 @@ type istiodLoad struct {
 // one connected sidecar. Reported per writer: istiod's CPU seconds from the first write until
 // it has pushed everything (cpu-s), its RSS then (rss-MiB), and the pushes it makes in the
 // 30 s after that while nothing changes (idle-pushes, goal 0); plus cpu-ratio = Meltemi /
-// plain client.
+// plain client. How many pushes istiod makes follows how long the writes take (sync-s: a
+// push is made whenever writes pause for its debounce), so the objects' own cost is measured
+// apart: cold-cpu-s is a fresh istiod's CPU until it has pushed them, all present at its
+// start, to a new sidecar, and cold-cpu-ratio compares the two writers' objects.
 func BenchmarkIstiodCost(b *testing.B) {
 	env := harness.Load(b)
 	env.RequireComponent(b, harness.Istiod)
@@ -227,6 +235,11 @@ func BenchmarkIstiodCost(b *testing.B) {
 				b.ReportMetric(meltemi.cpu, "meltemi-cpu-s")
 				b.ReportMetric(plain.cpu, "plain-cpu-s")
 				b.ReportMetric(meltemi.cpu/plain.cpu, "cpu-ratio")
+				b.ReportMetric(meltemi.syncSeconds, "meltemi-sync-s")
+				b.ReportMetric(plain.syncSeconds, "plain-sync-s")
+				b.ReportMetric(meltemi.coldCPU/plain.coldCPU, "cold-cpu-ratio")
+				b.ReportMetric(meltemi.coldCPU, "meltemi-cold-cpu-s")
+				b.ReportMetric(plain.coldCPU, "plain-cold-cpu-s")
 				b.ReportMetric(meltemi.rss, "meltemi-rss-MiB")
 				b.ReportMetric(plain.rss, "plain-rss-MiB")
 				// Pushes while writing: how the writes' pacing, not the objects, shows in the CPU.
@@ -250,30 +263,53 @@ func measureIstiod(b *testing.B, env *harness.Env, n int, domain string, write f
 	sc := env.JoinSidecar(b, c.kube, harness.SidecarOptions{Name: "cost-probe", Namespace: c.namespace})
 	istiodSettle(b, env, 2*time.Second)
 	cpu0, pushes0 := istiodCPUSeconds(b, env), istiodPushes(b, env)
+	began := time.Now()
 	write(c)
-	// Every ServiceEntry is a cluster of the sidecar's, with its endpoints.
-	sc.WaitFor(10*time.Minute, fmt.Sprintf("%d clusters of hosts in %s", n, domain), func(v *harness.View) error {
-		got := 0
-		for name, cla := range v.Endpoints {
-			if strings.HasSuffix(name, "."+domain) && len(cla.GetEndpoints()) > 0 {
-				got++
-			}
-		}
-		if got < n {
-			return fmt.Errorf("%d of %d clusters with endpoints", got, n)
-		}
-		return nil
-	})
+	awaitClusters(sc, n, domain)
+	load := istiodLoad{syncSeconds: time.Since(began).Seconds()}
 	settled := istiodSettle(b, env, 3*time.Second)
-	load := istiodLoad{cpu: istiodCPUSeconds(b, env) - cpu0, syncPushes: settled - pushes0}
+	load.cpu, load.syncPushes = istiodCPUSeconds(b, env)-cpu0, settled-pushes0
 	if rss, err := procstat.RSSMiB(env.PID(harness.Istiod)); err == nil {
 		load.rss = rss
 	}
 	time.Sleep(30 * time.Second)
 	load.idlePushes = istiodPushes(b, env) - settled
 	sc.RequireNoProblems(b)
-	if err := c.dyn.Resource(serviceEntries).Namespace(c.namespace).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+	// The objects alone, without the pace they were written at: a fresh istiod loads them
+	// all at once and pushes them to a new sidecar.
+	env.Restart(b, harness.Istiod)
+	cold := env.JoinSidecar(b, c.kube, harness.SidecarOptions{Name: "cost-probe-cold", Namespace: c.namespace})
+	awaitClusters(cold, n, domain)
+	istiodSettle(b, env, 3*time.Second)
+	load.coldCPU = istiodCPUSeconds(b, env)
+	cold.RequireNoProblems(b)
+	if err := deleteAllServiceEntries(c); err != nil {
 		b.Fatalf("deleting the ServiceEntries: %v", err)
 	}
 	return load
+}
+
+// awaitClusters waits until every one of n ServiceEntries of hosts in domain is a cluster
+// of the sidecar's, with its endpoints.
+func awaitClusters(sc *harness.Sidecar, n int, domain string) {
+	sc.WaitFor(10*time.Minute, fmt.Sprintf("%d clusters of hosts in %s", n, domain), func(v *harness.View) error {
+		got, assignments, clusters := 0, 0, 0
+		for name, cla := range v.Endpoints {
+			if strings.HasSuffix(name, "."+domain) {
+				assignments++
+				if len(cla.GetEndpoints()) > 0 {
+					got++
+				}
+			}
+		}
+		if got < n {
+			for name := range v.Clusters {
+				if strings.HasSuffix(name, "."+domain) {
+					clusters++
+				}
+			}
+			return fmt.Errorf("%d of %d clusters with endpoints (%d clusters, %d load assignments of the domain)", got, n, clusters, assignments)
+		}
+		return nil
+	})
 }

@@ -77,7 +77,10 @@ type Sidecar struct {
 	node   *corev3.Node
 	cancel context.CancelFunc
 
-	sendMu sync.Mutex
+	// outbox holds requests for the sending goroutine. Receiving never waits on sending: istiod
+	// stops reading requests while its own send to this stream is blocked, so a client whose
+	// receiver waited for its send to go through would deadlock with a large push in flight.
+	outbox chan *discoveryv3.DiscoveryRequest
 
 	mu       sync.Mutex
 	view     *View
@@ -158,6 +161,8 @@ func (e *Env) JoinSidecar(t testing.TB, kube kubernetes.Interface, opts SidecarO
 		t.Fatalf("sidecar %s: opening the discovery stream: %v", s.id(), err)
 	}
 	s.node = s.nodeOf(opts)
+	s.outbox = make(chan *discoveryv3.DiscoveryRequest, 1024)
+	go s.sendLoop(ctx)
 	go s.receive()
 	// Wildcard subscriptions, as Envoy starts: clusters first, then listeners.
 	s.send(&discoveryv3.DiscoveryRequest{TypeUrl: ClusterType})
@@ -231,16 +236,38 @@ func (s *Sidecar) createPod(t testing.TB, kube kubernetes.Interface) {
 	}
 }
 
+// send queues a request for the sending goroutine, in order.
 func (s *Sidecar) send(req *discoveryv3.DiscoveryRequest) {
 	req.Node = s.node
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if err := s.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+	select {
+	case s.outbox <- req:
+	default:
+		// Only a stream that takes no requests at all fills the queue; Envoy would not block
+		// either.
 		s.mu.Lock()
 		if s.closed == nil {
-			s.closed = fmt.Errorf("sending %s request: %w", req.TypeUrl, err)
+			s.closed = fmt.Errorf("%d requests queued, istiod takes none", cap(s.outbox))
 		}
+		s.notifyLocked()
 		s.mu.Unlock()
+	}
+}
+
+func (s *Sidecar) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-s.outbox:
+			if err := s.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+				s.mu.Lock()
+				if s.closed == nil {
+					s.closed = fmt.Errorf("sending %s request: %w", req.TypeUrl, err)
+				}
+				s.notifyLocked()
+				s.mu.Unlock()
+			}
+		}
 	}
 }
 
@@ -540,9 +567,27 @@ func (s *Sidecar) WaitFor(timeout time.Duration, what string, cond func(*View) e
 	s.t.Helper()
 	v, err := s.Await(timeout, cond)
 	if err != nil {
-		s.t.Fatalf("sidecar %s: %s not seen within %v: %v", s.id(), what, timeout, err)
+		s.t.Fatalf("sidecar %s: %s not seen within %v: %v (%s)", s.id(), what, timeout, err, s.state())
 	}
 	return v
+}
+
+// state summarises the stream for a failure message: resources held, subscriptions, and what
+// was accepted last, by type.
+func (s *Sidecar) state() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.view
+	held := map[string]int{ClusterType: len(v.Clusters), EndpointType: len(v.Endpoints), ListenerType: len(v.Listeners), RouteType: len(v.Routes)}
+	var parts []string
+	for _, typ := range []string{ClusterType, EndpointType, ListenerType, RouteType} {
+		part := fmt.Sprintf("%s: %d held, %d accepted, version %q, nonce %q", shortType(typ), held[typ], s.acked[typ], s.last[typ].version, s.last[typ].nonce)
+		if subs, ok := s.subs[typ]; ok {
+			part += fmt.Sprintf(", %d subscribed", len(subs))
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Problems returns what a real proxy or istiod reported as wrong since the sidecar joined:
