@@ -74,6 +74,7 @@ var goals = []goal{
 	{"/e2e", "BenchmarkReliability/scenario=unsynced-registry-gc", "delete-after-start-s", "reliability: a healthy registry's removed service deleted after a restart, while another registry cannot sync", true, 5},
 	{"/e2e", "BenchmarkReliability/scenario=foreign-conflicts", "reported-after-s", "reliability: a name and a host taken by foreign ServiceEntries reported (status, Events, metrics)", true, 5},
 	{"/e2e", "BenchmarkIstiodCost", "cpu-ratio", "istiod CPU for Meltemi's ServiceEntries / the same written by a plain client (worst size)", true, 1.2},
+	{"/e2e", "BenchmarkIstiodCost", "cold-cpu-ratio", "istiod CPU loading Meltemi's ServiceEntries at its start / the same written by a plain client (worst size)", true, 1.2},
 }
 
 func main() {
