@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 )
 
 // consulApps registers services with the shared Consul agent as applications do, under a
@@ -368,10 +369,7 @@ func BenchmarkConsulToServiceEntry(b *testing.B) {
 	}
 	b.StopTimer()
 	for name, d := range map[string][]time.Duration{"register": register, "health": health} {
-		slices.Sort(d)
-		b.ReportMetric(ms(d[len(d)/2]), name+"-p50-ms")
-		b.ReportMetric(ms(d[min(len(d)-1, len(d)*99/100)]), name+"-p99-ms")
+		b.ReportMetric(benchstat.QuantileMs(d, 0.5), name+"-p50-ms")
+		b.ReportMetric(benchstat.QuantileMs(d, 0.99), name+"-p99-ms")
 	}
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

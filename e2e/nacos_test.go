@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
 )
 
@@ -461,8 +462,7 @@ func BenchmarkNacosToServiceEntry(b *testing.B) {
 	}
 	b.StopTimer()
 	for name, d := range map[string][]time.Duration{"register": register, "new-service": newService} {
-		slices.Sort(d)
-		b.ReportMetric(ms(d[len(d)/2]), name+"-p50-ms")
-		b.ReportMetric(ms(d[min(len(d)-1, len(d)*99/100)]), name+"-p99-ms")
+		b.ReportMetric(benchstat.QuantileMs(d, 0.5), name+"-p50-ms")
+		b.ReportMetric(benchstat.QuantileMs(d, 0.99), name+"-p99-ms")
 	}
 }

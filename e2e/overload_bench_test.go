@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/internal/procstat"
 )
 
@@ -87,7 +88,7 @@ func BenchmarkOverload(b *testing.B) {
 		// Every change is eventually written, and the last state of each instance wins.
 		awaitRevisions(b, c, syntheticRevisions(b, name, opts, changes), 5*time.Minute)
 		writes := waitIdle(b, env, br, time.Second) - writesBefore
-		lat := stamps.snapshot(name + ".bench")
+		lat := stamps.settle(b, env, name+".bench", 2*time.Second)
 		floorAfter := applyLoop(b, floorNS, objs, benchWorkers, floorFor)
 		br.stop(b)
 
@@ -108,10 +109,10 @@ func BenchmarkOverload(b *testing.B) {
 		b.ReportMetric(float64(distinct), "distinct-changes")
 		b.ReportMetric(writes/float64(distinct), "writes-per-distinct-change")
 		b.ReportMetric(float64(len(lat)), "changes-seen")
-		b.ReportMetric(percentileMs(lat, 0.5), "p50-ms")
-		b.ReportMetric(percentileMs(lat, 0.99), "p99-ms")
-		b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
-		b.ReportMetric(ms(lat[len(lat)-1])/1000/bound, "max-wait-over-round-robin-bound")
+		b.ReportMetric(benchstat.QuantileMs(lat, 0.5), "p50-ms")
+		b.ReportMetric(benchstat.QuantileMs(lat, 0.99), "p99-ms")
+		b.ReportMetric(benchstat.Ms(benchstat.Max(lat)), "max-ms")
+		b.ReportMetric(benchstat.Ms(benchstat.Max(lat))/1000/bound, "max-wait-over-round-robin-bound")
 		b.ReportMetric(rssBefore, "rss-before-MiB")
 		b.ReportMetric(rssMax, "rss-max-MiB")
 		b.ReportMetric(rssAfter, "rss-after-MiB")

@@ -3,13 +3,13 @@ package consul
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 )
 
@@ -63,10 +63,8 @@ func BenchmarkChangeToUpsert(b *testing.B) {
 }
 
 func reportPercentiles(b *testing.B, name string, d []time.Duration) {
-	slices.Sort(d)
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(d[len(d)/2]), name+"-p50-ms")
-	b.ReportMetric(ms(d[min(len(d)-1, len(d)*99/100)]), name+"-p99-ms")
+	b.ReportMetric(benchstat.QuantileMs(d, 0.5), name+"-p50-ms")
+	b.ReportMetric(benchstat.QuantileMs(d, 0.99), name+"-p99-ms")
 }
 
 // BenchmarkInitialSnapshot measures, against the shared Consul server, how long the plugin

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/internal/procstat"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk/sdktest"
 	"github.com/meltemi-mesh/meltemi/registries/nacos/nacostest"
@@ -77,12 +77,9 @@ func BenchmarkNacosPushToUpsert(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	slices.Sort(latencies)
-	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
-	b.ReportMetric(ms(latencies[min(len(latencies)-1, len(latencies)*99/100)]), "p99-ms")
+	b.ReportMetric(benchstat.QuantileMs(latencies, 0.5), "p50-ms")
+	b.ReportMetric(benchstat.QuantileMs(latencies, 0.99), "p99-ms")
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // BenchmarkServiceListing measures what one listing of the plugin costs the real
 // Nacos-protocol server: MELTEMI_BENCH_NACOS_SERVICES services (default 1,000, one instance
@@ -120,10 +117,10 @@ func BenchmarkServiceListing(b *testing.B) {
 	}
 	b.StopTimer()
 	cpu := cpuOf(b, pid) - cpu0
-	perListing := ms(cpu) / float64(b.N)
-	b.ReportMetric(ms(b.Elapsed())/float64(b.N), "ms/listing")
+	perListing := benchstat.Ms(cpu) / float64(b.N)
+	b.ReportMetric(benchstat.Ms(b.Elapsed())/float64(b.N), "ms/listing")
 	b.ReportMetric(perListing, "server-cpu-ms/listing")
-	b.ReportMetric(100*perListing/ms(defaultListInterval), "server-core-%-at-default-interval")
+	b.ReportMetric(100*perListing/benchstat.Ms(defaultListInterval), "server-core-%-at-default-interval")
 }
 
 func cpuOf(b *testing.B, pid int) time.Duration {

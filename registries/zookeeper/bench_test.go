@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/registries/dubbo/dubbotest"
 
 	"github.com/go-zookeeper/zk"
@@ -327,17 +327,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 		latencies = append(latencies, j.At.Sub(start))
 	}
 	b.StopTimer()
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(percentile(latencies, 50)), "p50-ms")
-	b.ReportMetric(ms(percentile(latencies, 99)), "p99-ms")
-	b.ReportMetric(ms(percentile(writes, 50)), "write-p50-ms")
-}
-
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+	b.ReportMetric(benchstat.QuantileMs(latencies, 0.5), "p50-ms")
+	b.ReportMetric(benchstat.QuantileMs(latencies, 0.99), "p99-ms")
+	b.ReportMetric(benchstat.QuantileMs(writes, 0.5), "write-p50-ms")
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/internal/procstat"
 )
 
@@ -110,17 +110,17 @@ func benchPushLatency(b *testing.B, api string, names, streams, updates int) {
 	}
 	b.StopTimer()
 	cpu, clientCPU := cpuTime(b)-cpu0, processCPU(b, clients)-clientCPU0
-	slices.Sort(lat)
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-	b.ReportMetric(ms(lat[(len(lat)*99+99)/100-1]), "p99-ms")
-	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	ms := benchstat.Ms
+	p50, p99, maxLat := benchstat.Quantile(lat, 0.5), benchstat.Quantile(lat, 0.99), benchstat.Max(lat)
+	b.ReportMetric(ms(p50), "p50-ms")
+	b.ReportMetric(ms(p99), "p99-ms")
+	b.ReportMetric(ms(maxLat), "max-ms")
 	b.ReportMetric(float64(len(lat))/float64(b.N), "deliveries/op")
 	b.ReportMetric(ms(cpu)/float64(len(rounds)), "server-cpu-ms/update")
 	b.ReportMetric(ms(clientCPU)/float64(len(rounds)), "client-cpu-ms/update")
 	b.ReportMetric(perStream, "server-KiB/stream")
 	b.Logf("%s, %d names, %d streams, %d updates: p50 %v p99 %v max %v; server CPU %v per update, %.1f KiB per stream",
-		api, names, streams, len(rounds), lat[len(lat)/2], lat[(len(lat)*99+99)/100-1], lat[len(lat)-1],
+		api, names, streams, len(rounds), p50, p99, maxLat,
 		cpu/time.Duration(len(rounds)), perStream)
 }
 
