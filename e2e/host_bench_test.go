@@ -42,7 +42,7 @@ import (
 const (
 	benchInstancesPerService = 10
 	// benchWorkers is the host's default --workers; the create loop uses as many writers.
-	benchWorkers = 8
+	benchWorkers = 16
 )
 
 // benchHostArgs are the host flags of every benchmark: quiet logs (the test keeps them in

@@ -266,16 +266,26 @@ func (c *Controller) holdsEmpty(registry, key string) bool {
 }
 
 // backlogged is a writer that can hold the controller's next batch while it is behind
-// (sync/kube.Reconciler.WaitBacklog).
+// (sync/kube.Reconciler.WaitBacklog), and says how many hosts to hand over at once
+// (sync/kube.Reconciler.HandOverLimit).
 type backlogged interface {
 	WaitBacklog(ctx context.Context)
+	HandOverLimit() int
 }
 
 // Run writes changed hosts until ctx ends. After each batch it waits while the writer is
-// behind: hosts changed meanwhile are converted once, when the writer can take them.
+// behind, and hands over at most as many hosts as the writer's limit, those changed first:
+// hosts changed meanwhile are converted once, when the writer can take them, and while the
+// writer is behind every changed host is written in turn, each with its state of just
+// before its write, rather than batch after batch of states that are already old when the
+// batch's last host is written.
 func (c *Controller) Run(ctx context.Context) {
 	paced, _ := c.writer.(backlogged)
-	c.queue.Run(ctx, func(batch map[string]time.Time) {
+	limit := func() int { return 0 }
+	if paced != nil {
+		limit = paced.HandOverLimit
+	}
+	c.queue.RunLimited(ctx, limit, func(batch map[string]time.Time) {
 		c.flush(batch)
 		if paced != nil {
 			paced.WaitBacklog(ctx)

@@ -548,11 +548,15 @@ func TestUnusableRegistryKeepsItsObjects(t *testing.T) {
 	}
 }
 
-// pacedRecorder is a writer that is behind while its gate is closed (WaitBacklog blocks).
+// pacedRecorder is a writer that is behind while its gate is closed (WaitBacklog blocks), and
+// takes limit hosts at once (0: any number).
 type pacedRecorder struct {
 	*recorder
-	gate chan struct{}
+	gate  chan struct{}
+	limit int
 }
+
+func (p *pacedRecorder) HandOverLimit() int { return p.limit }
 
 func (p *pacedRecorder) WaitBacklog(ctx context.Context) {
 	select {
@@ -628,5 +632,39 @@ func TestBehindWriterGetsTheOldestChangeFirst(t *testing.T) {
 	want := []string{"ServiceEntry/first.svc", "ServiceEntry/c.svc", "ServiceEntry/a.svc", "ServiceEntry/d.svc", "ServiceEntry/b.svc"}
 	if !slices.Equal(p.order, want) {
 		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
+	}
+}
+
+// TestBehindWriterTakesHostsInTurnWithinItsLimit: a writer that takes two hosts at a time gets
+// the changed hosts two by two in the order they first changed, and a host changed again
+// while it waits is handed over with that latest state when its turn comes.
+func TestBehindWriterTakesHostsInTurnWithinItsLimit(t *testing.T) {
+	p := &pacedRecorder{recorder: newRecorder(), gate: make(chan struct{}), limit: 2}
+	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond}, store.New(), p)
+	for _, h := range []string{"d", "a", "c", "b", "e"} {
+		c.Upsert(svc("zk", h, h+".svc", "10.0.0.1"))
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.Upsert(svc("zk", "e", "e.svc", "10.0.0.9")) // waiting: handed over with this state
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "the first two hosts handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if _, sets, _, _ := p.snapshot(); sets != 2 {
+		t.Fatalf("%d hosts handed over to a writer behind that takes 2 at once", sets)
+	}
+	close(p.gate)
+	eventually(t, "every host handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 5 })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := []string{"ServiceEntry/d.svc", "ServiceEntry/a.svc", "ServiceEntry/c.svc", "ServiceEntry/b.svc", "ServiceEntry/e.svc"}
+	if !slices.Equal(p.order, want) {
+		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
+	}
+	eps, _, _ := unstructured.NestedSlice(p.objects["ServiceEntry/e.svc"].Object, "spec", "endpoints")
+	if len(eps) != 1 || eps[0].(map[string]any)["address"] != "10.0.0.9" {
+		t.Errorf("e.svc endpoints %v, want its latest state 10.0.0.9", eps)
 	}
 }

@@ -10,8 +10,9 @@
 package coalesce
 
 import (
+	"cmp"
 	"context"
-	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -26,22 +27,29 @@ type Queue[K comparable] struct {
 	handed map[K]time.Time
 
 	mu          sync.Mutex
-	pending     map[K]time.Time // key -> its earliest change not handed over yet
-	first, last time.Time       // earliest and latest change pending
-	poked       bool            // a flush is wanted even without keys
+	pending     map[K]change // key -> its earliest change not handed over yet
+	seq         uint64       // numbers the changes, so that order survives equal times
+	first, last time.Time    // earliest and latest change pending
+	poked       bool         // a flush is wanted even without keys
 	wake        chan struct{}
+}
+
+// change is a pending key's earliest change not handed over yet.
+type change struct {
+	at  time.Time
+	seq uint64
 }
 
 // New returns a queue that hands keys over once no change came for debounce, or maxDelay after
 // the earliest change pending.
 func New[K comparable](debounce, maxDelay time.Duration) *Queue[K] {
-	return &Queue[K]{debounce: debounce, maxDelay: maxDelay, pending: map[K]time.Time{}, wake: make(chan struct{}, 1)}
+	return &Queue[K]{debounce: debounce, maxDelay: maxDelay, pending: map[K]change{}, wake: make(chan struct{}, 1)}
 }
 
 // NewLeading returns a queue that hands a key over at once unless it was handed over within
 // the window; then at the window's end.
 func NewLeading[K comparable](window time.Duration) *Queue[K] {
-	return &Queue[K]{window: window, pending: map[K]time.Time{}, handed: map[K]time.Time{}, wake: make(chan struct{}, 1)}
+	return &Queue[K]{window: window, pending: map[K]change{}, handed: map[K]time.Time{}, wake: make(chan struct{}, 1)}
 }
 
 // Add marks keys changed now.
@@ -57,7 +65,8 @@ func (q *Queue[K]) Add(keys ...K) {
 	q.last = now
 	for _, k := range keys {
 		if _, ok := q.pending[k]; !ok {
-			q.pending[k] = now
+			q.seq++
+			q.pending[k] = change{at: now, seq: q.seq}
 		}
 	}
 	q.mu.Unlock()
@@ -83,10 +92,24 @@ func (q *Queue[K]) signal() {
 // Run calls flush with every batch (key -> its earliest change) until ctx ends. Calls never
 // overlap; keys marked during a flush go into the next batch.
 func (q *Queue[K]) Run(ctx context.Context, flush func(batch map[K]time.Time)) {
+	q.RunLimited(ctx, nil, flush)
+}
+
+// RunLimited is Run with batches of at most limit() keys (no limit when limit is nil or
+// returns 0 or less): the keys with the earliest changes go first, in the order they were
+// marked, and the others stay pending, due at once, with their earliest change. A consumer
+// that can only take so much at a time gets every key in turn, each with its latest state
+// when it is taken, instead of one batch whose keys all change again before its last one is
+// done.
+func (q *Queue[K]) RunLimited(ctx context.Context, limit func() int, flush func(batch map[K]time.Time)) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		batch, wait, due := q.take(time.Now())
+		n := 0
+		if limit != nil {
+			n = limit()
+		}
+		batch, wait, due := q.take(time.Now(), n)
 		if due {
 			flush(batch)
 			continue
@@ -107,8 +130,9 @@ func (q *Queue[K]) Run(ctx context.Context, flush func(batch map[K]time.Time)) {
 	}
 }
 
-// take returns the batch when it is due, or how long to wait for it.
-func (q *Queue[K]) take(now time.Time) (batch map[K]time.Time, wait time.Duration, due bool) {
+// take returns the batch (at most limit keys when limit is positive) when it is due, or how
+// long to wait for it.
+func (q *Queue[K]) take(now time.Time, limit int) (batch map[K]time.Time, wait time.Duration, due bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.pending) == 0 {
@@ -119,33 +143,58 @@ func (q *Queue[K]) take(now time.Time) (batch map[K]time.Time, wait time.Duratio
 		return map[K]time.Time{}, 0, true
 	}
 	if q.window > 0 {
-		return q.takeLeading(now)
+		return q.takeLeading(now, limit)
 	}
 	quiet, deadline := q.last.Add(q.debounce), q.first.Add(q.maxDelay)
 	if now.Before(quiet) && now.Before(deadline) {
 		return nil, min(quiet.Sub(now), deadline.Sub(now)), false
 	}
-	batch = maps.Clone(q.pending)
-	clear(q.pending)
+	// Keys left over by a limit stay due: first, and so the deadline, are only reset once
+	// nothing is pending.
+	batch = q.takeOldest(func(K, change) bool { return true }, limit)
 	q.poked = false
 	return batch, 0, true
 }
 
-// takeLeading hands over the keys not handed over within the window, and says when the next
-// of the others is due; q.mu is held.
-func (q *Queue[K]) takeLeading(now time.Time) (batch map[K]time.Time, wait time.Duration, due bool) {
+// takeOldest removes from pending and returns the keys eligible says may go, at most limit
+// (when positive) of them, earliest change first; q.mu is held.
+func (q *Queue[K]) takeOldest(eligible func(K, change) bool, limit int) map[K]time.Time {
+	type candidate struct {
+		key K
+		change
+	}
+	var cands []candidate
+	for k, c := range q.pending {
+		if eligible(k, c) {
+			cands = append(cands, candidate{k, c})
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	if limit > 0 && len(cands) > limit {
+		slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(a.seq, b.seq) })
+		cands = cands[:limit]
+	}
+	batch := make(map[K]time.Time, len(cands))
+	for _, c := range cands {
+		batch[c.key] = c.at
+		delete(q.pending, c.key)
+	}
+	return batch
+}
+
+// takeLeading hands over the keys not handed over within the window (at most limit of them
+// when limit is positive), and says when the next of the others is due; q.mu is held.
+func (q *Queue[K]) takeLeading(now time.Time, limit int) (batch map[K]time.Time, wait time.Duration, due bool) {
 	wait = time.Hour
-	for k, changed := range q.pending {
+	batch = q.takeOldest(func(k K, _ change) bool {
 		if last, ok := q.handed[k]; ok && now.Sub(last) < q.window {
 			wait = min(wait, last.Add(q.window).Sub(now))
-			continue
+			return false
 		}
-		if batch == nil {
-			batch = map[K]time.Time{}
-		}
-		batch[k] = changed
-		delete(q.pending, k)
-	}
+		return true
+	}, limit)
 	if batch == nil {
 		return nil, wait, false
 	}

@@ -143,3 +143,89 @@ func TestLeadingBurstIsAtMostTwoHandOvers(t *testing.T) {
 		t.Errorf("b waited for a: %v", b[2])
 	}
 }
+
+func keysOf(b map[string]time.Time) []string { return slices.Sorted(maps.Keys(b)) }
+
+// TestLimitedTakesGoInOrderOfFirstChange: with a limit, the keys marked first go first; a key
+// marked again while pending keeps its place, and one marked after it was taken goes behind
+// every key pending then.
+func TestLimitedTakesGoInOrderOfFirstChange(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		q    *Queue[string]
+	}{
+		{"trailing", New[string](time.Millisecond, time.Second)},
+		{"leading", NewLeading[string](time.Millisecond)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			for _, k := range []string{"c", "a", "e", "c", "b", "d"} {
+				q.Add(k)
+			}
+			later := time.Now().Add(time.Minute)
+			step := func(want ...string) {
+				t.Helper()
+				b, _, due := q.take(later, 2)
+				if len(want) == 0 {
+					if due && len(b) > 0 {
+						t.Fatalf("took %v, want nothing", keysOf(b))
+					}
+					return
+				}
+				if !due || !slices.Equal(keysOf(b), want) {
+					t.Fatalf("took %v (due %v), want %v", keysOf(b), due, want)
+				}
+				later = later.Add(time.Minute) // past the leading window of what was taken
+			}
+			step("a", "c")
+			q.Add("c") // taken already: behind e, b, d
+			step("b", "e")
+			step("c", "d")
+			step()
+		})
+	}
+}
+
+// TestRunLimitedKeepsBatchesWithinTheLimit: every batch is within the consumer's limit, and
+// every key is handed over once.
+func TestRunLimitedKeepsBatchesWithinTheLimit(t *testing.T) {
+	q := New[int](time.Millisecond, 10*time.Millisecond)
+	for i := range 25 {
+		q.Add(i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	seen := map[int]int{}
+	var sizes []int
+	done := make(chan struct{})
+	go func() {
+		q.RunLimited(ctx, func() int { return 4 }, func(b map[int]time.Time) {
+			sizes = append(sizes, len(b))
+			for k := range b {
+				seen[k]++
+			}
+			if len(seen) == 25 {
+				close(done)
+			}
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%d of 25 keys handed over", len(seen))
+	}
+	cancel()
+	for _, n := range sizes {
+		if n > 4 {
+			t.Fatalf("batch sizes %v, want at most 4", sizes)
+		}
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("key %d handed over %d times", k, n)
+		}
+	}
+	if len(sizes) != 7 {
+		t.Errorf("batch sizes %v, want 6 batches of 4 and one of 1", sizes)
+	}
+}

@@ -98,7 +98,7 @@ type Config struct {
 	// object counts as owned only if it carries them as well as managed-by=meltemi. Use it to
 	// run several independent Meltemi instances in one cluster.
 	OwnerLabels map[string]string
-	// Workers is the number of concurrent reconcile workers; default 8.
+	// Workers is the number of concurrent reconcile workers; default 16.
 	Workers int
 	// QPS and Burst bound the rate of writes (applies and deletes) with a token bucket;
 	// defaults 200 and 400. Reads go through informers and are not counted.
@@ -234,7 +234,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.FieldManager = "meltemi"
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = 16
 	}
 	if cfg.QPS <= 0 {
 		cfg.QPS = 200
@@ -564,6 +564,16 @@ func (r *Reconciler) WaitBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// HandOverLimit is how many groups a source should hand over at once: twice the workers, so
+// that the workers always have the next writes queued, while what is handed over is
+// converted just before it is written; 0 (no limit) while the workers are not running.
+func (r *Reconciler) HandOverLimit() int {
+	if !r.Synced() {
+		return 0
+	}
+	return 2 * r.cfg.Workers
 }
 
 // Cached returns the cluster's copy of an owned object as the informer cache holds it, or nil
