@@ -570,12 +570,31 @@ func runBehindWriter(t *testing.T) (*pacedRecorder, *Controller) {
 	t.Helper()
 	p := &pacedRecorder{recorder: newRecorder(), gate: make(chan struct{})}
 	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond}, store.New(), p)
+	runController(t, c)
+	return p, c
+}
+
+// runController runs c until the test ends.
+func runController(t *testing.T, c *Controller) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+}
 
-	return p, c
+// checkOrder fails the test unless the ServiceEntries of hosts were handed over in that order.
+func checkOrder(t *testing.T, p *pacedRecorder, hosts ...string) {
+	t.Helper()
+	var want []string
+	for _, h := range hosts {
+		want = append(want, "ServiceEntry/"+h+".svc")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !slices.Equal(p.order, want) {
+		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
+	}
 }
 
 // TestBehindWriterGetsEachHostOnceWithItsLatestState: while the writer is behind, changes
@@ -627,12 +646,7 @@ func TestBehindWriterGetsTheOldestChangeFirst(t *testing.T) {
 	c.Upsert(svc("zk", "c", "c.svc", "10.0.0.3")) // a later change keeps c's first place
 	close(p.gate)
 	eventually(t, "every host handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 5 })
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	want := []string{"ServiceEntry/first.svc", "ServiceEntry/c.svc", "ServiceEntry/a.svc", "ServiceEntry/d.svc", "ServiceEntry/b.svc"}
-	if !slices.Equal(p.order, want) {
-		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
-	}
+	checkOrder(t, p, "first", "c", "a", "d", "b")
 }
 
 // TestBehindWriterTakesHostsInTurnWithinItsLimit: a writer that takes two hosts at a time gets
@@ -646,10 +660,7 @@ func TestBehindWriterTakesHostsInTurnWithinItsLimit(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	c.Upsert(svc("zk", "e", "e.svc", "10.0.0.9")) // waiting: handed over with this state
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runController(t, c)
 	eventually(t, "the first two hosts handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 2 })
 	time.Sleep(50 * time.Millisecond)
 	if _, sets, _, _ := p.snapshot(); sets != 2 {
@@ -657,12 +668,9 @@ func TestBehindWriterTakesHostsInTurnWithinItsLimit(t *testing.T) {
 	}
 	close(p.gate)
 	eventually(t, "every host handed over", func() bool { _, sets, _, _ := p.snapshot(); return sets == 5 })
+	checkOrder(t, p, "d", "a", "c", "b", "e")
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want := []string{"ServiceEntry/d.svc", "ServiceEntry/a.svc", "ServiceEntry/c.svc", "ServiceEntry/b.svc", "ServiceEntry/e.svc"}
-	if !slices.Equal(p.order, want) {
-		t.Errorf("handed over in the order %v, want the order of the first changes %v", p.order, want)
-	}
 	eps, _, _ := unstructured.NestedSlice(p.objects["ServiceEntry/e.svc"].Object, "spec", "endpoints")
 	if len(eps) != 1 || eps[0].(map[string]any)["address"] != "10.0.0.9" {
 		t.Errorf("e.svc endpoints %v, want its latest state 10.0.0.9", eps)
