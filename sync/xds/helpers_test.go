@@ -39,6 +39,12 @@ type testServer struct {
 
 func startServer(t testing.TB, tc *tls.Config) *testServer {
 	t.Helper()
+	return startServerOn(t, tc, listen(t))
+}
+
+// startServerOn is startServer on a given listener.
+func startServerOn(t testing.TB, tc *tls.Config, lis net.Listener) *testServer {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	s, err := New(Config{
 		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -48,7 +54,6 @@ func startServer(t testing.TB, tc *tls.Config) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, lis) }()
