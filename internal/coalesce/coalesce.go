@@ -10,9 +10,7 @@
 package coalesce
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"sync"
 	"time"
 )
@@ -26,11 +24,14 @@ type Queue[K comparable] struct {
 	// over within the window.
 	handed map[K]time.Time
 
-	mu          sync.Mutex
-	pending     map[K]change // key -> its earliest change not handed over yet
-	seq         uint64       // numbers the changes, so that order survives equal times
-	first, last time.Time    // earliest and latest change pending
-	poked       bool         // a flush is wanted even without keys
+	mu      sync.Mutex
+	pending map[K]change // key -> its earliest change not handed over yet
+	// order holds every pending key once, as a heap by seq, so a limited take finds the
+	// oldest keys without sorting all of them: an initial sync has every host pending.
+	order       order[K]
+	seq         uint64    // numbers the changes, so that order survives equal times
+	first, last time.Time // earliest and latest change pending
+	poked       bool      // a flush is wanted even without keys
 	wake        chan struct{}
 }
 
@@ -67,6 +68,7 @@ func (q *Queue[K]) Add(keys ...K) {
 		if _, ok := q.pending[k]; !ok {
 			q.seq++
 			q.pending[k] = change{at: now, seq: q.seq}
+			q.order.push(entry[K]{key: k, seq: q.seq})
 		}
 	}
 	q.mu.Unlock()
@@ -157,29 +159,54 @@ func (q *Queue[K]) take(now time.Time, limit int) (batch map[K]time.Time, wait t
 }
 
 // takeOldest removes from pending and returns the keys eligible says may go, at most limit
-// (when positive) of them, earliest change first; q.mu is held.
+// (when positive) of them, earliest change first; q.mu is held. eligible sees every pending
+// key when the result is empty (takeLeading's wait depends on it), otherwise only those up to
+// the last one taken.
 func (q *Queue[K]) takeOldest(eligible func(K, change) bool, limit int) map[K]time.Time {
-	type candidate struct {
-		key K
-		change
+	if limit <= 0 || limit >= len(q.pending) {
+		return q.takeAll(eligible)
 	}
-	var cands []candidate
-	for k, c := range q.pending {
-		if eligible(k, c) {
-			cands = append(cands, candidate{k, c})
+	batch := make(map[K]time.Time, limit)
+	var skipped []entry[K]
+	for len(batch) < limit && len(q.order) > 0 {
+		e := q.order.pop()
+		c := q.pending[e.key]
+		if !eligible(e.key, c) {
+			skipped = append(skipped, e)
+			continue
 		}
+		batch[e.key] = c.at
+		delete(q.pending, e.key)
 	}
-	if len(cands) == 0 {
+	for _, e := range skipped {
+		q.order.push(e)
+	}
+	if len(batch) == 0 {
 		return nil
 	}
-	if limit > 0 && len(cands) > limit {
-		slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(a.seq, b.seq) })
-		cands = cands[:limit]
+	return batch
+}
+
+// takeAll is takeOldest without a limit: one pass over pending, and the order rebuilt from
+// the keys left.
+func (q *Queue[K]) takeAll(eligible func(K, change) bool) map[K]time.Time {
+	var batch map[K]time.Time
+	for k, c := range q.pending {
+		if !eligible(k, c) {
+			continue
+		}
+		if batch == nil {
+			batch = make(map[K]time.Time, len(q.pending))
+		}
+		batch[k] = c.at
+		delete(q.pending, k)
 	}
-	batch := make(map[K]time.Time, len(cands))
-	for _, c := range cands {
-		batch[c.key] = c.at
-		delete(q.pending, c.key)
+	if batch != nil {
+		q.order = q.order[:0]
+		for k, c := range q.pending {
+			q.order = append(q.order, entry[K]{key: k, seq: c.seq})
+		}
+		q.order.init()
 	}
 	return batch
 }
@@ -209,4 +236,64 @@ func (q *Queue[K]) takeLeading(now time.Time, limit int) (batch map[K]time.Time,
 	}
 	q.poked = false
 	return batch, 0, true
+}
+
+// entry is a pending key in the order of its change.
+type entry[K comparable] struct {
+	key K
+	seq uint64
+}
+
+// order is a binary min-heap of entries by seq.
+type order[K comparable] []entry[K]
+
+func (h *order[K]) push(e entry[K]) {
+	*h = append(*h, e)
+	h.up(len(*h) - 1)
+}
+
+func (h *order[K]) pop() entry[K] {
+	old := *h
+	top, last := old[0], len(old)-1
+	old[0] = old[last]
+	var zero entry[K]
+	old[last] = zero // drop the key's reference
+	*h = old[:last]
+	h.down(0)
+	return top
+}
+
+// init restores the heap order of the whole slice.
+func (h order[K]) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h order[K]) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if h[parent].seq <= h[i].seq {
+			return
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
+	}
+}
+
+func (h order[K]) down(i int) {
+	for {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h[l].seq < h[least].seq {
+			least = l
+		}
+		if r < len(h) && h[r].seq < h[least].seq {
+			least = r
+		}
+		if least == i {
+			return
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
 }
