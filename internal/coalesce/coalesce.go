@@ -10,6 +10,7 @@
 package coalesce
 
 import (
+	"container/heap"
 	"context"
 	"sync"
 	"time"
@@ -68,7 +69,7 @@ func (q *Queue[K]) Add(keys ...K) {
 		if _, ok := q.pending[k]; !ok {
 			q.seq++
 			q.pending[k] = change{at: now, seq: q.seq}
-			q.order.push(entry[K]{key: k, seq: q.seq})
+			heap.Push(&q.order, entry[K]{key: k, seq: q.seq})
 		}
 	}
 	q.mu.Unlock()
@@ -169,7 +170,7 @@ func (q *Queue[K]) takeOldest(eligible func(K, change) bool, limit int) map[K]ti
 	batch := make(map[K]time.Time, limit)
 	var skipped []entry[K]
 	for len(batch) < limit && len(q.order) > 0 {
-		e := q.order.pop()
+		e := heap.Pop(&q.order).(entry[K])
 		c := q.pending[e.key]
 		if !eligible(e.key, c) {
 			skipped = append(skipped, e)
@@ -179,7 +180,7 @@ func (q *Queue[K]) takeOldest(eligible func(K, change) bool, limit int) map[K]ti
 		delete(q.pending, e.key)
 	}
 	for _, e := range skipped {
-		q.order.push(e)
+		heap.Push(&q.order, e)
 	}
 	if len(batch) == 0 {
 		return nil
@@ -206,7 +207,7 @@ func (q *Queue[K]) takeAll(eligible func(K, change) bool) map[K]time.Time {
 		for k, c := range q.pending {
 			q.order = append(q.order, entry[K]{key: k, seq: c.seq})
 		}
-		q.order.init()
+		heap.Init(&q.order)
 	}
 	return batch
 }
@@ -244,56 +245,17 @@ type entry[K comparable] struct {
 	seq uint64
 }
 
-// order is a binary min-heap of entries by seq.
+// order is a min-heap of entries by seq (container/heap).
 type order[K comparable] []entry[K]
 
-func (h *order[K]) push(e entry[K]) {
-	*h = append(*h, e)
-	h.up(len(*h) - 1)
-}
-
-func (h *order[K]) pop() entry[K] {
+func (h order[K]) Len() int           { return len(h) }
+func (h order[K]) Less(i, j int) bool { return h[i].seq < h[j].seq }
+func (h order[K]) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *order[K]) Push(x any)        { *h = append(*h, x.(entry[K])) }
+func (h *order[K]) Pop() any {
 	old := *h
-	top, last := old[0], len(old)-1
-	old[0] = old[last]
-	var zero entry[K]
-	old[last] = zero // drop the key's reference
-	*h = old[:last]
-	h.down(0)
-	return top
-}
-
-// init restores the heap order of the whole slice.
-func (h order[K]) init() {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		h.down(i)
-	}
-}
-
-func (h order[K]) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if h[parent].seq <= h[i].seq {
-			return
-		}
-		h[parent], h[i] = h[i], h[parent]
-		i = parent
-	}
-}
-
-func (h order[K]) down(i int) {
-	for {
-		least, l, r := i, 2*i+1, 2*i+2
-		if l < len(h) && h[l].seq < h[least].seq {
-			least = l
-		}
-		if r < len(h) && h[r].seq < h[least].seq {
-			least = r
-		}
-		if least == i {
-			return
-		}
-		h[i], h[least] = h[least], h[i]
-		i = least
-	}
+	last := old[len(old)-1]
+	old[len(old)-1] = entry[K]{} // drop the key's reference
+	*h = old[:len(old)-1]
+	return last
 }
