@@ -37,12 +37,13 @@ import (
 	"github.com/meltemi-mesh/meltemi/internal/benchstat"
 	"github.com/meltemi-mesh/meltemi/internal/procstat"
 	"github.com/meltemi-mesh/meltemi/registries/synthetic"
+	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
 const (
 	benchInstancesPerService = 10
 	// benchWorkers is the host's default --workers; the create loop uses as many writers.
-	benchWorkers = 16
+	benchWorkers = synckube.DefaultWorkers
 )
 
 // benchHostArgs are the host flags of every benchmark: quiet logs (the test keeps them in

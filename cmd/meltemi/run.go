@@ -81,7 +81,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.maxDelay, "max-delay", 500*time.Millisecond, "with --write-window=0: longest a stream of changes may postpone a write")
 	fs.Float64Var(&f.qps, "kube-write-qps", 200, "client-side limit on writes per second to the API server")
 	fs.IntVar(&f.burst, "kube-write-burst", 400, "burst allowed above --kube-write-qps")
-	fs.IntVar(&f.workers, "workers", 16, "concurrent object writers")
+	fs.IntVar(&f.workers, "workers", synckube.DefaultWorkers, "concurrent object writers")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&f.portNaming, "port-naming", convert.PortNamingMetaProtocol,

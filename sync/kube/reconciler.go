@@ -86,6 +86,10 @@ const (
 	ReasonWriteFailed    = "WriteFailed"
 )
 
+// DefaultWorkers is the number of concurrent writers when none is configured: with fewer, an
+// API server on a busy machine is kept waiting on round trips rather than on its own work.
+const DefaultWorkers = 16
+
 // Config configures a Reconciler. Client, Kinds and Registerer are required.
 type Config struct {
 	Client dynamic.Interface
@@ -98,7 +102,7 @@ type Config struct {
 	// object counts as owned only if it carries them as well as managed-by=meltemi. Use it to
 	// run several independent Meltemi instances in one cluster.
 	OwnerLabels map[string]string
-	// Workers is the number of concurrent reconcile workers; default 16.
+	// Workers is the number of concurrent reconcile workers; default DefaultWorkers.
 	Workers int
 	// QPS and Burst bound the rate of writes (applies and deletes) with a token bucket;
 	// defaults 200 and 400. Reads go through informers and are not counted.
@@ -234,7 +238,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.FieldManager = "meltemi"
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 16
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.QPS <= 0 {
 		cfg.QPS = 200
