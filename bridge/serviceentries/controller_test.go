@@ -156,7 +156,11 @@ func TestDeletesWaitPerRegistry(t *testing.T) {
 	}
 	c.Replace("a", []catalog.Service{svc("a", "k1", "one.example", "10.0.0.1")}, nil)
 	c.Synced("a")
-	eventually(t, "AllowDeletes after a's state was handed over", func() bool { return rec.allowedAfter("ServiceEntry/one.example") })
+	// The writer may be told to allow deletes in the batch that carries a's host, before the
+	// batch with a's synced mark: wait for a's hand-over itself too.
+	eventually(t, "AllowDeletes after a's state was handed over", func() bool {
+		return rec.allowedAfter("ServiceEntry/one.example") && !policy.Pending("a")
+	})
 	for _, tc := range []struct {
 		registries []string
 		want       bool
