@@ -20,12 +20,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meltemi-mesh/meltemi/internal/gctune"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,11 +35,10 @@ var version = "dev"
 func main() {
 	// The host's memory is mostly long-lived caches (registry state, desired and current
 	// objects) that grow with the mesh; Go's default GC headroom doubles that in RSS. Half the
-	// headroom keeps 100,000 instances under 512 MiB (see BENCHMARKS.md) for a little GC CPU.
+	// headroom keeps 100,000 instances in 256 MiB (see BENCHMARKS.md). A small mesh under churn
+	// would then collect several times a second, so the headroom is at least 48 MiB.
 	// GOGC, when set, still wins.
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(50)
-	}
+	gctune.Keep(50, 48<<20)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := execute(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
