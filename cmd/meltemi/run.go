@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -152,6 +153,10 @@ func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating metadata client: %w", err)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -190,7 +195,7 @@ func run(ctx context.Context, f runFlags, tf trafficFlags, stderr io.Writer) err
 	if tf.enabled {
 		guardNS = tf.watchNamespace
 	}
-	svc, err := startServices(ctx, &f, guardNS, dyn, kube, reg, log, goRun)
+	svc, err := startServices(ctx, &f, guardNS, dyn, meta, kube, reg, log, goRun)
 	if err != nil {
 		return err
 	}
@@ -290,7 +295,7 @@ type servicesPart struct {
 
 // startServices builds the registry side and starts its controller; the reconciler starts
 // with lead, the plugins with configure.
-func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic.Interface, kube kubernetes.Interface,
+func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic.Interface, meta metadata.Interface, kube kubernetes.Interface,
 	reg *prometheus.Registry, log *slog.Logger, goRun func(name string, fn func() error)) (*servicesPart, error) {
 	latency := serviceentries.NewWriteLatency(f.namespace)
 	if err := reg.Register(latency.Collector()); err != nil {
@@ -329,7 +334,7 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 	}
 	var hosts *synckube.HostIndex
 	if f.hostGuard {
-		if hosts, err = synckube.NewHostIndex(dyn, guardNS); err != nil {
+		if hosts, err = synckube.NewHostIndex(dyn, meta, guardNS); err != nil {
 			return nil, err
 		}
 		cfg.Hosts = hosts

@@ -3,12 +3,15 @@ package kube
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
@@ -18,20 +21,49 @@ import (
 // HostIndex knows which ServiceEntries define each host, Meltemi's and foreign ones alike:
 // Istio merges entries of one host, so a host Meltemi writes must not also be defined by an
 // entry it does not own (dubbo2istio's aeraki-<host> entries, a user's own). It watches
-// ServiceEntries in one namespace or all, keeping only their identity and hosts.
+// ServiceEntries in one namespace or all in two streams: the foreign ones whole (cut down to
+// their identity and hosts), Meltemi's own as metadata only. Meltemi names each ServiceEntry
+// after its host, so its names are all the index needs of them, and a metadata stream (in
+// protobuf) costs the API server and the host a fraction of what decoding every one of the
+// host's own writes whole again would.
 type HostIndex struct {
-	informer cache.SharedIndexInformer
-	onChange func(hosts []string)
+	foreignInf cache.SharedIndexInformer
+	ownedInf   cache.SharedIndexInformer
+	onChange   func(hosts []string)
 
 	mu    sync.Mutex
-	hosts map[string]map[string]bool // host -> "namespace/name" -> owned by Meltemi
+	hosts map[string]map[string]struct{} // host -> "namespace/name" of the foreign entries defining it
 }
 
+const byName = "name"
+
 // NewHostIndex returns an index of ServiceEntries in namespace ("" for all).
-func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error) {
-	hi := &HostIndex{hosts: map[string]map[string]bool{}}
-	hi.informer = dynamicinformer.NewFilteredDynamicInformer(client, istio.ServiceEntryResource, namespace, 0, cache.Indexers{}, nil).Informer()
-	if err := hi.informer.SetTransform(func(obj any) (any, error) {
+func NewHostIndex(client dynamic.Interface, metaClient metadata.Interface, namespace string) (*HostIndex, error) {
+	hi := &HostIndex{hosts: map[string]map[string]struct{}{}}
+	hi.foreignInf = dynamicinformer.NewFilteredDynamicInformer(client, istio.ServiceEntryResource, namespace, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) {
+			o.LabelSelector = v1alpha1.LabelManagedBy + "!=" + v1alpha1.ManagedByValue
+		}).Informer()
+	hi.ownedInf = metadatainformer.NewFilteredMetadataInformer(metaClient, istio.ServiceEntryResource, namespace, 0,
+		cache.Indexers{byName: func(obj any) ([]string, error) {
+			m, err := meta.Accessor(obj)
+			if err != nil {
+				return nil, err
+			}
+			return []string{m.GetName()}, nil
+		}},
+		func(o *metav1.ListOptions) { o.LabelSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue }).Informer()
+	if err := hi.ownedInf.SetTransform(func(obj any) (any, error) {
+		m, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return obj, nil
+		}
+		return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+			Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion}}, nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := hi.foreignInf.SetTransform(func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			return obj, nil
@@ -43,7 +75,7 @@ func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error
 	}); err != nil {
 		return nil, err
 	}
-	// onChange hears of a host only when the foreign entries defining it change: Meltemi's own
+	// onChange hears of a host when the foreign entries defining it change: Meltemi's own
 	// writes do not come back as work.
 	update := func(old, obj any) {
 		var touched []string
@@ -54,7 +86,7 @@ func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error
 			}
 		}
 		hi.mu.Lock()
-		before := map[string]string{}
+		before := map[string][]string{}
 		for _, h := range touched {
 			before[h] = hi.foreignLocked(h)
 		}
@@ -66,7 +98,7 @@ func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error
 		}
 		var changed []string
 		for h, was := range before {
-			if hi.foreignLocked(h) != was {
+			if !slices.Equal(hi.foreignLocked(h), was) {
 				changed = append(changed, h)
 			}
 		}
@@ -76,7 +108,7 @@ func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error
 			hi.onChange(changed)
 		}
 	}
-	if _, err := hi.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := hi.foreignInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { update(nil, obj) },
 		UpdateFunc: update,
 		DeleteFunc: func(obj any) {
@@ -93,26 +125,13 @@ func NewHostIndex(client dynamic.Interface, namespace string) (*HostIndex, error
 
 func entryID(u *unstructured.Unstructured) string { return u.GetNamespace() + "/" + u.GetName() }
 
-// foreignLocked is the foreign entries of a host, as one string to compare.
-func (hi *HostIndex) foreignLocked(host string) string {
-	var ids []string
-	for id, own := range hi.hosts[host] {
-		if !own {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	return strings.Join(ids, ",")
-}
-
 func (hi *HostIndex) add(u *unstructured.Unstructured) {
 	hosts, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "hosts")
-	owned := u.GetLabels()[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByValue
 	for _, h := range hosts {
 		if hi.hosts[h] == nil {
-			hi.hosts[h] = map[string]bool{}
+			hi.hosts[h] = map[string]struct{}{}
 		}
-		hi.hosts[h][entryID(u)] = owned
+		hi.hosts[h][entryID(u)] = struct{}{}
 	}
 }
 
@@ -126,49 +145,35 @@ func (hi *HostIndex) remove(u *unstructured.Unstructured) {
 	}
 }
 
+// foreignLocked is the foreign entries of a host, sorted.
+func (hi *HostIndex) foreignLocked(host string) []string {
+	ids := make([]string, 0, len(hi.hosts[host]))
+	for id := range hi.hosts[host] {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // Run fills the index until ctx ends; onChange is called with the hosts whose foreign
 // definitions changed.
 func (hi *HostIndex) Run(ctx context.Context, onChange func(hosts []string)) {
 	hi.onChange = onChange
-	hi.informer.RunWithContext(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { hi.ownedInf.RunWithContext(ctx) })
+	hi.foreignInf.RunWithContext(ctx)
+	wg.Wait()
 }
 
 // Synced reports whether the index holds every ServiceEntry.
-func (hi *HostIndex) Synced() bool { return hi.informer.HasSynced() }
+func (hi *HostIndex) Synced() bool { return hi.foreignInf.HasSynced() && hi.ownedInf.HasSynced() }
 
 // Lookup returns the foreign ServiceEntries ("namespace/name", sorted) defining host, and
 // whether one of Meltemi's does.
 func (hi *HostIndex) Lookup(host string) (foreign []string, owned bool) {
 	hi.mu.Lock()
-	defer hi.mu.Unlock()
-	for id, own := range hi.hosts[host] {
-		if own {
-			owned = true
-		} else {
-			foreign = append(foreign, id)
-		}
-	}
-	slices.Sort(foreign)
-	return foreign, owned
-}
-
-// Conflicts maps every host defined both by one of Meltemi's ServiceEntries and by a foreign
-// one to the entries ("namespace/name") defining it.
-func (hi *HostIndex) Conflicts() map[string][]string {
-	hi.mu.Lock()
-	defer hi.mu.Unlock()
-	out := map[string][]string{}
-	for h, ids := range hi.hosts {
-		var all []string
-		owned, foreign := false, false
-		for id, own := range ids {
-			owned, foreign = owned || own, foreign || !own
-			all = append(all, id)
-		}
-		if owned && foreign {
-			slices.Sort(all)
-			out[h] = all
-		}
-	}
-	return out
+	foreign = hi.foreignLocked(host)
+	hi.mu.Unlock()
+	named, _ := hi.ownedInf.GetIndexer().ByIndex(byName, host)
+	return foreign, len(named) > 0
 }
