@@ -218,6 +218,7 @@ type Reconciler struct {
 	serverDown   atomic.Bool // a write failed for want of an answer; probing until one comes
 	started      atomic.Bool
 	synced       chan struct{}
+	progress     chan struct{} // signalled (without blocking) when a worker finishes a key
 
 	applies, creates, deletes, noops, errs, foreign, stale, reads atomic.Int64
 }
@@ -282,6 +283,7 @@ func New(cfg Config) (*Reconciler, error) {
 		conflicts: map[objKey]types.UID{},
 		waiting:   map[objKey]*waitingKey{},
 		synced:    make(chan struct{}),
+		progress:  make(chan struct{}, 1),
 	}
 	r.qm = &queueMetrics{depth: m.queueDepth}
 	r.backoff = workqueue.NewTypedItemExponentialFailureRateLimiter[objKey](10*time.Millisecond, cfg.MaxRetryDelay)
@@ -556,15 +558,19 @@ func (r *Reconciler) WaitIdle(ctx context.Context) error {
 // change that is superseded before it is written. Keys waiting out a retry backoff do not
 // count: a failing server does not stop the source from taking changes.
 func (r *Reconciler) WaitBacklog(ctx context.Context) {
-	if !r.Synced() || r.queue.Len() <= r.cfg.Workers {
+	if !r.Synced() {
 		return
 	}
-	t := time.NewTicker(2 * time.Millisecond)
+	// Woken by every finished key rather than polling: under overload the workers finish a
+	// key every few milliseconds, and a poll that often costs the host a wake-up each time.
+	// The timer covers keys that leave the queue without being processed (a shutdown).
+	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for r.queue.Len() > r.cfg.Workers {
 		select {
 		case <-ctx.Done():
 			return
+		case <-r.progress:
 		case <-t.C:
 		}
 	}

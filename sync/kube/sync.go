@@ -32,7 +32,13 @@ func (r *Reconciler) processNext(ctx context.Context) bool {
 	if quit {
 		return false
 	}
-	defer r.queue.Done(k)
+	defer func() {
+		r.queue.Done(k)
+		select {
+		case r.progress <- struct{}{}:
+		default:
+		}
+	}()
 	wrote, err := r.sync(ctx, k)
 	switch {
 	case err == nil:
