@@ -34,7 +34,11 @@ import (
 //     over the round-robin bound, services ÷ floor (how long a host waits when every host is
 //     written once in turn at the API server's rate);
 //   - rss-before-MiB (idle, initial state written), rss-max-MiB (sampled every second) and
-//     rss-after-MiB (the churn just ended), and the deepest write queue seen.
+//     rss-after-MiB (the churn just ended), and the deepest write queue seen;
+//   - where the machine's CPU went: the API server's cores and CPU per write during the floor
+//     loop (the higher floor's run) and during the churn, and the cores of the host and of its
+//     plugin during the churn, with the host's CPU per write. The machine's cores are shared,
+//     so whatever the host and its plugin use the API server does not have.
 //
 // The host runs with the client-side write limit lifted (benchHostArgs), like the floor loop.
 func BenchmarkOverload(b *testing.B) {
@@ -65,13 +69,22 @@ func BenchmarkOverload(b *testing.B) {
 		if err := createLoop(context.Background(), floorNS, floorNS.namespace, objs, benchWorkers); err != nil {
 			b.Fatal(err)
 		}
-		floorBefore := applyLoop(b, floorNS, objs, benchWorkers, floorFor)
+		apiserver := env.PID(harness.KubeAPIServer)
+		plugins := pluginChildren(b, br.cmd.Process.Pid)
+		if apiserver == 0 || len(plugins) != 1 {
+			b.Fatalf("API server pid %d, plugin pids %v: want both", apiserver, plugins)
+		}
+		var floorBefore, floorAfter float64
+		floorCPU := [2]cpuUse{}
+		floorCPU[0] = measureCPU(b, []int{apiserver}, func() { floorBefore = applyLoop(b, floorNS, objs, benchWorkers, floorFor) })
 
 		rssBefore := rssOf(b, br)
 		writesBefore := seWrites(br.metrics(b))
 		touch(b, start)
 		began := time.Now()
 		rssMax, queueMax, writesAtWarmup := rssBefore, 0.0, -1.0
+		pids := []int{apiserver, br.cmd.Process.Pid, plugins[0]}
+		var churnCPU []time.Duration
 		for time.Since(began) < time.Duration(seconds)*time.Second {
 			time.Sleep(time.Second)
 			m := br.metrics(b)
@@ -79,9 +92,11 @@ func BenchmarkOverload(b *testing.B) {
 			queueMax = max(queueMax, metricSum(m, "meltemi_sync_queue_depth"))
 			if writesAtWarmup < 0 && time.Since(began) >= warmup {
 				writesAtWarmup = seWrites(m)
+				churnCPU = cpuTimes(b, pids)
 			}
 		}
 		churnEnd := time.Since(began)
+		churn := cpuUse{wall: churnEnd - warmup, cpu: subtract(cpuTimes(b, pids), churnCPU)}
 		rssAfter := rssOf(b, br)
 		sustained := (seWrites(br.metrics(b)) - writesAtWarmup) / (churnEnd - warmup).Seconds()
 
@@ -89,10 +104,13 @@ func BenchmarkOverload(b *testing.B) {
 		awaitRevisions(b, c, syntheticRevisions(b, name, opts, changes), 5*time.Minute)
 		writes := waitIdle(b, env, br, time.Second) - writesBefore
 		lat := stamps.settle(b, env, name+".bench", 2*time.Second)
-		floorAfter := applyLoop(b, floorNS, objs, benchWorkers, floorFor)
+		floorCPU[1] = measureCPU(b, []int{apiserver}, func() { floorAfter = applyLoop(b, floorNS, objs, benchWorkers, floorFor) })
 		br.stop(b)
 
-		floor := max(floorBefore, floorAfter)
+		floor, atFloor := floorBefore, floorCPU[0]
+		if floorAfter > floorBefore {
+			floor, atFloor = floorAfter, floorCPU[1]
+		}
 		distinct := distinctWindowChanges(services, perSecond, changes, window)
 		if writes > float64(distinct) {
 			b.Errorf("%v writes for %d distinct (host, %v window) changes", writes, distinct, window)
@@ -117,6 +135,13 @@ func BenchmarkOverload(b *testing.B) {
 		b.ReportMetric(rssMax, "rss-max-MiB")
 		b.ReportMetric(rssAfter, "rss-after-MiB")
 		b.ReportMetric(queueMax, "max-queue-depth")
+		b.ReportMetric(atFloor.cores(0), "apiserver-cores-floor")
+		b.ReportMetric(atFloor.msPer(0, floor), "apiserver-cpu-ms/floor-write")
+		b.ReportMetric(churn.cores(0), "apiserver-cores-churn")
+		b.ReportMetric(churn.msPer(0, sustained), "apiserver-cpu-ms/write")
+		b.ReportMetric(churn.cores(1), "host-cores")
+		b.ReportMetric(churn.msPer(1, sustained), "host-cpu-ms/write")
+		b.ReportMetric(churn.cores(2), "plugin-cores")
 	}
 	b.ReportMetric(0, "ns/op")
 }
@@ -190,6 +215,45 @@ func byName(items []unstructured.Unstructured) map[string]*unstructured.Unstruct
 	out := make(map[string]*unstructured.Unstructured, len(items))
 	for i := range items {
 		out[items[i].GetName()] = &items[i]
+	}
+	return out
+}
+
+// cpuUse is the CPU time processes used over a stretch of wall-clock time.
+type cpuUse struct {
+	wall time.Duration
+	cpu  []time.Duration // per process, in the order measured
+}
+
+func (u cpuUse) cores(i int) float64 { return u.cpu[i].Seconds() / u.wall.Seconds() }
+
+// msPer is process i's CPU milliseconds per event at rate events per second.
+func (u cpuUse) msPer(i int, rate float64) float64 { return u.cores(i) * 1000 / rate }
+
+func measureCPU(b *testing.B, pids []int, run func()) cpuUse {
+	b.Helper()
+	before, start := cpuTimes(b, pids), time.Now()
+	run()
+	return cpuUse{wall: time.Since(start), cpu: subtract(cpuTimes(b, pids), before)}
+}
+
+func cpuTimes(b *testing.B, pids []int) []time.Duration {
+	b.Helper()
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		d, err := procstat.CPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = d
+	}
+	return out
+}
+
+func subtract(after, before []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(after))
+	for i := range after {
+		out[i] = after[i] - before[i]
 	}
 	return out
 }
