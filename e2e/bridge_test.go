@@ -47,7 +47,9 @@ func newCluster(t testing.TB, env *harness.Env) *cluster {
 	env.RequireComponent(t, harness.KubeAPIServer)
 	cfg := env.RestConfig(t)
 	c := &cluster{env: env, dyn: dynamic.NewForConfigOrDie(cfg), kube: kubernetes.NewForConfigOrDie(cfg)}
-	c.namespace = fmt.Sprintf("e2e-%s-%04x", strings.ToLower(sanitize(t.Name())), rand.IntN(1<<16))
+	// 32 random bits: the test API server keeps deleted namespaces (no namespace controller),
+	// so over many runs 16 bits came to collide with one of them.
+	c.namespace = fmt.Sprintf("e2e-%s-%08x", strings.ToLower(sanitize(t.Name())), rand.Uint32())
 	ctx := context.Background()
 	if _, err := c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.namespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating namespace: %v", err)
