@@ -44,7 +44,12 @@ if [[ -z "${BENCH:-}" || "$BENCH" =~ Sidecar|Istiod ]]; then
   go test -p 1 -count=1 -run '^$' -bench RegistryToSidecar -timeout 20m ./e2e/ 2>&1 | tee -a "$out" || status=1
   e2e/infra/down.sh istiod
 fi
-go run ./e2e/cmd/benchreport -in "$out" -out BENCHMARKS.md -command "make bench" -notes e2e/bench-notes.md
+# A run of some benchmarks (BENCH=...) updates their rows and keeps the others, each with its date.
+report=(-in "$out" -out BENCHMARKS.md -notes e2e/bench-notes.md -command "make bench")
+if [[ -n "${BENCH:-}" && -f BENCHMARKS.md ]]; then
+  report+=(-keep BENCHMARKS.md -command "BENCH='$BENCH' make bench")
+fi
+go run ./e2e/cmd/benchreport "${report[@]}"
 echo "wrote BENCHMARKS.md"
 if [ "$status" -ne 0 ]; then
   echo "some benchmarks failed; see $out" >&2

@@ -21,6 +21,9 @@ type result struct {
 	name    string
 	iters   int
 	metrics []metric // in the order go test printed them
+	// measured says when the numbers were taken: this run's time, or the date a kept row
+	// carried in the previous report.
+	measured string
 }
 
 type metric struct {
@@ -46,6 +49,12 @@ type goal struct {
 	atMost bool
 	target float64
 }
+
+// floorPrefix marks a number a benchmark reports for the same path with Meltemi taken out
+// (the API server alone) in the same run: "apiserver-floor-p99-ms" is the floor of "p99-ms".
+// The report shows it next to the goal's number, since no configuration of Meltemi can go
+// below it.
+const floorPrefix = "apiserver-floor-"
 
 // goals lists the targets; a goal whose benchmark did not run is reported as not measured.
 var goals = []goal{
@@ -82,7 +91,9 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "markdown file to write")
 	command := flag.String("command", "make bench", "command that produced the results")
 	notes := flag.String("notes", "", "markdown file appended as the report's notes (how to read the numbers)")
+	keep := flag.String("keep", "", "previous report whose rows stay for the benchmarks this run did not measure (a run of a few benchmarks updates only theirs)")
 	flag.Parse()
+	now := time.Now()
 
 	var r io.Reader = os.Stdin
 	if *in != "-" {
@@ -100,12 +111,27 @@ func main() {
 	if len(results) == 0 {
 		fail(fmt.Errorf("no benchmark results in the input"))
 	}
+	for i := range results {
+		results[i].measured = now.UTC().Format(timeLayout)
+	}
+	if *keep != "" {
+		f, err := os.Open(*keep)
+		if err != nil {
+			fail(err)
+		}
+		previous, err := parseReport(f)
+		f.Close()
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", *keep, err))
+		}
+		results = merge(previous, results)
+	}
 	f, err := os.Create(*out)
 	if err != nil {
 		fail(err)
 	}
 	defer f.Close()
-	render(f, results, cpu, *command, time.Now())
+	render(f, results, cpu, *command, now)
 	if *notes != "" {
 		text, err := os.ReadFile(*notes)
 		if err != nil {
@@ -127,8 +153,7 @@ func parse(r io.Reader) ([]result, string, error) {
 		cpu     string
 		pending string // a benchmark whose numbers were pushed to a later line by its own logs
 	)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc := lineScanner(r)
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
@@ -153,6 +178,14 @@ func parse(r io.Reader) ([]result, string, error) {
 		}
 	}
 	return out, cpu, sc.Err()
+}
+
+// lineScanner reads lines of up to 1 MiB: benchmarks with many numbers, and their logs, make
+// long lines.
+func lineScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	return sc
 }
 
 // parseNumbers reads "<iterations> <value> <unit> ..." for the benchmark name.
@@ -188,7 +221,7 @@ func trimProcs(name string) string {
 func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "# Benchmarks\n\n")
-	fmt.Fprintf(w, "Written by `%s` on %s.\n\n", command, now.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "Written by `%s` on %s; each row of the results says when it was measured.\n\n", command, now.UTC().Format(timeLayout))
 	fmt.Fprintf(w, "| machine | |\n|---|---|\n")
 	fmt.Fprintf(w, "| cpu | %s |\n| cores | %d |\n| memory | %s |\n| os/arch | %s/%s |\n| go | %s |\n| host | %s |\n\n",
 		orDash(cpu), runtime.NumCPU(), memTotal(), runtime.GOOS, runtime.GOARCH, runtime.Version(), host)
@@ -196,7 +229,7 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 
 	fmt.Fprintf(w, "## Goals\n\n| goal | target | measured | ratio to target | met |\n|---|---|---|---|---|\n")
 	for _, g := range goals {
-		measured, ok := find(results, g)
+		measured, from, ok := find(results, g)
 		if !ok {
 			fmt.Fprintf(w, "| %s | %s %s %s | not measured | | |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit)
 			continue
@@ -209,7 +242,11 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 		if !g.atMost {
 			met = measured >= g.target
 		}
-		fmt.Fprintf(w, "| %s | %s %s %s | %s | %s | %s |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit, fmtNum(measured), ratio, yesNo(met))
+		shown := fmtNum(measured)
+		if floor, ok := from.get(floorPrefix + g.unit); ok {
+			shown += fmt.Sprintf(" (API server alone, same run: %s)", fmtNum(floor))
+		}
+		fmt.Fprintf(w, "| %s | %s %s %s | %s | %s | %s |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit, shown, ratio, yesNo(met))
 	}
 
 	fmt.Fprintf(w, "\n## All results\n")
@@ -223,21 +260,25 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 	}
 	slices.Sort(pkgs)
 	for _, p := range pkgs {
-		fmt.Fprintf(w, "\n### %s\n\n| benchmark | iterations | numbers |\n|---|---|---|\n", orDash(p))
+		fmt.Fprintf(w, "\n### %s\n\n| benchmark | measured | iterations | numbers |\n|---|---|---|---|\n", orDash(p))
 		for _, r := range byPkg[p] {
 			var parts []string
 			for _, m := range r.metrics {
 				parts = append(parts, fmtNum(m.value)+" "+m.unit)
 			}
-			fmt.Fprintf(w, "| %s | %d | %s |\n", strings.TrimPrefix(r.name, "Benchmark"), r.iters, strings.Join(parts, ", "))
+			fmt.Fprintf(w, "| %s | %s | %d | %s |\n", strings.TrimPrefix(r.name, "Benchmark"), orDash(r.measured), r.iters, strings.Join(parts, ", "))
 		}
 	}
 }
 
 // find returns the goal's number; where sub-benchmarks report it several times (variants),
-// the worst of them, so a goal is only met when every variant meets it.
-func find(results []result, g goal) (float64, bool) {
-	var worst float64
+// the worst of them, so a goal is only met when every variant meets it. It also returns the
+// result the number came from.
+func find(results []result, g goal) (float64, result, bool) {
+	var (
+		worst float64
+		from  result
+	)
 	found := false
 	for _, r := range results {
 		if !strings.HasSuffix(r.pkg, g.pkg) || r.name != g.bench && !strings.HasPrefix(r.name, g.bench+"/") {
@@ -248,11 +289,11 @@ func find(results []result, g goal) (float64, bool) {
 			continue
 		}
 		if !found || (g.atMost && v > worst) || (!g.atMost && v < worst) {
-			worst = v
+			worst, from = v, r
 		}
 		found = true
 	}
-	return worst, found
+	return worst, from, found
 }
 
 func cmpWord(atMost bool) string {
