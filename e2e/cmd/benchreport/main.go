@@ -50,11 +50,14 @@ type goal struct {
 	target float64
 }
 
-// floorPrefix marks a number a benchmark reports for the same path with Meltemi taken out
-// (the API server alone) in the same run: "apiserver-floor-p99-ms" is the floor of "p99-ms".
-// The report shows it next to the goal's number, since no configuration of Meltemi can go
-// below it.
-const floorPrefix = "apiserver-floor-"
+// floors name the numbers a benchmark reports for the same path with Meltemi taken out, in
+// the same run: "<prefix><unit>" is the floor of "<unit>" ("apiserver-floor-p99-ms" of
+// "p99-ms"). The report shows it next to the goal's number, since no configuration of Meltemi
+// can go below it.
+var floors = []struct{ prefix, what string }{
+	{"apiserver-floor-", "API server alone"},
+	{"nacos-push-floor-", "the server's push to a plain subscriber"},
+}
 
 // goals lists the targets; a goal whose benchmark did not run is reported as not measured.
 var goals = []goal{
@@ -243,8 +246,10 @@ func render(w io.Writer, results []result, cpu, command string, now time.Time) {
 			met = measured >= g.target
 		}
 		shown := fmtNum(measured)
-		if floor, ok := from.get(floorPrefix + g.unit); ok {
-			shown += fmt.Sprintf(" (API server alone, same run: %s)", fmtNum(floor))
+		for _, f := range floors {
+			if floor, ok := from.get(f.prefix + g.unit); ok {
+				shown += fmt.Sprintf(" (%s, same run: %s)", f.what, fmtNum(floor))
+			}
 		}
 		fmt.Fprintf(w, "| %s | %s %s %s | %s | %s | %s |\n", g.what, cmpWord(g.atMost), fmtNum(g.target), g.unit, shown, ratio, yesNo(met))
 	}
