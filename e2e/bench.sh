@@ -45,9 +45,11 @@ if [[ -z "${BENCH:-}" || "$BENCH" =~ Sidecar|Istiod ]]; then
   e2e/infra/down.sh istiod
 fi
 # A run of some benchmarks (BENCH=...) updates their rows and keeps the others, each with its date.
-report=(-in "$out" -out BENCHMARKS.md -notes e2e/bench-notes.md -command "make bench")
+report=(-in "$out" -out BENCHMARKS.md -notes e2e/bench-notes.md)
 if [[ -n "${BENCH:-}" && -f BENCHMARKS.md ]]; then
   report+=(-keep BENCHMARKS.md -command "BENCH='$BENCH' make bench")
+else
+  report+=(-command "make bench")
 fi
 go run ./e2e/cmd/benchreport "${report[@]}"
 echo "wrote BENCHMARKS.md"

@@ -653,7 +653,7 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 		// The floor: the API server alone on the same pattern, in the same namespace, with the
 		// same watches open and the host idle: a plain client applies the same changes to
 		// ServiceEntries of its own shaped like the host's.
-		floor := newFloorEntries(listServiceEntries(b, c))
+		floor := newFloorEntries(b, listServiceEntries(b, c))
 		env.Eventually(b, 60*time.Second, func() error {
 			time.Sleep(50 * time.Millisecond)
 			return seen(floor.apply(b, c, -1))
@@ -699,20 +699,19 @@ func benchEventToWrite(b *testing.B, env *harness.Env, src changeSource, args []
 // floorEntries are ServiceEntries of a plain client's, one per ServiceEntry of the host's,
 // with its spec and first endpoint but their own names and hosts (and none of the host's
 // metadata), so the host takes them for foreign objects that conflict with nothing.
-type floorEntries struct {
-	objs  []*unstructured.Unstructured
-	force bool
-}
+type floorEntries struct{ objs []*unstructured.Unstructured }
 
-func newFloorEntries(items []unstructured.Unstructured) *floorEntries {
-	f := &floorEntries{force: true}
+func newFloorEntries(b *testing.B, items []unstructured.Unstructured) *floorEntries {
+	f := &floorEntries{}
 	for i := range items {
 		spec := runtime.DeepCopyJSONValue(items[i].Object["spec"]).(map[string]any)
 		hosts, _, _ := unstructured.NestedStringSlice(spec, "hosts")
 		for j := range hosts {
 			hosts[j] = "floor." + hosts[j]
 		}
-		spec["hosts"] = anySlice(hosts)
+		if err := unstructured.SetNestedStringSlice(spec, hosts, "hosts"); err != nil {
+			b.Fatalf("floor copy of %s: %v", items[i].GetName(), err)
+		}
 		eps, _, _ := unstructured.NestedSlice(spec, "endpoints")
 		spec["endpoints"] = eps[:min(1, len(eps))]
 		o := &unstructured.Unstructured{Object: map[string]any{
@@ -732,7 +731,7 @@ func (f *floorEntries) apply(b *testing.B, c *cluster, k int) []string {
 	if len(f.objs) == 0 {
 		b.Fatal("no ServiceEntries to shape the floor's on")
 	}
-	targets, addrs := f.objs, []string{}
+	targets, addrs, force := f.objs, []string{}, true
 	if k >= 0 {
 		targets = f.objs[k%len(f.objs) : k%len(f.objs)+1]
 	}
@@ -757,19 +756,11 @@ func (f *floorEntries) apply(b *testing.B, c *cluster, k int) []string {
 			b.Fatal(err)
 		}
 		if _, err := c.dyn.Resource(serviceEntries).Namespace(c.namespace).Patch(context.Background(), o.GetName(),
-			types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "floor", Force: &f.force, FieldValidation: metav1.FieldValidationIgnore}); err != nil {
+			types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "floor", Force: &force, FieldValidation: metav1.FieldValidationIgnore}); err != nil {
 			b.Fatalf("applying %s: %v", o.GetName(), err)
 		}
 	}
 	return addrs
-}
-
-func anySlice(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }
 
 // etcdMetrics scrapes the /metrics of the etcd behind the API server.
