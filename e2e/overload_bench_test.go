@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -41,6 +42,9 @@ import (
 //     so whatever the host and its plugin use the API server does not have.
 //
 // The host runs with the client-side write limit lifted (benchHostArgs), like the floor loop.
+// With MELTEMI_BENCH_APISERVER_PROFILE_DIR set (and the API server started with
+// MELTEMI_E2E_KUBE_PROFILING=true), it also writes CPU profiles of the API server during the
+// first floor run and the churn there.
 func BenchmarkOverload(b *testing.B) {
 	env := harness.Load(b)
 	services := benchEnvInt(b, "MELTEMI_BENCH_OVERLOAD_SERVICES", 1000)
@@ -76,7 +80,9 @@ func BenchmarkOverload(b *testing.B) {
 		}
 		var floorBefore, floorAfter float64
 		floorCPU := [2]cpuUse{}
+		profiled := profileAPIServer(b, c, "floor", floorFor-5*time.Second)
 		floorCPU[0] = measureCPU(b, []int{apiserver}, func() { floorBefore = applyLoop(b, floorNS, objs, benchWorkers, floorFor) })
+		profiled()
 
 		rssBefore := rssOf(b, br)
 		writesBefore := seWrites(br.metrics(b))
@@ -93,8 +99,10 @@ func BenchmarkOverload(b *testing.B) {
 			if writesAtWarmup < 0 && time.Since(began) >= warmup {
 				writesAtWarmup = seWrites(m)
 				churnCPU = cpuTimes(b, pids)
+				profiled = profileAPIServer(b, c, "churn", floorFor-5*time.Second)
 			}
 		}
+		profiled()
 		churnEnd := time.Since(began)
 		churn := cpuUse{wall: churnEnd - warmup, cpu: subtract(cpuTimes(b, pids), churnCPU)}
 		rssAfter := rssOf(b, br)
@@ -145,6 +153,32 @@ func BenchmarkOverload(b *testing.B) {
 		b.ReportMetric(churn.cores(2), "plugin-cores")
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// profileAPIServer takes a CPU profile of the API server for d, when
+// MELTEMI_BENCH_APISERVER_PROFILE_DIR names a directory, into <dir>/apiserver-<phase>.pprof;
+// the returned function waits for it. It shows where the API server's CPU per write goes in
+// the floor loop and under the churn.
+func profileAPIServer(b *testing.B, c *cluster, phase string, d time.Duration) (wait func()) {
+	b.Helper()
+	dir := os.Getenv("MELTEMI_BENCH_APISERVER_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	go func() {
+		raw, err := c.kube.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(int(d.Seconds()))).DoRaw(context.Background())
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, "apiserver-"+phase+".pprof"), raw, 0o644)
+		}
+		done <- err
+	}()
+	return sync.OnceFunc(func() {
+		if err := <-done; err != nil {
+			b.Errorf("profiling the API server (%s): %v", phase, err)
+		}
+	})
 }
 
 // distinctWindowChanges counts the (service, window) pairs the synthetic plugin's churn

@@ -375,7 +375,7 @@ start_kube_apiserver() {
     --service-cluster-ip-range 10.0.0.0/24 \
     --endpoint-reconciler-type none \
     --disable-admission-plugins ServiceAccount \
-    --profiling=false
+    --profiling="${MELTEMI_E2E_KUBE_PROFILING:-false}"
 }
 
 # The whole body must be "ok": a failing /readyz still contains "[+]... ok" lines.
