@@ -78,14 +78,27 @@ func ProvidersPath(root, iface string) string {
 }
 
 // Register writes p under root as an ephemeral node named by its URL-encoded URL, creating
-// the persistent parents Dubbo creates. It returns the node path.
+// the persistent parents Dubbo creates. It returns the node path. When the parents exist the
+// registration is one write, as for a Dubbo provider (its client remembers the paths it has
+// created): they are created only when the node's create finds them missing.
 func Register(conn *zk.Conn, root string, p Provider) (string, error) {
 	dir := ProvidersPath(root, p.Interface)
-	if err := EnsurePath(conn, dir); err != nil {
-		return "", err
-	}
 	node := path.Join(dir, url.QueryEscape(p.URL()))
-	if _, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+	create := func() error {
+		_, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+		if errors.Is(err, zk.ErrNodeExists) {
+			return nil
+		}
+		return err
+	}
+	err := create()
+	if errors.Is(err, zk.ErrNoNode) {
+		if err := EnsurePath(conn, dir); err != nil {
+			return "", err
+		}
+		err = create()
+	}
+	if err != nil {
 		return "", fmt.Errorf("registering %s: %w", node, err)
 	}
 	return node, nil
