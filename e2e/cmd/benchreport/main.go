@@ -57,6 +57,7 @@ type goal struct {
 var floors = []struct{ prefix, what string }{
 	{"apiserver-floor-", "API server alone"},
 	{"nacos-push-floor-", "the server's push to a plain subscriber"},
+	{"nacos-query-floor-", "a plain client querying the server every 5 ms"},
 }
 
 // goals lists the targets; a goal whose benchmark did not run is reported as not measured.
