@@ -78,12 +78,31 @@ func ProvidersPath(root, iface string) string {
 }
 
 // Register writes p under root as an ephemeral node named by its URL-encoded URL, creating
-// the persistent parents Dubbo creates. It returns the node path. When the parents exist the
-// registration is one write, as for a Dubbo provider (its client remembers the paths it has
-// created): they are created only when the node's create finds them missing.
+// the persistent parents Dubbo creates. It returns the node path.
 func Register(conn *zk.Conn, root string, p Provider) (string, error) {
 	dir := ProvidersPath(root, p.Interface)
 	node := path.Join(dir, url.QueryEscape(p.URL()))
+	if err := createEphemeral(conn, dir, node); err != nil {
+		return "", fmt.Errorf("registering %s: %w", node, err)
+	}
+	return node, nil
+}
+
+// Raw writes an arbitrary child under an interface's providers directory, for tests of
+// malformed registrations.
+func Raw(conn *zk.Conn, root, iface, child string) (string, error) {
+	dir := ProvidersPath(root, iface)
+	node := path.Join(dir, child)
+	if err := createEphemeral(conn, dir, node); err != nil {
+		return "", fmt.Errorf("creating %s: %w", node, err)
+	}
+	return node, nil
+}
+
+// createEphemeral creates node (an existing one is kept) in dir. When dir exists that is one
+// write, as for a Dubbo provider (its client remembers the paths it has created): dir's
+// persistent nodes are created only when the create finds them missing.
+func createEphemeral(conn *zk.Conn, dir, node string) error {
 	create := func() error {
 		_, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
 		if errors.Is(err, zk.ErrNodeExists) {
@@ -94,28 +113,11 @@ func Register(conn *zk.Conn, root string, p Provider) (string, error) {
 	err := create()
 	if errors.Is(err, zk.ErrNoNode) {
 		if err := EnsurePath(conn, dir); err != nil {
-			return "", err
+			return err
 		}
 		err = create()
 	}
-	if err != nil {
-		return "", fmt.Errorf("registering %s: %w", node, err)
-	}
-	return node, nil
-}
-
-// Raw writes an arbitrary child under an interface's providers directory, for tests of
-// malformed registrations.
-func Raw(conn *zk.Conn, root, iface, child string) (string, error) {
-	dir := ProvidersPath(root, iface)
-	if err := EnsurePath(conn, dir); err != nil {
-		return "", err
-	}
-	node := path.Join(dir, child)
-	if _, err := conn.Create(node, nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll)); err != nil && !errors.Is(err, zk.ErrNodeExists) {
-		return "", fmt.Errorf("creating %s: %w", node, err)
-	}
-	return node, nil
+	return err
 }
 
 // EnsurePath creates every missing persistent node of p.
