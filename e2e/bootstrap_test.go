@@ -20,8 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
 // TestHelmBootstrapOverride renders the chart and holds its bootstrap override to Envoy's rules
@@ -220,7 +220,7 @@ func istioStaticClusters(t *testing.T) map[string]string {
 // translatedGoldenInputs translates every input of the translator's golden tests with opts.
 func translatedGoldenInputs(t *testing.T, opts traffic.Options) []*unstructured.Unstructured {
 	t.Helper()
-	files, err := filepath.Glob("../bridge/traffic/testdata/*/input.yaml")
+	files, err := filepath.Glob("../traffic/testdata/*/input.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no translator inputs: %v", err)
 	}

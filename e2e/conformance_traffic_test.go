@@ -21,8 +21,8 @@ import (
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 

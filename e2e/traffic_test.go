@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic/traffictest"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
 )
@@ -118,7 +118,7 @@ func TestMetaRouterBecomesEnvoyFiltersAndLiveRoutes(t *testing.T) {
 	ctx := context.Background()
 	host := c.namespace + ".greeter.example.com"
 
-	tmpl, err := os.ReadFile("../bridge/traffic/testdata/live-service.yaml")
+	tmpl, err := os.ReadFile("../traffic/testdata/live-service.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/internal/testproxy"
 )
 
-// Port names the converter gives Dubbo's protocols (bridge/convert.DefaultProtocols).
+// Port names the converter gives Dubbo's protocols (serviceentries/convert.DefaultProtocols).
 const (
 	dubboPort20880 = "tcp-metaprotocol-dubbo-20880"
 	triPort50051   = "grpc-tri-50051"

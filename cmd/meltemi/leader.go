@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/vip"
+	"github.com/meltemi-mesh/meltemi/serviceentries/vip"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 

@@ -19,7 +19,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/api/portname"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic"
 )
 
 const migrateLong = `Looks for what stands in the way of moving from Aeraki and dubbo2istio to Meltemi: the

@@ -19,7 +19,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic"
 )
 
 type explainOptions struct {

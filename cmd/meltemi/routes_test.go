@@ -8,7 +8,7 @@ import (
 )
 
 func TestRoutesExplainFromFiles(t *testing.T) {
-	const input = "../../bridge/traffic/testdata/dubbo-routes/input.yaml"
+	const input = "../../traffic/testdata/dubbo-routes/input.yaml"
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -41,7 +41,7 @@ func TestRoutesExplainFromFiles(t *testing.T) {
 
 func TestRoutesExplainNoRouteMatches(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	args := []string{"explain", "-f", "../../bridge/traffic/testdata/aeraki-semantics/input.yaml",
+	args := []string{"explain", "-f", "../../traffic/testdata/aeraki-semantics/input.yaml",
 		"--host", "orders.shop.svc.cluster.local", "--port", "20880", "--attr", "method=cancel"}
 	if err := execute(context.Background(), append([]string{"routes"}, args...), &stdout, &stderr); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
@@ -54,7 +54,7 @@ func TestRoutesExplainNoRouteMatches(t *testing.T) {
 // Redis keys are explained like MetaProtocol attributes: longest prefix (case-insensitively
 // here), the key as forwarded, mirrors, faults; without a key the error says what to give.
 func TestRoutesExplainRedisKeys(t *testing.T) {
-	const input = "../../bridge/traffic/testdata/redis-kafka-zookeeper/input.yaml"
+	const input = "../../traffic/testdata/redis-kafka-zookeeper/input.yaml"
 	const host = "redis-cluster.redis.svc.cluster.local"
 	for _, tc := range []struct {
 		name, key string

@@ -30,13 +30,14 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/bridge/convert"
-	"github.com/meltemi-mesh/meltemi/bridge/serviceentries"
-	"github.com/meltemi-mesh/meltemi/bridge/serviceregistry"
-	"github.com/meltemi-mesh/meltemi/bridge/store"
-	"github.com/meltemi-mesh/meltemi/bridge/vip"
 	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
+	"github.com/meltemi-mesh/meltemi/serviceentries"
+	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
+	"github.com/meltemi-mesh/meltemi/serviceentries/hostguard"
+	"github.com/meltemi-mesh/meltemi/serviceentries/serviceregistry"
+	"github.com/meltemi-mesh/meltemi/serviceentries/store"
+	"github.com/meltemi-mesh/meltemi/serviceentries/vip"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -332,9 +333,9 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
 		Policy: policy, Cluster: rec,
 	}
-	var hosts *synckube.HostIndex
+	var hosts *hostguard.Index
 	if f.hostGuard {
-		if hosts, err = synckube.NewHostIndex(dyn, meta, guardNS); err != nil {
+		if hosts, err = hostguard.New(dyn, meta, guardNS); err != nil {
 			return nil, err
 		}
 		cfg.Hosts = hosts

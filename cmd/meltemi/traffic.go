@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meltemi-mesh/meltemi/bridge/traffic"
-	"github.com/meltemi-mesh/meltemi/bridge/traffic/rules"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/controller"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
 )
@@ -68,7 +68,7 @@ func (f *trafficFlags) register(fs *pflag.FlagSet) {
 // trafficPart is the running traffic side of the host: translator, EnvoyFilter writer and
 // xDS server. Its zero value (traffic disabled) does nothing and is always ready.
 type trafficPart struct {
-	ctrl *rules.Controller
+	ctrl *controller.Controller
 	rec  *synckube.Reconciler
 	reg  *prometheus.Registry // the EnvoyFilter writer's metrics, labelled writer="traffic"
 	log  *slog.Logger
@@ -134,7 +134,7 @@ func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, k
 		}
 		mesh = types.NamespacedName{Namespace: ns, Name: name}
 	}
-	ctrl, err := rules.New(rules.Config{
+	ctrl, err := controller.New(controller.Config{
 		Client: dyn, Writer: rec, Routes: srv, Options: opts, WatchNamespace: f.watchNamespace, MeshConfig: mesh,
 		Recorder: newEventRecorder(ctx, kube).Event, Leading: leading, ReadSecrets: f.readSecrets, Registerer: reg, Logger: log,
 	})

@@ -2,8 +2,8 @@
 //
 // When a change to the output is intended, regenerate the files and review the difference:
 //
-//	go test ./bridge/convert/ -run TestServiceEntryGolden -update
-//	git diff -- bridge/convert/testdata
+//	go test ./serviceentries/convert/ -run TestServiceEntryGolden -update
+//	git diff -- serviceentries/convert/testdata
 //
 // Import it only from tests: it registers the -update flag on the test binary's command line.
 package golden

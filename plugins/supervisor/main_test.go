@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/bridge/store"
+	"github.com/meltemi-mesh/meltemi/serviceentries/store"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 )
 

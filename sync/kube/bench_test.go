@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -210,7 +211,7 @@ func (p *phase) add(q phase) {
 func benchLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, write func(context.Context, string, *unstructured.Unstructured) error,
 	objects func(string) []*unstructured.Unstructured, workers int) phase {
 	ns := ke.namespace(b)
-	defer ke.deleteNamespace(b, ns)
+	defer harness.DeleteNamespace(b, ke.admin, ns)
 	objs := objects(ns)
 	work := make(chan *unstructured.Unstructured)
 	var wg sync.WaitGroup
@@ -248,7 +249,7 @@ func benchLoop(b *testing.B, ke *kubeEnv, meter *cpuMeter, write func(context.Co
 // desired set and counts the writes of the second one.
 func benchReconciler(b *testing.B, ke *kubeEnv, meter *cpuMeter, cfg *rest.Config, objects func(string) []*unstructured.Unstructured, workers int) (phase, int) {
 	ns := ke.namespace(b)
-	defer ke.deleteNamespace(b, ns)
+	defer harness.DeleteNamespace(b, ke.admin, ns)
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -2,13 +2,10 @@ package kube
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -162,50 +158,10 @@ func (ke *kubeEnv) countedClient(t testing.TB) (dynamic.Interface, *writeCounter
 	return c, wc
 }
 
-var nonDNS = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// namespace creates a unique namespace and removes it (and the ServiceEntries in it) when the
-// test ends. The e2e API server runs no controller manager, so the test finalizes the
-// namespace itself.
+// namespace creates a unique namespace, removed with its ServiceEntries when the test ends.
 func (ke *kubeEnv) namespace(t testing.TB) string {
 	t.Helper()
-	base := nonDNS.ReplaceAllString(strings.ToLower(t.Name()), "-")
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	name := strings.Trim("sync-"+base, "-") + "-" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name},
-	}}
-	if _, err := ke.admin.Resource(nsGVR).Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("creating namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { ke.deleteNamespace(t, name) })
-	return name
-}
-
-func (ke *kubeEnv) deleteNamespace(t testing.TB, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := ke.admin.Resource(seGVR).Namespace(name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		t.Logf("cleanup: deleting ServiceEntries in %s: %v", name, err)
-	}
-	if err := ke.admin.Resource(nsGVR).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		t.Logf("cleanup: deleting namespace %s: %v", name, err)
-		return
-	}
-	ns, err := ke.admin.Resource(nsGVR).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return
-	}
-	_ = unstructured.SetNestedSlice(ns.Object, []any{}, "spec", "finalizers")
-	if _, err := ke.admin.Resource(nsGVR).Update(ctx, ns, metav1.UpdateOptions{}, "finalize"); err != nil && !apierrors.IsNotFound(err) {
-		t.Logf("cleanup: finalizing namespace %s: %v", name, err)
-	}
+	return harness.Namespace(t, ke.admin, "sync")
 }
 
 // running is a Reconciler started by a test.

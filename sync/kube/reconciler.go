@@ -702,11 +702,12 @@ func (r *Reconciler) transform(obj any) (any, error) {
 	if r.owned(u) {
 		return compactLive(u), nil
 	}
-	return identity(u), nil
+	return Identity(u), nil
 }
 
-// identity is an object cut down to its identity and labels.
-func identity(u *unstructured.Unstructured) *unstructured.Unstructured {
+// Identity is an object cut down to its identity and labels: what an informer needs to keep of
+// an object it watches only to know who holds a name.
+func Identity(u *unstructured.Unstructured) *unstructured.Unstructured {
 	s := &unstructured.Unstructured{Object: map[string]any{}}
 	s.SetAPIVersion(u.GetAPIVersion())
 	s.SetKind(u.GetKind())
