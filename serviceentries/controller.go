@@ -23,12 +23,13 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
-	"github.com/meltemi-mesh/meltemi/serviceentries/store"
-	"github.com/meltemi-mesh/meltemi/serviceentries/vip"
 	"github.com/meltemi-mesh/meltemi/internal/coalesce"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
+	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
+	"github.com/meltemi-mesh/meltemi/serviceentries/plan"
+	"github.com/meltemi-mesh/meltemi/serviceentries/store"
+	"github.com/meltemi-mesh/meltemi/serviceentries/vip"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
@@ -57,7 +58,10 @@ type Config struct {
 	// registry that has not synced yet, and that the store has nothing from for the host, is
 	// not rewritten until that registry syncs (it would lose that registry's endpoints).
 	Cluster ObjectCache
-	Logger  *slog.Logger
+	// Pacer, when set, is the writer's pacing: the controller hands over no more than the
+	// writer can take.
+	Pacer  Pacer
+	Logger *slog.Logger
 }
 
 // ObjectCache returns the cluster's copy of an object Meltemi owns, or nil
@@ -265,22 +269,21 @@ func (c *Controller) holdsEmpty(registry, key string) bool {
 	return false
 }
 
-// backlogged is a writer that can hold the controller's next batch while it is behind
-// (sync/kube.Reconciler.WaitBacklog), and says how many hosts to hand over at once
-// (sync/kube.Reconciler.HandOverLimit).
-type backlogged interface {
+// Pacer is a writer that can be behind (sync/kube.Reconciler): WaitBacklog returns once it
+// has caught up, and HandOverLimit says how many hosts to hand over at once (0: no limit).
+type Pacer interface {
 	WaitBacklog(ctx context.Context)
 	HandOverLimit() int
 }
 
-// Run writes changed hosts until ctx ends. After each batch it waits while the writer is
-// behind, and hands over at most as many hosts as the writer's limit, those changed first:
-// hosts changed meanwhile are converted once, when the writer can take them, and while the
-// writer is behind every changed host is written in turn, each with its state of just
-// before its write, rather than batch after batch of states that are already old when the
+// Run writes changed hosts until ctx ends. With a Config.Pacer, after each batch it waits while
+// the writer is behind, and hands over at most as many hosts as the writer's limit, those
+// changed first: hosts changed meanwhile are converted once, when the writer can take them,
+// and while the writer is behind every changed host is written in turn, each with its state of
+// just before its write, rather than batch after batch of states that are already old when the
 // batch's last host is written.
 func (c *Controller) Run(ctx context.Context) {
-	paced, _ := c.writer.(backlogged)
+	paced := c.cfg.Pacer
 	limit := func() int { return 0 }
 	if paced != nil {
 		limit = paced.HandOverLimit
@@ -356,27 +359,9 @@ func (c *Controller) flush(batch map[string]time.Time) {
 	}
 }
 
-// waitsFor returns the registry host h's write must wait for: one the entry in the cluster
-// names, that has not synced, and that services (the store's for h) has nothing from.
-func (c *Controller) waitsFor(h string, services []catalog.Service) string {
-	if c.cfg.Cluster == nil || c.policy.DeletesSafe() {
-		return ""
-	}
-	live := c.cfg.Cluster.Cached(istio.ServiceEntryKind, c.cfg.Convert.Namespace, h)
-	if live == nil {
-		return ""
-	}
-	for _, reg := range v1alpha1.Registries(live.GetLabels(), live.GetAnnotations()) {
-		if c.policy.Pending(reg) && !slices.ContainsFunc(services, func(s catalog.Service) bool { return s.Registry == reg }) {
-			return reg
-		}
-	}
-	return ""
-}
-
-// write hands the desired objects of host h to the writer as one group: the writer deletes
-// what the host no longer has (the ServiceEntry when no instance is left, WorkloadEntries of
-// removed instances).
+// write decides what host h needs (plan.Decide) and hands its desired objects to the writer as
+// one group: the writer deletes what the host no longer has (the ServiceEntry when no instance
+// is left, WorkloadEntries of removed instances).
 func (c *Controller) write(h string) error {
 	in := convert.Input{Host: h, Services: c.store.ForHost(h)}
 	if c.cfg.VIPs != nil && hasInstances(in.Services) {
@@ -387,79 +372,86 @@ func (c *Controller) write(h string) error {
 		in.VIP = addr
 	}
 	res := convert.Convert(in, c.cfg.Convert)
-	if res != nil && c.guard(h) {
-		return nil
+	host := plan.Host{Name: h, Desired: res != nil}
+	for _, svc := range in.Services {
+		host.Registries = append(host.Registries, svc.Registry)
 	}
-	if res != nil && c.hold(h, in.Services) {
+	d := plan.Decide(host, view{c})
+	c.account(h, d)
+	switch d.Action {
+	case plan.Withhold, plan.Wait:
 		return nil
-	}
-	var objs []*unstructured.Unstructured
-	if res == nil {
-		c.mu.Lock()
-		delete(c.withheld, h)
-		delete(c.dupes, h)
-		delete(c.waiting, h)
-		c.mu.Unlock()
+	case plan.Remove:
 		if c.cfg.VIPs != nil {
 			c.cfg.VIPs.Release(h)
 		}
-	} else {
-		for _, we := range res.WorkloadEntries {
-			u, err := ToUnstructured(we)
-			if err != nil {
-				return err
-			}
-			objs = append(objs, u)
-		}
-		u, err := ToUnstructured(res.ServiceEntry)
+		return errors.Join(c.writer.SetGroup(h, nil)...)
+	}
+	var objs []*unstructured.Unstructured
+	for _, we := range res.WorkloadEntries {
+		u, err := ToUnstructured(we)
 		if err != nil {
 			return err
 		}
 		objs = append(objs, u)
 	}
+	u, err := ToUnstructured(res.ServiceEntry)
+	if err != nil {
+		return err
+	}
+	objs = append(objs, u)
 	return errors.Join(c.writer.SetGroup(h, objs)...)
 }
 
-// hold reports whether host h must wait for a registry (waitsFor), and keeps the account.
-func (c *Controller) hold(h string, services []catalog.Service) bool {
-	reg := c.waitsFor(h, services)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if reg == "" {
-		delete(c.waiting, h)
-		return false
+// view is what plan.Decide reads: the host guard, the writer's cache and the policy.
+type view struct{ c *Controller }
+
+func (v view) Definitions(host string) ([]string, bool) {
+	if v.c.cfg.Hosts == nil {
+		return nil, false
 	}
-	if c.waiting[h] != reg {
-		c.log.Info("host not rewritten until a registry it merges syncs: it keeps that registry's endpoints meanwhile",
-			"host", h, "registry", reg)
-	}
-	c.waiting[h] = reg
-	return true
+	return v.c.cfg.Hosts.Lookup(host)
 }
 
-// guard reports whether host h must not be written because only ServiceEntries Meltemi does
-// not own define it, and reports changes of the host's standing in the log.
-func (c *Controller) guard(h string) bool {
-	if c.cfg.Hosts == nil {
-		return false
+func (v view) LiveRegistries(host string) []string {
+	if v.c.cfg.Cluster == nil || v.c.policy.DeletesSafe() {
+		return nil // nothing is pending
 	}
-	foreign, owned := c.cfg.Hosts.Lookup(h)
-	withhold := len(foreign) > 0 && !owned
+	live := v.c.cfg.Cluster.Cached(istio.ServiceEntryKind, v.c.cfg.Convert.Namespace, host)
+	if live == nil {
+		return nil
+	}
+	return v1alpha1.Registries(live.GetLabels(), live.GetAnnotations())
+}
+
+func (v view) Pending(registry string) bool { return v.c.policy.Pending(registry) }
+
+// account keeps the hosts withheld, duplicated and waiting as decision d says of host h, and
+// logs each change of the host's standing once.
+func (c *Controller) account(h string, d plan.Decision) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if d.Action == plan.Remove {
+		delete(c.withheld, h)
+		delete(c.dupes, h)
+		delete(c.waiting, h)
+		return
+	}
 	switch {
-	case withhold:
-		if !slices.Equal(c.withheld[h], foreign) {
+	case d.Action == plan.Withhold:
+		if !slices.Equal(c.withheld[h], d.Foreign) {
 			c.log.Warn("host not written: ServiceEntries Meltemi does not own define it (delete them to hand the host over)",
-				"host", h, "serviceEntries", strings.Join(foreign, ","))
+				"host", h, "serviceEntries", strings.Join(d.Foreign, ","))
 		}
-		c.withheld[h] = foreign
-	case len(foreign) > 0:
-		if !slices.Equal(c.dupes[h], foreign) {
+		c.withheld[h] = d.Foreign
+		delete(c.dupes, h)
+		return // a withheld host's wait, if any, stands until it is decided again
+	case len(d.Foreign) > 0:
+		if !slices.Equal(c.dupes[h], d.Foreign) {
 			c.log.Warn("host is defined by Meltemi's ServiceEntry and by others: Istio merges them; delete the others",
-				"host", h, "serviceEntries", strings.Join(foreign, ","))
+				"host", h, "serviceEntries", strings.Join(d.Foreign, ","))
 		}
-		c.dupes[h] = foreign
+		c.dupes[h] = d.Foreign
 		delete(c.withheld, h)
 	default:
 		if _, was := c.withheld[h]; was {
@@ -468,7 +460,15 @@ func (c *Controller) guard(h string) bool {
 		delete(c.withheld, h)
 		delete(c.dupes, h)
 	}
-	return withhold
+	if d.Action != plan.Wait {
+		delete(c.waiting, h)
+		return
+	}
+	if c.waiting[h] != d.WaitFor {
+		c.log.Info("host not rewritten until a registry it merges syncs: it keeps that registry's endpoints meanwhile",
+			"host", h, "registry", d.WaitFor)
+	}
+	c.waiting[h] = d.WaitFor
 }
 
 func hasInstances(services []catalog.Service) bool {
