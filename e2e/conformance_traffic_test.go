@@ -21,9 +21,9 @@ import (
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/traffic"
 	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
-	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
 // TestConformanceTraffic holds the traffic translator to what istiod makes of its output and

@@ -24,10 +24,10 @@ import (
 	thriftv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/thrift_proxy/v3"
 	dubbov1 "github.com/meltemi-mesh/meltemi/api/dubbo/v1alpha1"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/traffic"
-	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/dubbo"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
 // TestHostGuardCutOverFromDubbo2istio is the documented cut-over from dubbo2istio: while its

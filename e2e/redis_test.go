@@ -19,9 +19,9 @@ import (
 
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/traffic"
 	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
-	"github.com/meltemi-mesh/meltemi/e2e/harness"
 )
 
 var (

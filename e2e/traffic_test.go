@@ -19,10 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/traffic"
-	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
 var destinationRules = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}

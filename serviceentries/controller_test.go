@@ -15,10 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
-	"github.com/meltemi-mesh/meltemi/serviceentries/store"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
 	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
+	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
+	"github.com/meltemi-mesh/meltemi/serviceentries/store"
 )
 
 // recorder is a Writer that records what it is handed; the controller's contract with
@@ -573,7 +573,7 @@ func (p *pacedRecorder) WaitBacklog(ctx context.Context) {
 func runBehindWriter(t *testing.T) (*pacedRecorder, *Controller) {
 	t.Helper()
 	p := &pacedRecorder{recorder: newRecorder(), gate: make(chan struct{})}
-	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond}, store.New(), p)
+	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond, Pacer: p}, store.New(), p)
 	runController(t, c)
 	return p, c
 }
@@ -658,7 +658,7 @@ func TestBehindWriterGetsTheOldestChangeFirst(t *testing.T) {
 // while it waits is handed over with that latest state when its turn comes.
 func TestBehindWriterTakesHostsInTurnWithinItsLimit(t *testing.T) {
 	p := &pacedRecorder{recorder: newRecorder(), gate: make(chan struct{}), limit: 2}
-	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond}, store.New(), p)
+	c := New(Config{Convert: convert.Options{Namespace: "ns"}, Window: 10 * time.Millisecond, Pacer: p}, store.New(), p)
 	for _, h := range []string{"d", "a", "c", "b", "e"} {
 		c.Upsert(svc("zk", h, h+".svc", "10.0.0.1"))
 		time.Sleep(2 * time.Millisecond)

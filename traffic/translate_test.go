@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/internal/golden"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
 // TestTranslateGolden translates testdata/<case>/input.yaml (with options.yaml, if present) and

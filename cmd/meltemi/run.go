@@ -331,7 +331,7 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 	cfg := serviceentries.Config{
 		Convert: convert.Options{Namespace: f.namespace, MaxInlineEndpoints: f.maxInline, Protocols: protocols},
 		Window:  f.window, Debounce: f.debounce, MaxDelay: f.maxDelay, VIPs: vips, Latency: latency, Logger: log.With("component", "controller"),
-		Policy: policy, Cluster: rec,
+		Policy: policy, Cluster: rec, Pacer: rec,
 	}
 	var hosts *hostguard.Index
 	if f.hostGuard {

@@ -21,11 +21,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
+	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 	"github.com/meltemi-mesh/meltemi/serviceentries"
+	"github.com/meltemi-mesh/meltemi/serviceentries/convert"
 	"github.com/meltemi-mesh/meltemi/serviceentries/serviceregistry"
 	"github.com/meltemi-mesh/meltemi/serviceentries/store"
-	"github.com/meltemi-mesh/meltemi/plugins/supervisor"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 

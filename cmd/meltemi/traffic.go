@@ -17,10 +17,10 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/meltemi-mesh/meltemi/traffic"
-	"github.com/meltemi-mesh/meltemi/traffic/controller"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 	"github.com/meltemi-mesh/meltemi/sync/xds"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/controller"
 )
 
 // trafficFlags configure the traffic translator and the xDS server.

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meltemi-mesh/meltemi/serviceentries/store"
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
+	"github.com/meltemi-mesh/meltemi/serviceentries/store"
 )
 
 // Plugin directories built for the tests: one with the synthetic plugin, one with the same

@@ -34,9 +34,9 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/traffic"
 	"github.com/meltemi-mesh/meltemi/internal/coalesce"
 	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
+	"github.com/meltemi-mesh/meltemi/traffic"
 )
 
 // RouteSink receives the complete set of route configurations after each translation; the

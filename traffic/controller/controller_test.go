@@ -23,10 +23,10 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/traffic"
-	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/kube"
+	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
 // routeRecorder is a RouteSink keeping the last update.
