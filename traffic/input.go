@@ -49,6 +49,10 @@ type Input struct {
 	// Mesh is Istio's mesh config, for the proxies' telemetry; nil means Istio's defaults (no
 	// access log, tracing at 1%).
 	Mesh *MeshConfig
+	// RouterErrors, when a MetaRouter has an entry, is what ValidateRouter found in it (nil:
+	// valid), so a caller that validated MetaRouters already does not make Translate validate
+	// them again. MetaRouters without an entry are validated by Translate.
+	RouterErrors map[types.NamespacedName][]string
 }
 
 // VirtualService is the part of Istio's VirtualService that routes native Dubbo and Thrift

@@ -187,7 +187,7 @@ func Translate(in Input, opts Options) *Output {
 	t.loadProtocols(in.ApplicationProtocols)
 	t.loadDestinationRules(in.DestinationRules)
 	t.loadServices(slices.Concat(in.ServiceEntries, kubeServiceEntries(in.Services, t.opts.ClusterDomain)))
-	t.loadRouters(in.MetaRouters)
+	t.loadRouters(in.MetaRouters, in.RouterErrors)
 	t.loadVirtualServices(in.VirtualServices)
 	t.loadAuthorizationPolicies(in.DubboAuthorizationPolicies)
 	t.loadRedis(in.RedisServices, in.RedisDestinations, in.Secrets)
@@ -302,13 +302,17 @@ func (t *translator) loadServices(ses []*istio.ServiceEntry) {
 	}
 }
 
-// loadRouters validates MetaRouters and gives each host to the oldest valid one naming it.
-func (t *translator) loadRouters(mrs []*mpv1.MetaRouter) {
+// loadRouters validates the MetaRouters not validated already and gives each host to the oldest valid one naming it.
+func (t *translator) loadRouters(mrs []*mpv1.MetaRouter, validated map[types.NamespacedName][]string) {
 	mrs = slices.Clone(mrs)
 	slices.SortFunc(mrs, func(a, b *mpv1.MetaRouter) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, mr := range mrs {
 		key := types.NamespacedName{Namespace: mr.Namespace, Name: mr.Name}
-		res := &RouterResult{Generation: mr.Generation, Errors: ValidateRouter(mr)}
+		errs, ok := validated[key]
+		if !ok {
+			errs = ValidateRouter(mr)
+		}
+		res := &RouterResult{Generation: mr.Generation, Errors: errs}
 		t.out.Routers[key] = res
 		if len(res.Errors) > 0 {
 			continue

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meltemi-mesh/meltemi/internal/golden"
@@ -177,5 +178,26 @@ func TestAerakiSemantics(t *testing.T) {
 	if d, err := Evaluate(stock, map[string]string{"method": "any"}); err != nil || len(d.Clusters) != 1 ||
 		d.Clusters[0].Name != "outbound|20880||stock.shop.svc.cluster.local" {
 		t.Errorf("MetaRouter without routes: %+v (%v), want the default route", d, err)
+	}
+}
+
+// TestTranslateUsesGivenValidation: a caller that validated MetaRouters already (the
+// controller, to keep the last valid version of an invalid one) hands its findings over in
+// Input.RouterErrors, and Translate takes them instead of validating again.
+func TestTranslateUsesGivenValidation(t *testing.T) {
+	in, opts, _ := loadCase(t, filepath.Join("testdata", "invalid-metarouter"))
+	fine := types.NamespacedName{Namespace: "apps", Name: "fine"}
+	broken := types.NamespacedName{Namespace: "apps", Name: "broken"}
+	if out := Translate(in, opts); !out.Routers[fine].Accepted() || len(out.Routers[broken].Errors) == 0 {
+		t.Fatalf("without RouterErrors: fine accepted %v, broken's errors %v; the case no longer fits this test",
+			out.Routers[fine].Accepted(), out.Routers[broken].Errors)
+	}
+	in.RouterErrors = map[types.NamespacedName][]string{fine: {"found by the caller"}}
+	out := Translate(in, opts)
+	if got := out.Routers[fine]; got.Accepted() || !slices.Equal(got.Errors, []string{"found by the caller"}) {
+		t.Errorf("fine: accepted %v, errors %v; want the caller's finding and not applied", got.Accepted(), got.Errors)
+	}
+	if len(out.Routers[broken].Errors) == 0 {
+		t.Errorf("broken, absent from RouterErrors, was not validated by Translate")
 	}
 }

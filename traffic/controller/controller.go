@@ -466,16 +466,19 @@ type invalid struct {
 }
 
 // substituteAccepted replaces each MetaRouter that is invalid on its own by the last valid
-// version seen, so that a bad edit keeps the routes that worked instead of dropping them.
+// version seen, so that a bad edit keeps the routes that worked instead of dropping them. What
+// it validated goes into in.RouterErrors, so the translation does not validate it again.
 func (c *Controller) substituteAccepted(in *traffic.Input) map[types.NamespacedName]invalid {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	bad := map[types.NamespacedName]invalid{}
 	present := map[types.NamespacedName]bool{}
+	in.RouterErrors = make(map[types.NamespacedName][]string, len(in.MetaRouters))
 	for i, mr := range in.MetaRouters {
 		key := types.NamespacedName{Namespace: mr.Namespace, Name: mr.Name}
 		present[key] = true
 		errs := traffic.ValidateRouter(mr)
+		in.RouterErrors[key] = errs
 		if len(errs) == 0 {
 			c.accepted[key] = mr
 			continue
@@ -483,6 +486,7 @@ func (c *Controller) substituteAccepted(in *traffic.Input) map[types.NamespacedN
 		iv := invalid{errs: errs, generation: mr.Generation}
 		if prev, ok := c.accepted[key]; ok {
 			in.MetaRouters[i] = prev
+			in.RouterErrors[key] = nil // the last valid version, validated when it was current
 			iv.serving = max(prev.Generation, 1)
 		}
 		bad[key] = iv
