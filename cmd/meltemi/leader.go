@@ -7,20 +7,10 @@ import (
 	"os"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
-
-	"github.com/meltemi-mesh/meltemi/api/v1alpha1"
-	"github.com/meltemi-mesh/meltemi/serviceentries/vip"
-	synckube "github.com/meltemi-mesh/meltemi/sync/kube"
 )
 
 // electLeader campaigns for the Lease and calls lead while this replica leads. Losing the
@@ -73,32 +63,4 @@ func electLeader(ctx context.Context, kube kubernetes.Interface, namespace, name
 	default:
 	}
 	return nil
-}
-
-// seedVIPs reads back the virtual IPs of the ServiceEntries already written, so hosts keep
-// their addresses across restarts and leader changes.
-func seedVIPs(ctx context.Context, dyn dynamic.Interface, namespace string, vips *vip.Allocator) error {
-	kind := synckube.ServiceEntryKind()
-	gvr := kind.GVK.GroupVersion().WithResource(kind.Resource)
-	list, err := dyn.Resource(gvr).Namespace(namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByValue,
-	})
-	if err != nil {
-		return fmt.Errorf("reading existing ServiceEntries for their virtual IPs: %w", err)
-	}
-	for _, se := range list.Items {
-		hosts, _, _ := unstructured.NestedStringSlice(se.Object, "spec", "hosts")
-		addrs, _, _ := unstructured.NestedStringSlice(se.Object, "spec", "addresses")
-		if len(hosts) == 1 && len(addrs) == 1 {
-			vips.Seed(hosts[0], addrs[0])
-		}
-	}
-	return nil
-}
-
-// newEventRecorder records Events through the API server until ctx ends.
-func newEventRecorder(ctx context.Context, kube kubernetes.Interface) record.EventRecorder {
-	b := record.NewBroadcaster(record.WithContext(ctx))
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
-	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "meltemi"})
 }

@@ -320,7 +320,7 @@ func startServices(ctx context.Context, f *runFlags, guardNS string, dyn dynamic
 		if vips, err = vip.New(f.vipCIDR); err != nil {
 			return nil, fmt.Errorf("--vip-cidr: %w", err)
 		}
-		if err := seedVIPs(ctx, dyn, f.namespace, vips); err != nil {
+		if err := serviceentries.SeedVIPs(ctx, dyn, f.namespace, vips); err != nil {
 			return nil, err
 		}
 	}

@@ -45,6 +45,8 @@ type emitter struct {
 	stopped         bool
 	// lastSize sizes the next batch's buffer like the last full one.
 	lastSize int
+	// health is the last health report sent on this stream; a repeat of it is not sent.
+	health *registryv1.HealthResponse
 }
 
 func newEmitter(ctx context.Context, srv *server, uniqueHosts bool) *emitter {
@@ -177,8 +179,16 @@ func (e *emitter) SentKeys() []string {
 
 func (e *emitter) Health(connected bool, message string) {
 	message = e.srv.redact(message)
-	e.srv.health.Store(&registryv1.HealthResponse{Connected: connected, Message: message})
-	e.add(func(b *protocol.WireBatch) { b.AppendHealth(connected, message) })
+	e.mu.Lock()
+	repeat := e.health != nil && e.health.Connected == connected && e.health.Message == message
+	if !repeat {
+		e.health = &registryv1.HealthResponse{Connected: connected, Message: message}
+		e.srv.health.Store(e.health)
+	}
+	e.mu.Unlock()
+	if !repeat {
+		e.add(func(b *protocol.WireBatch) { b.AppendHealth(connected, message) })
+	}
 }
 
 // queue queues the events of the changes one plan step decided (planMu held); it reports

@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -390,4 +391,42 @@ func TestServedVersionDefaultsToProtocolVersion(t *testing.T) {
 	if protocol.ServedVersion() != protocol.Version {
 		t.Errorf("served version %d, protocol version %d", protocol.ServedVersion(), protocol.Version)
 	}
+}
+
+// TestHealthRepeatsAreNotSent: a plugin may report health on every attempt; only changes
+// reach the host, and what reaches it has the credentials removed, as sdk.Redact removes them.
+func TestHealthRepeatsAreNotSent(t *testing.T) {
+	reported := make(chan struct{})
+	srv := NewServer(&funcPlugin{watch: func(ctx context.Context, e Emitter) error {
+		for _, h := range []struct {
+			ok  bool
+			msg string
+		}{{false, "dialing"}, {false, "dialing"}, {false, "auth s3cret-pw refused"}, {true, ""}, {true, ""}, {false, "dialing"}} {
+			e.Health(h.ok, h.msg)
+		}
+		close(reported)
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	if _, err := srv.Configure(context.Background(), &registryv1.ConfigureRequest{Secrets: map[string]string{"password": "s3cret-pw"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := Redact("error: s3cret-pw"); got != "error: [redacted]" {
+		t.Errorf("Redact = %q", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream := &fakeStream{ctx: ctx}
+	done := make(chan error, 1)
+	go func() { done <- srv.Watch(&registryv1.WatchRequest{}, stream) }()
+	<-reported
+	want := []string{"health:false:dialing", "health:false:auth [redacted] refused", "health:true:", "health:false:dialing"}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(describe(stream.events()), want) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := describe(stream.events()); !slices.Equal(got, want) {
+		t.Errorf("sent %v, want %v", got, want)
+	}
+	cancel()
+	<-done
 }

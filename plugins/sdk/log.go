@@ -16,6 +16,11 @@ import (
 // attributes; still, never log credentials on purpose.
 func Logger() *slog.Logger { return logger }
 
+// Redact removes the values of the registry's credentials (Config.Secrets) from text. What a
+// plugin logs, reports as health or rejects is redacted already; Redact is for text that
+// leaves the plugin another way, such as an error it wraps into its own message.
+func Redact(text string) string { return logRedactor.Load().Redact(text) }
+
 var (
 	logRedactor atomic.Pointer[protocol.Redactor]
 	logger      = slog.New(&redactingHandler{inner: newHostLogHandler(os.Stderr), r: &logRedactor})

@@ -100,7 +100,8 @@ type Emitter interface {
 	Sent(key string) (catalog.Service, bool)
 	// SentKeys returns the keys of the services the host has, sorted.
 	SentKeys() []string
-	// Health reports whether the plugin can reach its registry.
+	// Health reports whether the plugin can reach its registry. A report equal to the last
+	// one is not sent again, so a plugin may report on every attempt.
 	Health(connected bool, message string)
 	// Reject reports a registry item that could not be understood; an item is reported once
 	// per reason.

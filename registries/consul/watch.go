@@ -106,11 +106,7 @@ type watcher struct {
 	unread    int // services of this generation not read yet
 	// synced is false while a listing is under way: what a partial listing holds is stated
 	// only with the complete one, in its snapshot.
-	synced bool
-	health struct {
-		reported, ok bool
-		msg          string
-	}
+	synced      bool
 	lastResync  time.Time
 	resyncDelay time.Duration
 	filteredLog map[string]bool
@@ -129,7 +125,7 @@ func newWatcher(cfg *config, client *api.Client, e sdk.Emitter, stats *watchStat
 
 func (w *watcher) run(ctx context.Context) error {
 	defer w.wg.Wait()
-	w.setHealth(false, "connecting to Consul at "+w.cfg.url())
+	w.e.Health(false, "connecting to Consul at "+w.cfg.url())
 	dcs, ok := w.datacenters(ctx)
 	if !ok {
 		return nil
@@ -191,7 +187,7 @@ func (w *watcher) datacenters(ctx context.Context) ([]*dcWatch, bool) {
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		w.setHealth(false, "finding the agent's datacenter: "+err.Error())
+		w.e.Health(false, "finding the agent's datacenter: "+err.Error())
 		if !sdk.Sleep(ctx, b.next()) {
 			return nil, false
 		}
@@ -249,7 +245,7 @@ func (w *watcher) resync(reason string) time.Duration {
 	}
 	w.lastResync = time.Now()
 	w.log.Warn("a Consul index went backwards; listing everything again", "reason", reason, "after", w.resyncDelay)
-	w.setHealth(false, "Consul's state was replaced ("+reason+"); listing everything again")
+	w.e.Health(false, "Consul's state was replaced ("+reason+"); listing everything again")
 	return w.resyncDelay
 }
 
@@ -384,20 +380,12 @@ func (w *watcher) reportHealth() {
 	}
 	switch {
 	case len(problems) > 0:
-		w.setHealth(false, catalog.Clip(strings.Join(problems, "; "), 1024))
+		w.e.Health(false, catalog.Clip(strings.Join(problems, "; "), 1024))
 	case !w.synced:
-		w.setHealth(false, fmt.Sprintf("listing Consul: %d services not read yet", w.unread))
+		w.e.Health(false, fmt.Sprintf("listing Consul: %d services not read yet", w.unread))
 	default:
-		w.setHealth(true, "")
+		w.e.Health(true, "")
 	}
-}
-
-func (w *watcher) setHealth(ok bool, msg string) {
-	if w.health.reported && w.health.ok == ok && w.health.msg == msg {
-		return
-	}
-	w.health.reported, w.health.ok, w.health.msg = true, ok, msg
-	w.e.Health(ok, msg)
 }
 
 // send hands a message to the run loop unless ctx ended.

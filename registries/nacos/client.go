@@ -141,9 +141,9 @@ func (r *nacosRegistry) newClient(namespace string) (naming_client.INamingClient
 	sdkLogMu.Lock()
 	defer sdkLogMu.Unlock()
 	c, err := sdkclient.New(cc, servers)
-	nacoslog.SetLogger(sdkLogger{log: r.log, redactor: cfg.redactor})
+	nacoslog.SetLogger(sdkLogger{log: r.log})
 	if err != nil {
-		return nil, fmt.Errorf("creating the Nacos client for namespace %s: %s", namespace, redact(err.Error(), cfg.redactor))
+		return nil, fmt.Errorf("creating the Nacos client for namespace %s: %s", namespace, redact(err.Error()))
 	}
 	r.log.Debug("Nacos client created", "namespace", namespace)
 	return c, nil
@@ -171,7 +171,7 @@ func (r *nacosRegistry) Services(ctx context.Context, namespace string, groups g
 	for _, g := range groups.names {
 		names, err := listGroup(ctx, c, namespace, g)
 		if err != nil {
-			return nil, fmt.Errorf("listing group %s: %s", g, redact(err.Error(), r.cfg.redactor))
+			return nil, fmt.Errorf("listing group %s: %s", g, redact(err.Error()))
 		}
 		for _, n := range names {
 			out = append(out, serviceID{namespace: namespace, group: g, name: n})
@@ -257,12 +257,12 @@ func (r *nacosRegistry) Subscribe(id serviceID, push func([]nacosmodel.Instance)
 		// Unsubscribe takes back the callback and the library's re-subscribe entry even when
 		// the server cannot be told.
 		if err := c.Unsubscribe(param); err != nil {
-			r.log.Debug("unsubscribing", "service", id.String(), "error", redact(err.Error(), r.cfg.redactor))
+			r.log.Debug("unsubscribing", "service", id.String(), "error", redact(err.Error()))
 		}
 	}
 	if err := c.Subscribe(param); err != nil {
 		unsubscribe()
-		return nil, fmt.Errorf("subscribing to %s: %s", id, redact(err.Error(), r.cfg.redactor))
+		return nil, fmt.Errorf("subscribing to %s: %s", id, redact(err.Error()))
 	}
 	return unsubscribe, nil
 }
@@ -303,8 +303,7 @@ func (r *nacosRegistry) Close() {
 // reports connection problems itself. Credentials are removed: the library logs request
 // parameters and headers on errors.
 type sdkLogger struct {
-	log      *slog.Logger
-	redactor *protocol.Redactor
+	log *slog.Logger
 }
 
 func (l sdkLogger) Info(...any)           {}
@@ -324,7 +323,7 @@ func (l sdkLogger) out(level, msg string) {
 	if strings.HasPrefix(msg, "mkdir cacheDir failed") {
 		return // the cache is off on purpose (see newClient)
 	}
-	l.log.Debug("nacos client: "+clip(redact(msg, l.redactor), 2048), "clientLevel", level)
+	l.log.Debug("nacos client: "+clip(redact(msg), 2048), "clientLevel", level)
 }
 
 // sensitiveFields matches credential fields as the client library prints them: JSON
@@ -334,6 +333,6 @@ var sensitiveFields = regexp.MustCompile(`(?i)((?:access_?token|password|secret_
 // redact removes credentials from text that leaves the plugin: the configured ones, and
 // tokens and signatures the client library obtained or computed, which only their field
 // names give away.
-func redact(text string, r *protocol.Redactor) string {
-	return sensitiveFields.ReplaceAllString(r.Redact(text), "${1}"+protocol.Redacted)
+func redact(text string) string {
+	return sensitiveFields.ReplaceAllString(sdk.Redact(text), "${1}"+protocol.Redacted)
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
-	"github.com/meltemi-mesh/meltemi/plugins/protocol"
 	"github.com/meltemi-mesh/meltemi/plugins/sdk"
 )
 
@@ -136,7 +135,6 @@ type config struct {
 	hosts           *hostTemplates
 	defaultProtocol string
 	creds           credentials
-	redactor        *protocol.Redactor // removes every value of the credentials Secret
 }
 
 // Plugin is the Nacos registry plugin. Use New.
@@ -177,7 +175,7 @@ func (p *Plugin) Describe() sdk.Description {
 // (port 8848 by default), optionally with an http:// or https:// scheme.
 func (p *Plugin) Configure(_ context.Context, cfg sdk.Config) error {
 	o := sdk.NewOptions(options, cfg)
-	c := &config{registry: cfg.Registry, redactor: protocol.NewRedactor(cfg.Secrets)}
+	c := &config{registry: cfg.Registry}
 
 	c.tls = o.Bool(optTLS)
 	var err error

@@ -99,10 +99,6 @@ type watcher struct {
 	graceUntil time.Time
 	grace      *time.Timer
 	backoff    time.Duration
-	health     struct {
-		reported, ok bool
-		msg          string
-	}
 }
 
 func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
@@ -120,7 +116,7 @@ func newWatcher(cfg *config, e sdk.Emitter, stats *watchStats) *watcher {
 func (w *watcher) run(ctx context.Context, reg registry) error {
 	w.reg = reg
 	defer w.stats.subscriptions.Store(0) // closing the registry ends every subscription
-	w.setHealth(false, "connecting to Nacos at "+serverList(w.cfg.servers))
+	w.reportHealth(false, "connecting to Nacos at "+serverList(w.cfg.servers))
 
 	conn := make(chan connState, 1)
 	go w.monitor(ctx, conn)
@@ -135,7 +131,7 @@ func (w *watcher) run(ctx context.Context, reg registry) error {
 			return nil
 		}
 		w.log.Info("listing Nacos failed; retrying", "error", err)
-		w.setHealth(false, err.Error())
+		w.reportHealth(false, err.Error())
 		if !sdk.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
@@ -437,7 +433,7 @@ func (w *watcher) snapshot() {
 	w.e.Snapshot(services)
 	w.stats.snapshots.Add(1)
 	w.backoff = 0
-	w.setHealth(true, "")
+	w.reportHealth(true, "")
 	w.log.Info("listed Nacos", "services", len(services), "instances", instances, "subscriptions", len(w.subs))
 }
 
@@ -549,7 +545,7 @@ func (w *watcher) connectionChanged(st connState) {
 	}
 	w.updateHealth()
 	if !st.ok {
-		w.setHealth(false, st.msg)
+		w.reportHealth(false, st.msg)
 	}
 }
 
@@ -557,9 +553,9 @@ func (w *watcher) updateHealth() {
 	switch {
 	case !w.connected:
 	case w.listErr != "":
-		w.setHealth(false, w.listErr)
+		w.reportHealth(false, w.listErr)
 	default:
-		w.setHealth(true, "")
+		w.reportHealth(true, "")
 	}
 }
 
@@ -599,16 +595,11 @@ func (w *watcher) endGrace() {
 
 func (w *watcher) reject(item, reason string) { w.e.Reject(clip(item, 256), clip(reason, 512)) }
 
-func (w *watcher) setHealth(ok bool, msg string) {
-	msg = redact(clip(msg, 1024), w.cfg.redactor)
-	if w.health.reported && w.health.ok == ok && w.health.msg == msg {
-		return
-	}
-	w.health.reported, w.health.ok, w.health.msg = true, ok, msg
-	w.e.Health(ok, msg)
-}
-
 func (w *watcher) nextBackoff() time.Duration {
 	w.backoff = min(max(2*w.backoff, minBackoff), maxBackoff)
 	return w.backoff/2 + rand.N(w.backoff/2+1)
 }
+
+// reportHealth reports health with what the client library's messages may carry of
+// credentials removed (redact), clipped to a size a status condition can show.
+func (w *watcher) reportHealth(ok bool, msg string) { w.e.Health(ok, redact(clip(msg, 1024))) }

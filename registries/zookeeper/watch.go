@@ -84,11 +84,6 @@ type watcher struct {
 	authed     bool  // credentials were accepted once; the client re-sends them itself
 	armSession int64 // session in which the watches in armed were set
 	synced     int64 // session the tree was listed in; 0 until the first snapshot
-	health     struct {
-		reported bool
-		ok       bool
-		msg      string
-	}
 
 	// armed holds the outstanding watches by path. ZooKeeper watches fire once and the client
 	// cannot remove them, so a path's watch is set again only after it fired.
@@ -155,7 +150,7 @@ func (z zkLogger) Printf(format string, args ...any) {
 }
 
 func (w *watcher) run(ctx context.Context) error {
-	w.setHealth(false, "connecting to ZooKeeper at "+strings.Join(w.cfg.servers, ","))
+	w.e.Health(false, "connecting to ZooKeeper at "+strings.Join(w.cfg.servers, ","))
 	w.retry = time.NewTimer(time.Hour)
 	w.retry.Stop()
 	defer w.retry.Stop()
@@ -174,7 +169,7 @@ func (w *watcher) run(ctx context.Context) error {
 			w.conn, clientDone = conn, evs
 			break
 		}
-		w.setHealth(false, "resolving ZooKeeper servers: "+err.Error())
+		w.e.Health(false, "resolving ZooKeeper servers: "+err.Error())
 		if !sdk.Sleep(ctx, w.nextBackoff()) {
 			return nil
 		}
@@ -289,20 +284,20 @@ func (w *watcher) sessionEvent(state zk.State) {
 		w.log.Info("reconnected to ZooKeeper; session and watches kept", "session", fmt.Sprintf("%#x", sid))
 		w.markPending()
 		if w.synced == sid {
-			w.setHealth(true, "")
+			w.e.Health(true, "")
 		}
 	case zk.StateExpired:
 		w.connected = false
 		w.clearWatches()
 		w.log.Warn("ZooKeeper session expired")
-		w.setHealth(false, "ZooKeeper session expired; reconnecting with a new session")
+		w.e.Health(false, "ZooKeeper session expired; reconnecting with a new session")
 	case zk.StateAuthFailed:
 		w.connected = false
-		w.setHealth(false, "ZooKeeper rejected the credentials")
+		w.e.Health(false, "ZooKeeper rejected the credentials")
 	case zk.StateDisconnected, zk.StateConnecting:
 		if w.connected {
 			w.log.Warn("disconnected from ZooKeeper; reconnecting", "sessionTimeout", w.cfg.sessionTimeout)
-			w.setHealth(false, fmt.Sprintf("disconnected from ZooKeeper; reconnecting (the session survives %s)", w.cfg.sessionTimeout))
+			w.e.Health(false, fmt.Sprintf("disconnected from ZooKeeper; reconnecting (the session survives %s)", w.cfg.sessionTimeout))
 		}
 		w.connected = false
 	}
@@ -324,7 +319,7 @@ func (w *watcher) authenticate() bool {
 			return false // retried when the session is back
 		}
 		w.log.Error("ZooKeeper authentication failed", "error", err)
-		w.setHealth(false, "ZooKeeper authentication failed: "+err.Error())
+		w.e.Health(false, "ZooKeeper authentication failed: "+err.Error())
 		w.scheduleRetry()
 		return false
 	}
@@ -368,7 +363,7 @@ func (w *watcher) fullSync(ctx context.Context) {
 	w.scheduleResync()
 	w.synced = session
 	w.stats.snapshots.Add(1)
-	w.setHealth(true, "")
+	w.e.Health(true, "")
 	w.log.Info("listed ZooKeeper", "services", len(services), "instances", instances,
 		"interfaces", len(w.t.ifaces), "applications", len(w.t.apps), "mappedInterfaces", len(w.t.mapped),
 		"watches", len(w.armed), "session", fmt.Sprintf("%#x", session), "took", time.Since(start).Round(time.Millisecond).String())
@@ -752,14 +747,6 @@ func (w *watcher) build(key string) (catalog.Service, bool) {
 
 func (w *watcher) reject(item, reason string) {
 	w.e.Reject(catalog.Clip(item, 256), catalog.Clip(reason, 512))
-}
-
-func (w *watcher) setHealth(ok bool, msg string) {
-	if w.health.reported && w.health.ok == ok && w.health.msg == msg {
-		return
-	}
-	w.health.reported, w.health.ok, w.health.msg = true, ok, msg
-	w.e.Health(ok, msg)
 }
 
 func (w *watcher) scheduleRetry() {

@@ -3,9 +3,7 @@ package serviceregistry
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"reflect"
-	"slices"
 	"sync"
 
 	"github.com/meltemi-mesh/meltemi/plugins/catalog"
@@ -136,13 +134,6 @@ func (m *Manager) Statuses() map[string]supervisor.Status {
 		out[name] = r.sup.Status()
 	}
 	return out
-}
-
-// Names returns the configured registry names.
-func (m *Manager) Names() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Sorted(maps.Keys(m.running))
 }
 
 // Stop stops every plugin and waits for them.

@@ -1,11 +1,14 @@
-// Package kube is the owned-object reconciler: it makes the cluster match a set of desired
-// objects (Istio ServiceEntries now; WorkloadEntries, EnvoyFilters — any namespaced kind given
-// by GVK and resource) while touching only objects Meltemi owns.
+// Package kube is the owned-object writer: it makes the cluster match a set of desired objects
+// (ServiceEntries and WorkloadEntries for the serviceentries pipeline, EnvoyFilters for the
+// traffic pipeline — any namespaced kind given by GVK and resource) while touching only objects
+// Meltemi owns. It knows nothing of what the objects mean.
 //
-// The host calls Set and Unset (or SetGroup) as its desired state changes, AllowDeletes once
-// sources have delivered their first complete snapshots (again as more of them do, when
-// Config.HoldDelete holds the objects of sources that have not), and Run to start. WaitIdle tells when everything asked
-// for has been written.
+// Controllers call SetGroup as their desired state changes (a group is the complete set of
+// objects one key wants: a host's ServiceEntry and WorkloadEntries, the translator's
+// EnvoyFilters), AllowDeletes once sources have delivered their first complete snapshots (again
+// as more of them do, when Config.HoldDelete holds the objects of sources that have not), and
+// Run to start. WaitIdle tells when everything asked for has been written; WaitBacklog and
+// HandOverLimit are its pacing, for controllers that hand over no more than it can take.
 //
 // # Ownership
 //

@@ -168,7 +168,7 @@ func TestE2EDeletesOnlyAfterAllowDeletes(t *testing.T) {
 		}
 	}
 	rr.settle(t)
-	rr.Unset(ServiceEntryKind().GVK, ns, "drop")
+	rr.unset(ServiceEntryKind().GVK, ns, "drop")
 	rr.waitIdle(t)
 	time.Sleep(200 * time.Millisecond) // give a wrong delete every chance to happen
 	rr.waitIdle(t)
@@ -463,7 +463,7 @@ func TestE2EObjectThatStopsBeingOwned(t *testing.T) {
 		}
 		taken[name] = out.GetResourceVersion()
 	}
-	rr.Unset(ServiceEntryKind().GVK, ns, "orphan")
+	rr.unset(ServiceEntryKind().GVK, ns, "orphan")
 	rr.AllowDeletes()
 	eventually(t, 10*time.Second, func() error {
 		if rr.Stats().ForeignConflicts == 0 {

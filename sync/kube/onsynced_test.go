@@ -74,7 +74,7 @@ func TestOnSyncedReportsWritesAndNoops(t *testing.T) {
 	}
 
 	// Deleting counts as a write.
-	rr.Unset(ServiceEntryKind().GVK, "ns", "a")
+	rr.unset(ServiceEntryKind().GVK, "ns", "a")
 	rr.AllowDeletes()
 	eventually(t, 5*time.Second, func() error {
 		if log.count(wrote) != 2 {

@@ -410,7 +410,7 @@ func (r *Reconciler) waitForCaches(ctx context.Context) bool {
 // returns an error, and changes nothing, for an unknown kind or a missing name or namespace.
 // An object over the size limit is refused with an error wrapping ErrTooLarge: nothing is
 // written for that key and an existing cluster object is left as it is (not deleted) until a
-// later Set or Unset.
+// later Set or SetGroup.
 func (r *Reconciler) Set(obj *unstructured.Unstructured) error {
 	k, err := r.key(obj.GroupVersionKind(), obj.GetNamespace(), obj.GetName())
 	if err != nil {
@@ -441,12 +441,12 @@ func (r *Reconciler) Set(obj *unstructured.Unstructured) error {
 	return nil
 }
 
-// Unset removes the desired state of an object. The owned cluster object becomes an orphan,
+// unset removes the desired state of an object. The owned cluster object becomes an orphan,
 // deleted once deletes are allowed.
-func (r *Reconciler) Unset(gvk schema.GroupVersionKind, namespace, name string) {
+func (r *Reconciler) unset(gvk schema.GroupVersionKind, namespace, name string) {
 	k, err := r.key(gvk, namespace, name)
 	if err != nil {
-		r.log.Error("kube reconciler: Unset ignored", "err", err)
+		r.log.Error("kube reconciler: unset ignored", "err", err)
 		return
 	}
 	r.mu.Lock()
@@ -498,7 +498,7 @@ func (r *Reconciler) SetGroup(group string, objs []*unstructured.Unstructured) [
 	}
 	r.mu.Unlock()
 	for _, k := range gone {
-		r.Unset(r.kinds[k.kind].GVK, k.namespace, k.name)
+		r.unset(r.kinds[k.kind].GVK, k.namespace, k.name)
 	}
 	return errs
 }
