@@ -2,7 +2,7 @@
 # The Meltemi image: the host and its registry plugins side by side in /usr/local/bin, where the
 # host looks for plugins by default. Built by `make image`:
 #
-#   docker build --build-arg VERSION=v0.1.0 -t ghcr.io/meltemi-mesh/meltemi:v0.1.0 .
+#   make image VERSION=v0.1.0    (passes the plugin list: --build-arg PLUGINS=…)
 #
 # The final image is distroless and runs as a non-root user; the chart mounts a writable /tmp
 # (plugin sockets) over an otherwise read-only root file system.
@@ -17,8 +17,9 @@ COPY . .
 ARG VERSION=dev
 ARG TARGETOS=linux
 ARG TARGETARCH
-# Plugin packages shipped in the image; `make image` passes the Makefile's list.
-ARG PLUGINS="./registries/zookeeper/cmd/meltemi-registry-zookeeper ./registries/nacos/cmd/meltemi-registry-nacos ./registries/consul/cmd/meltemi-registry-consul ./registries/etcd/cmd/meltemi-registry-etcd"
+# Plugin packages shipped in the image: the Makefile's list (IMAGE_PLUGINS), passed by `make image`.
+ARG PLUGINS
+RUN test -n "$PLUGINS" || { echo "PLUGINS is empty: build the image with make image" >&2; exit 1; }
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/meltemi ${PLUGINS}

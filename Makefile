@@ -7,8 +7,11 @@ LDFLAGS := -X main.version=$(VERSION)
 export MELTEMI_CACHE ?= $(HOME)/.cache/meltemi
 export PATH := $(MELTEMI_CACHE)/bin:$(PATH)
 
-# Plugin binaries shipped beside the host, by package.
-PLUGINS := ./registries/zookeeper/cmd/meltemi-registry-zookeeper ./registries/etcd/cmd/meltemi-registry-etcd ./registries/synthetic/cmd/meltemi-registry-synthetic ./registries/consul/cmd/meltemi-registry-consul ./registries/nacos/cmd/meltemi-registry-nacos
+# The one list of plugins: every registries/<kind>/cmd/meltemi-registry-<kind> package is built
+# beside the host, and all but the synthetic test plugin ship in the image (the Dockerfile takes
+# this list; it has none of its own).
+PLUGINS := $(sort $(patsubst %/,./%,$(dir $(wildcard registries/*/cmd/meltemi-registry-*/main.go))))
+IMAGE_PLUGINS := $(filter-out %-synthetic,$(PLUGINS))
 TOOLS := ./e2e/cmd/dubbo-seed
 
 .PHONY: all build test conformance demo demo-down bench generate lint fmt clean tools image helm-lint
@@ -23,7 +26,7 @@ build:
 IMAGE ?= ghcr.io/meltemi-mesh/meltemi:$(VERSION)
 image:
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers (docker info failed); start one, or build the Dockerfile with another OCI builder" >&2; exit 1; }
-	docker build --build-arg VERSION=$(VERSION) --build-arg PLUGINS="$(filter-out %-synthetic,$(PLUGINS))" -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg PLUGINS="$(IMAGE_PLUGINS)" -t $(IMAGE) .
 
 ## helm-lint: lint the chart with helm built from the Go module proxy (cached)
 helm-lint:
