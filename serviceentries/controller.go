@@ -1,8 +1,10 @@
-// Package serviceentries turns registry services into ServiceEntries: it keeps what the plugins
-// report in the store (serviceentries/store), and every host whose services changed is converted into
-// its desired objects and handed to the writer (sync/kube) as one group. Bursts of changes are
-// coalesced: each host is converted once per batch, however many reports touched it. What a
-// report may change and when deletes are safe is the Policy's.
+// Package serviceentries is the first pipeline: registry services to ServiceEntries. Its
+// Controller runs store → coalesce → decide → write: what the plugins report (through
+// serviceentries/serviceregistry) is kept in the store (serviceentries/store); every host whose
+// services changed is queued (internal/coalesce, once per batch however many reports touched
+// it), converted (serviceentries/convert, pure), decided on (serviceentries/plan, pure: write,
+// remove, withhold for a foreign owner, wait for a pending registry) and handed to the writer
+// (sync/kube) as one group. What a report may change and when deletes are safe is the Policy's.
 package serviceentries
 
 import (

@@ -1,18 +1,25 @@
-// Package traffic translates routing rules into proxy configuration, as a pure function:
-// MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries in; Istio EnvoyFilters
-// and route configurations (for Meltemi's RDS server) out, plus what was wrong with the input.
+// Package traffic is the second pipeline's pure step: it translates routing rules into proxy
+// configuration. Input (one snapshot of MetaRouters, ApplicationProtocols, DestinationRules,
+// ServiceEntries, Kubernetes Services, VirtualServices, DubboAuthorizationPolicies,
+// RedisServices, RedisDestinations, the Secrets those name, and Istio's mesh config) goes in;
+// Output (Istio EnvoyFilters, route configurations for Meltemi's RDS server, each MetaRouter's
+// result, and every problem found) comes out. It reads no cluster and keeps no state.
 //
-// For every ServiceEntry port named tcp-metaprotocol-<app>-…, EnvoyFilters replace the TCP
-// proxy with the MetaProtocol proxy: outbound (on the listener of the service's VIP and port —
-// none without a VIP — for proxies selected by Options.ProxySelector) with routes from RDS
-// named <host>_<port>, and
-// inbound (for the service's own workloads, when its ServiceEntry has a workload selector) with
-// the rate limit filters. Ports named tcp-dubbo-… and tcp-thrift-… get Envoy's native
-// dubbo_proxy and thrift_proxy, with the routes inline.
+// Per port, by name (api/portname):
+//   - tcp-metaprotocol-<app>-…: the MetaProtocol proxy replaces the TCP proxy, outbound on the
+//     service's VIP listener for the proxies Options.ProxySelector selects, with routes over RDS
+//     named <host>_<port>, and inbound for the service's own workloads (when its ServiceEntry
+//     has a workload selector) with rate limits and telemetry;
+//   - tcp-dubbo-… and tcp-thrift-…: Envoy's dubbo_proxy and thrift_proxy with inline routes from
+//     VirtualServices, and Dubbo authorization on the inbound side;
+//   - tcp-redis-…: Envoy's redis_proxy from RedisServices and RedisDestinations;
+//   - tcp-kafka-… and tcp-zookeeper-…: Envoy's statistics filters before the TCP proxy.
 //
 // A MetaRouter that is invalid on its own (bad regex, weights, duplicate route names) is not
-// applied; one that names missing hosts, subsets or ports is applied and warned about, as
-// Istio does with VirtualServices. Each host is routed by one MetaRouter: the oldest.
+// applied (Input.RouterErrors carries a caller's own validation); one that names missing hosts,
+// subsets or ports is applied and warned about, as Istio does with VirtualServices. Each host
+// is routed by one MetaRouter: the oldest. Evaluate and EvaluateRedis answer, for `meltemi
+// routes explain`, which route a request takes.
 package traffic
 
 import (

@@ -25,7 +25,7 @@ type Plugin interface {
 	// problems with particular options, so users see which field is wrong.
 	Configure(ctx context.Context, cfg Config) error
 	// Watch reports the registry's services through e until ctx is done: first a complete
-	// Snapshot, then Upserts and Deletes. It should keep retrying its registry connection
+	// Snapshot, then Set and Remove as services change. It should keep retrying its registry connection
 	// itself (reporting e.Health), and return only when ctx ends or on an unrecoverable error;
 	// the host restarts a plugin whose Watch failed. Watch may be called again after the
 	// host reconnects; each call must start with a new Snapshot.

@@ -1,8 +1,12 @@
-// Package rules runs the traffic translator against the cluster: it watches MetaRouters,
-// ApplicationProtocols, DestinationRules, VirtualServices, DubboAuthorizationPolicies and
-// ServiceEntries, translates them after a quiet
-// period, hands EnvoyFilters to the owned-object writer and route configurations to the RDS
-// server, and reports each MetaRouter's outcome in its status and in events.
+// Package controller runs the traffic translator (package traffic) against the cluster: it
+// watches MetaRouters, ApplicationProtocols, DestinationRules, ServiceEntries, Kubernetes
+// Services, VirtualServices, DubboAuthorizationPolicies, RedisServices, RedisDestinations, the
+// Secrets those name, Istio's mesh config and Meltemi's own EnvoyFilters; after a quiet period
+// it translates one snapshot of them, hands the route configurations to the RDS server
+// (sync/xds) and the EnvoyFilters to the owned-object writer (sync/kube), and reports each
+// rule's outcome in its status, in Events and in metrics. An invalid edit of a MetaRouter keeps
+// the last valid version in service; an EnvoyFilter the translation holds (bad input such as an
+// unreadable Redis password) is handed to the writer as it is in the cluster.
 package controller
 
 import (
