@@ -141,6 +141,9 @@ func (t *translator) addEnvoyFilter(host string, port uint32, direction string, 
 	if len(patches) == 0 {
 		return nil
 	}
+	if !t.loadable(host, port, direction, selector, patches) {
+		return nil
+	}
 	for _, ns := range t.filterNamespaces(host) {
 		// The writer adds the ownership labels (managed-by, and OwnerLabels as its own).
 		ef := envoyFilter{
@@ -167,6 +170,66 @@ func (t *translator) addEnvoyFilter(host string, port uint32, direction string, 
 		t.out.EnvoyFilters = append(t.out.EnvoyFilters, u)
 	}
 	return nil
+}
+
+// loadable reports whether every extension the patches name exists in the proxies the filter
+// reaches: those selected as MetaProtocol proxies when selector includes Options.ProxySelector,
+// the stock proxy otherwise. A filter a proxy lacks would make it reject the whole listener, so
+// such an EnvoyFilter is not produced; the port keeps Istio's own TCP handling, and the problem
+// is reported on the service (and on the authorization policies it leaves unenforced).
+func (t *translator) loadable(host string, port uint32, direction string, selector map[string]string, patches []configPatch) bool {
+	target := t.stockProfile
+	if len(t.opts.ProxySelector) > 0 && containsLabels(selector, t.opts.ProxySelector) {
+		target = t.metaProtocolProfile
+	}
+	var values []any
+	for _, p := range patches {
+		var v any
+		if json.Unmarshal(p.Patch.Value, &v) == nil {
+			values = append(values, v)
+		}
+	}
+	missing := slices.DeleteFunc(target.Missing(values), func(ext string) bool {
+		// A codec an ApplicationProtocol declares is in the user's own MetaProtocol build.
+		return target.MetaProtocol && t.declaredCodec(ext)
+	})
+	if len(missing) == 0 {
+		return true
+	}
+	msg := fmt.Sprintf("port %d (%s): not sent, since %s has no %s; the port keeps Istio's TCP handling",
+		port, direction, target, strings.Join(missing, ", "))
+	if !target.MetaProtocol && slices.ContainsFunc(missing, func(m string) bool { return strings.HasPrefix(m, "aeraki.") || m == wellknown.MetaProtocolFilter }) {
+		msg += " (MetaProtocol filters go only to proxies selected as MetaProtocol proxies: set the proxy selector, traffic.proxySelector in the chart, and label those pods)"
+	}
+	if svc, ok := t.services[host]; ok {
+		t.serviceProblem(svc.se, SeverityWarning, "host %s %s", host, msg)
+		if slices.Contains(missing, wellknown.DubboRBACFilter) {
+			for _, ap := range t.authz[svc.se.Namespace] {
+				t.problem("DubboAuthorizationPolicy", ap.Namespace, ap.Name, SeverityError,
+					"not enforced for host %s: %s", host, msg)
+			}
+		}
+	}
+	return false
+}
+
+// declaredCodec reports whether an ApplicationProtocol (not the built-in set) names codec.
+func (t *translator) declaredCodec(codec string) bool {
+	for p, c := range t.codecs {
+		if c == codec && builtinCodecs[p] != c {
+			return true
+		}
+	}
+	return false
+}
+
+func containsLabels(labels, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // hold records that a host's EnvoyFilter could not be built this time: the writer should keep

@@ -22,6 +22,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 )
 
 // Input is everything a translation reads. Order does not matter: Translate sorts.
@@ -334,6 +335,14 @@ type Options struct {
 	// ExportNamespaces are the namespaces besides Namespace a MetaRouter's exportTo may put
 	// EnvoyFilters in; "*" permits any. Default none: exportTo names only Namespace.
 	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+	// Proxy is the profile (traffic/proxies) of the proxies an EnvoyFilter reaches unless it
+	// selects MetaProtocol proxies: the stock istio-proxy of the running Istio (the default,
+	// proxies.DefaultStock), or a MetaProtocol profile where every proxy in scope runs the
+	// MetaProtocol image (Aeraki's set-up, chosen explicitly).
+	Proxy string `json:"proxy,omitempty"`
+	// MetaProtocolProxy is the profile of the proxies ProxySelector selects. Default
+	// proxies.DefaultMetaProtocol.
+	MetaProtocolProxy string `json:"metaProtocolProxy,omitempty"`
 }
 
 // mayExportTo reports whether EnvoyFilters may be written to a namespace.
@@ -368,6 +377,12 @@ func (o Options) WithDefaults() Options {
 	if o.ClusterDomain == "" {
 		o.ClusterDomain = "cluster.local"
 	}
+	if o.Proxy == "" {
+		o.Proxy = proxies.DefaultStock
+	}
+	if o.MetaProtocolProxy == "" {
+		o.MetaProtocolProxy = proxies.DefaultMetaProtocol
+	}
 	return o
 }
 
@@ -382,6 +397,15 @@ func (o Options) Validate() error {
 		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
 			return fmt.Errorf("export namespace %q is neither \"*\" nor a namespace name", ns)
 		}
+	}
+	o = o.WithDefaults()
+	if _, err := proxies.Get(o.Proxy); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	if p, err := proxies.Get(o.MetaProtocolProxy); err != nil {
+		return fmt.Errorf("MetaProtocol proxy: %w", err)
+	} else if !p.MetaProtocol {
+		return fmt.Errorf("MetaProtocol proxy %s has no MetaProtocol filter", o.MetaProtocolProxy)
 	}
 	if strings.ContainsAny(o.XDSCluster, " |") {
 		return fmt.Errorf("xDS cluster %q: the name of a static cluster of the proxies' bootstrap, not an Istio outbound cluster (Envoy takes RDS only through a static one)", o.XDSCluster)

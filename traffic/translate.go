@@ -39,6 +39,7 @@ import (
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/api/portname"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 )
 
 // Severity of a Problem.
@@ -151,14 +152,17 @@ type subsets struct {
 }
 
 type translator struct {
-	opts      Options
-	mesh      *MeshConfig
-	out       *Output
-	codecs    map[string]string
-	subsets   map[string]*subsets // host -> subsets of its DestinationRules
-	services  map[string]*service // host -> service
-	routers   map[string]*router  // host -> the MetaRouter routing it
-	listeners map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
+	opts Options
+	// stockProfile and metaProtocolProfile are the profiles of Options.Proxy and
+	// Options.MetaProtocolProxy: what the proxies an EnvoyFilter reaches can load.
+	stockProfile, metaProtocolProfile *proxies.Profile
+	mesh                          *MeshConfig
+	out                           *Output
+	codecs                        map[string]string
+	subsets                       map[string]*subsets // host -> subsets of its DestinationRules
+	services                      map[string]*service // host -> service
+	routers                       map[string]*router  // host -> the MetaRouter routing it
+	listeners                     map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
 	// virtualServices: host -> the VirtualService routing its native Dubbo/Thrift ports.
 	virtualServices map[string]*VirtualService
 	// authz: namespace -> its DubboAuthorizationPolicies, oldest first.
@@ -191,6 +195,8 @@ func Translate(in Input, opts Options) *Output {
 		redisServices:   map[string]*redisv1.RedisService{},
 		redisDests:      map[string]*redisv1.RedisDestination{},
 	}
+	t.stockProfile = t.proxyProfile(t.opts.Proxy, proxies.DefaultStock)
+	t.metaProtocolProfile = t.proxyProfile(t.opts.MetaProtocolProxy, proxies.DefaultMetaProtocol)
 	t.loadProtocols(in.ApplicationProtocols)
 	t.loadDestinationRules(in.DestinationRules)
 	t.loadServices(slices.Concat(in.ServiceEntries, kubeServiceEntries(in.Services, t.opts.ClusterDomain)))
@@ -214,6 +220,18 @@ func Translate(in Input, opts Options) *Output {
 	}
 	t.finish()
 	return t.out
+}
+
+// proxyProfile returns the named proxy profile, or the fallback with a problem when there is
+// no such profile (Options.Validate refuses it at start).
+func (t *translator) proxyProfile(name, fallback string) *proxies.Profile {
+	p, err := proxies.Get(name)
+	if err == nil {
+		return p
+	}
+	t.problem("Options", "", "", SeverityError, "%v; using %s", err, fallback)
+	p, _ = proxies.Get(fallback)
+	return p
 }
 
 func (t *translator) problem(kind, namespace, name string, sev Severity, format string, args ...any) {

@@ -21,6 +21,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/sync/xds"
 	"github.com/meltemi-mesh/meltemi/traffic"
 	"github.com/meltemi-mesh/meltemi/traffic/controller"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 )
 
 // trafficFlags configure the traffic translator and the xDS server.
@@ -31,6 +32,8 @@ type trafficFlags struct {
 	efNamespace    string
 	watchNamespace string
 	proxySelector  string
+	proxy          string
+	metaProxy      string
 	exportNS       string
 	clusterDomain  string
 	meshConfig     string
@@ -52,7 +55,11 @@ func (f *trafficFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.watchNamespace, "traffic-watch-namespace", "", "read MetaRouters, ApplicationProtocols, DestinationRules and ServiceEntries from this namespace only (default: all)")
 	fs.StringVar(&f.proxySelector, "metaprotocol-proxy-selector", "",
 		"labels (k=v,…) of workloads whose proxy carries the MetaProtocol filter; MetaProtocol EnvoyFilters select only them. "+
-			"Empty: every proxy in --envoyfilter-namespace's scope (a proxy without the filter rejects those listeners)")
+			"Empty: no proxy is selected, and MetaProtocol EnvoyFilters go only where --proxy is a MetaProtocol profile")
+	fs.StringVar(&f.proxy, "proxy", proxies.DefaultStock, "profile of the proxies EnvoyFilters reach unless they select MetaProtocol proxies: "+
+		"the stock istio-proxy of the mesh's Istio, or a MetaProtocol profile where every proxy runs the MetaProtocol image; "+
+		"a filter the profile lacks is never sent (known: "+strings.Join(proxies.Names(), ", ")+")")
+	fs.StringVar(&f.metaProxy, "metaprotocol-proxy", proxies.DefaultMetaProtocol, "profile of the proxies --metaprotocol-proxy-selector selects")
 	fs.StringVar(&f.exportNS, "envoyfilter-export-namespaces", "",
 		"namespaces (a,b,… or *) besides --envoyfilter-namespace that a MetaRouter's exportTo may put EnvoyFilters in, as Aeraki does; the EnvoyFilter writer then covers all namespaces")
 	fs.StringVar(&f.meshConfig, "mesh-config", "istio-system/istio",
@@ -108,7 +115,8 @@ func startTraffic(ctx context.Context, f *trafficFlags, dyn dynamic.Interface, k
 			exports = append(exports, ns)
 		}
 	}
-	opts := traffic.Options{Namespace: f.efNamespace, ProxySelector: sel, XDSCluster: cluster, ClusterDomain: f.clusterDomain, ExportNamespaces: exports}
+	opts := traffic.Options{Namespace: f.efNamespace, ProxySelector: sel, XDSCluster: cluster, ClusterDomain: f.clusterDomain, ExportNamespaces: exports,
+		Proxy: f.proxy, MetaProtocolProxy: f.metaProxy}
 	if err := opts.Validate(); err != nil {
 		lis.Close()
 		return nil, err

@@ -1,0 +1,76 @@
+package proxies
+
+import (
+	"slices"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// TestProfilesHoldWhatTheBuildsHold spot-checks each profile against facts of its build: the
+// filters Meltemi writes that the proxy has, and those it does not.
+func TestProfilesHoldWhatTheBuildsHold(t *testing.T) {
+	for _, tc := range []struct {
+		profile      string
+		has, hasNot  []string
+		metaProtocol bool
+	}{
+		{profile: "istio-proxy-1.30",
+			has:    []string{"envoy.filters.network.dubbo_proxy", "envoy.filters.dubbo.router", "envoy.filters.network.thrift_proxy", "envoy.filters.thrift.router", "envoy.filters.network.redis_proxy", "envoy.clusters.redis", "envoy.filters.network.zookeeper_proxy", "envoy.filters.network.rbac", "envoy.filters.network.local_ratelimit", "envoy.access_loggers.file", "envoy.filters.network.tcp_proxy"},
+			hasNot: []string{"envoy.filters.network.kafka_broker", "envoy.filters.dubbo.rbac", "envoy.filters.network.meta_protocol_proxy", "envoy.filters.network.generic_proxy", "envoy.transport_sockets.tcp_stats"}},
+		{profile: "istio-proxy-1.31",
+			has:    []string{"envoy.filters.network.dubbo_proxy", "envoy.filters.dubbo.router", "envoy.filters.network.thrift_proxy", "envoy.filters.network.redis_proxy", "envoy.filters.network.zookeeper_proxy", "envoy.filters.network.rbac", "envoy.filters.network.postgres_proxy"},
+			hasNot: []string{"envoy.filters.network.kafka_broker", "envoy.filters.dubbo.rbac", "aeraki.meta_protocol.codec.dubbo"}},
+		{profile: "metaprotocol-1.4.2", metaProtocol: true,
+			has:    []string{"envoy.filters.network.meta_protocol_proxy", "aeraki.meta_protocol.codec.dubbo", "aeraki.meta_protocol.filters.istio_stats", "envoy.filters.network.dubbo_proxy"},
+			hasNot: []string{"envoy.filters.network.kafka_broker", "envoy.filters.dubbo.rbac"}},
+	} {
+		p, err := Get(tc.profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range tc.has {
+			if !p.Has(e) {
+				t.Errorf("%s lacks %s", p, e)
+			}
+		}
+		for _, e := range tc.hasNot {
+			if p.Has(e) {
+				t.Errorf("%s has %s", p, e)
+			}
+		}
+		if p.MetaProtocol != tc.metaProtocol || p.Title == "" {
+			t.Errorf("%s: MetaProtocol %v, title %q", p.Name, p.MetaProtocol, p.Title)
+		}
+	}
+	if _, err := Get("istio-proxy-0.1"); err == nil {
+		t.Error("an unknown profile was found")
+	}
+	if !slices.Contains(Names(), DefaultStock) || !slices.Contains(Names(), DefaultMetaProtocol) {
+		t.Errorf("defaults missing from %v", Names())
+	}
+}
+
+func TestMissingExtensions(t *testing.T) {
+	var patch any
+	if err := yaml.Unmarshal([]byte(`
+name: envoy.filters.network.dubbo_proxy
+typed_config:
+  '@type': type.googleapis.com/envoy.extensions.filters.network.dubbo_proxy.v3.DubboProxy
+  stat_prefix: inbound|20880||
+  route_config: [{name: local, interface: '*', routes: [{match: {method: {name: {safe_regex: {regex: '.*'}}}}, route: {cluster: 'inbound|20880||'}}]}]
+  dubbo_filters:
+  - {name: envoy.filters.dubbo.rbac, config: {rules: {}}}
+  - {name: envoy.filters.dubbo.router}
+`), &patch); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"envoy.filters.dubbo.rbac", "envoy.filters.dubbo.router", "envoy.filters.network.dubbo_proxy"}
+	if got := Extensions(patch); !slices.Equal(got, want) {
+		t.Errorf("Extensions = %v, want %v (route names and stat prefixes are not extensions)", got, want)
+	}
+	p, _ := Get(DefaultStock)
+	if got := p.Missing(patch); !slices.Equal(got, []string{"envoy.filters.dubbo.rbac"}) {
+		t.Errorf("Missing = %v", got)
+	}
+}
