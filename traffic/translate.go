@@ -156,13 +156,13 @@ type translator struct {
 	// stockProfile and metaProtocolProfile are the profiles of Options.Proxy and
 	// Options.MetaProtocolProxy: what the proxies an EnvoyFilter reaches can load.
 	stockProfile, metaProtocolProfile *proxies.Profile
-	mesh                          *MeshConfig
-	out                           *Output
-	codecs                        map[string]string
-	subsets                       map[string]*subsets // host -> subsets of its DestinationRules
-	services                      map[string]*service // host -> service
-	routers                       map[string]*router  // host -> the MetaRouter routing it
-	listeners                     map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
+	mesh                              *MeshConfig
+	out                               *Output
+	codecs                            map[string]string
+	subsets                           map[string]*subsets // host -> subsets of its DestinationRules
+	services                          map[string]*service // host -> service
+	routers                           map[string]*router  // host -> the MetaRouter routing it
+	listeners                         map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
 	// virtualServices: host -> the VirtualService routing its native Dubbo/Thrift ports.
 	virtualServices map[string]*VirtualService
 	// authz: namespace -> its DubboAuthorizationPolicies, oldest first.
