@@ -26,7 +26,6 @@ import (
 )
 
 var (
-	nsGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	seGVR = schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"}
 )
 
