@@ -143,7 +143,8 @@ func TestAerakiManifestsApplyUnchanged(t *testing.T) {
 
 	xdsAddr := freeAddr(t)
 	b := startBridge(t, c, "--registry-namespace", ns, "--traffic=true", "--xds-listen", xdsAddr,
-		"--traffic-watch-namespace", ns, "--envoyfilter-namespace", ns)
+		"--traffic-watch-namespace", ns, "--envoyfilter-namespace", ns,
+		"--proxy", "metaprotocol-1.4.2") // every proxy runs the MetaProtocol image, as in Aeraki
 	b.waitReady(t, env)
 
 	for _, name := range []string{"test-metaprotocol-dubbo-route", "test-metaprotocol-dubbo-global-ratelimit", "test-metaprotocol-videopacket-route"} {

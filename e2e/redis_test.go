@@ -109,13 +109,16 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 				return err
 			}
 		}
-		for l, name := range map[string]string{kafkaListener: traffic.KafkaBrokerFilterName, zkListener: traffic.ZooKeeperProxyFilterName} {
-			if err := statsFilterBeforeTCPProxy(v, l, 0, name); err != nil {
-				return err
-			}
-		}
-		return nil
+		return statsFilterBeforeTCPProxy(v, zkListener, 0, traffic.ZooKeeperProxyFilterName)
 	})
+	// Kafka's broker filter is a contrib extension the stock istio-proxy does not build: the
+	// sidecar is never sent it, and Kafka's port keeps Istio's TCP proxy.
+	if _, err := v.Filter(kafkaListener, 0, traffic.KafkaBrokerFilterName); err == nil {
+		t.Errorf("%s: a stock sidecar was sent %s, which its proxy lacks", kafkaListener, traffic.KafkaBrokerFilterName)
+	}
+	if _, err := v.Filter(kafkaListener, 0, "envoy.filters.network.tcp_proxy"); err != nil {
+		t.Errorf("%s: Kafka's port lost Istio's TCP proxy: %v", kafkaListener, err)
+	}
 
 	rp, _ := redisOn(v, clusterListener)
 	pr := rp.GetPrefixRoutes()
@@ -173,10 +176,14 @@ func TestRedisKafkaZooKeeperOnIstiod(t *testing.T) {
 		return nil
 	})
 
-	// Kafka's server side: the broker filter before the TCP proxy of its inbound port.
-	kafka.WaitFor(30*time.Second, "inbound kafka_broker", func(v *harness.View) error {
-		return statsFilterBeforeTCPProxy(v, "virtualInbound", 9092, traffic.KafkaBrokerFilterName)
+	// Kafka's server side: its inbound port keeps the TCP proxy, without the broker filter.
+	kv := kafka.WaitFor(30*time.Second, "inbound TCP proxy of Kafka's port", func(v *harness.View) error {
+		_, err := v.Filter("virtualInbound", 9092, "envoy.filters.network.tcp_proxy")
+		return err
 	})
+	if _, err := kv.Filter("virtualInbound", 9092, traffic.KafkaBrokerFilterName); err == nil {
+		t.Errorf("virtualInbound: the Kafka pod's stock sidecar was sent %s", traffic.KafkaBrokerFilterName)
+	}
 
 	for _, kind := range []struct {
 		gvr  schema.GroupVersionResource

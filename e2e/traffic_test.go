@@ -134,7 +134,8 @@ func TestMetaRouterBecomesEnvoyFiltersAndLiveRoutes(t *testing.T) {
 
 	xdsAddr := freeAddr(t)
 	b := startBridge(t, c, "--registry-namespace", c.namespace, "--traffic=true", "--xds-listen", xdsAddr,
-		"--traffic-watch-namespace", c.namespace, "--envoyfilter-namespace", c.namespace)
+		"--traffic-watch-namespace", c.namespace, "--envoyfilter-namespace", c.namespace,
+		"--proxy", "metaprotocol-1.4.2") // every proxy runs the MetaProtocol image, as in Aeraki
 	b.waitReady(t, env)
 
 	// EnvoyFilters, stored by the API server under Istio's schema and still valid configs.

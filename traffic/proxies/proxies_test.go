@@ -1,7 +1,10 @@
 package proxies
 
 import (
+	"os"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -72,5 +75,53 @@ typed_config:
 	p, _ := Get(DefaultStock)
 	if got := p.Missing(patch); !slices.Equal(got, []string{"envoy.filters.dubbo.rbac"}) {
 		t.Errorf("Missing = %v", got)
+	}
+}
+
+// TestDocumentedCompatibility checks the compatibility table of docs/data-plane.md against the
+// profiles, cell by cell.
+func TestDocumentedCompatibility(t *testing.T) {
+	data, err := os.ReadFile("../../docs/data-plane.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	start := strings.Index(doc, "<!-- compatibility table")
+	end := strings.Index(doc, "<!-- end of compatibility table -->")
+	if start < 0 || end < start {
+		t.Fatal("no compatibility table in docs/data-plane.md")
+	}
+	var columns []string
+	rows := 0
+	for _, line := range strings.Split(doc[start:end], "\n") {
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if columns == nil {
+			columns = cells[1:]
+			continue
+		}
+		ext := regexp.MustCompile("`([a-z0-9_.]+)`\\)$").FindStringSubmatch(cells[0])
+		if ext == nil {
+			t.Errorf("row %q names no extension", cells[0])
+			continue
+		}
+		rows++
+		for i, cell := range cells[1:] {
+			p, err := Get(columns[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := p.Has(ext[1]); (cell == "yes") != want {
+				t.Errorf("%s × %s: the table says %s, the profile %v", ext[1], p.Name, cell, want)
+			}
+		}
+	}
+	if rows == 0 || len(columns) != len(Names()) {
+		t.Errorf("table: %d rows, columns %v; profiles %v", rows, columns, Names())
 	}
 }
