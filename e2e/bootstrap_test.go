@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
@@ -96,7 +97,7 @@ func TestHelmBootstrapOverride(t *testing.T) {
 				checkXDSCluster(t, c, wantAddr, uint32(svc.Spec.Ports[0].Port), name == "custom", istioStatic) // custom: mutual TLS
 
 				// Every filter the translator writes with these flags must find its RDS cluster.
-				opts := traffic.Options{XDSCluster: xdsCluster}
+				opts := traffic.Options{XDSCluster: xdsCluster, Proxy: proxies.DefaultMetaProtocol} // every MetaProtocol filter too
 				for _, ef := range translatedGoldenInputs(t, opts) {
 					clusters, err := traffictest.ConfigSourceClusters(ef)
 					if err != nil {

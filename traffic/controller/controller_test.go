@@ -26,6 +26,7 @@ import (
 	"github.com/meltemi-mesh/meltemi/e2e/harness"
 	"github.com/meltemi-mesh/meltemi/sync/kube"
 	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 	"github.com/meltemi-mesh/meltemi/traffic/traffictest"
 )
 
@@ -124,7 +125,7 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctrl, err := New(Config{Client: dyn, Writer: rec, Routes: routes, WatchNamespace: ns, MeshConfig: types.NamespacedName{Namespace: ns, Name: "istio"},
-		Options: traffic.Options{Namespace: ns}, Recorder: events.record, Registerer: reg, Debounce: 20 * time.Millisecond})
+		Options: traffic.Options{Namespace: ns, Proxy: proxies.DefaultMetaProtocol}, Recorder: events.record, Registerer: reg, Debounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
