@@ -483,6 +483,7 @@ func TestHelmInstallLeastPrivilege(t *testing.T) {
 traffic:
   envoyFilterNamespace: %s
   watchNamespace: %s
+  proxy: metaprotocol-1.4.2 # every proxy runs the MetaProtocol image, so its EnvoyFilters are written
 config:
   debounce: 20ms
 `, registry, env.ZKAddr, root, efNamespace, c.namespace))
