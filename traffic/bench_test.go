@@ -13,6 +13,7 @@ import (
 
 	"github.com/meltemi-mesh/meltemi/api/istio"
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 )
 
 // benchInput has n services, each with a VIP, a MetaProtocol port, a DestinationRule with two
@@ -54,7 +55,7 @@ func BenchmarkTranslate1000MetaRouters(b *testing.B) {
 	var out *Output
 	start, cpu := time.Now(), cpuTime()
 	for b.Loop() {
-		out = Translate(in, Options{})
+		out = Translate(in, Options{Proxy: proxies.DefaultMetaProtocol})
 	}
 	reportPerTranslation(b, start, cpu)
 	if len(out.Routes) != 1000 || len(out.EnvoyFilters) != 1000 || len(out.Problems) != 0 {
@@ -90,7 +91,7 @@ func BenchmarkDecodeAndTranslate1000MetaRouters(b *testing.B) {
 		if len(problems) > 0 {
 			b.Fatal(problems)
 		}
-		out = Translate(decoded, Options{})
+		out = Translate(decoded, Options{Proxy: proxies.DefaultMetaProtocol})
 	}
 	reportPerTranslation(b, start, cpu)
 	if len(out.Routes) != 1000 {
