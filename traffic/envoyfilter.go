@@ -196,21 +196,41 @@ func (t *translator) loadable(host string, port uint32, direction string, select
 	if len(missing) == 0 {
 		return true
 	}
-	msg := fmt.Sprintf("port %d (%s): not sent, since %s has no %s; the port keeps Istio's TCP handling",
-		port, direction, target, strings.Join(missing, ", "))
-	if !target.MetaProtocol && slices.ContainsFunc(missing, func(m string) bool { return strings.HasPrefix(m, "aeraki.") || m == wellknown.MetaProtocolFilter }) {
-		msg += " (MetaProtocol filters go only to proxies selected as MetaProtocol proxies: set the proxy selector, traffic.proxySelector in the chart, and label those pods)"
+	metaProtocolOnly := !slices.ContainsFunc(missing, func(m string) bool { return !isMetaProtocolExtension(m) })
+	what := strings.Join(missing, ", ")
+	if metaProtocolOnly {
+		what = "MetaProtocol filter"
 	}
-	if svc, ok := t.services[host]; ok {
-		t.serviceProblem(svc.se, SeverityWarning, "host %s %s", host, msg)
-		if slices.Contains(missing, wellknown.DubboRBACFilter) {
-			for _, ap := range t.authz[svc.se.Namespace] {
-				t.problem("DubboAuthorizationPolicy", ap.Namespace, ap.Name, SeverityError,
-					"not enforced for host %s: %s", host, msg)
-			}
+	msg := fmt.Sprintf("port %d (%s): not sent, since %s has no %s; the port keeps Istio's TCP handling", port, direction, target, what)
+	if metaProtocolOnly && len(t.opts.ProxySelector) == 0 {
+		// MetaProtocol is not enabled for any proxy: that is a choice, not a fault of each
+		// service. A MetaRouter that wants the port says so; Finish counts the rest once.
+		if rt, ok := t.routers[host]; ok {
+			rt.res.warn("host %s %s (no proxy is selected as a MetaProtocol proxy)", host, msg)
+		}
+		t.metaProtocolOff++
+		return false
+	}
+	if metaProtocolOnly {
+		msg += " (MetaProtocol filters go only to proxies selected as MetaProtocol proxies: label those pods)"
+	}
+	svc, ok := t.services[host]
+	if !ok {
+		t.problem("EnvoyFilter", t.opts.Namespace, envoyFilterName(host, port, direction), SeverityWarning, "host %s %s", host, msg)
+		return false
+	}
+	t.serviceProblem(svc.se, SeverityWarning, "host %s %s", host, msg)
+	if slices.Contains(missing, wellknown.DubboRBACFilter) {
+		for _, ap := range t.authz[svc.se.Namespace] {
+			t.problem("DubboAuthorizationPolicy", ap.Namespace, ap.Name, SeverityError,
+				"not enforced for host %s: %s", host, msg)
 		}
 	}
 	return false
+}
+
+func isMetaProtocolExtension(name string) bool {
+	return strings.HasPrefix(name, "aeraki.") || name == wellknown.MetaProtocolFilter
 }
 
 // declaredCodec reports whether an ApplicationProtocol (not the built-in set) names codec.

@@ -156,6 +156,9 @@ type translator struct {
 	// stockProfile and metaProtocolProfile are the profiles of Options.Proxy and
 	// Options.MetaProtocolProxy: what the proxies an EnvoyFilter reaches can load.
 	stockProfile, metaProtocolProfile *proxies.Profile
+	// metaProtocolOff counts the MetaProtocol EnvoyFilters not produced because no proxy is a
+	// MetaProtocol proxy.
+	metaProtocolOff int
 	mesh                              *MeshConfig
 	out                               *Output
 	codecs                            map[string]string
@@ -474,6 +477,11 @@ func (t *translator) outboundListeners(svc *service, port uint32, rt *router) []
 }
 
 func (t *translator) finish() {
+	if t.metaProtocolOff > 0 {
+		t.problem("Options", "", "", SeverityWarning, "ports named tcp-metaprotocol-… keep Istio's TCP handling: "+
+			"%s has no MetaProtocol filter and no proxy is selected as a MetaProtocol proxy "+
+			"(traffic.proxySelector in the chart, --metaprotocol-proxy-selector)", t.stockProfile)
+	}
 	for key, res := range t.out.Routers {
 		for _, e := range res.Errors {
 			t.problem("MetaRouter", key.Namespace, key.Name, SeverityError, "%s", e)
