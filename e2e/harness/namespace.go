@@ -22,7 +22,7 @@ var (
 	nonDNS               = regexp.MustCompile(`[^a-z0-9-]+`)
 )
 
-// Namespace creates a namespace named after the test (prefix, the test's name, 24 random bits)
+// Namespace creates a namespace named after the test (prefix, the test's name, 32 random bits)
 // and removes it, with the ServiceEntries in it, when the test ends. The e2e API server runs no
 // controller manager, so the cleanup finalizes the namespace itself.
 func Namespace(t testing.TB, client dynamic.Interface, prefix string) string {
@@ -31,7 +31,7 @@ func Namespace(t testing.TB, client dynamic.Interface, prefix string) string {
 	if len(base) > 40 {
 		base = base[:40]
 	}
-	var b [3]byte
+	var b [4]byte
 	_, _ = rand.Read(b[:])
 	name := strings.Trim(prefix+"-"+base, "-") + "-" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
