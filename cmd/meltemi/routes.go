@@ -20,6 +20,7 @@ import (
 	mpv1 "github.com/meltemi-mesh/meltemi/api/metaprotocol/v1alpha1"
 	redisv1 "github.com/meltemi-mesh/meltemi/api/redis/v1alpha1"
 	"github.com/meltemi-mesh/meltemi/traffic"
+	"github.com/meltemi-mesh/meltemi/traffic/proxies"
 )
 
 type explainOptions struct {
@@ -27,6 +28,7 @@ type explainOptions struct {
 	port                        uint16
 	attrs                       []string
 	files                       []string
+	proxy, proxySelector        string
 }
 
 func newRoutesCmd() *cobra.Command {
@@ -60,6 +62,8 @@ cluster.`,
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "file of objects (repeatable; - for stdin)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then in-cluster configuration")
 	fs.StringVar(&o.namespace, "watch-namespace", "", "read rules and services from this namespace only (default: all)")
+	fs.StringVar(&o.proxy, "proxy", proxies.DefaultStock, "as meltemi run's --proxy: the profile of the proxies EnvoyFilters reach")
+	fs.StringVar(&o.proxySelector, "metaprotocol-proxy-selector", "", "as meltemi run's --metaprotocol-proxy-selector")
 	return groupCmd("routes", "Explain how the translated traffic rules route requests", explain)
 }
 
@@ -74,7 +78,15 @@ func explainRoute(ctx context.Context, o explainOptions, attrs map[string]string
 	if err != nil {
 		return err
 	}
-	return explain(stdout, objs, o.host, uint32(o.port), attrs)
+	sel, err := parseSelector(o.proxySelector)
+	if err != nil {
+		return fmt.Errorf("--metaprotocol-proxy-selector: %w", err)
+	}
+	opts := traffic.Options{Proxy: o.proxy, ProxySelector: sel}
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	return explain(stdout, objs, opts, o.host, uint32(o.port), attrs)
 }
 
 func readObjectFiles(files []string) ([]*unstructured.Unstructured, error) {
@@ -130,9 +142,9 @@ func listTrafficObjects(ctx context.Context, kubeconfig, namespace string) ([]*u
 }
 
 // explain translates objs and prints where a request to host:port with attrs goes.
-func explain(w io.Writer, objs []*unstructured.Unstructured, host string, port uint32, attrs map[string]string) error {
+func explain(w io.Writer, objs []*unstructured.Unstructured, opts traffic.Options, host string, port uint32, attrs map[string]string) error {
 	in, problems := traffic.Decode(objs)
-	out := traffic.Translate(in, traffic.Options{})
+	out := traffic.Translate(in, opts)
 	name := traffic.RouteConfigName(host, port)
 	rc := out.Routes[name]
 	if rp := out.RedisProxies[name]; rc == nil && rp != nil {

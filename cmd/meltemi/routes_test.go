@@ -100,3 +100,28 @@ func checkExplain(t *testing.T, args, want []string, wantErr string) {
 		}
 	}
 }
+
+// TestRoutesExplainTakesTheProxyProfile: explain translates with the run's proxy options, so it
+// says when a MetaRouter's routes reach no proxy, and not when they do.
+func TestRoutesExplainTakesTheProxyProfile(t *testing.T) {
+	args := []string{"explain", "-f", "../../traffic/testdata/metaprotocol-off/input.yaml",
+		"--host", "greeter.example.com", "--port", "20880", "--attr", "method=sayHello"}
+	const warning = "has no MetaProtocol filter; the port keeps Istio's TCP handling"
+	for _, tc := range []struct {
+		extra       []string
+		wantWarning bool
+	}{
+		{nil, true},
+		{[]string{"--proxy", "metaprotocol-1.4.2"}, false},
+		{[]string{"--metaprotocol-proxy-selector", "mesh.example/metaprotocol=on"}, false},
+	} {
+		var stdout bytes.Buffer
+		if err := execute(context.Background(), append(append([]string{"routes"}, args...), tc.extra...), &stdout, &bytes.Buffer{}); err != nil {
+			t.Fatalf("%v: %v", tc.extra, err)
+		}
+		if got := strings.Contains(stdout.String(), warning); got != tc.wantWarning || !strings.Contains(stdout.String(), "say-hello (1 of 1)") {
+			t.Errorf("%v: warning shown %v, want %v:\n%s", tc.extra, got, tc.wantWarning, stdout.String())
+		}
+	}
+	checkExplain(t, append(args, "--proxy", "istio-proxy-0.1"), nil, `no proxy profile "istio-proxy-0.1"`)
+}
