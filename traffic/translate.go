@@ -159,13 +159,13 @@ type translator struct {
 	// metaProtocolOff counts the MetaProtocol EnvoyFilters not produced because no proxy is a
 	// MetaProtocol proxy.
 	metaProtocolOff int
-	mesh                              *MeshConfig
-	out                               *Output
-	codecs                            map[string]string
-	subsets                           map[string]*subsets // host -> subsets of its DestinationRules
-	services                          map[string]*service // host -> service
-	routers                           map[string]*router  // host -> the MetaRouter routing it
-	listeners                         map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
+	mesh            *MeshConfig
+	out             *Output
+	codecs          map[string]string
+	subsets         map[string]*subsets // host -> subsets of its DestinationRules
+	services        map[string]*service // host -> service
+	routers         map[string]*router  // host -> the MetaRouter routing it
+	listeners       map[string]string   // outbound listener name -> host whose filter replaces its TCP proxy
 	// virtualServices: host -> the VirtualService routing its native Dubbo/Thrift ports.
 	virtualServices map[string]*VirtualService
 	// authz: namespace -> its DubboAuthorizationPolicies, oldest first.
