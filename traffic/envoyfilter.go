@@ -182,14 +182,16 @@ func (t *translator) loadable(host string, port uint32, direction string, select
 	if len(t.opts.ProxySelector) > 0 && containsLabels(selector, t.opts.ProxySelector) {
 		target = t.metaProtocolProfile
 	}
-	var values []any
+	var missing []string
 	for _, p := range patches {
-		var v any
-		if json.Unmarshal(p.Patch.Value, &v) == nil {
-			values = append(values, v)
+		for _, m := range target.MissingInJSON(p.Patch.Value) {
+			if !slices.Contains(missing, m) {
+				missing = append(missing, m)
+			}
 		}
 	}
-	missing := slices.DeleteFunc(target.Missing(values), func(ext string) bool {
+	slices.Sort(missing)
+	missing = slices.DeleteFunc(missing, func(ext string) bool {
 		// A codec an ApplicationProtocol declares is in the user's own MetaProtocol build.
 		return target.MetaProtocol && t.declaredCodec(ext)
 	})

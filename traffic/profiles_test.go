@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,5 +60,41 @@ func TestGoldenEnvoyFiltersLoadOnTheirProxies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExtensionsInJSONAgreesWithTheDecodedWalk: the translator reads extension names from the
+// JSON text (proxies.ExtensionsInJSON); on every golden EnvoyFilter, compact and indented, it
+// finds what a walk of the decoded document finds.
+func TestExtensionsInJSONAgreesWithTheDecodedWalk(t *testing.T) {
+	goldens, _ := filepath.Glob(filepath.Join("testdata", "*", "envoyfilters.golden.yaml"))
+	compared := 0
+	for _, golden := range goldens {
+		data, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		efs, err := ParseObjects(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ef := range efs {
+			patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
+			for _, p := range patches {
+				value := p.(map[string]any)["patch"].(map[string]any)["value"]
+				want := proxies.Extensions(value)
+				compact, _ := json.Marshal(value)
+				indented, _ := json.MarshalIndent(value, "", "  ")
+				for _, doc := range [][]byte{compact, indented} {
+					if got := proxies.ExtensionsInJSON(doc); !slices.Equal(got, want) {
+						t.Errorf("%s %s: ExtensionsInJSON %v, decoded walk %v", golden, ef.GetName(), got, want)
+					}
+				}
+				compared++
+			}
+		}
+	}
+	if compared == 0 {
+		t.Fatal("no patch compared")
 	}
 }

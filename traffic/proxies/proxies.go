@@ -12,6 +12,7 @@ package proxies
 
 import (
 	"bufio"
+	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -159,6 +160,76 @@ func isExtensionName(s string) bool {
 func (p *Profile) Missing(config any) []string {
 	var out []string
 	for _, n := range Extensions(config) {
+		if !p.Has(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ExtensionsInJSON returns what Extensions returns for the decoded document, read from the JSON
+// text without decoding it: every string value of a "name" key that is an extension name. It
+// is what the translator runs on every EnvoyFilter it builds, so it does not build the document.
+func ExtensionsInJSON(doc []byte) []string {
+	const key = `"name"`
+	var out []string
+	for i := 0; ; {
+		j := bytes.Index(doc[i:], []byte(key))
+		if j < 0 {
+			break
+		}
+		start := i + j
+		i = start + len(key)
+		if escaped(doc, start) {
+			continue // the end of a string that holds `\"name`
+		}
+		k := skipSpace(doc, i)
+		if k >= len(doc) || doc[k] != ':' {
+			continue // a string value "name", not the key
+		}
+		k = skipSpace(doc, k+1)
+		if k >= len(doc) || doc[k] != '"' {
+			continue
+		}
+		end := k + 1
+		for end < len(doc) && doc[end] != '"' {
+			if doc[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		if end >= len(doc) {
+			break
+		}
+		if v := doc[k+1 : end]; bytes.IndexByte(v, '\\') < 0 && isExtensionName(string(v)) && !slices.Contains(out, string(v)) {
+			out = append(out, string(v))
+		}
+		i = end + 1
+	}
+	slices.Sort(out)
+	return out
+}
+
+// escaped reports whether the quote at doc[i] is escaped (an odd number of backslashes before it).
+func escaped(doc []byte, i int) bool {
+	n := 0
+	for i--; i >= 0 && doc[i] == '\\'; i-- {
+		n++
+	}
+	return n%2 == 1
+}
+
+func skipSpace(doc []byte, i int) int {
+	for i < len(doc) && (doc[i] == ' ' || doc[i] == '\t' || doc[i] == '\n' || doc[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// MissingInJSON is Missing for a JSON document.
+func (p *Profile) MissingInJSON(doc []byte) []string {
+	var out []string
+	for _, n := range ExtensionsInJSON(doc) {
 		if !p.Has(n) {
 			out = append(out, n)
 		}

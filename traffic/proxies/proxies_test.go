@@ -125,3 +125,22 @@ func TestDocumentedCompatibility(t *testing.T) {
 		t.Errorf("table: %d rows, columns %v; profiles %v", rows, columns, Names())
 	}
 }
+
+func TestExtensionsInJSON(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want []string
+	}{
+		{`{"name":"envoy.filters.network.dubbo_proxy","typed_config":{"dubbo_filters":[{"name":"envoy.filters.dubbo.rbac"},{"name" : "envoy.filters.dubbo.router"}]}}`,
+			[]string{"envoy.filters.dubbo.rbac", "envoy.filters.dubbo.router", "envoy.filters.network.dubbo_proxy"}},
+		// Not extensions: a route's name, a string value "name", a key ending in \"name, an escaped value.
+		{`{"name":"local","route":{"cluster":"name"},"x\"name":"envoy.filters.a","k":["name",{"name":"envoy.filters.b\u0041"}]}`, nil},
+		{"{\n  \"name\": \"aeraki.meta_protocol.codec.dubbo\"\n}", []string{"aeraki.meta_protocol.codec.dubbo"}},
+		{`{"name":"envoy.x","a":{"name":"envoy.x"}}`, []string{"envoy.x"}},
+		{`{"name":"envoy.unterminated`, nil},
+	} {
+		if got := ExtensionsInJSON([]byte(tc.doc)); !slices.Equal(got, tc.want) {
+			t.Errorf("ExtensionsInJSON(%s) = %v, want %v", tc.doc, got, tc.want)
+		}
+	}
+}
