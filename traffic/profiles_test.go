@@ -16,12 +16,7 @@ import (
 // selected as MetaProtocol proxies, or the case's Options.Proxy), codecs that the case's
 // ApplicationProtocols declare aside.
 func TestGoldenEnvoyFiltersLoadOnTheirProxies(t *testing.T) {
-	dirs, err := filepath.Glob(filepath.Join("testdata", "*", "envoyfilters.golden.yaml"))
-	if err != nil || len(dirs) == 0 {
-		t.Fatalf("no golden EnvoyFilters: %v", err)
-	}
-	for _, golden := range dirs {
-		dir := filepath.Dir(golden)
+	for dir, efs := range goldenEnvoyFilters(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			in, opts, _ := loadCase(t, dir)
 			opts = opts.WithDefaults()
@@ -36,14 +31,6 @@ func TestGoldenEnvoyFiltersLoadOnTheirProxies(t *testing.T) {
 			var declared []string
 			for _, ap := range in.ApplicationProtocols {
 				declared = append(declared, ap.Spec.Codec)
-			}
-			data, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatal(err)
-			}
-			efs, err := ParseObjects(data)
-			if err != nil {
-				t.Fatal(err)
 			}
 			for _, ef := range efs {
 				target := stock
@@ -67,17 +54,8 @@ func TestGoldenEnvoyFiltersLoadOnTheirProxies(t *testing.T) {
 // JSON text (proxies.ExtensionsInJSON); on every golden EnvoyFilter, compact and indented, it
 // finds what a walk of the decoded document finds.
 func TestExtensionsInJSONAgreesWithTheDecodedWalk(t *testing.T) {
-	goldens, _ := filepath.Glob(filepath.Join("testdata", "*", "envoyfilters.golden.yaml"))
 	compared := 0
-	for _, golden := range goldens {
-		data, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		efs, err := ParseObjects(data)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for golden, efs := range goldenEnvoyFilters(t) {
 		for _, ef := range efs {
 			patches, _, _ := unstructured.NestedSlice(ef.Object, "spec", "configPatches")
 			for _, p := range patches {
@@ -97,4 +75,26 @@ func TestExtensionsInJSONAgreesWithTheDecodedWalk(t *testing.T) {
 	if compared == 0 {
 		t.Fatal("no patch compared")
 	}
+}
+
+// goldenEnvoyFilters returns the golden EnvoyFilters of every translation case, by case folder.
+func goldenEnvoyFilters(t *testing.T) map[string][]*unstructured.Unstructured {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*", "envoyfilters.golden.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden EnvoyFilters: %v", err)
+	}
+	out := map[string][]*unstructured.Unstructured{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		efs, err := ParseObjects(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[filepath.Dir(f)] = efs
+	}
+	return out
 }
